@@ -1,0 +1,15 @@
+//! # tessera-core
+//!
+//! The raster model and the computations of Tessera, as plain functions over plain types,
+//! testable without a network.
+//!
+//! # Layout
+//! - [`model`]: GeoTrellis's vocabulary — `Extent`, `CellSize`, `CellType`, `GridExtent`,
+//!   `TileLayout`, `LayoutDefinition`, `MapKeyTransform`, `SpatialKey`, `SpaceTimeKey`,
+//!   `KeyBounds`, `KeyIndex`, `LayoutScheme`, `TileLayerMetadata` — and the collect-metadata reduce.
+//! - `error`: the crate's one error type.
+
+pub mod error;
+pub mod model;
+
+pub use error::{Error, Result};
