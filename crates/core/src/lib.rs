@@ -11,5 +11,6 @@
 
 pub mod error;
 pub mod model;
+pub mod tile;
 
 pub use error::{Error, Result};
