@@ -11,6 +11,8 @@
 
 pub mod error;
 pub mod model;
+pub mod source;
+pub mod store;
 pub mod tile;
 
 pub use error::{Error, Result};

@@ -1,0 +1,198 @@
+//! Object storage: a URL (`file://`, `s3://`, `memory://` or a plain local path) opened as an
+//! `object_store` rooted at that URL's prefix.
+//!
+//! `s3://bucket/prefix` takes its endpoint, region and credentials from the usual `AWS_*`
+//! environment variables (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY`); an `http://` endpoint (MinIO, a loopback test server) is allowed.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use crate::error::{Error, Result};
+
+/// An object store opened at a URL; keys are relative to the URL's prefix.
+#[derive(Debug, Clone)]
+pub struct Store {
+    url: String,
+    inner: Arc<dyn ObjectStore>,
+}
+
+/// Whether a URL names something Tessera can open as a store.
+fn scheme_of(url: &str) -> Option<&str> {
+    let (scheme, rest) = url.split_once("://")?;
+    (!scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || c == '+') && !rest.is_empty()).then_some(scheme)
+}
+
+/// A plain local path, made absolute against the working directory.
+fn absolute_local(path: &str) -> Result<std::path::PathBuf> {
+    let p = std::path::Path::new(path);
+    if p.is_absolute() {
+        return Ok(p.to_path_buf());
+    }
+    let cwd = std::env::current_dir().map_err(|e| Error::storage(path, format!("cannot resolve a relative path: {e}")))?;
+    Ok(cwd.join(p))
+}
+
+/// The object-store path of a local absolute path, without following links.
+fn local_prefix(url: &str, path: &std::path::Path) -> Result<Path> {
+    let mut parts = Vec::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::Normal(s) => parts.push(
+                s.to_str().ok_or_else(|| Error::storage(url, "the path is not valid UTF-8"))?.to_string(),
+            ),
+            std::path::Component::ParentDir => {
+                parts.pop();
+            }
+            _ => {}
+        }
+    }
+    Ok(Path::from_iter(parts))
+}
+
+impl Store {
+    /// Opens the store a URL names. Supported: `file:///abs/path`, `s3://bucket/prefix`,
+    /// `memory://name` (in-process, for tests) and plain local paths.
+    pub fn open(url: &str) -> Result<Store> {
+        let url = url.trim_end_matches('/');
+        let (inner, prefix): (Arc<dyn ObjectStore>, Path) = match scheme_of(url) {
+            None => {
+                let abs = absolute_local(url)?;
+                (Arc::new(object_store::local::LocalFileSystem::new()), local_prefix(url, &abs)?)
+            }
+            Some("file") => {
+                let path = &url["file://".len()..];
+                if !path.starts_with('/') {
+                    return Err(Error::storage(url, "a file:// URL needs an absolute path (file:///dir/layer)"));
+                }
+                (Arc::new(object_store::local::LocalFileSystem::new()), local_prefix(url, std::path::Path::new(path))?)
+            }
+            Some("s3") => {
+                let rest = &url["s3://".len()..];
+                let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+                if bucket.is_empty() {
+                    return Err(Error::storage(url, "an s3:// URL needs a bucket (s3://bucket/prefix)"));
+                }
+                let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+                let endpoint = std::env::var("AWS_ENDPOINT_URL_S3").or_else(|_| std::env::var("AWS_ENDPOINT_URL"));
+                if let Ok(endpoint) = endpoint {
+                    if endpoint.starts_with("http://") {
+                        builder = builder.with_allow_http(true);
+                    }
+                    builder = builder.with_endpoint(endpoint);
+                }
+                let s3 = builder.build().map_err(|e| Error::storage(url, e))?;
+                (Arc::new(s3), Path::parse(key).map_err(|e| Error::storage(url, e))?)
+            }
+            Some("memory") => {
+                let name = &url["memory://".len()..];
+                (memory_store(name), Path::default())
+            }
+            Some(other) => {
+                return Err(Error::storage(
+                    url,
+                    format!("unsupported URL scheme `{other}` (expected file://, s3:// or a local path)"),
+                ));
+            }
+        };
+        let inner: Arc<dyn ObjectStore> =
+            if prefix.as_ref().is_empty() { inner } else { Arc::new(PrefixStore::new(inner, prefix)) };
+        Ok(Store { url: url.to_string(), inner })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The `object_store` rooted at this URL.
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        self.inner.clone()
+    }
+
+    fn err(&self, key: &str, e: impl std::fmt::Display) -> Error {
+        Error::storage(format!("{}/{key}", self.url), e)
+    }
+
+    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
+        self.inner.put(&Path::from(key), PutPayload::from(bytes)).await.map_err(|e| self.err(key, e))?;
+        Ok(())
+    }
+
+    /// The object at `key`, or `None` when there is none.
+    pub async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        match self.inner.get(&Path::from(key)).await {
+            Ok(r) => Ok(Some(r.bytes().await.map_err(|e| self.err(key, e))?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err(key, e)),
+        }
+    }
+
+    pub async fn exists(&self, key: &str) -> Result<bool> {
+        match self.inner.head(&Path::from(key)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.err(key, e)),
+        }
+    }
+
+    /// Every key under `prefix` (all keys when empty).
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let p = (!prefix.is_empty()).then(|| Path::from(prefix));
+        let metas: Vec<_> = self.inner.list(p.as_ref()).try_collect().await.map_err(|e| self.err(prefix, e))?;
+        Ok(metas.into_iter().map(|m| m.location.to_string()).collect())
+    }
+
+    /// Deletes every object under this store's prefix.
+    pub async fn delete_all(&self) -> Result<()> {
+        let locations = self.inner.list(None).map_ok(|m| m.location).boxed();
+        let mut deleted = self.inner.delete_stream(locations);
+        while let Some(r) = deleted.next().await {
+            match r {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.err("", e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Named in-memory stores live for the process, so that a writer and a reader share one.
+fn memory_store(name: &str) -> Arc<dyn ObjectStore> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static STORES: OnceLock<Mutex<HashMap<String, Arc<dyn ObjectStore>>>> = OnceLock::new();
+    let mut map = STORES.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    map.entry(name.to_string()).or_insert_with(|| Arc::new(object_store::memory::InMemory::new())).clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_store_round_trips_and_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}/layer", dir.path().display());
+        let store = Store::open(&url).unwrap();
+        store.put("a/b", Bytes::from_static(b"xyz")).await.unwrap();
+        assert!(dir.path().join("layer/a/b").exists());
+        assert_eq!(store.get("a/b").await.unwrap().as_deref(), Some(&b"xyz"[..]));
+        assert_eq!(store.get("nope").await.unwrap(), None);
+        assert_eq!(store.list("").await.unwrap(), vec!["a/b".to_string()]);
+        store.delete_all().await.unwrap();
+        assert!(store.list("").await.unwrap().is_empty());
+    }
+
+    #[test]
+    fn unsupported_schemes_are_named() {
+        let err = Store::open("gs://bucket/x").unwrap_err().to_string();
+        assert!(err.contains("unsupported URL scheme `gs`"), "{err}");
+        let err = Store::open("file://relative/x").unwrap_err().to_string();
+        assert!(err.contains("absolute path"), "{err}");
+    }
+}
