@@ -1,1 +1,191 @@
-fn main() {}
+//! The `tessera` command.
+//!
+//! `main` only parses arguments and calls into `tessera-core`; every command is a function
+//! returning `anyhow::Result`, and an error is printed as one line naming the problem, with
+//! exit status 1 (2 for usage errors, from clap).
+
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tessera_core::export::{ExportFormat, export};
+use tessera_core::ingest::{IngestOptions, NoProgress, Progress, ingest};
+use tessera_core::layer::{LayerReader, WriteOptions};
+use tessera_core::model::LayoutScheme;
+use tessera_core::source::parse_crs;
+use tessera_core::tile::{MergeMethod, Resample};
+
+#[derive(Debug, Parser)]
+#[command(name = "tessera", version, about = "Distributed tiled raster compute engine")]
+struct Cli {
+    /// Do not draw progress bars.
+    #[arg(long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Cut rasters GDAL reads into a tiled Zarr layer.
+    Ingest(IngestArgs),
+    /// Inspect or export layers.
+    Layer {
+        #[command(subcommand)]
+        command: LayerCommand,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct IngestArgs {
+    /// Source rasters: paths, file:// or s3:// URLs.
+    #[arg(required = true)]
+    sources: Vec<String>,
+    /// Layout scheme: floating:SIZE, floating:COLSxROWS, zoomed:3857[:SIZE] or zoomed:4326[:SIZE].
+    #[arg(long, default_value = "floating:256")]
+    layout: String,
+    /// Reproject every source to this CRS (EPSG:n, WKT or PROJ string).
+    #[arg(long)]
+    target_crs: Option<String>,
+    /// Resampling where grids do not align: nearest, bilinear or cubic.
+    #[arg(long, default_value = "nearest")]
+    resample: String,
+    /// How overlapping sources combine: first (first valid wins), mean, min or max.
+    #[arg(long, default_value = "first")]
+    merge: String,
+    /// Bands to ingest, 1-based and comma-separated (default: all).
+    #[arg(long, value_delimiter = ',')]
+    bands: Option<Vec<usize>>,
+    /// Output layer URL: file:///path, s3://bucket/prefix or a local path.
+    #[arg(long)]
+    out: String,
+    /// zstd compression level of the tiles.
+    #[arg(long, default_value_t = 3)]
+    zstd_level: i32,
+    /// Replace an existing layer at --out.
+    #[arg(long)]
+    overwrite: bool,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+enum LayerCommand {
+    /// A gdalinfo-like summary of a layer.
+    Info {
+        layer: String,
+        /// Print the layer's metadata as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a layer to one GeoTIFF or COG file.
+    Export {
+        layer: String,
+        out: PathBuf,
+        /// GTiff or COG.
+        #[arg(long, default_value = "GTiff")]
+        format: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let progress: Box<dyn Progress> =
+        if cli.quiet { Box::new(NoProgress) } else { Box::new(progress::Bar::new("tiles")) };
+    match cli.command {
+        Command::Ingest(args) => run_ingest(args, progress.as_ref()),
+        Command::Layer { command: LayerCommand::Info { layer, json } } => layer_info(&layer, json),
+        Command::Layer { command: LayerCommand::Export { layer, out, format } } => {
+            let format: ExportFormat = format.parse()?;
+            export(&layer, &out, format, progress.as_ref())?;
+            eprintln!("wrote {}", out.display());
+            Ok(())
+        }
+    }
+}
+
+fn run_ingest(args: IngestArgs, progress: &dyn Progress) -> Result<()> {
+    let options = IngestOptions {
+        scheme: LayoutScheme::parse(&args.layout)?,
+        target_crs: args.target_crs.as_deref().map(parse_crs).transpose()?,
+        resample: args.resample.parse::<Resample>()?,
+        merge: args.merge.parse::<MergeMethod>()?,
+        bands: args.bands,
+        write: WriteOptions { zstd_level: args.zstd_level, overwrite: args.overwrite },
+        threads: args.threads,
+    };
+    let summary = ingest(&args.sources, &args.out, &options, progress)?;
+    let md = &summary.layer.metadata;
+    let secs = summary.elapsed.as_secs_f64();
+    eprintln!(
+        "ingested {} source(s) into {}: {} tiles ({} all NoData, not stored), {} band(s), {:.2} s ({:.0} tiles/s)",
+        summary.layer.sources.len(),
+        args.out,
+        summary.tiles,
+        summary.empty_tiles,
+        summary.layer.bands.len(),
+        secs,
+        summary.tiles as f64 / secs.max(1e-9),
+    );
+    eprintln!("layout {}x{} tiles of {}x{} cells, {}", md.layout.tile_layout.layout_cols, md.layout.tile_layout.layout_rows, md.layout.tile_layout.tile_cols, md.layout.tile_layout.tile_rows, md.cell_type);
+    Ok(())
+}
+
+fn layer_info(url: &str, json: bool) -> Result<()> {
+    let reader = LayerReader::open(url)?;
+    let info = reader.info();
+    if json {
+        println!("{}", serde_json_string(info)?);
+        return Ok(());
+    }
+    let md = &info.metadata;
+    let grid = md.array_grid();
+    let tl = md.layout.tile_layout;
+    let cs = md.cell_size();
+    println!("Layer: {url}");
+    println!("Format: Zarr v2 (zstd), Tessera layer format {}", info.format_version);
+    println!("Size is {}, {}", grid.cols, grid.rows);
+    println!("Coordinate System is: {}", md.crs);
+    if !md.crs.wkt.is_empty() {
+        println!("{}", md.crs.wkt);
+    }
+    println!("Origin = ({:.15}, {:.15})", grid.extent.xmin, grid.extent.ymax);
+    println!("Pixel Size = ({:.15}, {:.15})", cs.width, -cs.height);
+    println!("Extent = {}", md.extent);
+    println!("Cell type: {}", md.cell_type);
+    println!(
+        "Layout: {} x {} tiles of {} x {} cells over {}{}",
+        tl.layout_cols,
+        tl.layout_rows,
+        tl.tile_cols,
+        tl.tile_rows,
+        md.layout.extent,
+        md.zoom.map(|z| format!(" (zoom {z})")).unwrap_or_default()
+    );
+    println!("Key bounds: {} .. {}", md.bounds.min, md.bounds.max);
+    println!("Sources: {}", info.sources.join(", "));
+    let expected = md.bounds.to_grid_bounds().size();
+    for (i, name) in info.bands.iter().enumerate() {
+        let present = reader.tiles_present(i + 1)?.len();
+        println!("Band {} ({name}): {present} of {expected} tiles stored (the rest are all NoData)", i + 1);
+    }
+    Ok(())
+}
+
+fn serde_json_string<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string_pretty(v).context("cannot write JSON")
+}

@@ -10,6 +10,9 @@
 //! - `error`: the crate's one error type.
 
 pub mod error;
+pub mod export;
+pub mod ingest;
+pub mod layer;
 pub mod model;
 pub mod source;
 pub mod store;

@@ -161,6 +161,22 @@ impl Store {
     }
 }
 
+/// Runs a future to completion on Tessera's I/O runtime, from synchronous code (a rayon worker,
+/// a `spawn_blocking` thread or `main`), never from inside an async task.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    use std::sync::OnceLock;
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    let rt = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("tessera-io")
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("cannot start the I/O runtime: {e}"))
+    });
+    rt.block_on(future)
+}
+
 /// Named in-memory stores live for the process, so that a writer and a reader share one.
 fn memory_store(name: &str) -> Arc<dyn ObjectStore> {
     use std::collections::HashMap;

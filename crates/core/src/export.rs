@@ -1,0 +1,139 @@
+//! Exporting a layer to a single raster file through GDAL: GeoTIFF (tiled, DEFLATE) or COG.
+//! The file is written under a temporary name and renamed when complete.
+
+use std::path::{Path, PathBuf};
+
+use gdal::cpl::CslStringList;
+use gdal::raster::{Buffer, GdalType};
+use gdal::{Dataset, DriverManager};
+
+use crate::error::{Error, Result};
+use crate::ingest::Progress;
+use crate::layer::LayerReader;
+use crate::model::DataType;
+use crate::source::spatial_ref;
+use crate::tile::{Cell, Tile};
+
+/// The file formats `export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    GTiff,
+    Cog,
+}
+
+impl std::str::FromStr for ExportFormat {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "gtiff" | "geotiff" => Ok(ExportFormat::GTiff),
+            "cog" => Ok(ExportFormat::Cog),
+            _ => Err(Error::invalid(format!("unknown export format `{s}` (expected GTiff or COG)"))),
+        }
+    }
+}
+
+fn gdal_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::storage(path.display().to_string(), e)
+}
+
+/// Removes a file when dropped unless disarmed.
+struct TempFile(Option<PathBuf>);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Writes every band of the layer at `layer_url` to `out`.
+pub fn export(layer_url: &str, out: &Path, format: ExportFormat, progress: &dyn Progress) -> Result<()> {
+    let reader = LayerReader::open(layer_url)?;
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        return Err(gdal_err(out, "its directory does not exist"));
+    }
+    let name = out.file_name().ok_or_else(|| gdal_err(out, "not a file name"))?.to_string_lossy().to_string();
+    let tiff = TempFile(Some(parent.join(format!(".{name}.{}.tmp.tif", std::process::id()))));
+    let tiff_path = tiff.0.clone().ok_or_else(|| Error::Internal("temp path".into()))?;
+    {
+        let md = reader.metadata();
+        let ds = match md.cell_type.data_type {
+            DataType::U8 => write_gtiff::<u8>(&reader, &tiff_path, progress),
+            DataType::I16 => write_gtiff::<i16>(&reader, &tiff_path, progress),
+            DataType::U16 => write_gtiff::<u16>(&reader, &tiff_path, progress),
+            DataType::I32 => write_gtiff::<i32>(&reader, &tiff_path, progress),
+            DataType::F32 => write_gtiff::<f32>(&reader, &tiff_path, progress),
+            DataType::F64 => write_gtiff::<f64>(&reader, &tiff_path, progress),
+        }?;
+        match format {
+            ExportFormat::GTiff => drop(ds),
+            ExportFormat::Cog => {
+                let cog_tmp = TempFile(Some(parent.join(format!(".{name}.{}.tmp.cog.tif", std::process::id()))));
+                let cog_path = cog_tmp.0.clone().ok_or_else(|| Error::Internal("temp path".into()))?;
+                let driver = DriverManager::get_driver_by_name("COG").map_err(|e| gdal_err(out, e))?;
+                let mut opts = CslStringList::new();
+                for (k, v) in [("COMPRESS", "DEFLATE"), ("BLOCKSIZE", "256"), ("NUM_THREADS", "ALL_CPUS")] {
+                    opts.set_name_value(k, v).map_err(|e| gdal_err(out, e))?;
+                }
+                let cog = ds.create_copy(&driver, &cog_path, &opts).map_err(|e| gdal_err(out, e))?;
+                drop(cog);
+                drop(ds);
+                std::fs::rename(&cog_path, out).map_err(|e| gdal_err(out, e))?;
+                let mut cog_tmp = cog_tmp;
+                cog_tmp.0 = None;
+                return Ok(());
+            }
+        }
+    }
+    std::fs::rename(&tiff_path, out).map_err(|e| gdal_err(out, e))?;
+    let mut tiff = tiff;
+    tiff.0 = None;
+    Ok(())
+}
+
+fn write_gtiff<T: Cell + GdalType + Copy>(reader: &LayerReader, path: &Path, progress: &dyn Progress) -> Result<Dataset> {
+    let md = reader.metadata();
+    let grid = md.array_grid();
+    let bands = reader.info().bands.len();
+    let driver = DriverManager::get_driver_by_name("GTiff").map_err(|e| gdal_err(path, e))?;
+    let mut opts = CslStringList::new();
+    let tl = md.layout.tile_layout;
+    let block_ok = tl.tile_cols % 16 == 0 && tl.tile_rows % 16 == 0;
+    let mut pairs = vec![("COMPRESS", "DEFLATE".to_string()), ("BIGTIFF", "IF_SAFER".to_string())];
+    if block_ok {
+        pairs.extend([("TILED", "YES".to_string()), ("BLOCKXSIZE", tl.tile_cols.to_string()), ("BLOCKYSIZE", tl.tile_rows.to_string())]);
+    }
+    for (k, v) in &pairs {
+        opts.set_name_value(k, v).map_err(|e| gdal_err(path, e))?;
+    }
+    let mut ds = driver
+        .create_with_band_type_with_options::<T, _>(path, grid.cols as usize, grid.rows as usize, bands, &opts)
+        .map_err(|e| gdal_err(path, e))?;
+    ds.set_geo_transform(&grid.geo_transform()).map_err(|e| gdal_err(path, e))?;
+    if !md.crs.wkt.is_empty() {
+        ds.set_spatial_ref(&spatial_ref(&md.crs)?).map_err(|e| gdal_err(path, e))?;
+    }
+    let keys: Vec<_> = md.bounds.to_grid_bounds().iter_keys().collect();
+    progress.start(keys.len() as u64 * bands as u64);
+    for b in 1..=bands {
+        let mut band = ds.rasterband(b).map_err(|e| gdal_err(path, e))?;
+        if let Some(nd) = md.cell_type.nodata {
+            band.set_no_data_value(Some(nd)).map_err(|e| gdal_err(path, e))?;
+        }
+        for &key in &keys {
+            let tile = reader.read_tile(b, key)?.unwrap_or_else(|| Tile::empty(md.cell_type, tl.tile_rows as usize, tl.tile_cols as usize));
+            let [cr, cc] = md.chunk_of(key);
+            let (x0, y0) = (cc * tl.tile_cols as u64, cr * tl.tile_rows as u64);
+            let w = (tl.tile_cols as u64).min(grid.cols - x0) as usize;
+            let h = (tl.tile_rows as u64).min(grid.rows - y0) as usize;
+            let data = tile.data.convert(T::DATA_TYPE);
+            let values: Vec<T> = crate::with_tile_data!(&data, a => a.slice(ndarray::s![..h, ..w]).iter().map(|v| T::from_f64(v.to_f64())).collect());
+            let mut buf = Buffer::new((w, h), values);
+            band.write((x0 as isize, y0 as isize), (w, h), &mut buf).map_err(|e| gdal_err(path, e))?;
+            progress.advance(1);
+        }
+    }
+    Ok(ds)
+}

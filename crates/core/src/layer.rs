@@ -1,0 +1,342 @@
+//! Tiled layers: a Zarr v2 group in object storage that GDAL (3.6+), xarray and rioxarray open
+//! without Tessera.
+//!
+//! ```text
+//! layer/
+//!   .zgroup  .zattrs (Tessera's metadata under "tessera")  .zmetadata (consolidated, written last)
+//!   band_1/.zarray .zattrs 0.0 0.1 ...   one chunk per tile: chunk (r, c) is key (min.col + c, min.row + r)
+//!   x/ y/                                cell-centre coordinates (CF)
+//!   spatial_ref/                         CF grid mapping: crs_wkt, GeoTransform
+//! ```
+//!
+//! Zarr v2, not v3: GDAL 3.6 reads v2 but not final-spec v3. Each chunk is one object PUT, which
+//! is atomic on a local filesystem (write, then rename) and on S3, so a reader never sees half a
+//! tile. A layer is complete once `.zmetadata` exists with `"complete": true`; a writer that
+//! fails part-way deletes what it wrote.
+
+mod zarr_json;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ndarray::Array2;
+use object_store::ObjectStore;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use zarrs::array::{Array, ArrayMetadata, ArraySubset};
+use zarrs::storage::storage_adapter::async_to_sync::{AsyncToSyncBlockOn, AsyncToSyncStorageAdapter};
+use zarrs_object_store::AsyncObjectStore;
+
+use crate::error::{Error, Result};
+use crate::model::{DataType, Extent, SpatialKey, TileLayerMetadata};
+use crate::store::{Store, block_on};
+use crate::tile::{Cell, Tile, TileData};
+
+/// The version of Tessera's layer attributes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Tessera's own description of a layer, kept in the root `.zattrs` under `"tessera"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerInfo {
+    pub format_version: u32,
+    pub metadata: TileLayerMetadata,
+    /// The Zarr array of each band, in band order.
+    pub bands: Vec<String>,
+    /// The sources the layer was made from.
+    pub sources: Vec<String>,
+    pub complete: bool,
+}
+
+/// How a layer is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteOptions {
+    pub zstd_level: i32,
+    /// Replace an existing layer at the same URL.
+    pub overwrite: bool,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions { zstd_level: 3, overwrite: false }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct BlockOn;
+
+impl AsyncToSyncBlockOn for BlockOn {
+    fn block_on<F: core::future::Future>(&self, future: F) -> F::Output {
+        block_on(future)
+    }
+}
+
+type SyncStorage = AsyncToSyncStorageAdapter<AsyncObjectStore<Arc<dyn ObjectStore>>, BlockOn>;
+type ZarrArray = Array<SyncStorage>;
+
+fn zarr_storage(store: &Store) -> Arc<SyncStorage> {
+    Arc::new(AsyncToSyncStorageAdapter::new(Arc::new(AsyncObjectStore::new(store.object_store())), BlockOn))
+}
+
+fn zarr_array(store: &Store, storage: &Arc<SyncStorage>, name: &str, zarray: &Value) -> Result<ZarrArray> {
+    let metadata: ArrayMetadata = serde_json::from_value(zarray.clone())
+        .map_err(|e| Error::layer(store.url(), format!("bad {name}/.zarray: {e}")))?;
+    Array::new_with_metadata(storage.clone(), &format!("/{name}"), metadata)
+        .map_err(|e| Error::layer(store.url(), format!("cannot use array {name}: {e}")))
+}
+
+/// Writes a layer: metadata first, then tiles from any number of threads, then `finish`.
+pub struct LayerWriter {
+    store: Store,
+    info: LayerInfo,
+    arrays: Vec<ZarrArray>,
+    documents: BTreeMap<String, Value>,
+}
+
+impl LayerWriter {
+    /// Creates the layer's group, arrays and coordinates. Refuses to replace an existing layer
+    /// unless `options.overwrite`; fails before writing anything when the store is unwritable.
+    pub fn create(store: Store, metadata: TileLayerMetadata, bands: Vec<String>, sources: Vec<String>, options: WriteOptions) -> Result<LayerWriter> {
+        let url = store.url().to_string();
+        let existing = block_on(store.list(""))?;
+        if !existing.is_empty() {
+            if !options.overwrite {
+                return Err(Error::layer(&url, "already exists (pass --overwrite to replace it)"));
+            }
+            block_on(store.delete_all())?;
+        }
+        let info = LayerInfo { format_version: FORMAT_VERSION, metadata, bands, sources, complete: false };
+        let documents = zarr_json::documents(&info, options.zstd_level);
+        // The first write doubles as the check that the store is writable.
+        for (key, doc) in &documents {
+            let bytes = serde_json::to_vec_pretty(doc).map_err(|e| Error::Internal(e.to_string()))?;
+            block_on(store.put(key, Bytes::from(bytes)))?;
+        }
+        let storage = zarr_storage(&store);
+        let arrays = info
+            .bands
+            .iter()
+            .map(|b| zarr_array(&store, &storage, b, &documents[&format!("{b}/.zarray")]))
+            .collect::<Result<Vec<_>>>()?;
+        let writer = LayerWriter { store, info, arrays, documents };
+        writer.write_coordinates(&storage)?;
+        Ok(writer)
+    }
+
+    fn write_coordinates(&self, storage: &Arc<SyncStorage>) -> Result<()> {
+        let grid = self.info.metadata.array_grid();
+        let xs: Vec<f64> = (0..grid.cols).map(|c| grid.cell_centre(c, 0).0).collect();
+        let ys: Vec<f64> = (0..grid.rows).map(|r| grid.cell_centre(0, r).1).collect();
+        for (name, values) in [("x", xs), ("y", ys)] {
+            let array = zarr_array(&self.store, storage, name, &self.documents[&format!("{name}/.zarray")])?;
+            array.store_chunk(&[0], values).map_err(|e| Error::storage(self.store.url(), format!("cannot write {name}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    pub fn info(&self) -> &LayerInfo {
+        &self.info
+    }
+
+    pub fn url(&self) -> &str {
+        self.store.url()
+    }
+
+    /// Writes the tile at `key` of band `band` (0-based) in one atomic PUT. A tile that is all
+    /// NoData is not stored (readers get NoData for it), and an old one at that key is removed.
+    pub fn write_tile(&self, band: usize, key: SpatialKey, tile: &Tile) -> Result<()> {
+        let md = &self.info.metadata;
+        let array = self.arrays.get(band).ok_or_else(|| Error::Internal(format!("band index {band} out of range")))?;
+        if !md.bounds.to_grid_bounds().contains(key) {
+            return Err(Error::Internal(format!("key {key} is outside the layer's key bounds")));
+        }
+        let tl = md.layout.tile_layout;
+        if tile.shape() != (tl.tile_rows as usize, tl.tile_cols as usize) {
+            return Err(Error::Internal(format!("tile {key} has shape {:?}, the layout wants {}x{}", tile.shape(), tl.tile_rows, tl.tile_cols)));
+        }
+        let data = tile.data.convert(md.cell_type.data_type);
+        let chunk = md.chunk_of(key);
+        let result = crate::with_tile_data!(&data, a => {
+            let a = a.as_standard_layout();
+            let slice = a.as_slice().ok_or_else(|| Error::Internal("tile is not contiguous".into()))?;
+            array.store_chunk(&chunk, slice)
+        });
+        result.map_err(|e| Error::storage(self.store.url(), format!("cannot write tile {key} of {}: {e}", self.info.bands[band])))
+    }
+
+    /// Marks the layer complete: root attributes and consolidated metadata, written last.
+    pub fn finish(mut self) -> Result<LayerInfo> {
+        self.info.complete = true;
+        let root = zarr_json::root_attributes(&self.info);
+        self.documents.insert(".zattrs".into(), root.clone());
+        block_on(self.store.put(".zattrs", Bytes::from(serde_json::to_vec_pretty(&root).map_err(|e| Error::Internal(e.to_string()))?)))?;
+        let consolidated = json!({ "zarr_consolidated_format": 1, "metadata": self.documents });
+        block_on(self.store.put(".zmetadata", Bytes::from(serde_json::to_vec(&consolidated).map_err(|e| Error::Internal(e.to_string()))?)))?;
+        Ok(self.info)
+    }
+
+    /// Deletes everything written so far (after a failure), so no half-written layer remains.
+    pub fn abort(self) -> Result<()> {
+        block_on(self.store.delete_all())
+    }
+}
+
+impl std::fmt::Debug for LayerWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LayerWriter").field("url", &self.store.url()).field("bands", &self.info.bands).finish()
+    }
+}
+
+impl std::fmt::Debug for LayerReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LayerReader").field("url", &self.store.url()).field("bands", &self.info.bands).finish()
+    }
+}
+
+/// Reads a complete layer: metadata, tiles by key, and windows by extent.
+pub struct LayerReader {
+    store: Store,
+    info: LayerInfo,
+    arrays: Vec<ZarrArray>,
+}
+
+impl LayerReader {
+    pub fn open(url: &str) -> Result<LayerReader> {
+        let store = Store::open(url)?;
+        let Some(bytes) = block_on(store.get(".zmetadata"))? else {
+            let msg = if block_on(store.exists(".zgroup"))? {
+                "is incomplete (no .zmetadata: the write that made it did not finish)"
+            } else {
+                "not found (no Zarr group at this URL)"
+            };
+            return Err(Error::layer(url, msg));
+        };
+        let consolidated: Value = serde_json::from_slice(&bytes).map_err(|e| Error::layer(url, format!("bad .zmetadata: {e}")))?;
+        let docs = consolidated.get("metadata").ok_or_else(|| Error::layer(url, ".zmetadata has no `metadata`"))?;
+        let tessera = docs
+            .get(".zattrs")
+            .and_then(|a| a.get("tessera"))
+            .ok_or_else(|| Error::layer(url, "is a Zarr group but not a Tessera layer (no `tessera` attributes)"))?;
+        let info: LayerInfo = serde_json::from_value(tessera.clone()).map_err(|e| Error::layer(url, format!("bad Tessera attributes: {e}")))?;
+        if info.format_version > FORMAT_VERSION {
+            return Err(Error::layer(url, format!("has format version {}, newer than this Tessera reads ({FORMAT_VERSION})", info.format_version)));
+        }
+        if !info.complete {
+            return Err(Error::layer(url, "is incomplete"));
+        }
+        let storage = zarr_storage(&store);
+        let arrays = info
+            .bands
+            .iter()
+            .map(|b| {
+                let doc = docs.get(format!("{b}/.zarray")).ok_or_else(|| Error::layer(url, format!("band array {b} is missing")))?;
+                zarr_array(&store, &storage, b, doc)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(LayerReader { store, info, arrays })
+    }
+
+    pub fn info(&self) -> &LayerInfo {
+        &self.info
+    }
+
+    pub fn metadata(&self) -> &TileLayerMetadata {
+        &self.info.metadata
+    }
+
+    /// The index of a band by its 1-based number.
+    fn band_index(&self, band: usize) -> Result<usize> {
+        let n = self.info.bands.len();
+        if band == 0 || band > n {
+            return Err(Error::layer(self.store.url(), format!("band {band} not found (it has {n} band{})", if n == 1 { "" } else { "s" })));
+        }
+        Ok(band - 1)
+    }
+
+    /// The tile of `band` (1-based) at `key`; `None` when the layer stores none there (all NoData).
+    pub fn read_tile(&self, band: usize, key: SpatialKey) -> Result<Option<Tile>> {
+        let b = self.band_index(band)?;
+        let md = &self.info.metadata;
+        if !md.bounds.to_grid_bounds().contains(key) {
+            return Err(Error::layer(self.store.url(), format!("key {key} is outside the layer's key bounds")));
+        }
+        let tl = md.layout.tile_layout;
+        let shape = (tl.tile_rows as usize, tl.tile_cols as usize);
+        let chunk = md.chunk_of(key);
+        let array = &self.arrays[b];
+        fn get<T: Cell + zarrs::array::ElementOwned>(array: &ZarrArray, chunk: &[u64], shape: (usize, usize)) -> std::result::Result<Option<Array2<T>>, String> {
+            let v: Option<Vec<T>> = array.retrieve_chunk_if_exists(chunk).map_err(|e| e.to_string())?;
+            v.map(|v| Array2::from_shape_vec(shape, v).map_err(|e| e.to_string())).transpose()
+        }
+        let data = match md.cell_type.data_type {
+            DataType::U8 => get::<u8>(array, &chunk, shape).map(|o| o.map(TileData::U8)),
+            DataType::I16 => get::<i16>(array, &chunk, shape).map(|o| o.map(TileData::I16)),
+            DataType::U16 => get::<u16>(array, &chunk, shape).map(|o| o.map(TileData::U16)),
+            DataType::I32 => get::<i32>(array, &chunk, shape).map(|o| o.map(TileData::I32)),
+            DataType::F32 => get::<f32>(array, &chunk, shape).map(|o| o.map(TileData::F32)),
+            DataType::F64 => get::<f64>(array, &chunk, shape).map(|o| o.map(TileData::F64)),
+        }
+        .map_err(|e| Error::layer(self.store.url(), format!("cannot read tile {key}: {e}")))?;
+        Ok(data.map(|data| Tile { data, cell_type: md.cell_type }))
+    }
+
+    /// The cells of `band` (1-based) inside `extent`, assembled across tiles; the extent is
+    /// snapped outwards to whole cells and clipped to the layer's data.
+    pub fn read_window(&self, band: usize, extent: &Extent) -> Result<(crate::model::GridExtent, Tile)> {
+        let b = self.band_index(band)?;
+        let md = &self.info.metadata;
+        let grid = md.array_grid();
+        let Some(clip) = extent.intersection(&grid.extent) else {
+            return Err(Error::layer(self.store.url(), format!("extent {extent} does not overlap the layer's extent {}", grid.extent)));
+        };
+        let (c0, r0) = grid.map_to_grid_f64(clip.xmin, clip.ymax);
+        let (c1, r1) = grid.map_to_grid_f64(clip.xmax, clip.ymin);
+        let snap = |v: f64, up: bool| {
+            let r = v.round();
+            if (v - r).abs() < 1e-6 { r } else if up { v.ceil() } else { v.floor() }
+        };
+        let (c0, r0) = (snap(c0, false).max(0.0) as u64, snap(r0, false).max(0.0) as u64);
+        let (c1, r1) = ((snap(c1, true) as u64).min(grid.cols), (snap(r1, true) as u64).min(grid.rows));
+        let subset = ArraySubset::new_with_ranges(&[r0..r1, c0..c1]);
+        let shape = ((r1 - r0) as usize, (c1 - c0) as usize);
+        let array = &self.arrays[b];
+        fn get<T: Cell + zarrs::array::ElementOwned>(array: &ZarrArray, subset: &ArraySubset, shape: (usize, usize)) -> std::result::Result<Array2<T>, String> {
+            let v: Vec<T> = array.retrieve_array_subset(subset).map_err(|e| e.to_string())?;
+            Array2::from_shape_vec(shape, v).map_err(|e| e.to_string())
+        }
+        let data = match md.cell_type.data_type {
+            DataType::U8 => get::<u8>(array, &subset, shape).map(TileData::U8),
+            DataType::I16 => get::<i16>(array, &subset, shape).map(TileData::I16),
+            DataType::U16 => get::<u16>(array, &subset, shape).map(TileData::U16),
+            DataType::I32 => get::<i32>(array, &subset, shape).map(TileData::I32),
+            DataType::F32 => get::<f32>(array, &subset, shape).map(TileData::F32),
+            DataType::F64 => get::<f64>(array, &subset, shape).map(TileData::F64),
+        }
+        .map_err(|e| Error::layer(self.store.url(), format!("cannot read window {extent}: {e}")))?;
+        let window = crate::model::GridExtent::from_origin(
+            grid.extent.xmin + c0 as f64 * grid.cell_size.width,
+            grid.extent.ymax - r0 as f64 * grid.cell_size.height,
+            grid.cell_size,
+            c1 - c0,
+            r1 - r0,
+        );
+        Ok((window, Tile { data, cell_type: md.cell_type }))
+    }
+
+    /// The keys that have a stored tile in band `band` (1-based), sorted by (row, col).
+    pub fn tiles_present(&self, band: usize) -> Result<Vec<SpatialKey>> {
+        let b = self.band_index(band)?;
+        let name = &self.info.bands[b];
+        let md = &self.info.metadata;
+        let mut keys: Vec<SpatialKey> = block_on(self.store.list(name))?
+            .iter()
+            .filter_map(|k| {
+                let chunk = k.strip_prefix(name.as_str())?.strip_prefix('/')?;
+                let (r, c) = chunk.split_once('.')?;
+                Some(md.key_of_chunk([r.parse().ok()?, c.parse().ok()?]))
+            })
+            .collect();
+        keys.sort_by_key(|k| (k.row, k.col));
+        Ok(keys)
+    }
+}
