@@ -71,6 +71,14 @@ impl SourceWindow<'_> {
         (!self.cell_type.is_nodata(v)).then_some(v)
     }
 
+    /// Whether a point in grid coordinates lies inside the window (GDAL computes no value for a
+    /// target cell whose centre falls outside the source, whatever the method).
+    #[inline]
+    fn inside(&self, gx: f64, gy: f64) -> bool {
+        let (rows, cols) = self.values.dim();
+        gx >= 0.0 && gy >= 0.0 && gx < cols as f64 && gy < rows as f64
+    }
+
     fn nearest(&self, gx: f64, gy: f64) -> Option<f64> {
         self.valid(gy.floor() as isize, gx.floor() as isize)
     }
@@ -167,6 +175,9 @@ pub fn cut_into(src: &SourceWindow<'_>, target: &GridExtent, method: Resample, t
                 continue;
             }
             let (gx, gy) = src.grid.map_to_grid_f64(xs[c], ys[c]);
+            if !src.inside(gx, gy) {
+                continue;
+            }
             let v = match method {
                 Resample::Nearest => src.nearest(gx, gy),
                 Resample::Bilinear => src.bilinear(gx, gy),
@@ -230,6 +241,10 @@ mod tests {
         let t = GridExtent::from_origin(0.0, 10.0, CellSize::new(0.5, 1.0), 8, 1);
         let got = run(&v, None, t, Resample::Bilinear);
         assert_eq!(got.row(0).to_vec(), vec![0.0, 2.5, 7.5, 12.5, 17.5, 22.5, 27.5, 30.0]);
+        // A target cell whose centre lies outside the source gets nothing, even with bilinear.
+        // (The cell spans x -1.0..-0.1, its centre -0.55 is west of the source's x = 0.)
+        let outside = GridExtent::from_origin(-1.0, 10.0, CellSize::new(0.9, 1.0), 1, 1);
+        assert_eq!(run(&v, None, outside, Resample::Bilinear)[(0, 0)], -1.0);
         // Cubic on a linear ramp is exact in the interior too.
         let got = run(&v, None, t, Resample::Cubic);
         for (i, want) in [(3, 12.5), (4, 17.5)] {
