@@ -94,6 +94,9 @@ enum LayerCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // GDAL's own messages are folded into Tessera's errors, which name the file and the
+    // problem; printed as well they would only repeat them.
+    gdal::config::set_error_handler(|_class, _code, _msg| {});
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -20,6 +20,8 @@ use crate::error::{Error, Result};
 pub struct Store {
     url: String,
     inner: Arc<dyn ObjectStore>,
+    /// The directory behind a local store, whose emptied folders `delete_all` removes.
+    local_root: Option<std::path::PathBuf>,
 }
 
 /// Whether a URL names something Tessera can open as a store.
@@ -60,17 +62,22 @@ impl Store {
     /// `memory://name` (in-process, for tests) and plain local paths.
     pub fn open(url: &str) -> Result<Store> {
         let url = url.trim_end_matches('/');
+        let mut local_root = None;
         let (inner, prefix): (Arc<dyn ObjectStore>, Path) = match scheme_of(url) {
             None => {
                 let abs = absolute_local(url)?;
-                (Arc::new(object_store::local::LocalFileSystem::new()), local_prefix(url, &abs)?)
+                let prefix = local_prefix(url, &abs)?;
+                local_root = Some(std::path::PathBuf::from(format!("/{prefix}")));
+                (Arc::new(object_store::local::LocalFileSystem::new()), prefix)
             }
             Some("file") => {
                 let path = &url["file://".len()..];
                 if !path.starts_with('/') {
                     return Err(Error::storage(url, "a file:// URL needs an absolute path (file:///dir/layer)"));
                 }
-                (Arc::new(object_store::local::LocalFileSystem::new()), local_prefix(url, std::path::Path::new(path))?)
+                let prefix = local_prefix(url, std::path::Path::new(path))?;
+                local_root = Some(std::path::PathBuf::from(format!("/{prefix}")));
+                (Arc::new(object_store::local::LocalFileSystem::new()), prefix)
             }
             Some("s3") => {
                 let rest = &url["s3://".len()..];
@@ -102,7 +109,7 @@ impl Store {
         };
         let inner: Arc<dyn ObjectStore> =
             if prefix.as_ref().is_empty() { inner } else { Arc::new(PrefixStore::new(inner, prefix)) };
-        Ok(Store { url: url.to_string(), inner })
+        Ok(Store { url: url.to_string(), inner, local_root })
     }
 
     pub fn url(&self) -> &str {
@@ -157,8 +164,23 @@ impl Store {
                 Err(e) => return Err(self.err("", e)),
             }
         }
+        if let Some(root) = &self.local_root {
+            remove_empty_dirs(root);
+        }
         Ok(())
     }
+}
+
+/// Removes `dir` and the folders below it that hold no files, bottom-up; keeps any that do.
+fn remove_empty_dirs(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_empty_dirs(&entry.path());
+        }
+    }
+    // Fails, as it should, when something is left inside.
+    let _ = std::fs::remove_dir(dir);
 }
 
 /// Runs a future to completion on Tessera's I/O runtime, from synchronous code (a rayon worker,
@@ -202,6 +224,7 @@ mod tests {
         assert_eq!(store.list("").await.unwrap(), vec!["a/b".to_string()]);
         store.delete_all().await.unwrap();
         assert!(store.list("").await.unwrap().is_empty());
+        assert!(!dir.path().join("layer").exists(), "emptied folders are removed too");
     }
 
     #[test]
