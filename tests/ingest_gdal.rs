@@ -2,6 +2,8 @@
 //! opens every layer with the source's CRS and geotransform, and reads back the same cells
 //! (same `gdalinfo -checksum`, and every cell equal).
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 use gdal::Dataset;
 use tessera_tests::{shared_data, shared_dems, temp_dir, tessera_ok};
 
@@ -14,12 +16,19 @@ fn checksum(ds: &Dataset) -> i32 {
 
 fn cells(ds: &Dataset) -> Vec<f64> {
     let (cols, rows) = ds.raster_size();
-    let buf = ds.rasterband(1).unwrap().read_as::<f64>((0, 0), (cols, rows), (cols, rows), None).unwrap();
+    let buf = ds
+        .rasterband(1)
+        .unwrap()
+        .read_as::<f64>((0, 0), (cols, rows), (cols, rows), None)
+        .unwrap();
     buf.into_shape_and_vec().1
 }
 
 fn same_bits(a: &[f64], b: &[f64]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y || (x.is_nan() && y.is_nan()))
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x == y || (x.is_nan() && y.is_nan()))
 }
 
 #[test]
@@ -33,10 +42,18 @@ fn every_shared_dem_round_trips_through_gdal_exactly() {
         let name = dem.file_stem().unwrap().to_string_lossy().to_string();
         let out = tmp.path().join(&name);
         let url = format!("file://{}", out.display());
-        tessera_ok(&["ingest", dem.to_str().unwrap(), "--layout", "floating:256", "--out", &url]);
+        tessera_ok(&[
+            "ingest",
+            dem.to_str().unwrap(),
+            "--layout",
+            "floating:256",
+            "--out",
+            &url,
+        ]);
 
         let src = Dataset::open(dem).unwrap();
-        let layer = Dataset::open(&out).unwrap_or_else(|e| panic!("GDAL cannot open the layer of {name}: {e}"));
+        let layer = Dataset::open(&out)
+            .unwrap_or_else(|e| panic!("GDAL cannot open the layer of {name}: {e}"));
         assert_eq!(layer.driver().short_name(), "Zarr");
         assert_eq!(layer.raster_size(), src.raster_size(), "{name}: size");
         // GDAL derives the geotransform of a Zarr array from its cell-centre coordinates, as
@@ -45,15 +62,29 @@ fn every_shared_dem_round_trips_through_gdal_exactly() {
         let (gl, gs) = (layer.geo_transform().unwrap(), src.geo_transform().unwrap());
         let cell = gs[1].abs().min(gs[5].abs());
         for i in 0..6 {
-            assert!((gl[i] - gs[i]).abs() <= 1e-9 * cell, "{name}: geotransform {gl:?} != {gs:?}");
+            assert!(
+                (gl[i] - gs[i]).abs() <= 1e-9 * cell,
+                "{name}: geotransform {gl:?} != {gs:?}"
+            );
         }
         let (s, l) = (src.spatial_ref().unwrap(), layer.spatial_ref().unwrap());
         assert_eq!(s.auth_code().ok(), l.auth_code().ok(), "{name}: CRS");
         assert_eq!(checksum(&layer), checksum(&src), "{name}: checksum");
-        assert!(same_bits(&cells(&layer), &cells(&src)), "{name}: cells differ");
+        assert!(
+            same_bits(&cells(&layer), &cells(&src)),
+            "{name}: cells differ"
+        );
         assert_eq!(
-            layer.rasterband(1).unwrap().no_data_value().map(|v| v.to_bits()),
-            src.rasterband(1).unwrap().no_data_value().map(|v| v.to_bits()).or(Some(f64::NAN.to_bits())),
+            layer
+                .rasterband(1)
+                .unwrap()
+                .no_data_value()
+                .map(|v| v.to_bits()),
+            src.rasterband(1)
+                .unwrap()
+                .no_data_value()
+                .map(|v| v.to_bits())
+                .or(Some(f64::NAN.to_bits())),
             "{name}: NoData (NaN stands in where the source has none)"
         );
     }
@@ -61,14 +92,27 @@ fn every_shared_dem_round_trips_through_gdal_exactly() {
 
 #[test]
 fn small_tiles_and_gdal_translate_give_the_same_checksum() {
-    let Some(dir) = shared_data("dem") else { return };
+    let Some(dir) = shared_data("dem") else {
+        return;
+    };
     let dem = dir.join("pysheds_dem.tif");
     let tmp = temp_dir();
     let out = tmp.path().join("pysheds");
     // 100 × 64 tiles: neither divides 367 × 359, so every edge tile is partial.
-    tessera_ok(&["ingest", dem.to_str().unwrap(), "--layout", "floating:100x64", "--out", out.to_str().unwrap()]);
+    tessera_ok(&[
+        "ingest",
+        dem.to_str().unwrap(),
+        "--layout",
+        "floating:100x64",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let tif = tmp.path().join("copy.tif");
-    let status = std::process::Command::new("gdal_translate").args(["-q"]).arg(&out).arg(&tif).status();
+    let status = std::process::Command::new("gdal_translate")
+        .args(["-q"])
+        .arg(&out)
+        .arg(&tif)
+        .status();
     let src = Dataset::open(&dem).unwrap();
     match status {
         Ok(s) => {
@@ -82,32 +126,61 @@ fn small_tiles_and_gdal_translate_give_the_same_checksum() {
 
 #[test]
 fn export_writes_geotiff_and_cog_equal_to_the_source() {
-    let Some(dir) = shared_data("dem") else { return };
+    let Some(dir) = shared_data("dem") else {
+        return;
+    };
     let dem = dir.join("umep_athens_DSM.tif");
     let tmp = temp_dir();
     let layer = tmp.path().join("athens");
-    tessera_ok(&["ingest", dem.to_str().unwrap(), "--layout", "floating:128", "--out", layer.to_str().unwrap()]);
+    tessera_ok(&[
+        "ingest",
+        dem.to_str().unwrap(),
+        "--layout",
+        "floating:128",
+        "--out",
+        layer.to_str().unwrap(),
+    ]);
     let src = Dataset::open(&dem).unwrap();
     for format in ["GTiff", "COG"] {
         let tif = tmp.path().join(format!("athens.{format}.tif"));
-        tessera_ok(&["layer", "export", layer.to_str().unwrap(), tif.to_str().unwrap(), "--format", format]);
+        tessera_ok(&[
+            "layer",
+            "export",
+            layer.to_str().unwrap(),
+            tif.to_str().unwrap(),
+            "--format",
+            format,
+        ]);
         let out = Dataset::open(&tif).unwrap();
         assert_eq!(out.geo_transform().unwrap(), src.geo_transform().unwrap());
-        assert!(same_bits(&cells(&out), &cells(&src)), "{format}: cells differ");
+        assert!(
+            same_bits(&cells(&out), &cells(&src)),
+            "{format}: cells differ"
+        );
         assert_eq!(out.rasterband(1).unwrap().no_data_value(), Some(-9999.0));
     }
     // Nothing but the two outputs and the layer is left behind (no temporary files).
-    let mut names: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut names: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     names.sort();
     assert_eq!(names, ["athens", "athens.COG.tif", "athens.GTiff.tif"]);
 }
 
 #[test]
 fn layer_info_summarises_the_layer() {
-    let Some(dir) = shared_data("dem") else { return };
+    let Some(dir) = shared_data("dem") else {
+        return;
+    };
     let tmp = temp_dir();
     let layer = tmp.path().join("tm1");
-    tessera_ok(&["ingest", dir.join("rvt_TM1_564_146.tif").to_str().unwrap(), "--out", layer.to_str().unwrap()]);
+    tessera_ok(&[
+        "ingest",
+        dir.join("rvt_TM1_564_146.tif").to_str().unwrap(),
+        "--out",
+        layer.to_str().unwrap(),
+    ]);
     let out = tessera_ok(&["layer", "info", layer.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
     for want in [

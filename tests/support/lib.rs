@@ -27,13 +27,21 @@ pub fn tessera_bin() -> &'static Path {
 
 /// Runs `tessera` with `args` (progress bars off).
 pub fn tessera(args: &[&str]) -> Output {
-    Command::new(tessera_bin()).arg("--quiet").args(args).output().expect("cannot run tessera")
+    Command::new(tessera_bin())
+        .arg("--quiet")
+        .args(args)
+        .output()
+        .expect("cannot run tessera")
 }
 
 /// Runs `tessera` and asserts that it succeeded.
 pub fn tessera_ok(args: &[&str]) -> Output {
     let out = tessera(args);
-    assert!(out.status.success(), "tessera {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "tessera {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -41,8 +49,15 @@ pub fn tessera_ok(args: &[&str]) -> Output {
 pub fn tessera_fails(args: &[&str]) -> String {
     let out = tessera(args);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(1), "tessera {args:?} should fail with exit 1; stderr:\n{stderr}");
-    assert!(!stderr.contains("panicked"), "tessera {args:?} panicked:\n{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "tessera {args:?} should fail with exit 1; stderr:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "tessera {args:?} panicked:\n{stderr}"
+    );
     assert!(stderr.starts_with("error: "), "tessera {args:?}: {stderr}");
     stderr
 }
@@ -63,7 +78,9 @@ pub fn shared_data(sub: &str) -> Option<PathBuf> {
 
 /// The GeoTIFF DEMs of the shared data, sorted.
 pub fn shared_dems() -> Vec<PathBuf> {
-    let Some(dir) = shared_data("dem") else { return Vec::new() };
+    let Some(dir) = shared_data("dem") else {
+        return Vec::new();
+    };
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .expect("read dem dir")
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -16,10 +16,15 @@ use tessera_core::ingest::{IngestOptions, NoProgress, Progress, ingest};
 use tessera_core::layer::{LayerReader, WriteOptions};
 use tessera_core::model::LayoutScheme;
 use tessera_core::source::parse_crs;
+use tessera_core::synth::SynthDsm;
 use tessera_core::tile::{MergeMethod, Resample};
 
 #[derive(Debug, Parser)]
-#[command(name = "tessera", version, about = "Distributed tiled raster compute engine")]
+#[command(
+    name = "tessera",
+    version,
+    about = "Distributed tiled raster compute engine"
+)]
 struct Cli {
     /// Do not draw progress bars.
     #[arg(long, global = true)]
@@ -36,6 +41,30 @@ enum Command {
     Layer {
         #[command(subcommand)]
         command: LayerCommand,
+    },
+    /// Generate deterministic synthetic rasters for examples and benches.
+    Synth {
+        #[command(subcommand)]
+        command: SynthCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SynthCommand {
+    /// A DSM of rolling terrain with rectangular buildings, as a tiled Float32 GeoTIFF.
+    Dsm {
+        out: PathBuf,
+        #[arg(long, default_value_t = 2048)]
+        cols: u64,
+        #[arg(long, default_value_t = 2048)]
+        rows: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Cell size in metres.
+        #[arg(long, default_value_t = 1.0)]
+        cell_size: f64,
+        #[arg(long, default_value = "EPSG:32633")]
+        crs: String,
     },
 }
 
@@ -107,12 +136,45 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let progress: Box<dyn Progress> =
-        if cli.quiet { Box::new(NoProgress) } else { Box::new(progress::Bar::new("tiles")) };
+    let progress: Box<dyn Progress> = if cli.quiet {
+        Box::new(NoProgress)
+    } else {
+        Box::new(progress::Bar::new("tiles"))
+    };
     match cli.command {
         Command::Ingest(args) => run_ingest(args, progress.as_ref()),
-        Command::Layer { command: LayerCommand::Info { layer, json } } => layer_info(&layer, json),
-        Command::Layer { command: LayerCommand::Export { layer, out, format } } => {
+        Command::Layer {
+            command: LayerCommand::Info { layer, json },
+        } => layer_info(&layer, json),
+        Command::Synth {
+            command:
+                SynthCommand::Dsm {
+                    out,
+                    cols,
+                    rows,
+                    seed,
+                    cell_size,
+                    crs,
+                },
+        } => {
+            let synth = SynthDsm {
+                cols,
+                rows,
+                seed,
+                cell_size,
+                crs,
+                ..SynthDsm::default()
+            };
+            synth.write_geotiff(&out, progress.as_ref())?;
+            eprintln!(
+                "wrote {} ({cols} x {rows} cells, seed {seed})",
+                out.display()
+            );
+            Ok(())
+        }
+        Command::Layer {
+            command: LayerCommand::Export { layer, out, format },
+        } => {
             let format: ExportFormat = format.parse()?;
             export(&layer, &out, format, progress.as_ref())?;
             eprintln!("wrote {}", out.display());
@@ -128,7 +190,10 @@ fn run_ingest(args: IngestArgs, progress: &dyn Progress) -> Result<()> {
         resample: args.resample.parse::<Resample>()?,
         merge: args.merge.parse::<MergeMethod>()?,
         bands: args.bands,
-        write: WriteOptions { zstd_level: args.zstd_level, overwrite: args.overwrite },
+        write: WriteOptions {
+            zstd_level: args.zstd_level,
+            overwrite: args.overwrite,
+        },
         threads: args.threads,
     };
     let summary = ingest(&args.sources, &args.out, &options, progress)?;
@@ -144,7 +209,14 @@ fn run_ingest(args: IngestArgs, progress: &dyn Progress) -> Result<()> {
         secs,
         summary.tiles as f64 / secs.max(1e-9),
     );
-    eprintln!("layout {}x{} tiles of {}x{} cells, {}", md.layout.tile_layout.layout_cols, md.layout.tile_layout.layout_rows, md.layout.tile_layout.tile_cols, md.layout.tile_layout.tile_rows, md.cell_type);
+    eprintln!(
+        "layout {}x{} tiles of {}x{} cells, {}",
+        md.layout.tile_layout.layout_cols,
+        md.layout.tile_layout.layout_rows,
+        md.layout.tile_layout.tile_cols,
+        md.layout.tile_layout.tile_rows,
+        md.cell_type
+    );
     Ok(())
 }
 
@@ -160,13 +232,19 @@ fn layer_info(url: &str, json: bool) -> Result<()> {
     let tl = md.layout.tile_layout;
     let cs = md.cell_size();
     println!("Layer: {url}");
-    println!("Format: Zarr v2 (zstd), Tessera layer format {}", info.format_version);
+    println!(
+        "Format: Zarr v2 (zstd), Tessera layer format {}",
+        info.format_version
+    );
     println!("Size is {}, {}", grid.cols, grid.rows);
     println!("Coordinate System is: {}", md.crs);
     if !md.crs.wkt.is_empty() {
         println!("{}", md.crs.wkt);
     }
-    println!("Origin = ({:.15}, {:.15})", grid.extent.xmin, grid.extent.ymax);
+    println!(
+        "Origin = ({:.15}, {:.15})",
+        grid.extent.xmin, grid.extent.ymax
+    );
     println!("Pixel Size = ({:.15}, {:.15})", cs.width, -cs.height);
     println!("Extent = {}", md.extent);
     println!("Cell type: {}", md.cell_type);
@@ -184,7 +262,10 @@ fn layer_info(url: &str, json: bool) -> Result<()> {
     let expected = md.bounds.to_grid_bounds().size();
     for (i, name) in info.bands.iter().enumerate() {
         let present = reader.tiles_present(i + 1)?.len();
-        println!("Band {} ({name}): {present} of {expected} tiles stored (the rest are all NoData)", i + 1);
+        println!(
+            "Band {} ({name}): {present} of {expected} tiles stored (the rest are all NoData)",
+            i + 1
+        );
     }
     Ok(())
 }

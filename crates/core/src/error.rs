@@ -33,15 +33,24 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn source(path: impl Into<String>, message: impl std::fmt::Display) -> Self {
-        Error::Source { path: path.into(), message: message.to_string() }
+        Error::Source {
+            path: path.into(),
+            message: message.to_string(),
+        }
     }
 
     pub(crate) fn storage(url: impl Into<String>, message: impl std::fmt::Display) -> Self {
-        Error::Storage { url: url.into(), message: message.to_string() }
+        Error::Storage {
+            url: url.into(),
+            message: message.to_string(),
+        }
     }
 
     pub(crate) fn layer(url: impl Into<String>, message: impl std::fmt::Display) -> Self {
-        Error::Layer { url: url.into(), message: message.to_string() }
+        Error::Layer {
+            url: url.into(),
+            message: message.to_string(),
+        }
     }
 
     pub(crate) fn invalid(message: impl std::fmt::Display) -> Self {

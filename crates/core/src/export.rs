@@ -27,7 +27,9 @@ impl std::str::FromStr for ExportFormat {
         match s.to_ascii_lowercase().as_str() {
             "gtiff" | "geotiff" => Ok(ExportFormat::GTiff),
             "cog" => Ok(ExportFormat::Cog),
-            _ => Err(Error::invalid(format!("unknown export format `{s}` (expected GTiff or COG)"))),
+            _ => Err(Error::invalid(format!(
+                "unknown export format `{s}` (expected GTiff or COG)"
+            ))),
         }
     }
 }
@@ -48,15 +50,32 @@ impl Drop for TempFile {
 }
 
 /// Writes every band of the layer at `layer_url` to `out`.
-pub fn export(layer_url: &str, out: &Path, format: ExportFormat, progress: &dyn Progress) -> Result<()> {
+pub fn export(
+    layer_url: &str,
+    out: &Path,
+    format: ExportFormat,
+    progress: &dyn Progress,
+) -> Result<()> {
     let reader = LayerReader::open(layer_url)?;
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     if !parent.is_dir() {
         return Err(gdal_err(out, "its directory does not exist"));
     }
-    let name = out.file_name().ok_or_else(|| gdal_err(out, "not a file name"))?.to_string_lossy().to_string();
-    let tiff = TempFile(Some(parent.join(format!(".{name}.{}.tmp.tif", std::process::id()))));
-    let tiff_path = tiff.0.clone().ok_or_else(|| Error::Internal("temp path".into()))?;
+    let name = out
+        .file_name()
+        .ok_or_else(|| gdal_err(out, "not a file name"))?
+        .to_string_lossy()
+        .to_string();
+    let tiff = TempFile(Some(
+        parent.join(format!(".{name}.{}.tmp.tif", std::process::id())),
+    ));
+    let tiff_path = tiff
+        .0
+        .clone()
+        .ok_or_else(|| Error::Internal("temp path".into()))?;
     {
         let md = reader.metadata();
         let ds = match md.cell_type.data_type {
@@ -70,14 +89,26 @@ pub fn export(layer_url: &str, out: &Path, format: ExportFormat, progress: &dyn 
         match format {
             ExportFormat::GTiff => drop(ds),
             ExportFormat::Cog => {
-                let cog_tmp = TempFile(Some(parent.join(format!(".{name}.{}.tmp.cog.tif", std::process::id()))));
-                let cog_path = cog_tmp.0.clone().ok_or_else(|| Error::Internal("temp path".into()))?;
-                let driver = DriverManager::get_driver_by_name("COG").map_err(|e| gdal_err(out, e))?;
+                let cog_tmp = TempFile(Some(
+                    parent.join(format!(".{name}.{}.tmp.cog.tif", std::process::id())),
+                ));
+                let cog_path = cog_tmp
+                    .0
+                    .clone()
+                    .ok_or_else(|| Error::Internal("temp path".into()))?;
+                let driver =
+                    DriverManager::get_driver_by_name("COG").map_err(|e| gdal_err(out, e))?;
                 let mut opts = CslStringList::new();
-                for (k, v) in [("COMPRESS", "DEFLATE"), ("BLOCKSIZE", "256"), ("NUM_THREADS", "ALL_CPUS")] {
+                for (k, v) in [
+                    ("COMPRESS", "DEFLATE"),
+                    ("BLOCKSIZE", "256"),
+                    ("NUM_THREADS", "ALL_CPUS"),
+                ] {
                     opts.set_name_value(k, v).map_err(|e| gdal_err(out, e))?;
                 }
-                let cog = ds.create_copy(&driver, &cog_path, &opts).map_err(|e| gdal_err(out, e))?;
+                let cog = ds
+                    .create_copy(&driver, &cog_path, &opts)
+                    .map_err(|e| gdal_err(out, e))?;
                 drop(cog);
                 drop(ds);
                 std::fs::rename(&cog_path, out).map_err(|e| gdal_err(out, e))?;
@@ -93,37 +124,59 @@ pub fn export(layer_url: &str, out: &Path, format: ExportFormat, progress: &dyn 
     Ok(())
 }
 
-fn write_gtiff<T: Cell + GdalType + Copy>(reader: &LayerReader, path: &Path, progress: &dyn Progress) -> Result<Dataset> {
+fn write_gtiff<T: Cell + GdalType + Copy>(
+    reader: &LayerReader,
+    path: &Path,
+    progress: &dyn Progress,
+) -> Result<Dataset> {
     let md = reader.metadata();
     let grid = md.array_grid();
     let bands = reader.info().bands.len();
     let driver = DriverManager::get_driver_by_name("GTiff").map_err(|e| gdal_err(path, e))?;
     let mut opts = CslStringList::new();
     let tl = md.layout.tile_layout;
-    let block_ok = tl.tile_cols % 16 == 0 && tl.tile_rows % 16 == 0;
-    let mut pairs = vec![("COMPRESS", "DEFLATE".to_string()), ("BIGTIFF", "IF_SAFER".to_string())];
+    let block_ok = tl.tile_cols.is_multiple_of(16) && tl.tile_rows.is_multiple_of(16);
+    let mut pairs = vec![
+        ("COMPRESS", "DEFLATE".to_string()),
+        ("BIGTIFF", "IF_SAFER".to_string()),
+    ];
     if block_ok {
-        pairs.extend([("TILED", "YES".to_string()), ("BLOCKXSIZE", tl.tile_cols.to_string()), ("BLOCKYSIZE", tl.tile_rows.to_string())]);
+        pairs.extend([
+            ("TILED", "YES".to_string()),
+            ("BLOCKXSIZE", tl.tile_cols.to_string()),
+            ("BLOCKYSIZE", tl.tile_rows.to_string()),
+        ]);
     }
     for (k, v) in &pairs {
         opts.set_name_value(k, v).map_err(|e| gdal_err(path, e))?;
     }
     let mut ds = driver
-        .create_with_band_type_with_options::<T, _>(path, grid.cols as usize, grid.rows as usize, bands, &opts)
+        .create_with_band_type_with_options::<T, _>(
+            path,
+            grid.cols as usize,
+            grid.rows as usize,
+            bands,
+            &opts,
+        )
         .map_err(|e| gdal_err(path, e))?;
-    ds.set_geo_transform(&grid.geo_transform()).map_err(|e| gdal_err(path, e))?;
+    ds.set_geo_transform(&grid.geo_transform())
+        .map_err(|e| gdal_err(path, e))?;
     if !md.crs.wkt.is_empty() {
-        ds.set_spatial_ref(&spatial_ref(&md.crs)?).map_err(|e| gdal_err(path, e))?;
+        ds.set_spatial_ref(&spatial_ref(&md.crs)?)
+            .map_err(|e| gdal_err(path, e))?;
     }
     let keys: Vec<_> = md.bounds.to_grid_bounds().iter_keys().collect();
     progress.start(keys.len() as u64 * bands as u64);
     for b in 1..=bands {
         let mut band = ds.rasterband(b).map_err(|e| gdal_err(path, e))?;
         if let Some(nd) = md.cell_type.nodata {
-            band.set_no_data_value(Some(nd)).map_err(|e| gdal_err(path, e))?;
+            band.set_no_data_value(Some(nd))
+                .map_err(|e| gdal_err(path, e))?;
         }
         for &key in &keys {
-            let tile = reader.read_tile(b, key)?.unwrap_or_else(|| Tile::empty(md.cell_type, tl.tile_rows as usize, tl.tile_cols as usize));
+            let tile = reader.read_tile(b, key)?.unwrap_or_else(|| {
+                Tile::empty(md.cell_type, tl.tile_rows as usize, tl.tile_cols as usize)
+            });
             let [cr, cc] = md.chunk_of(key);
             let (x0, y0) = (cc * tl.tile_cols as u64, cr * tl.tile_rows as u64);
             let w = (tl.tile_cols as u64).min(grid.cols - x0) as usize;
@@ -131,7 +184,8 @@ fn write_gtiff<T: Cell + GdalType + Copy>(reader: &LayerReader, path: &Path, pro
             let data = tile.data.convert(T::DATA_TYPE);
             let values: Vec<T> = crate::with_tile_data!(&data, a => a.slice(ndarray::s![..h, ..w]).iter().map(|v| T::from_f64(v.to_f64())).collect());
             let mut buf = Buffer::new((w, h), values);
-            band.write((x0 as isize, y0 as isize), (w, h), &mut buf).map_err(|e| gdal_err(path, e))?;
+            band.write((x0 as isize, y0 as isize), (w, h), &mut buf)
+                .map_err(|e| gdal_err(path, e))?;
             progress.advance(1);
         }
     }

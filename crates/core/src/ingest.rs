@@ -9,10 +9,13 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::layer::{LayerInfo, LayerWriter, WriteOptions};
-use crate::model::{Crs, Extent, GridExtent, KeyIndex, LayoutScheme, SpatialKey, TileLayerMetadata, ZOrderIndex, collect_metadata};
+use crate::model::{
+    Crs, Extent, GridExtent, KeyIndex, LayoutScheme, SpatialKey, TileLayerMetadata, ZOrderIndex,
+    collect_metadata,
+};
 use crate::source::{GdalSource, Reprojection, SourceInfo};
 use crate::store::Store;
-use crate::tile::{Merger, MergeMethod, Resample, SourceWindow, cut_into};
+use crate::tile::{MergeMethod, Merger, Resample, SourceWindow, cut_into};
 
 /// Receives progress of long work: tiles done out of a total.
 pub trait Progress: Sync {
@@ -47,7 +50,10 @@ pub struct IngestOptions {
 impl Default for IngestOptions {
     fn default() -> Self {
         IngestOptions {
-            scheme: LayoutScheme::Floating { tile_cols: 256, tile_rows: 256 },
+            scheme: LayoutScheme::Floating {
+                tile_cols: 256,
+                tile_rows: 256,
+            },
             target_crs: None,
             resample: Resample::Nearest,
             merge: MergeMethod::First,
@@ -100,13 +106,22 @@ pub fn plan_ingest(urls: &[String], options: &IngestOptions) -> Result<IngestPla
         let (layer_grid, reproject) = match &options.target_crs {
             Some(target) if !info.crs.same_as(target) => {
                 if info.crs.wkt.is_empty() {
-                    return Err(Error::Crs(format!("{url} has no CRS, so it cannot be reprojected to {target}")));
+                    return Err(Error::Crs(format!(
+                        "{url} has no CRS, so it cannot be reprojected to {target}"
+                    )));
                 }
                 (src.grid_in(target)?, true)
             }
             _ => (info.grid, false),
         };
-        sources.push((src, PlannedSource { info, layer_grid, reproject }));
+        sources.push((
+            src,
+            PlannedSource {
+                info,
+                layer_grid,
+                reproject,
+            },
+        ));
     }
     let bands = match &options.bands {
         Some(b) if b.is_empty() => return Err(Error::invalid("the band list is empty")),
@@ -141,7 +156,12 @@ pub fn plan_ingest(urls: &[String], options: &IngestOptions) -> Result<IngestPla
         .collect();
     let index = ZOrderIndex::new(&metadata.bounds);
     keys.sort_by_key(|k| index.to_index(*k));
-    Ok(IngestPlan { metadata, sources: sources.into_iter().map(|(_, p)| p).collect(), bands, keys })
+    Ok(IngestPlan {
+        metadata,
+        sources: sources.into_iter().map(|(_, p)| p).collect(),
+        bands,
+        keys,
+    })
 }
 
 /// The cell window [c0, c1) × [r0, r1) of `grid` that covers `extent` plus `margin` cells,
@@ -174,7 +194,12 @@ fn reprojected_bbox(extent: &Extent, reprojection: &Reprojection) -> Option<Exte
         }
     }
     reprojection.transform(&mut xs, &mut ys);
-    let mut e = Extent::new(f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY);
+    let mut e = Extent::new(
+        f64::INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NEG_INFINITY,
+    );
     for (&x, &y) in xs.iter().zip(&ys) {
         if x.is_finite() && y.is_finite() {
             e = Extent::new(e.xmin.min(x), e.ymin.min(y), e.xmax.max(x), e.ymax.max(y));
@@ -195,33 +220,59 @@ impl Worker {
         let mut reprojections = Vec::with_capacity(plan.sources.len());
         for p in &plan.sources {
             sources.push(GdalSource::open(&p.info.url)?);
-            reprojections.push(if p.reproject { Some(Reprojection::new(&plan.metadata.crs, &p.info.crs)?) } else { None });
+            reprojections.push(if p.reproject {
+                Some(Reprojection::new(&plan.metadata.crs, &p.info.crs)?)
+            } else {
+                None
+            });
         }
-        Ok(Worker { sources, reprojections })
+        Ok(Worker {
+            sources,
+            reprojections,
+        })
     }
 
     /// Cuts and merges every source for `band` of `key`.
-    fn tile(&self, plan: &IngestPlan, options: &IngestOptions, key: SpatialKey, band: usize) -> Result<crate::tile::Tile> {
+    fn tile(
+        &self,
+        plan: &IngestPlan,
+        options: &IngestOptions,
+        key: SpatialKey,
+        band: usize,
+    ) -> Result<crate::tile::Tile> {
         let md = &plan.metadata;
         let target = md.layout.tile_grid(key);
         let tl = md.layout.tile_layout;
         let mut merger = Merger::new(options.merge, tl.tile_rows as usize, tl.tile_cols as usize);
-        for ((planned, src), reprojection) in plan.sources.iter().zip(&self.sources).zip(&self.reprojections) {
+        for ((planned, src), reprojection) in plan
+            .sources
+            .iter()
+            .zip(&self.sources)
+            .zip(&self.reprojections)
+        {
             if !planned.layer_grid.extent.intersects(&target.extent) {
                 continue;
             }
             let grid = &planned.info.grid;
             let window = match reprojection {
                 None => {
-                    let margin = if grid.is_aligned_with(&target) { 0.0 } else { options.resample.margin() as f64 };
+                    let margin = if grid.is_aligned_with(&target) {
+                        0.0
+                    } else {
+                        options.resample.margin() as f64
+                    };
                     window_for(grid, &target.extent, margin)
                 }
                 Some(r) => {
-                    let Some(bbox) = reprojected_bbox(&target.extent, r) else { continue };
+                    let Some(bbox) = reprojected_bbox(&target.extent, r) else {
+                        continue;
+                    };
                     window_for(grid, &bbox, options.resample.margin() as f64 + 1.0)
                 }
             };
-            let Some((c0, r0, c1, r1)) = window else { continue };
+            let Some((c0, r0, c1, r1)) = window else {
+                continue;
+            };
             let values = src.read_window(band, c0, r0, (c1 - c0) as usize, (r1 - r0) as usize)?;
             let window_grid = GridExtent::from_origin(
                 grid.extent.xmin + c0 as f64 * grid.cell_size.width,
@@ -230,10 +281,20 @@ impl Worker {
                 c1 - c0,
                 r1 - r0,
             );
-            let sw = SourceWindow { values: values.view(), grid: window_grid, cell_type: planned.info.cell_type };
+            let sw = SourceWindow {
+                values: values.view(),
+                grid: window_grid,
+                cell_type: planned.info.cell_type,
+            };
             match reprojection {
                 None => cut_into(&sw, &target, options.resample, None, &mut merger),
-                Some(r) => cut_into(&sw, &target, options.resample, Some(&|xs: &mut [f64], ys: &mut [f64]| r.transform(xs, ys)), &mut merger),
+                Some(r) => cut_into(
+                    &sw,
+                    &target,
+                    options.resample,
+                    Some(&|xs: &mut [f64], ys: &mut [f64]| r.transform(xs, ys)),
+                    &mut merger,
+                ),
             }
         }
         Ok(merger.finish(md.cell_type))
@@ -241,12 +302,23 @@ impl Worker {
 }
 
 /// Writes the layer a plan describes. On any error the partial layer is deleted.
-pub fn run_ingest(plan: &IngestPlan, out_url: &str, options: &IngestOptions, progress: &dyn Progress) -> Result<IngestSummary> {
+pub fn run_ingest(
+    plan: &IngestPlan,
+    out_url: &str,
+    options: &IngestOptions,
+    progress: &dyn Progress,
+) -> Result<IngestSummary> {
     let started = Instant::now();
     let store = Store::open(out_url)?;
     let band_names = plan.bands.iter().map(|b| format!("band_{b}")).collect();
     let sources = plan.sources.iter().map(|s| s.info.url.clone()).collect();
-    let writer = LayerWriter::create(store, plan.metadata.clone(), band_names, sources, options.write)?;
+    let writer = LayerWriter::create(
+        store,
+        plan.metadata.clone(),
+        band_names,
+        sources,
+        options.write,
+    )?;
     let total = plan.keys.len() as u64 * plan.bands.len() as u64;
     progress.start(total);
     let empty = AtomicU64::new(0);
@@ -254,7 +326,9 @@ pub fn run_ingest(plan: &IngestPlan, out_url: &str, options: &IngestOptions, pro
         plan.keys.par_iter().with_min_len(4).try_for_each_init(
             || Worker::open(plan),
             |worker, &key| {
-                let worker = worker.as_ref().map_err(|e| Error::source("", e.to_string()))?;
+                let worker = worker
+                    .as_ref()
+                    .map_err(|e| Error::source("", e.to_string()))?;
                 for (i, &band) in plan.bands.iter().enumerate() {
                     let tile = worker.tile(plan, options, key, band)?;
                     if tile.is_all_nodata() {
@@ -281,11 +355,21 @@ pub fn run_ingest(plan: &IngestPlan, out_url: &str, options: &IngestOptions, pro
         return Err(e);
     }
     let layer = writer.finish()?;
-    Ok(IngestSummary { layer, tiles: total, empty_tiles: empty.into_inner(), elapsed: started.elapsed() })
+    Ok(IngestSummary {
+        layer,
+        tiles: total,
+        empty_tiles: empty.into_inner(),
+        elapsed: started.elapsed(),
+    })
 }
 
 /// Plans and runs an ingest.
-pub fn ingest(urls: &[String], out_url: &str, options: &IngestOptions, progress: &dyn Progress) -> Result<IngestSummary> {
+pub fn ingest(
+    urls: &[String],
+    out_url: &str,
+    options: &IngestOptions,
+    progress: &dyn Progress,
+) -> Result<IngestSummary> {
     let plan = plan_ingest(urls, options)?;
     run_ingest(&plan, out_url, options, progress)
 }

@@ -25,7 +25,9 @@ use object_store::ObjectStore;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use zarrs::array::{Array, ArrayMetadata, ArraySubset};
-use zarrs::storage::storage_adapter::async_to_sync::{AsyncToSyncBlockOn, AsyncToSyncStorageAdapter};
+use zarrs::storage::storage_adapter::async_to_sync::{
+    AsyncToSyncBlockOn, AsyncToSyncStorageAdapter,
+};
 use zarrs_object_store::AsyncObjectStore;
 
 use crate::error::{Error, Result};
@@ -58,7 +60,10 @@ pub struct WriteOptions {
 
 impl Default for WriteOptions {
     fn default() -> Self {
-        WriteOptions { zstd_level: 3, overwrite: false }
+        WriteOptions {
+            zstd_level: 3,
+            overwrite: false,
+        }
     }
 }
 
@@ -75,10 +80,18 @@ type SyncStorage = AsyncToSyncStorageAdapter<AsyncObjectStore<Arc<dyn ObjectStor
 type ZarrArray = Array<SyncStorage>;
 
 fn zarr_storage(store: &Store) -> Arc<SyncStorage> {
-    Arc::new(AsyncToSyncStorageAdapter::new(Arc::new(AsyncObjectStore::new(store.object_store())), BlockOn))
+    Arc::new(AsyncToSyncStorageAdapter::new(
+        Arc::new(AsyncObjectStore::new(store.object_store())),
+        BlockOn,
+    ))
 }
 
-fn zarr_array(store: &Store, storage: &Arc<SyncStorage>, name: &str, zarray: &Value) -> Result<ZarrArray> {
+fn zarr_array(
+    store: &Store,
+    storage: &Arc<SyncStorage>,
+    name: &str,
+    zarray: &Value,
+) -> Result<ZarrArray> {
     let metadata: ArrayMetadata = serde_json::from_value(zarray.clone())
         .map_err(|e| Error::layer(store.url(), format!("bad {name}/.zarray: {e}")))?;
     Array::new_with_metadata(storage.clone(), &format!("/{name}"), metadata)
@@ -96,20 +109,36 @@ pub struct LayerWriter {
 impl LayerWriter {
     /// Creates the layer's group, arrays and coordinates. Refuses to replace an existing layer
     /// unless `options.overwrite`; fails before writing anything when the store is unwritable.
-    pub fn create(store: Store, metadata: TileLayerMetadata, bands: Vec<String>, sources: Vec<String>, options: WriteOptions) -> Result<LayerWriter> {
+    pub fn create(
+        store: Store,
+        metadata: TileLayerMetadata,
+        bands: Vec<String>,
+        sources: Vec<String>,
+        options: WriteOptions,
+    ) -> Result<LayerWriter> {
         let url = store.url().to_string();
         let existing = block_on(store.list(""))?;
         if !existing.is_empty() {
             if !options.overwrite {
-                return Err(Error::layer(&url, "already exists (pass --overwrite to replace it)"));
+                return Err(Error::layer(
+                    &url,
+                    "already exists (pass --overwrite to replace it)",
+                ));
             }
             block_on(store.delete_all())?;
         }
-        let info = LayerInfo { format_version: FORMAT_VERSION, metadata, bands, sources, complete: false };
+        let info = LayerInfo {
+            format_version: FORMAT_VERSION,
+            metadata,
+            bands,
+            sources,
+            complete: false,
+        };
         let documents = zarr_json::documents(&info, options.zstd_level);
         // The first write doubles as the check that the store is writable.
         for (key, doc) in &documents {
-            let bytes = serde_json::to_vec_pretty(doc).map_err(|e| Error::Internal(e.to_string()))?;
+            let bytes =
+                serde_json::to_vec_pretty(doc).map_err(|e| Error::Internal(e.to_string()))?;
             block_on(store.put(key, Bytes::from(bytes)))?;
         }
         let storage = zarr_storage(&store);
@@ -118,7 +147,12 @@ impl LayerWriter {
             .iter()
             .map(|b| zarr_array(&store, &storage, b, &documents[&format!("{b}/.zarray")]))
             .collect::<Result<Vec<_>>>()?;
-        let writer = LayerWriter { store, info, arrays, documents };
+        let writer = LayerWriter {
+            store,
+            info,
+            arrays,
+            documents,
+        };
         writer.write_coordinates(&storage)?;
         Ok(writer)
     }
@@ -128,8 +162,15 @@ impl LayerWriter {
         let xs: Vec<f64> = (0..grid.cols).map(|c| grid.cell_centre(c, 0).0).collect();
         let ys: Vec<f64> = (0..grid.rows).map(|r| grid.cell_centre(0, r).1).collect();
         for (name, values) in [("x", xs), ("y", ys)] {
-            let array = zarr_array(&self.store, storage, name, &self.documents[&format!("{name}/.zarray")])?;
-            array.store_chunk(&[0], values).map_err(|e| Error::storage(self.store.url(), format!("cannot write {name}: {e}")))?;
+            let array = zarr_array(
+                &self.store,
+                storage,
+                name,
+                &self.documents[&format!("{name}/.zarray")],
+            )?;
+            array.store_chunk(&[0], values).map_err(|e| {
+                Error::storage(self.store.url(), format!("cannot write {name}: {e}"))
+            })?;
         }
         Ok(())
     }
@@ -146,13 +187,23 @@ impl LayerWriter {
     /// NoData is not stored (readers get NoData for it), and an old one at that key is removed.
     pub fn write_tile(&self, band: usize, key: SpatialKey, tile: &Tile) -> Result<()> {
         let md = &self.info.metadata;
-        let array = self.arrays.get(band).ok_or_else(|| Error::Internal(format!("band index {band} out of range")))?;
+        let array = self
+            .arrays
+            .get(band)
+            .ok_or_else(|| Error::Internal(format!("band index {band} out of range")))?;
         if !md.bounds.to_grid_bounds().contains(key) {
-            return Err(Error::Internal(format!("key {key} is outside the layer's key bounds")));
+            return Err(Error::Internal(format!(
+                "key {key} is outside the layer's key bounds"
+            )));
         }
         let tl = md.layout.tile_layout;
         if tile.shape() != (tl.tile_rows as usize, tl.tile_cols as usize) {
-            return Err(Error::Internal(format!("tile {key} has shape {:?}, the layout wants {}x{}", tile.shape(), tl.tile_rows, tl.tile_cols)));
+            return Err(Error::Internal(format!(
+                "tile {key} has shape {:?}, the layout wants {}x{}",
+                tile.shape(),
+                tl.tile_rows,
+                tl.tile_cols
+            )));
         }
         let data = tile.data.convert(md.cell_type.data_type);
         let chunk = md.chunk_of(key);
@@ -161,7 +212,12 @@ impl LayerWriter {
             let slice = a.as_slice().ok_or_else(|| Error::Internal("tile is not contiguous".into()))?;
             array.store_chunk(&chunk, slice)
         });
-        result.map_err(|e| Error::storage(self.store.url(), format!("cannot write tile {key} of {}: {e}", self.info.bands[band])))
+        result.map_err(|e| {
+            Error::storage(
+                self.store.url(),
+                format!("cannot write tile {key} of {}: {e}", self.info.bands[band]),
+            )
+        })
     }
 
     /// Marks the layer complete: root attributes and consolidated metadata, written last.
@@ -169,9 +225,19 @@ impl LayerWriter {
         self.info.complete = true;
         let root = zarr_json::root_attributes(&self.info);
         self.documents.insert(".zattrs".into(), root.clone());
-        block_on(self.store.put(".zattrs", Bytes::from(serde_json::to_vec_pretty(&root).map_err(|e| Error::Internal(e.to_string()))?)))?;
+        block_on(self.store.put(
+            ".zattrs",
+            Bytes::from(
+                serde_json::to_vec_pretty(&root).map_err(|e| Error::Internal(e.to_string()))?,
+            ),
+        ))?;
         let consolidated = json!({ "zarr_consolidated_format": 1, "metadata": self.documents });
-        block_on(self.store.put(".zmetadata", Bytes::from(serde_json::to_vec(&consolidated).map_err(|e| Error::Internal(e.to_string()))?)))?;
+        block_on(self.store.put(
+            ".zmetadata",
+            Bytes::from(
+                serde_json::to_vec(&consolidated).map_err(|e| Error::Internal(e.to_string()))?,
+            ),
+        ))?;
         Ok(self.info)
     }
 
@@ -183,13 +249,19 @@ impl LayerWriter {
 
 impl std::fmt::Debug for LayerWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LayerWriter").field("url", &self.store.url()).field("bands", &self.info.bands).finish()
+        f.debug_struct("LayerWriter")
+            .field("url", &self.store.url())
+            .field("bands", &self.info.bands)
+            .finish()
     }
 }
 
 impl std::fmt::Debug for LayerReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LayerReader").field("url", &self.store.url()).field("bands", &self.info.bands).finish()
+        f.debug_struct("LayerReader")
+            .field("url", &self.store.url())
+            .field("bands", &self.info.bands)
+            .finish()
     }
 }
 
@@ -211,15 +283,30 @@ impl LayerReader {
             };
             return Err(Error::layer(url, msg));
         };
-        let consolidated: Value = serde_json::from_slice(&bytes).map_err(|e| Error::layer(url, format!("bad .zmetadata: {e}")))?;
-        let docs = consolidated.get("metadata").ok_or_else(|| Error::layer(url, ".zmetadata has no `metadata`"))?;
+        let consolidated: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::layer(url, format!("bad .zmetadata: {e}")))?;
+        let docs = consolidated
+            .get("metadata")
+            .ok_or_else(|| Error::layer(url, ".zmetadata has no `metadata`"))?;
         let tessera = docs
             .get(".zattrs")
             .and_then(|a| a.get("tessera"))
-            .ok_or_else(|| Error::layer(url, "is a Zarr group but not a Tessera layer (no `tessera` attributes)"))?;
-        let info: LayerInfo = serde_json::from_value(tessera.clone()).map_err(|e| Error::layer(url, format!("bad Tessera attributes: {e}")))?;
+            .ok_or_else(|| {
+                Error::layer(
+                    url,
+                    "is a Zarr group but not a Tessera layer (no `tessera` attributes)",
+                )
+            })?;
+        let info: LayerInfo = serde_json::from_value(tessera.clone())
+            .map_err(|e| Error::layer(url, format!("bad Tessera attributes: {e}")))?;
         if info.format_version > FORMAT_VERSION {
-            return Err(Error::layer(url, format!("has format version {}, newer than this Tessera reads ({FORMAT_VERSION})", info.format_version)));
+            return Err(Error::layer(
+                url,
+                format!(
+                    "has format version {}, newer than this Tessera reads ({FORMAT_VERSION})",
+                    info.format_version
+                ),
+            ));
         }
         if !info.complete {
             return Err(Error::layer(url, "is incomplete"));
@@ -229,11 +316,17 @@ impl LayerReader {
             .bands
             .iter()
             .map(|b| {
-                let doc = docs.get(format!("{b}/.zarray")).ok_or_else(|| Error::layer(url, format!("band array {b} is missing")))?;
+                let doc = docs
+                    .get(format!("{b}/.zarray"))
+                    .ok_or_else(|| Error::layer(url, format!("band array {b} is missing")))?;
                 zarr_array(&store, &storage, b, doc)
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(LayerReader { store, info, arrays })
+        Ok(LayerReader {
+            store,
+            info,
+            arrays,
+        })
     }
 
     pub fn info(&self) -> &LayerInfo {
@@ -248,7 +341,13 @@ impl LayerReader {
     fn band_index(&self, band: usize) -> Result<usize> {
         let n = self.info.bands.len();
         if band == 0 || band > n {
-            return Err(Error::layer(self.store.url(), format!("band {band} not found (it has {n} band{})", if n == 1 { "" } else { "s" })));
+            return Err(Error::layer(
+                self.store.url(),
+                format!(
+                    "band {band} not found (it has {n} band{})",
+                    if n == 1 { "" } else { "s" }
+                ),
+            ));
         }
         Ok(band - 1)
     }
@@ -258,15 +357,25 @@ impl LayerReader {
         let b = self.band_index(band)?;
         let md = &self.info.metadata;
         if !md.bounds.to_grid_bounds().contains(key) {
-            return Err(Error::layer(self.store.url(), format!("key {key} is outside the layer's key bounds")));
+            return Err(Error::layer(
+                self.store.url(),
+                format!("key {key} is outside the layer's key bounds"),
+            ));
         }
         let tl = md.layout.tile_layout;
         let shape = (tl.tile_rows as usize, tl.tile_cols as usize);
         let chunk = md.chunk_of(key);
         let array = &self.arrays[b];
-        fn get<T: Cell + zarrs::array::ElementOwned>(array: &ZarrArray, chunk: &[u64], shape: (usize, usize)) -> std::result::Result<Option<Array2<T>>, String> {
-            let v: Option<Vec<T>> = array.retrieve_chunk_if_exists(chunk).map_err(|e| e.to_string())?;
-            v.map(|v| Array2::from_shape_vec(shape, v).map_err(|e| e.to_string())).transpose()
+        fn get<T: Cell + zarrs::array::ElementOwned>(
+            array: &ZarrArray,
+            chunk: &[u64],
+            shape: (usize, usize),
+        ) -> std::result::Result<Option<Array2<T>>, String> {
+            let v: Option<Vec<T>> = array
+                .retrieve_chunk_if_exists(chunk)
+                .map_err(|e| e.to_string())?;
+            v.map(|v| Array2::from_shape_vec(shape, v).map_err(|e| e.to_string()))
+                .transpose()
         }
         let data = match md.cell_type.data_type {
             DataType::U8 => get::<u8>(array, &chunk, shape).map(|o| o.map(TileData::U8)),
@@ -277,31 +386,62 @@ impl LayerReader {
             DataType::F64 => get::<f64>(array, &chunk, shape).map(|o| o.map(TileData::F64)),
         }
         .map_err(|e| Error::layer(self.store.url(), format!("cannot read tile {key}: {e}")))?;
-        Ok(data.map(|data| Tile { data, cell_type: md.cell_type }))
+        Ok(data.map(|data| Tile {
+            data,
+            cell_type: md.cell_type,
+        }))
     }
 
     /// The cells of `band` (1-based) inside `extent`, assembled across tiles; the extent is
     /// snapped outwards to whole cells and clipped to the layer's data.
-    pub fn read_window(&self, band: usize, extent: &Extent) -> Result<(crate::model::GridExtent, Tile)> {
+    pub fn read_window(
+        &self,
+        band: usize,
+        extent: &Extent,
+    ) -> Result<(crate::model::GridExtent, Tile)> {
         let b = self.band_index(band)?;
         let md = &self.info.metadata;
         let grid = md.array_grid();
         let Some(clip) = extent.intersection(&grid.extent) else {
-            return Err(Error::layer(self.store.url(), format!("extent {extent} does not overlap the layer's extent {}", grid.extent)));
+            return Err(Error::layer(
+                self.store.url(),
+                format!(
+                    "extent {extent} does not overlap the layer's extent {}",
+                    grid.extent
+                ),
+            ));
         };
         let (c0, r0) = grid.map_to_grid_f64(clip.xmin, clip.ymax);
         let (c1, r1) = grid.map_to_grid_f64(clip.xmax, clip.ymin);
         let snap = |v: f64, up: bool| {
             let r = v.round();
-            if (v - r).abs() < 1e-6 { r } else if up { v.ceil() } else { v.floor() }
+            if (v - r).abs() < 1e-6 {
+                r
+            } else if up {
+                v.ceil()
+            } else {
+                v.floor()
+            }
         };
-        let (c0, r0) = (snap(c0, false).max(0.0) as u64, snap(r0, false).max(0.0) as u64);
-        let (c1, r1) = ((snap(c1, true) as u64).min(grid.cols), (snap(r1, true) as u64).min(grid.rows));
+        let (c0, r0) = (
+            snap(c0, false).max(0.0) as u64,
+            snap(r0, false).max(0.0) as u64,
+        );
+        let (c1, r1) = (
+            (snap(c1, true) as u64).min(grid.cols),
+            (snap(r1, true) as u64).min(grid.rows),
+        );
         let subset = ArraySubset::new_with_ranges(&[r0..r1, c0..c1]);
         let shape = ((r1 - r0) as usize, (c1 - c0) as usize);
         let array = &self.arrays[b];
-        fn get<T: Cell + zarrs::array::ElementOwned>(array: &ZarrArray, subset: &ArraySubset, shape: (usize, usize)) -> std::result::Result<Array2<T>, String> {
-            let v: Vec<T> = array.retrieve_array_subset(subset).map_err(|e| e.to_string())?;
+        fn get<T: Cell + zarrs::array::ElementOwned>(
+            array: &ZarrArray,
+            subset: &ArraySubset,
+            shape: (usize, usize),
+        ) -> std::result::Result<Array2<T>, String> {
+            let v: Vec<T> = array
+                .retrieve_array_subset(subset)
+                .map_err(|e| e.to_string())?;
             Array2::from_shape_vec(shape, v).map_err(|e| e.to_string())
         }
         let data = match md.cell_type.data_type {
@@ -312,7 +452,12 @@ impl LayerReader {
             DataType::F32 => get::<f32>(array, &subset, shape).map(TileData::F32),
             DataType::F64 => get::<f64>(array, &subset, shape).map(TileData::F64),
         }
-        .map_err(|e| Error::layer(self.store.url(), format!("cannot read window {extent}: {e}")))?;
+        .map_err(|e| {
+            Error::layer(
+                self.store.url(),
+                format!("cannot read window {extent}: {e}"),
+            )
+        })?;
         let window = crate::model::GridExtent::from_origin(
             grid.extent.xmin + c0 as f64 * grid.cell_size.width,
             grid.extent.ymax - r0 as f64 * grid.cell_size.height,
@@ -320,7 +465,13 @@ impl LayerReader {
             c1 - c0,
             r1 - r0,
         );
-        Ok((window, Tile { data, cell_type: md.cell_type }))
+        Ok((
+            window,
+            Tile {
+                data,
+                cell_type: md.cell_type,
+            },
+        ))
     }
 
     /// The keys that have a stored tile in band `band` (1-based), sorted by (row, col).

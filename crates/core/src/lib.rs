@@ -16,6 +16,7 @@ pub mod layer;
 pub mod model;
 pub mod source;
 pub mod store;
+pub mod synth;
 pub mod tile;
 
 pub use error::{Error, Result};

@@ -50,7 +50,10 @@ pub fn gdal_path(url: &str) -> Result<String> {
         return Ok(path.to_string());
     }
     if let Some((scheme, _)) = url.split_once("://") {
-        return Err(Error::source(url, format!("unsupported source URL scheme `{scheme}` (expected file://, s3:// or a path)")));
+        return Err(Error::source(
+            url,
+            format!("unsupported source URL scheme `{scheme}` (expected file://, s3:// or a path)"),
+        ));
     }
     Ok(url.to_string())
 }
@@ -59,10 +62,14 @@ pub fn gdal_path(url: &str) -> Result<String> {
 fn configure_vsis3() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let endpoint = std::env::var("AWS_ENDPOINT_URL_S3").or_else(|_| std::env::var("AWS_ENDPOINT_URL"));
+        let endpoint =
+            std::env::var("AWS_ENDPOINT_URL_S3").or_else(|_| std::env::var("AWS_ENDPOINT_URL"));
         if let Ok(endpoint) = endpoint {
             let https = !endpoint.starts_with("http://");
-            let host = endpoint.trim_start_matches("http://").trim_start_matches("https://").trim_end_matches('/');
+            let host = endpoint
+                .trim_start_matches("http://")
+                .trim_start_matches("https://")
+                .trim_end_matches('/');
             let _ = gdal::config::set_config_option("AWS_S3_ENDPOINT", host);
             let _ = gdal::config::set_config_option("AWS_HTTPS", if https { "YES" } else { "NO" });
             let _ = gdal::config::set_config_option("AWS_VIRTUAL_HOSTING", "FALSE");
@@ -79,7 +86,10 @@ fn data_type_of(t: GdalDataType, url: &str, band: usize) -> Result<DataType> {
         GdalDataType::Float32 => DataType::F32,
         GdalDataType::Float64 => DataType::F64,
         other => {
-            return Err(Error::source(url, format!("band {band} has cell type {other:?}, which Tessera does not support")));
+            return Err(Error::source(
+                url,
+                format!("band {band} has cell type {other:?}, which Tessera does not support"),
+            ));
         }
     })
 }
@@ -92,10 +102,16 @@ pub fn parse_crs(definition: &str) -> Result<Crs> {
 }
 
 fn crs_of(mut srs: SpatialRef) -> Result<Crs> {
-    let wkt = srs.to_wkt().map_err(|e| Error::Crs(format!("cannot write the CRS as WKT: {e}")))?;
+    let wkt = srs
+        .to_wkt()
+        .map_err(|e| Error::Crs(format!("cannot write the CRS as WKT: {e}")))?;
     let epsg = match (srs.auth_name(), srs.auth_code()) {
         (Some(name), Ok(code)) if name.eq_ignore_ascii_case("EPSG") => u32::try_from(code).ok(),
-        _ => srs.auto_identify_epsg().ok().and_then(|_| srs.auth_code().ok()).and_then(|c| u32::try_from(c).ok()),
+        _ => srs
+            .auto_identify_epsg()
+            .ok()
+            .and_then(|_| srs.auth_code().ok())
+            .and_then(|c| u32::try_from(c).ok()),
     };
     Ok(Crs { wkt, epsg })
 }
@@ -130,7 +146,10 @@ impl GdalSource {
             ..Default::default()
         };
         let dataset = Dataset::open_ex(&path, options).map_err(|e| {
-            Error::source(url, format!("not a raster GDAL can read ({})", gdal_message(&e)))
+            Error::source(
+                url,
+                format!("not a raster GDAL can read ({})", gdal_message(&e)),
+            )
         })?;
         let info = Self::read_info(url, &dataset)?;
         Ok(GdalSource { dataset, info })
@@ -139,25 +158,49 @@ impl GdalSource {
     fn read_info(url: &str, ds: &Dataset) -> Result<SourceInfo> {
         let band_count = ds.raster_count();
         if band_count == 0 {
-            return Err(Error::source(url, "has no raster bands (for NetCDF/HDF5 name a subdataset, e.g. NETCDF:\"file.nc\":var)"));
+            return Err(Error::source(
+                url,
+                "has no raster bands (for NetCDF/HDF5 name a subdataset, e.g. NETCDF:\"file.nc\":var)",
+            ));
         }
-        let gt = ds.geo_transform().map_err(|_| Error::source(url, "has no geotransform (it is not georeferenced)"))?;
+        let gt = ds
+            .geo_transform()
+            .map_err(|_| Error::source(url, "has no geotransform (it is not georeferenced)"))?;
         if gt[2] != 0.0 || gt[4] != 0.0 {
-            return Err(Error::source(url, format!("is rotated (geotransform {gt:?}); warp it north-up first")));
+            return Err(Error::source(
+                url,
+                format!("is rotated (geotransform {gt:?}); warp it north-up first"),
+            ));
         }
         if !(gt[1] > 0.0 && gt[5] < 0.0) {
-            return Err(Error::source(url, format!("is not north-up with positive cell sizes (geotransform {gt:?})")));
+            return Err(Error::source(
+                url,
+                format!("is not north-up with positive cell sizes (geotransform {gt:?})"),
+            ));
         }
         let (cols, rows) = ds.raster_size();
-        let grid = GridExtent::from_origin(gt[0], gt[3], CellSize::new(gt[1], -gt[5]), cols as u64, rows as u64);
+        let grid = GridExtent::from_origin(
+            gt[0],
+            gt[3],
+            CellSize::new(gt[1], -gt[5]),
+            cols as u64,
+            rows as u64,
+        );
         let crs = match ds.spatial_ref() {
             Ok(srs) => crs_of(srs)?,
-            Err(_) => Crs { wkt: String::new(), epsg: None },
+            Err(_) => Crs {
+                wkt: String::new(),
+                epsg: None,
+            },
         };
-        let band1 = ds.rasterband(1).map_err(|e| Error::source(url, gdal_message(&e)))?;
+        let band1 = ds
+            .rasterband(1)
+            .map_err(|e| Error::source(url, gdal_message(&e)))?;
         let mut data_type = data_type_of(band1.band_type(), url, 1)?;
         for b in 2..=band_count {
-            let band = ds.rasterband(b).map_err(|e| Error::source(url, gdal_message(&e)))?;
+            let band = ds
+                .rasterband(b)
+                .map_err(|e| Error::source(url, gdal_message(&e)))?;
             data_type = data_type.union(data_type_of(band.band_type(), url, b)?);
         }
         let nodata = band1.no_data_value().filter(|nd| data_type.can_hold(*nd));
@@ -181,20 +224,46 @@ impl GdalSource {
         let n = self.info.band_count;
         if band == 0 || band > n {
             let plural = if n == 1 { "" } else { "s" };
-            return Err(Error::source(&self.info.url, format!("band {band} not found (it has {n} band{plural})")));
+            return Err(Error::source(
+                &self.info.url,
+                format!("band {band} not found (it has {n} band{plural})"),
+            ));
         }
         Ok(())
     }
 
     /// Reads cells [col, col + cols) × [row, row + rows) of `band` (1-based) as f64. The window
     /// must lie inside the raster.
-    pub fn read_window(&self, band: usize, col: u64, row: u64, cols: usize, rows: usize) -> Result<Array2<f64>> {
+    pub fn read_window(
+        &self,
+        band: usize,
+        col: u64,
+        row: u64,
+        cols: usize,
+        rows: usize,
+    ) -> Result<Array2<f64>> {
         self.check_band(band)?;
         let url = &self.info.url;
-        let b = self.dataset.rasterband(band).map_err(|e| Error::source(url, gdal_message(&e)))?;
+        let b = self
+            .dataset
+            .rasterband(band)
+            .map_err(|e| Error::source(url, gdal_message(&e)))?;
         let buf = b
-            .read_as::<f64>((col as isize, row as isize), (cols, rows), (cols, rows), None)
-            .map_err(|e| Error::source(url, format!("cannot read cells ({col}, {row}) + {cols} × {rows} of band {band}: {}", gdal_message(&e))))?;
+            .read_as::<f64>(
+                (col as isize, row as isize),
+                (cols, rows),
+                (cols, rows),
+                None,
+            )
+            .map_err(|e| {
+                Error::source(
+                    url,
+                    format!(
+                        "cannot read cells ({col}, {row}) + {cols} × {rows} of band {band}: {}",
+                        gdal_message(&e)
+                    ),
+                )
+            })?;
         let (_, data) = buf.into_shape_and_vec();
         Array2::from_shape_vec((rows, cols), data).map_err(|e| Error::Internal(e.to_string()))
     }
@@ -205,17 +274,22 @@ impl GdalSource {
         use gdal::cpl::CslStringList;
         let url = &self.info.url;
         let mut options = CslStringList::new();
-        options.set_name_value("DST_SRS", &target.wkt).map_err(|e| Error::Crs(e.to_string()))?;
+        options
+            .set_name_value("DST_SRS", &target.wkt)
+            .map_err(|e| Error::Crs(e.to_string()))?;
         // SAFETY: the dataset handle is valid for the borrow; the transformer is created,
         // used and destroyed here; out-parameters are plain locals.
         unsafe {
             let transformer = gdal_sys::GDALCreateGenImgProjTransformer2(
                 self.dataset.c_dataset(),
                 std::ptr::null_mut(),
-                options.as_ptr() as *mut *mut std::ffi::c_char,
+                options.as_ptr(),
             );
             if transformer.is_null() {
-                return Err(Error::Crs(format!("cannot reproject {url} from {} to {target}", self.info.crs)));
+                return Err(Error::Crs(format!(
+                    "cannot reproject {url} from {} to {target}",
+                    self.info.crs
+                )));
             }
             let mut gt = [0.0f64; 6];
             let (mut cols, mut rows) = (0i32, 0i32);
@@ -229,9 +303,17 @@ impl GdalSource {
             );
             gdal_sys::GDALDestroyGenImgProjTransformer(transformer);
             if err != gdal_sys::CPLErr::CE_None || cols <= 0 || rows <= 0 {
-                return Err(Error::Crs(format!("cannot find the extent of {url} in {target}")));
+                return Err(Error::Crs(format!(
+                    "cannot find the extent of {url} in {target}"
+                )));
             }
-            Ok(GridExtent::from_origin(gt[0], gt[3], CellSize::new(gt[1], -gt[5]), cols as u64, rows as u64))
+            Ok(GridExtent::from_origin(
+                gt[0],
+                gt[3],
+                CellSize::new(gt[1], -gt[5]),
+                cols as u64,
+                rows as u64,
+            ))
         }
     }
 }
@@ -257,7 +339,11 @@ impl Reprojection {
         }
         for i in 0..xs.len() {
             let (mut x, mut y, mut z) = ([xs[i]], [ys[i]], [0.0]);
-            if self.transform.transform_coords(&mut x, &mut y, &mut z).is_ok() {
+            if self
+                .transform
+                .transform_coords(&mut x, &mut y, &mut z)
+                .is_ok()
+            {
                 (xs[i], ys[i]) = (x[0], y[0]);
             } else {
                 (xs[i], ys[i]) = (f64::NAN, f64::NAN);
@@ -290,12 +376,16 @@ mod tests {
 
     #[test]
     fn missing_and_non_raster_files_are_named() {
-        let err = GdalSource::open("/nonexistent/dem.tif").unwrap_err().to_string();
+        let err = GdalSource::open("/nonexistent/dem.tif")
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, "/nonexistent/dem.tif: no such file");
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("notes.txt");
         std::fs::write(&p, "hello, not a raster").unwrap();
-        let err = GdalSource::open(p.to_str().unwrap()).unwrap_err().to_string();
+        let err = GdalSource::open(p.to_str().unwrap())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a raster GDAL can read"), "{err}");
         let err = GdalSource::open("gs://b/x.tif").unwrap_err().to_string();
         assert!(err.contains("unsupported source URL scheme `gs`"), "{err}");

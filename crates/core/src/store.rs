@@ -27,7 +27,12 @@ pub struct Store {
 /// Whether a URL names something Tessera can open as a store.
 fn scheme_of(url: &str) -> Option<&str> {
     let (scheme, rest) = url.split_once("://")?;
-    (!scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || c == '+') && !rest.is_empty()).then_some(scheme)
+    (!scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '+')
+        && !rest.is_empty())
+    .then_some(scheme)
 }
 
 /// A plain local path, made absolute against the working directory.
@@ -36,7 +41,8 @@ fn absolute_local(path: &str) -> Result<std::path::PathBuf> {
     if p.is_absolute() {
         return Ok(p.to_path_buf());
     }
-    let cwd = std::env::current_dir().map_err(|e| Error::storage(path, format!("cannot resolve a relative path: {e}")))?;
+    let cwd = std::env::current_dir()
+        .map_err(|e| Error::storage(path, format!("cannot resolve a relative path: {e}")))?;
     Ok(cwd.join(p))
 }
 
@@ -46,7 +52,9 @@ fn local_prefix(url: &str, path: &std::path::Path) -> Result<Path> {
     for c in path.components() {
         match c {
             std::path::Component::Normal(s) => parts.push(
-                s.to_str().ok_or_else(|| Error::storage(url, "the path is not valid UTF-8"))?.to_string(),
+                s.to_str()
+                    .ok_or_else(|| Error::storage(url, "the path is not valid UTF-8"))?
+                    .to_string(),
             ),
             std::path::Component::ParentDir => {
                 parts.pop();
@@ -68,25 +76,39 @@ impl Store {
                 let abs = absolute_local(url)?;
                 let prefix = local_prefix(url, &abs)?;
                 local_root = Some(std::path::PathBuf::from(format!("/{prefix}")));
-                (Arc::new(object_store::local::LocalFileSystem::new()), prefix)
+                (
+                    Arc::new(object_store::local::LocalFileSystem::new()),
+                    prefix,
+                )
             }
             Some("file") => {
                 let path = &url["file://".len()..];
                 if !path.starts_with('/') {
-                    return Err(Error::storage(url, "a file:// URL needs an absolute path (file:///dir/layer)"));
+                    return Err(Error::storage(
+                        url,
+                        "a file:// URL needs an absolute path (file:///dir/layer)",
+                    ));
                 }
                 let prefix = local_prefix(url, std::path::Path::new(path))?;
                 local_root = Some(std::path::PathBuf::from(format!("/{prefix}")));
-                (Arc::new(object_store::local::LocalFileSystem::new()), prefix)
+                (
+                    Arc::new(object_store::local::LocalFileSystem::new()),
+                    prefix,
+                )
             }
             Some("s3") => {
                 let rest = &url["s3://".len()..];
                 let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
                 if bucket.is_empty() {
-                    return Err(Error::storage(url, "an s3:// URL needs a bucket (s3://bucket/prefix)"));
+                    return Err(Error::storage(
+                        url,
+                        "an s3:// URL needs a bucket (s3://bucket/prefix)",
+                    ));
                 }
-                let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
-                let endpoint = std::env::var("AWS_ENDPOINT_URL_S3").or_else(|_| std::env::var("AWS_ENDPOINT_URL"));
+                let mut builder =
+                    object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+                let endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
+                    .or_else(|_| std::env::var("AWS_ENDPOINT_URL"));
                 if let Ok(endpoint) = endpoint {
                     if endpoint.starts_with("http://") {
                         builder = builder.with_allow_http(true);
@@ -94,7 +116,10 @@ impl Store {
                     builder = builder.with_endpoint(endpoint);
                 }
                 let s3 = builder.build().map_err(|e| Error::storage(url, e))?;
-                (Arc::new(s3), Path::parse(key).map_err(|e| Error::storage(url, e))?)
+                (
+                    Arc::new(s3),
+                    Path::parse(key).map_err(|e| Error::storage(url, e))?,
+                )
             }
             Some("memory") => {
                 let name = &url["memory://".len()..];
@@ -103,13 +128,22 @@ impl Store {
             Some(other) => {
                 return Err(Error::storage(
                     url,
-                    format!("unsupported URL scheme `{other}` (expected file://, s3:// or a local path)"),
+                    format!(
+                        "unsupported URL scheme `{other}` (expected file://, s3:// or a local path)"
+                    ),
                 ));
             }
         };
-        let inner: Arc<dyn ObjectStore> =
-            if prefix.as_ref().is_empty() { inner } else { Arc::new(PrefixStore::new(inner, prefix)) };
-        Ok(Store { url: url.to_string(), inner, local_root })
+        let inner: Arc<dyn ObjectStore> = if prefix.as_ref().is_empty() {
+            inner
+        } else {
+            Arc::new(PrefixStore::new(inner, prefix))
+        };
+        Ok(Store {
+            url: url.to_string(),
+            inner,
+            local_root,
+        })
     }
 
     pub fn url(&self) -> &str {
@@ -126,7 +160,10 @@ impl Store {
     }
 
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
-        self.inner.put(&Path::from(key), PutPayload::from(bytes)).await.map_err(|e| self.err(key, e))?;
+        self.inner
+            .put(&Path::from(key), PutPayload::from(bytes))
+            .await
+            .map_err(|e| self.err(key, e))?;
         Ok(())
     }
 
@@ -150,7 +187,12 @@ impl Store {
     /// Every key under `prefix` (all keys when empty).
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let p = (!prefix.is_empty()).then(|| Path::from(prefix));
-        let metas: Vec<_> = self.inner.list(p.as_ref()).try_collect().await.map_err(|e| self.err(prefix, e))?;
+        let metas: Vec<_> = self
+            .inner
+            .list(p.as_ref())
+            .try_collect()
+            .await
+            .map_err(|e| self.err(prefix, e))?;
         Ok(metas.into_iter().map(|m| m.location.to_string()).collect())
     }
 
@@ -173,7 +215,9 @@ impl Store {
 
 /// Removes `dir` and the folders below it that hold no files, bottom-up; keeps any that do.
 fn remove_empty_dirs(dir: &std::path::Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
             remove_empty_dirs(&entry.path());
@@ -204,8 +248,13 @@ fn memory_store(name: &str) -> Arc<dyn ObjectStore> {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
     static STORES: OnceLock<Mutex<HashMap<String, Arc<dyn ObjectStore>>>> = OnceLock::new();
-    let mut map = STORES.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
-    map.entry(name.to_string()).or_insert_with(|| Arc::new(object_store::memory::InMemory::new())).clone()
+    let mut map = STORES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    map.entry(name.to_string())
+        .or_insert_with(|| Arc::new(object_store::memory::InMemory::new()))
+        .clone()
 }
 
 #[cfg(test)]
@@ -219,12 +268,18 @@ mod tests {
         let store = Store::open(&url).unwrap();
         store.put("a/b", Bytes::from_static(b"xyz")).await.unwrap();
         assert!(dir.path().join("layer/a/b").exists());
-        assert_eq!(store.get("a/b").await.unwrap().as_deref(), Some(&b"xyz"[..]));
+        assert_eq!(
+            store.get("a/b").await.unwrap().as_deref(),
+            Some(&b"xyz"[..])
+        );
         assert_eq!(store.get("nope").await.unwrap(), None);
         assert_eq!(store.list("").await.unwrap(), vec!["a/b".to_string()]);
         store.delete_all().await.unwrap();
         assert!(store.list("").await.unwrap().is_empty());
-        assert!(!dir.path().join("layer").exists(), "emptied folders are removed too");
+        assert!(
+            !dir.path().join("layer").exists(),
+            "emptied folders are removed too"
+        );
     }
 
     #[test]

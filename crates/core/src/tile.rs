@@ -159,7 +159,10 @@ pub struct Tile {
 impl Tile {
     /// A tile with every cell at the cell type's fill value (NoData where there is one).
     pub fn empty(cell_type: CellType, rows: usize, cols: usize) -> Tile {
-        Tile { data: TileData::filled(cell_type.data_type, rows, cols, cell_type.fill_value()), cell_type }
+        Tile {
+            data: TileData::filled(cell_type.data_type, rows, cols, cell_type.fill_value()),
+            cell_type,
+        }
     }
 
     pub fn shape(&self) -> (usize, usize) {
@@ -186,7 +189,10 @@ mod tests {
         assert_eq!(i32::from_f64(f64::NAN), 0);
         let t = TileData::from_f64(DataType::I16, &ndarray::array![[1.4, -40000.0], [2.6, 7.0]]);
         assert_eq!(t, TileData::I16(ndarray::array![[1, -32768], [3, 7]]));
-        assert_eq!(t.convert(DataType::F64).to_f64(), ndarray::array![[1.0, -32768.0], [3.0, 7.0]]);
+        assert_eq!(
+            t.convert(DataType::F64).to_f64(),
+            ndarray::array![[1.0, -32768.0], [3.0, 7.0]]
+        );
     }
 
     #[test]

@@ -67,7 +67,16 @@ pub(super) fn documents(info: &LayerInfo, zstd_level: i32) -> BTreeMap<String, V
     for (i, band) in info.bands.iter().enumerate() {
         let shape = [grid.rows, grid.cols];
         let chunks = [tl.tile_rows as u64, tl.tile_cols as u64];
-        docs.insert(format!("{band}/.zarray"), zarray(&shape, &chunks, ct.data_type, fill_value(ct.data_type, ct.fill_value()), zstd_level));
+        docs.insert(
+            format!("{band}/.zarray"),
+            zarray(
+                &shape,
+                &chunks,
+                ct.data_type,
+                fill_value(ct.data_type, ct.fill_value()),
+                zstd_level,
+            ),
+        );
         let mut attrs = json!({
             "_ARRAY_DIMENSIONS": ["y", "x"],
             "grid_mapping": "spatial_ref",
@@ -82,7 +91,10 @@ pub(super) fn documents(info: &LayerInfo, zstd_level: i32) -> BTreeMap<String, V
 
     let geographic = is_geographic(crs);
     for (name, n, axis) in [("x", grid.cols, "X"), ("y", grid.rows, "Y")] {
-        docs.insert(format!("{name}/.zarray"), zarray(&[n], &[n], DataType::F64, json!("NaN"), zstd_level));
+        docs.insert(
+            format!("{name}/.zarray"),
+            zarray(&[n], &[n], DataType::F64, json!("NaN"), zstd_level),
+        );
         let (standard_name, units, long_name) = match (geographic, axis) {
             (true, "X") => ("longitude", "degrees_east", "longitude"),
             (true, _) => ("latitude", "degrees_north", "latitude"),
@@ -102,8 +114,15 @@ pub(super) fn documents(info: &LayerInfo, zstd_level: i32) -> BTreeMap<String, V
     }
 
     let gt = grid.geo_transform();
-    let gt_text = gt.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>().join(" ");
-    docs.insert("spatial_ref/.zarray".to_string(), zarray(&[], &[], DataType::I32, json!(0), zstd_level));
+    let gt_text = gt
+        .iter()
+        .map(|v| format!("{v:?}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    docs.insert(
+        "spatial_ref/.zarray".to_string(),
+        zarray(&[], &[], DataType::I32, json!(0), zstd_level),
+    );
     docs.insert(
         "spatial_ref/.zattrs".to_string(),
         json!({

@@ -17,8 +17,14 @@ pub enum DataType {
 }
 
 impl DataType {
-    pub const ALL: [DataType; 6] =
-        [DataType::U8, DataType::I16, DataType::U16, DataType::I32, DataType::F32, DataType::F64];
+    pub const ALL: [DataType; 6] = [
+        DataType::U8,
+        DataType::I16,
+        DataType::U16,
+        DataType::I32,
+        DataType::F32,
+        DataType::F64,
+    ];
 
     pub fn bits(self) -> u32 {
         match self {
@@ -70,7 +76,11 @@ impl DataType {
         }
         // One signed, one unsigned: a signed type wider than the unsigned one.
         let (signed, unsigned) = if a.is_signed_int() { (a, b) } else { (b, a) };
-        if signed.bits() > unsigned.bits() { signed } else { I32 }
+        if signed.bits() > unsigned.bits() {
+            signed
+        } else {
+            I32
+        }
     }
 
     /// Whether `v` is exactly representable in this type.
@@ -102,7 +112,11 @@ impl std::str::FromStr for DataType {
         DataType::ALL
             .into_iter()
             .find(|t| t.name() == s)
-            .ok_or_else(|| Error::invalid(format!("unknown cell type `{s}` (expected u8, i16, u16, i32, f32 or f64)")))
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "unknown cell type `{s}` (expected u8, i16, u16, i32, f32 or f64)"
+                ))
+            })
     }
 }
 
@@ -160,7 +174,10 @@ impl CellType {
             .into_iter()
             .flatten()
             .find(|nd| data_type.can_hold(*nd))
-            .or_else(|| (self.nodata.is_some() || other.nodata.is_some()).then(|| data_type.default_nodata()));
+            .or_else(|| {
+                (self.nodata.is_some() || other.nodata.is_some())
+                    .then(|| data_type.default_nodata())
+            });
         CellType { data_type, nodata }
     }
 }
@@ -238,14 +255,21 @@ mod tests {
         assert_eq!(e.union(&f), CellType::new(I32, Some(65535.0)));
         // A nodata the wider type cannot hold falls back to the type default.
         let g = CellType::new(F64, Some(0.1));
-        assert_eq!(g.union(&CellType::new(F32, None)), CellType::new(F64, Some(0.1)));
+        assert_eq!(
+            g.union(&CellType::new(F32, None)),
+            CellType::new(F64, Some(0.1))
+        );
         assert!(!F32.can_hold(0.1));
         assert!(CellType::new(F64, Some(f64::NAN)).is_nodata(f64::NAN));
     }
 
     #[test]
     fn nodata_round_trips_through_json_including_nan() {
-        for ct in [CellType::new(F32, Some(f64::NAN)), CellType::new(I16, Some(-9999.0)), CellType::new(U8, None)] {
+        for ct in [
+            CellType::new(F32, Some(f64::NAN)),
+            CellType::new(I16, Some(-9999.0)),
+            CellType::new(U8, None),
+        ] {
             let json = serde_json::to_string(&ct).unwrap();
             let back: CellType = serde_json::from_str(&json).unwrap();
             assert_eq!(back, ct, "{json}");

@@ -13,7 +13,12 @@ pub struct Extent {
 
 impl Extent {
     pub const fn new(xmin: f64, ymin: f64, xmax: f64, ymax: f64) -> Self {
-        Extent { xmin, ymin, xmax, ymax }
+        Extent {
+            xmin,
+            ymin,
+            xmax,
+            ymax,
+        }
     }
 
     pub fn width(&self) -> f64 {
@@ -55,7 +60,9 @@ impl Extent {
 
     /// Whether all four numbers are finite and the rectangle is not inverted.
     pub fn is_valid(&self) -> bool {
-        [self.xmin, self.ymin, self.xmax, self.ymax].iter().all(|v| v.is_finite())
+        [self.xmin, self.ymin, self.xmax, self.ymax]
+            .iter()
+            .all(|v| v.is_finite())
             && self.xmin <= self.xmax
             && self.ymin <= self.ymax
     }
@@ -63,7 +70,11 @@ impl Extent {
 
 impl std::fmt::Display for Extent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "({}, {}, {}, {})", self.xmin, self.ymin, self.xmax, self.ymax)
+        write!(
+            f,
+            "({}, {}, {}, {})",
+            self.xmin, self.ymin, self.xmax, self.ymax
+        )
     }
 }
 
@@ -81,7 +92,10 @@ impl CellSize {
 
     /// The finer of two cell sizes, axis by axis (the collect-metadata rule).
     pub fn finest(&self, other: &CellSize) -> CellSize {
-        CellSize { width: self.width.min(other.width), height: self.height.min(other.height) }
+        CellSize {
+            width: self.width.min(other.width),
+            height: self.height.min(other.height),
+        }
     }
 }
 

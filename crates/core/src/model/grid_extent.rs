@@ -10,13 +10,21 @@ pub(crate) const GRID_EPSILON: f64 = 1e-6;
 /// Rounds `v` to the nearest integer when it is within [`GRID_EPSILON`] of it, else takes the ceiling.
 pub(crate) fn ceil_snapped(v: f64) -> f64 {
     let r = v.round();
-    if (v - r).abs() <= GRID_EPSILON { r } else { v.ceil() }
+    if (v - r).abs() <= GRID_EPSILON {
+        r
+    } else {
+        v.ceil()
+    }
 }
 
 /// Rounds `v` to the nearest integer when it is within [`GRID_EPSILON`] of it, else takes the floor.
 pub(crate) fn floor_snapped(v: f64) -> f64 {
     let r = v.round();
-    if (v - r).abs() <= GRID_EPSILON { r } else { v.floor() }
+    if (v - r).abs() <= GRID_EPSILON {
+        r
+    } else {
+        v.floor()
+    }
 }
 
 /// A raster grid: an extent, a cell size and the whole number of columns and rows they give.
@@ -37,7 +45,12 @@ impl GridExtent {
             xmin + cols as f64 * cell_size.width,
             ymax,
         );
-        GridExtent { extent, cell_size, cols, rows }
+        GridExtent {
+            extent,
+            cell_size,
+            cols,
+            rows,
+        }
     }
 
     /// A grid covering `extent` with `cell_size`; a partial cell at the east or south edge counts whole.
@@ -49,7 +62,14 @@ impl GridExtent {
 
     /// GDAL's geotransform: (xmin, cell width, 0, ymax, 0, -cell height).
     pub fn geo_transform(&self) -> [f64; 6] {
-        [self.extent.xmin, self.cell_size.width, 0.0, self.extent.ymax, 0.0, -self.cell_size.height]
+        [
+            self.extent.xmin,
+            self.cell_size.width,
+            0.0,
+            self.extent.ymax,
+            0.0,
+            -self.cell_size.height,
+        ]
     }
 
     /// Map coordinates of the centre of cell (`col`, `row`).
@@ -62,7 +82,10 @@ impl GridExtent {
 
     /// Continuous grid coordinates of a map point: cell (c, r) spans [c, c+1) × [r, r+1).
     pub fn map_to_grid_f64(&self, x: f64, y: f64) -> (f64, f64) {
-        ((x - self.extent.xmin) / self.cell_size.width, (self.extent.ymax - y) / self.cell_size.height)
+        (
+            (x - self.extent.xmin) / self.cell_size.width,
+            (self.extent.ymax - y) / self.cell_size.height,
+        )
     }
 
     /// The extent of the cells from (`col`, `row`) spanning `cols` × `rows`.
@@ -80,7 +103,9 @@ impl GridExtent {
     /// Whether `other` has the same cell size and its corner falls on this grid's cell lines.
     pub fn is_aligned_with(&self, other: &GridExtent) -> bool {
         let same = |a: f64, b: f64| (a - b).abs() <= GRID_EPSILON * a.abs().max(b.abs());
-        if !same(self.cell_size.width, other.cell_size.width) || !same(self.cell_size.height, other.cell_size.height) {
+        if !same(self.cell_size.width, other.cell_size.width)
+            || !same(self.cell_size.height, other.cell_size.height)
+        {
             return false;
         }
         let (dx, dy) = self.map_to_grid_f64(other.extent.xmin, other.extent.ymax);
@@ -98,7 +123,10 @@ mod tests {
         assert_eq!((g.cols, g.rows), (11, 3));
         assert_eq!(g.extent, Extent::new(0.0, 0.0, 11.0, 3.0));
         // 0.1 * 3 is 0.30000000000000004: still exactly 3 cells.
-        let g = GridExtent::covering(Extent::new(0.0, 0.0, 0.1 * 3.0, 0.3), CellSize::new(0.1, 0.1));
+        let g = GridExtent::covering(
+            Extent::new(0.0, 0.0, 0.1 * 3.0, 0.3),
+            CellSize::new(0.1, 0.1),
+        );
         assert_eq!((g.cols, g.rows), (3, 3));
     }
 

@@ -50,7 +50,12 @@ pub struct GridBounds {
 
 impl GridBounds {
     pub const fn new(col_min: u32, row_min: u32, col_max: u32, row_max: u32) -> Self {
-        GridBounds { col_min, row_min, col_max, row_max }
+        GridBounds {
+            col_min,
+            row_min,
+            col_max,
+            row_max,
+        }
     }
 
     pub fn width(&self) -> u32 {
@@ -66,7 +71,8 @@ impl GridBounds {
     }
 
     pub fn contains(&self, key: SpatialKey) -> bool {
-        (self.col_min..=self.col_max).contains(&key.col) && (self.row_min..=self.row_max).contains(&key.row)
+        (self.col_min..=self.col_max).contains(&key.col)
+            && (self.row_min..=self.row_max).contains(&key.row)
     }
 
     pub fn intersection(&self, other: &GridBounds) -> Option<GridBounds> {
@@ -82,7 +88,8 @@ impl GridBounds {
     /// Every key, row by row from the north-west corner.
     pub fn iter_keys(&self) -> impl Iterator<Item = SpatialKey> + use<> {
         let (c0, c1) = (self.col_min, self.col_max);
-        (self.row_min..=self.row_max).flat_map(move |row| (c0..=c1).map(move |col| SpatialKey::new(col, row)))
+        (self.row_min..=self.row_max)
+            .flat_map(move |row| (c0..=c1).map(move |col| SpatialKey::new(col, row)))
     }
 }
 
@@ -95,7 +102,10 @@ pub struct KeyBounds<K> {
 
 impl KeyBounds<SpatialKey> {
     pub fn from_grid_bounds(g: GridBounds) -> Self {
-        KeyBounds { min: SpatialKey::new(g.col_min, g.row_min), max: SpatialKey::new(g.col_max, g.row_max) }
+        KeyBounds {
+            min: SpatialKey::new(g.col_min, g.row_min),
+            max: SpatialKey::new(g.col_max, g.row_max),
+        }
     }
 
     pub fn to_grid_bounds(&self) -> GridBounds {
@@ -104,14 +114,23 @@ impl KeyBounds<SpatialKey> {
 
     pub fn combine(&self, other: &Self) -> Self {
         KeyBounds {
-            min: SpatialKey::new(self.min.col.min(other.min.col), self.min.row.min(other.min.row)),
-            max: SpatialKey::new(self.max.col.max(other.max.col), self.max.row.max(other.max.row)),
+            min: SpatialKey::new(
+                self.min.col.min(other.min.col),
+                self.min.row.min(other.min.row),
+            ),
+            max: SpatialKey::new(
+                self.max.col.max(other.max.col),
+                self.max.row.max(other.max.row),
+            ),
         }
     }
 }
 
 impl KeyBounds<SpaceTimeKey> {
     pub fn to_spatial(&self) -> KeyBounds<SpatialKey> {
-        KeyBounds { min: self.min.spatial_key(), max: self.max.spatial_key() }
+        KeyBounds {
+            min: self.min.spatial_key(),
+            max: self.max.spatial_key(),
+        }
     }
 }

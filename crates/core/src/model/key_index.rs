@@ -34,7 +34,9 @@ pub struct ZOrderIndex {
 
 impl ZOrderIndex {
     pub fn new(bounds: &KeyBounds<SpatialKey>) -> Self {
-        ZOrderIndex { bits: bits_for(bounds.max.col.max(bounds.max.row) as u64 + 1) }
+        ZOrderIndex {
+            bits: bits_for(bounds.max.col.max(bounds.max.row) as u64 + 1),
+        }
     }
 }
 
@@ -44,7 +46,9 @@ impl KeyIndex for ZOrderIndex {
     }
 
     fn index_ranges(&self, query: GridBounds) -> Vec<(u64, u64)> {
-        decompose(self.bits, query, |c, r| self.to_index(SpatialKey::new(c, r)))
+        decompose(self.bits, query, |c, r| {
+            self.to_index(SpatialKey::new(c, r))
+        })
     }
 }
 
@@ -59,8 +63,13 @@ pub struct HilbertIndex {
 
 impl HilbertIndex {
     pub fn new(bounds: &KeyBounds<SpatialKey>) -> Self {
-        let span = (bounds.max.col - bounds.min.col).max(bounds.max.row - bounds.min.row) as u64 + 1;
-        HilbertIndex { min: bounds.min, max: bounds.max, bits: bits_for(span) }
+        let span =
+            (bounds.max.col - bounds.min.col).max(bounds.max.row - bounds.min.row) as u64 + 1;
+        HilbertIndex {
+            min: bounds.min,
+            max: bounds.max,
+            bits: bits_for(span),
+        }
     }
 
     fn curve(&self, mut x: u64, mut y: u64) -> u64 {
@@ -86,7 +95,10 @@ impl HilbertIndex {
 
 impl KeyIndex for HilbertIndex {
     fn to_index(&self, key: SpatialKey) -> u64 {
-        self.curve((key.col - self.min.col) as u64, (key.row - self.min.row) as u64)
+        self.curve(
+            (key.col - self.min.col) as u64,
+            (key.row - self.min.row) as u64,
+        )
     }
 
     fn index_ranges(&self, query: GridBounds) -> Vec<(u64, u64)> {
@@ -95,7 +107,12 @@ impl KeyIndex for HilbertIndex {
         let Some(q) = query.intersection(&bounds) else {
             return Vec::new();
         };
-        let local = GridBounds::new(q.col_min - c0, q.row_min - r0, q.col_max - c0, q.row_max - r0);
+        let local = GridBounds::new(
+            q.col_min - c0,
+            q.row_min - r0,
+            q.col_max - c0,
+            q.row_max - r0,
+        );
         decompose(self.bits, local, |c, r| self.curve(c as u64, r as u64))
     }
 }
@@ -115,8 +132,12 @@ fn decompose(bits: u32, query: GridBounds, index: impl Fn(u32, u32) -> u64) -> V
     while let Some((x, y, k)) = stack.pop() {
         let side = 1u64 << k;
         let (x1, y1) = (x + side - 1, y + side - 1);
-        let (qx0, qy0, qx1, qy1) =
-            (query.col_min as u64, query.row_min as u64, query.col_max as u64, query.row_max as u64);
+        let (qx0, qy0, qx1, qy1) = (
+            query.col_min as u64,
+            query.row_min as u64,
+            query.col_max as u64,
+            query.row_max as u64,
+        );
         if x1 < qx0 || y1 < qy0 || x > qx1 || y > qy1 {
             continue;
         }
@@ -158,42 +179,64 @@ mod tests {
 
     #[test]
     fn z_order_worked_numbers() {
-        let z = ZOrderIndex::new(&KeyBounds { min: SpatialKey::new(0, 0), max: SpatialKey::new(7, 7) });
+        let z = ZOrderIndex::new(&KeyBounds {
+            min: SpatialKey::new(0, 0),
+            max: SpatialKey::new(7, 7),
+        });
         assert_eq!(z.to_index(SpatialKey::new(1, 0)), 1);
         assert_eq!(z.to_index(SpatialKey::new(0, 1)), 2);
         assert_eq!(z.to_index(SpatialKey::new(3, 3)), 15);
         assert_eq!(z.to_index(SpatialKey::new(4, 0)), 16);
         // Box cols 1..=2, rows 0..=1: keys with z 1, 3, 4, 6 -> ranges [1], [3,4], [6].
-        assert_eq!(z.index_ranges(GridBounds::new(1, 0, 2, 1)), vec![(1, 1), (3, 4), (6, 6)]);
+        assert_eq!(
+            z.index_ranges(GridBounds::new(1, 0, 2, 1)),
+            vec![(1, 1), (3, 4), (6, 6)]
+        );
         // An aligned 4 × 4 quad is one range.
         assert_eq!(z.index_ranges(GridBounds::new(4, 4, 7, 7)), vec![(48, 63)]);
     }
 
     #[test]
     fn hilbert_worked_numbers() {
-        let h = HilbertIndex::new(&KeyBounds { min: SpatialKey::new(10, 20), max: SpatialKey::new(13, 23) });
+        let h = HilbertIndex::new(&KeyBounds {
+            min: SpatialKey::new(10, 20),
+            max: SpatialKey::new(13, 23),
+        });
         // Order-2 Hilbert curve: (0,0)=0 (1,0)=1 (1,1)=2 (0,1)=3 ... (2,0)=14 (3,0)=15.
         let at = |c: u32, r: u32| h.to_index(SpatialKey::new(10 + c, 20 + r));
-        assert_eq!([at(0, 0), at(1, 0), at(1, 1), at(0, 1), at(2, 0), at(3, 0)], [0, 1, 2, 3, 14, 15]);
+        assert_eq!(
+            [at(0, 0), at(1, 0), at(1, 1), at(0, 1), at(2, 0), at(3, 0)],
+            [0, 1, 2, 3, 14, 15]
+        );
         // Consecutive indices are always neighbours.
-        let mut by_index: Vec<(u64, SpatialKey)> =
-            GridBounds::new(10, 20, 13, 23).iter_keys().map(|k| (h.to_index(k), k)).collect();
+        let mut by_index: Vec<(u64, SpatialKey)> = GridBounds::new(10, 20, 13, 23)
+            .iter_keys()
+            .map(|k| (h.to_index(k), k))
+            .collect();
         by_index.sort();
         for w in by_index.windows(2) {
             let (a, b) = (w[0].1, w[1].1);
             assert_eq!(a.col.abs_diff(b.col) + a.row.abs_diff(b.row), 1);
         }
-        assert_eq!(h.index_ranges(GridBounds::new(10, 20, 11, 21)), vec![(0, 3)]);
+        assert_eq!(
+            h.index_ranges(GridBounds::new(10, 20, 11, 21)),
+            vec![(0, 3)]
+        );
     }
 
     #[test]
     fn ranges_cover_exactly_the_query_box() {
-        let bounds = KeyBounds { min: SpatialKey::new(3, 5), max: SpatialKey::new(40, 33) };
+        let bounds = KeyBounds {
+            min: SpatialKey::new(3, 5),
+            max: SpatialKey::new(40, 33),
+        };
         let z = ZOrderIndex::new(&bounds);
         let h = HilbertIndex::new(&bounds);
         let mut seed = 12345u64;
         let mut next = |m: u32| {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (seed >> 33) as u32 % m
         };
         for _ in 0..200 {
@@ -203,7 +246,10 @@ mod tests {
             for index in [&z as &dyn KeyIndex, &h] {
                 let ranges = index.index_ranges(q);
                 assert_eq!(expand(&ranges), brute(index, q), "{q:?}");
-                assert!(ranges.windows(2).all(|w| w[0].1 + 1 < w[1].0), "merged and sorted");
+                assert!(
+                    ranges.windows(2).all(|w| w[0].1 + 1 < w[1].0),
+                    "merged and sorted"
+                );
             }
         }
     }

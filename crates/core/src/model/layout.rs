@@ -33,7 +33,10 @@ pub struct LayoutDefinition {
 
 impl LayoutDefinition {
     pub fn new(extent: Extent, tile_layout: TileLayout) -> Self {
-        LayoutDefinition { extent, tile_layout }
+        LayoutDefinition {
+            extent,
+            tile_layout,
+        }
     }
 
     pub fn cell_size(&self) -> CellSize {
@@ -54,12 +57,21 @@ impl LayoutDefinition {
     }
 
     pub fn map_transform(&self) -> MapKeyTransform {
-        MapKeyTransform::new(self.extent, self.tile_layout.layout_cols, self.tile_layout.layout_rows)
+        MapKeyTransform::new(
+            self.extent,
+            self.tile_layout.layout_cols,
+            self.tile_layout.layout_rows,
+        )
     }
 
     /// Every key of the layout.
     pub fn grid_bounds(&self) -> GridBounds {
-        GridBounds::new(0, 0, self.tile_layout.layout_cols - 1, self.tile_layout.layout_rows - 1)
+        GridBounds::new(
+            0,
+            0,
+            self.tile_layout.layout_cols - 1,
+            self.tile_layout.layout_rows - 1,
+        )
     }
 
     /// The cell grid of one tile.
@@ -103,7 +115,10 @@ impl MapKeyTransform {
 
     /// Continuous tile coordinates of a point (not clamped to the layout).
     pub fn map_to_grid_f64(&self, x: f64, y: f64) -> (f64, f64) {
-        ((x - self.extent.xmin) / self.tile_width, (self.extent.ymax - y) / self.tile_height)
+        (
+            (x - self.extent.xmin) / self.tile_width,
+            (self.extent.ymax - y) / self.tile_height,
+        )
     }
 
     /// The tile column and row holding a point, which may lie outside the layout (negative or
@@ -116,7 +131,8 @@ impl MapKeyTransform {
     /// The key of the tile holding a point, or `None` outside the layout.
     pub fn point_to_key(&self, x: f64, y: f64) -> Option<SpatialKey> {
         let (c, r) = self.point_to_grid(x, y);
-        let inside = (0..self.layout_cols as i64).contains(&c) && (0..self.layout_rows as i64).contains(&r);
+        let inside =
+            (0..self.layout_cols as i64).contains(&c) && (0..self.layout_rows as i64).contains(&r);
         inside.then(|| SpatialKey::new(c as u32, r as u32))
     }
 
@@ -130,7 +146,11 @@ impl MapKeyTransform {
         let exclusive = |v: f64, min: i64| {
             let r = v.round();
             let on_line = (v - r).abs() <= GRID_EPSILON;
-            if on_line { (r as i64 - 1).max(min) } else { v.floor() as i64 }
+            if on_line {
+                (r as i64 - 1).max(min)
+            } else {
+                v.floor() as i64
+            }
         };
         let col_max = exclusive(cmax, col_min);
         let row_max = exclusive(rmax, row_min);
@@ -157,15 +177,26 @@ mod tests {
         // 4 × 3 tiles of 10 × 10 cells of 1 m, north-west corner at (100, 50).
         LayoutDefinition::new(
             Extent::new(100.0, 20.0, 140.0, 50.0),
-            TileLayout { layout_cols: 4, layout_rows: 3, tile_cols: 10, tile_rows: 10 },
+            TileLayout {
+                layout_cols: 4,
+                layout_rows: 3,
+                tile_cols: 10,
+                tile_rows: 10,
+            },
         )
     }
 
     #[test]
     fn key_to_extent_counts_rows_from_the_north() {
         let mt = layout().map_transform();
-        assert_eq!(mt.key_to_extent(SpatialKey::new(0, 0)), Extent::new(100.0, 40.0, 110.0, 50.0));
-        assert_eq!(mt.key_to_extent(SpatialKey::new(3, 2)), Extent::new(130.0, 20.0, 140.0, 30.0));
+        assert_eq!(
+            mt.key_to_extent(SpatialKey::new(0, 0)),
+            Extent::new(100.0, 40.0, 110.0, 50.0)
+        );
+        assert_eq!(
+            mt.key_to_extent(SpatialKey::new(3, 2)),
+            Extent::new(130.0, 20.0, 140.0, 30.0)
+        );
     }
 
     #[test]
@@ -174,7 +205,10 @@ mod tests {
         let mt = l.map_transform();
         for key in l.grid_bounds().iter_keys() {
             let e = mt.key_to_extent(key);
-            assert_eq!(mt.extent_to_bounds(&e), Some(GridBounds::new(key.col, key.row, key.col, key.row)));
+            assert_eq!(
+                mt.extent_to_bounds(&e),
+                Some(GridBounds::new(key.col, key.row, key.col, key.row))
+            );
             let (cx, cy) = ((e.xmin + e.xmax) / 2.0, (e.ymin + e.ymax) / 2.0);
             assert_eq!(mt.point_to_key(cx, cy), Some(key));
             // The north-west corner belongs to the key itself.
@@ -198,6 +232,9 @@ mod tests {
         let e = Extent::new(0.0, 0.0, 1000.0, 1000.0);
         assert_eq!(mt.extent_to_bounds(&e), Some(GridBounds::new(0, 0, 3, 2)));
         // Outside: nothing.
-        assert_eq!(mt.extent_to_bounds(&Extent::new(200.0, 0.0, 300.0, 10.0)), None);
+        assert_eq!(
+            mt.extent_to_bounds(&Extent::new(200.0, 0.0, 300.0, 10.0)),
+            None
+        );
     }
 }

@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::grid_extent::ceil_snapped;
-use super::{CellSize, CellType, Extent, GridExtent, KeyBounds, LayoutDefinition, LayoutScheme, SpatialKey};
+use super::{
+    CellSize, CellType, Extent, GridExtent, KeyBounds, LayoutDefinition, LayoutScheme, SpatialKey,
+};
 use crate::error::{Error, Result};
 
 /// A coordinate reference system as WKT, with its EPSG code when one is known.
@@ -81,19 +83,27 @@ impl TileLayerMetadata {
         let tl = self.layout.tile_layout;
         let max_cols = bounds.width() as u64 * tl.tile_cols as u64;
         let max_rows = bounds.height() as u64 * tl.tile_rows as u64;
-        let cols = (ceil_snapped((self.extent.xmax - origin.xmin) / cs.width) as u64).clamp(1, max_cols);
-        let rows = (ceil_snapped((origin.ymax - self.extent.ymin) / cs.height) as u64).clamp(1, max_rows);
+        let cols =
+            (ceil_snapped((self.extent.xmax - origin.xmin) / cs.width) as u64).clamp(1, max_cols);
+        let rows =
+            (ceil_snapped((origin.ymax - self.extent.ymin) / cs.height) as u64).clamp(1, max_rows);
         GridExtent::from_origin(origin.xmin, origin.ymax, cs, cols, rows)
     }
 
     /// The Zarr chunk indices (row, col) of a key.
     pub fn chunk_of(&self, key: SpatialKey) -> [u64; 2] {
-        [(key.row - self.bounds.min.row) as u64, (key.col - self.bounds.min.col) as u64]
+        [
+            (key.row - self.bounds.min.row) as u64,
+            (key.col - self.bounds.min.col) as u64,
+        ]
     }
 
     /// The key of Zarr chunk (row, col).
     pub fn key_of_chunk(&self, chunk: [u64; 2]) -> SpatialKey {
-        SpatialKey::new(self.bounds.min.col + chunk[1] as u32, self.bounds.min.row + chunk[0] as u32)
+        SpatialKey::new(
+            self.bounds.min.col + chunk[1] as u32,
+            self.bounds.min.row + chunk[0] as u32,
+        )
     }
 }
 
@@ -101,7 +111,10 @@ impl TileLayerMetadata {
 /// unioned to the widest, the finest cell size wins, and the layout comes from `scheme`.
 /// Sources in more than one CRS are refused; to mix CRSs, reproject the summaries to one target
 /// CRS before calling this.
-pub fn collect_metadata(sources: &[RasterSummary], scheme: &LayoutScheme) -> Result<TileLayerMetadata> {
+pub fn collect_metadata(
+    sources: &[RasterSummary],
+    scheme: &LayoutScheme,
+) -> Result<TileLayerMetadata> {
     let Some(first) = sources.first() else {
         return Err(Error::invalid("no sources to collect metadata from"));
     };
@@ -140,10 +153,23 @@ mod tests {
     use super::*;
     use crate::model::{DataType, TileLayout};
 
-    fn summary(name: &str, epsg: u32, xmin: f64, ymax: f64, cs: f64, cols: u64, rows: u64, ct: CellType) -> RasterSummary {
+    #[allow(clippy::too_many_arguments)] // a compact fixture for the worked examples
+    fn summary(
+        name: &str,
+        epsg: u32,
+        xmin: f64,
+        ymax: f64,
+        cs: f64,
+        cols: u64,
+        rows: u64,
+        ct: CellType,
+    ) -> RasterSummary {
         RasterSummary {
             name: name.into(),
-            crs: Crs { wkt: format!("wkt {epsg}"), epsg: Some(epsg) },
+            crs: Crs {
+                wkt: format!("wkt {epsg}"),
+                epsg: Some(epsg),
+            },
             grid: GridExtent::from_origin(xmin, ymax, CellSize::new(cs, cs), cols, rows),
             cell_type: ct,
             band_count: 1,
@@ -152,29 +178,87 @@ mod tests {
 
     #[test]
     fn reduce_combines_extents_widens_types_and_keeps_the_finest_cells() {
-        let a = summary("a.tif", 3007, 0.0, 100.0, 2.0, 50, 50, CellType::new(DataType::I16, Some(-32768.0)));
-        let b = summary("b.tif", 3007, 50.0, 150.0, 1.0, 100, 100, CellType::new(DataType::F32, None));
+        let a = summary(
+            "a.tif",
+            3007,
+            0.0,
+            100.0,
+            2.0,
+            50,
+            50,
+            CellType::new(DataType::I16, Some(-32768.0)),
+        );
+        let b = summary(
+            "b.tif",
+            3007,
+            50.0,
+            150.0,
+            1.0,
+            100,
+            100,
+            CellType::new(DataType::F32, None),
+        );
         let md = collect_metadata(&[a, b], &LayoutScheme::floating(64, 64).unwrap()).unwrap();
         assert_eq!(md.extent, Extent::new(0.0, 0.0, 150.0, 150.0));
         assert_eq!(md.cell_size(), CellSize::new(1.0, 1.0));
         assert_eq!(md.cell_type, CellType::new(DataType::F32, Some(-32768.0)));
-        assert_eq!(md.layout.tile_layout, TileLayout { layout_cols: 3, layout_rows: 3, tile_cols: 64, tile_rows: 64 });
+        assert_eq!(
+            md.layout.tile_layout,
+            TileLayout {
+                layout_cols: 3,
+                layout_rows: 3,
+                tile_cols: 64,
+                tile_rows: 64
+            }
+        );
         assert_eq!(md.array_grid().cols, 150);
         assert_eq!(md.bounds.max, SpatialKey::new(2, 2));
     }
 
     #[test]
     fn two_crss_are_refused_naming_both() {
-        let a = summary("a.tif", 3007, 0.0, 100.0, 1.0, 10, 10, CellType::new(DataType::F32, None));
-        let b = summary("b.tif", 3794, 0.0, 100.0, 1.0, 10, 10, CellType::new(DataType::F32, None));
-        let err = collect_metadata(&[a, b], &LayoutScheme::floating(256, 256).unwrap()).unwrap_err().to_string();
-        assert!(err.contains("EPSG:3007") && err.contains("EPSG:3794"), "{err}");
+        let a = summary(
+            "a.tif",
+            3007,
+            0.0,
+            100.0,
+            1.0,
+            10,
+            10,
+            CellType::new(DataType::F32, None),
+        );
+        let b = summary(
+            "b.tif",
+            3794,
+            0.0,
+            100.0,
+            1.0,
+            10,
+            10,
+            CellType::new(DataType::F32, None),
+        );
+        let err = collect_metadata(&[a, b], &LayoutScheme::floating(256, 256).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("EPSG:3007") && err.contains("EPSG:3794"),
+            "{err}"
+        );
         assert!(err.contains("a.tif") && err.contains("b.tif"), "{err}");
     }
 
     #[test]
     fn zoomed_array_grid_starts_at_the_key_bounds() {
-        let a = summary("a.tif", 3857, 1000.0, 2000.0, 100.0, 10, 10, CellType::new(DataType::U8, None));
+        let a = summary(
+            "a.tif",
+            3857,
+            1000.0,
+            2000.0,
+            100.0,
+            10,
+            10,
+            CellType::new(DataType::U8, None),
+        );
         let md = collect_metadata(&[a], &LayoutScheme::parse("zoomed:3857:256").unwrap()).unwrap();
         let g = md.array_grid();
         let origin = md.layout.map_transform().key_to_extent(md.bounds.min);

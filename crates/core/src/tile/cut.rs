@@ -47,7 +47,9 @@ impl std::str::FromStr for Resample {
             "nearest" | "near" => Ok(Resample::Nearest),
             "bilinear" => Ok(Resample::Bilinear),
             "cubic" => Ok(Resample::Cubic),
-            _ => Err(Error::invalid(format!("unknown resampling `{s}` (expected nearest, bilinear or cubic)"))),
+            _ => Err(Error::invalid(format!(
+                "unknown resampling `{s}` (expected nearest, bilinear or cubic)"
+            ))),
         }
     }
 }
@@ -144,11 +146,19 @@ pub type PointTransform<'a> = &'a dyn Fn(&mut [f64], &mut [f64]);
 ///
 /// Without a `transform` and with aligned grids (same cell size, corner on a cell line), cells
 /// are copied exactly whatever the method — resampling an aligned grid must not change values.
-pub fn cut_into(src: &SourceWindow<'_>, target: &GridExtent, method: Resample, transform: Option<PointTransform<'_>>, merger: &mut Merger) {
+pub fn cut_into(
+    src: &SourceWindow<'_>,
+    target: &GridExtent,
+    method: Resample,
+    transform: Option<PointTransform<'_>>,
+    merger: &mut Merger,
+) {
     let (rows, cols) = merger.shape();
     debug_assert_eq!((rows as u64, cols as u64), (target.rows, target.cols));
     if transform.is_none() && src.grid.is_aligned_with(target) {
-        let (gx, gy) = src.grid.map_to_grid_f64(target.extent.xmin, target.extent.ymax);
+        let (gx, gy) = src
+            .grid
+            .map_to_grid_f64(target.extent.xmin, target.extent.ymax);
         let (dc, dr) = (gx.round() as isize, gy.round() as isize);
         for r in 0..rows {
             for c in 0..cols {
@@ -201,15 +211,27 @@ mod tests {
         GridExtent::from_origin(0.0, 10.0, CellSize::new(1.0, 1.0), cols, rows)
     }
 
-    fn run(values: &Array2<f64>, nodata: Option<f64>, target: GridExtent, m: Resample) -> Array2<f64> {
+    fn run(
+        values: &Array2<f64>,
+        nodata: Option<f64>,
+        target: GridExtent,
+        m: Resample,
+    ) -> Array2<f64> {
         let src = SourceWindow {
             values: values.view(),
             grid: src_grid(values.ncols() as u64, values.nrows() as u64),
             cell_type: CellType::new(DataType::F64, nodata),
         };
-        let mut merger = Merger::new(MergeMethod::First, target.rows as usize, target.cols as usize);
+        let mut merger = Merger::new(
+            MergeMethod::First,
+            target.rows as usize,
+            target.cols as usize,
+        );
         cut_into(&src, &target, m, None, &mut merger);
-        merger.finish(CellType::new(DataType::F64, Some(-1.0))).data.to_f64()
+        merger
+            .finish(CellType::new(DataType::F64, Some(-1.0)))
+            .data
+            .to_f64()
     }
 
     #[test]
@@ -218,7 +240,10 @@ mod tests {
         // Target starts one column east and extends past the source: uncovered is NoData.
         let t = GridExtent::from_origin(1.0, 10.0, CellSize::new(1.0, 1.0), 3, 3);
         for m in [Resample::Nearest, Resample::Bilinear, Resample::Cubic] {
-            assert_eq!(run(&v, None, t, m), array![[2.0, 3.0, -1.0], [5.0, 6.0, -1.0], [-1.0, -1.0, -1.0]]);
+            assert_eq!(
+                run(&v, None, t, m),
+                array![[2.0, 3.0, -1.0], [5.0, 6.0, -1.0], [-1.0, -1.0, -1.0]]
+            );
         }
     }
 
@@ -240,7 +265,10 @@ mod tests {
         let v = array![[0.0, 10.0, 20.0, 30.0]];
         let t = GridExtent::from_origin(0.0, 10.0, CellSize::new(0.5, 1.0), 8, 1);
         let got = run(&v, None, t, Resample::Bilinear);
-        assert_eq!(got.row(0).to_vec(), vec![0.0, 2.5, 7.5, 12.5, 17.5, 22.5, 27.5, 30.0]);
+        assert_eq!(
+            got.row(0).to_vec(),
+            vec![0.0, 2.5, 7.5, 12.5, 17.5, 22.5, 27.5, 30.0]
+        );
         // A target cell whose centre lies outside the source gets nothing, even with bilinear.
         // (The cell spans x -1.0..-0.1, its centre -0.55 is west of the source's x = 0.)
         let outside = GridExtent::from_origin(-1.0, 10.0, CellSize::new(0.9, 1.0), 1, 1);

@@ -26,7 +26,9 @@ impl std::str::FromStr for MergeMethod {
             "mean" => Ok(MergeMethod::Mean),
             "min" => Ok(MergeMethod::Min),
             "max" => Ok(MergeMethod::Max),
-            _ => Err(Error::invalid(format!("unknown merge method `{s}` (expected first, mean, min or max)"))),
+            _ => Err(Error::invalid(format!(
+                "unknown merge method `{s}` (expected first, mean, min or max)"
+            ))),
         }
     }
 }
@@ -41,7 +43,11 @@ pub struct Merger {
 
 impl Merger {
     pub fn new(method: MergeMethod, rows: usize, cols: usize) -> Self {
-        Merger { method, values: Array2::zeros((rows, cols)), counts: Array2::zeros((rows, cols)) }
+        Merger {
+            method,
+            values: Array2::zeros((rows, cols)),
+            counts: Array2::zeros((rows, cols)),
+        }
     }
 
     pub fn method(&self) -> MergeMethod {
@@ -93,14 +99,19 @@ impl Merger {
         let fill = cell_type.fill_value();
         let mean = self.method == MergeMethod::Mean;
         let mut values = self.values;
-        ndarray::Zip::from(&mut values).and(&self.counts).for_each(|v, &n| {
-            if n == 0 {
-                *v = fill;
-            } else if mean {
-                *v /= n as f64;
-            }
-        });
-        Tile { data: TileData::from_f64(cell_type.data_type, &values), cell_type }
+        ndarray::Zip::from(&mut values)
+            .and(&self.counts)
+            .for_each(|v, &n| {
+                if n == 0 {
+                    *v = fill;
+                } else if mean {
+                    *v /= n as f64;
+                }
+            });
+        Tile {
+            data: TileData::from_f64(cell_type.data_type, &values),
+            cell_type,
+        }
     }
 }
 
@@ -112,7 +123,12 @@ mod tests {
     #[test]
     fn each_method_combines_overlaps() {
         let ct = CellType::new(DataType::F32, Some(-1.0));
-        for (method, want) in [(MergeMethod::First, 2.0), (MergeMethod::Mean, 3.0), (MergeMethod::Min, 2.0), (MergeMethod::Max, 4.0)] {
+        for (method, want) in [
+            (MergeMethod::First, 2.0),
+            (MergeMethod::Mean, 3.0),
+            (MergeMethod::Min, 2.0),
+            (MergeMethod::Max, 4.0),
+        ] {
             let mut m = Merger::new(method, 1, 2);
             m.add(0, 0, 2.0);
             m.add(0, 0, 4.0);
