@@ -20,11 +20,13 @@ if [ ${#missing[@]} -gt 0 ]; then
     sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 
-# Python peers the test suite compares against (xarray, rioxarray); the tests that need them
-# skip with a message when they cannot be installed.
-if command -v python3 >/dev/null 2>&1 && ! python3 -c "import xarray, zarr, rioxarray" >/dev/null 2>&1; then
-    python3 -m pip install -q xarray zarr rioxarray numpy \
-        || echo "note: could not install the Python peers; the xarray comparison tests will skip"
+# Python peers the test suite compares against (xarray, rioxarray) and the loopback S3 server
+# (moto_server); the tests that need them skip with a message when they cannot be installed.
+if command -v python3 >/dev/null 2>&1; then
+    if ! python3 -c "import xarray, zarr, rioxarray" >/dev/null 2>&1 || ! command -v moto_server >/dev/null 2>&1; then
+        python3 -m pip install -q xarray zarr rioxarray numpy "moto[server]" \
+            || echo "note: could not install the Python peers; the xarray and S3 tests will skip"
+    fi
 fi
 
 [ "${1:-}" = "--deps-only" ] && exit 0

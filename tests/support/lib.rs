@@ -107,3 +107,96 @@ pub fn python_with(modules: &[&str]) -> Option<String> {
         }
     }
 }
+
+/// Runs `tessera` with extra environment variables (progress bars off).
+pub fn tessera_env(args: &[&str], env: &[(String, String)]) -> Output {
+    Command::new(tessera_bin())
+        .arg("--quiet")
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .expect("cannot run tessera")
+}
+
+/// A real S3-compatible server (`moto_server` from PyPI) on an ephemeral loopback port,
+/// stopped when dropped.
+#[derive(Debug)]
+pub struct S3Server {
+    child: std::process::Child,
+    pub endpoint: String,
+}
+
+impl S3Server {
+    /// Starts `moto_server` on 127.0.0.1, or returns `None` (saying why) when it is not installed.
+    pub fn start() -> Option<S3Server> {
+        use std::io::{BufRead, BufReader};
+        let spawned = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", "0"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn();
+        let Ok(mut child) = spawned else {
+            eprintln!("skipping: moto_server is not installed (pip install 'moto[server]')");
+            return None;
+        };
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(url) = line.split("Running on ").nth(1) {
+                    let _ = tx.send(url.trim().to_string());
+                }
+            }
+        });
+        match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(endpoint) => Some(S3Server { child, endpoint }),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("moto_server did not report its address within 60 s");
+            }
+        }
+    }
+
+    /// The environment a client needs for this server.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", "tessera"),
+            ("AWS_SECRET_ACCESS_KEY", "tessera-secret"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    /// An unsigned HTTP PUT (moto accepts them): creates a bucket, or an object with `body`.
+    pub fn put(&self, path: &str, body: &[u8]) {
+        use std::io::{Read, Write};
+        let host = self.endpoint.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(host).expect("connect to moto_server");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .expect("timeout");
+        let head = format!(
+            "PUT {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes())
+            .and_then(|_| s.write_all(body))
+            .expect("send PUT");
+        let mut reply = String::new();
+        let _ = s.read_to_string(&mut reply);
+        assert!(
+            reply.starts_with("HTTP/1.1 200") || reply.starts_with("HTTP/1.0 200"),
+            "PUT {path}: {reply}"
+        );
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -125,7 +125,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // GDAL's own messages are folded into Tessera's errors, which name the file and the
     // problem; printed as well they would only repeat them.
-    gdal::config::set_error_handler(|_class, _code, _msg| {});
+    // GDAL's quiet handler still records the last message, which the errors include.
+    // SAFETY: installs a C function of GDAL's own as the process-wide handler.
+    unsafe {
+        gdal_sys::CPLSetErrorHandler(Some(gdal_sys::CPLQuietErrorHandler));
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

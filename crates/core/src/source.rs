@@ -138,8 +138,13 @@ impl GdalSource {
     /// Opens a source and reads its header. Errors name the source and what is wrong with it.
     pub fn open(url: &str) -> Result<GdalSource> {
         let path = gdal_path(url)?;
-        if !path.starts_with("/vsi") && !std::path::Path::new(&path).exists() {
-            return Err(Error::source(url, "no such file"));
+        if !source_exists(url, &path)? {
+            let what = if url.starts_with("s3://") {
+                "no such object"
+            } else {
+                "no such file"
+            };
+            return Err(Error::source(url, what));
         }
         let options = DatasetOptions {
             open_flags: GdalOpenFlags::GDAL_OF_RASTER | GdalOpenFlags::GDAL_OF_READONLY,
@@ -352,10 +357,30 @@ impl Reprojection {
     }
 }
 
+/// Whether the source exists: on disk, or in S3 by a HEAD request through the same
+/// configuration the layers use. Other GDAL paths (`/vsicurl/`, subdatasets) are left to GDAL.
+fn source_exists(url: &str, path: &str) -> Result<bool> {
+    if let Some(rest) = url.strip_prefix("s3://") {
+        let Some((bucket, key)) = rest.split_once('/') else {
+            return Err(Error::source(
+                url,
+                "an s3:// source needs a bucket and a key (s3://bucket/key)",
+            ));
+        };
+        let store = crate::store::Store::open(&format!("s3://{bucket}"))?;
+        return crate::store::block_on(store.exists(key));
+    }
+    if path.starts_with("/vsi") || path.contains(':') && !std::path::Path::new(path).exists() {
+        return Ok(true);
+    }
+    Ok(std::path::Path::new(path).exists())
+}
+
 /// GDAL's own message, without the crate's wrapping.
 fn gdal_message(e: &gdal::errors::GdalError) -> String {
     match e {
         gdal::errors::GdalError::NullPointer { msg, .. } if !msg.is_empty() => msg.clone(),
+        gdal::errors::GdalError::NullPointer { .. } => "GDAL gave no reason".to_string(),
         gdal::errors::GdalError::CplError { msg, .. } => msg.clone(),
         other => other.to_string(),
     }

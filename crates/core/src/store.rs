@@ -156,7 +156,33 @@ impl Store {
     }
 
     fn err(&self, key: &str, e: impl std::fmt::Display) -> Error {
-        Error::storage(format!("{}/{key}", self.url), e)
+        let message = e.to_string();
+        // S3 answers with an XML document; its error code says it all.
+        let message = match message
+            .split("<Code>")
+            .nth(1)
+            .and_then(|rest| rest.split("</Code>").next())
+        {
+            Some("NoSuchBucket") => "the bucket does not exist".to_string(),
+            Some("AccessDenied") => {
+                "access denied (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)".to_string()
+            }
+            Some("InvalidAccessKeyId") | Some("SignatureDoesNotMatch") => format!(
+                "the credentials were refused ({})",
+                message
+                    .split("<Code>")
+                    .nth(1)
+                    .and_then(|r| r.split("</Code>").next())
+                    .unwrap_or("")
+            ),
+            _ => message,
+        };
+        let url = if key.is_empty() {
+            self.url.clone()
+        } else {
+            format!("{}/{key}", self.url)
+        };
+        Error::storage(url, message)
     }
 
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
