@@ -5,23 +5,13 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 use gdal::Dataset;
-use tessera_tests::{shared_data, shared_dems, temp_dir, tessera_ok};
+use tessera_tests::{gdal_cells, shared_data, shared_dems, temp_dir, tessera_ok};
 
 fn checksum(ds: &Dataset) -> i32 {
     let band = ds.rasterband(1).expect("band 1");
     let (cols, rows) = ds.raster_size();
     // SAFETY: a valid band handle of an open dataset and a window inside the raster.
     unsafe { gdal_sys::GDALChecksumImage(band.c_rasterband(), 0, 0, cols as i32, rows as i32) }
-}
-
-fn cells(ds: &Dataset) -> Vec<f64> {
-    let (cols, rows) = ds.raster_size();
-    let buf = ds
-        .rasterband(1)
-        .unwrap()
-        .read_as::<f64>((0, 0), (cols, rows), (cols, rows), None)
-        .unwrap();
-    buf.into_shape_and_vec().1
 }
 
 fn same_bits(a: &[f64], b: &[f64]) -> bool {
@@ -71,7 +61,7 @@ fn every_shared_dem_round_trips_through_gdal_exactly() {
         assert_eq!(s.auth_code().ok(), l.auth_code().ok(), "{name}: CRS");
         assert_eq!(checksum(&layer), checksum(&src), "{name}: checksum");
         assert!(
-            same_bits(&cells(&layer), &cells(&src)),
+            same_bits(&gdal_cells(&out), &gdal_cells(dem)),
             "{name}: cells differ"
         );
         assert_eq!(
@@ -154,7 +144,7 @@ fn export_writes_geotiff_and_cog_equal_to_the_source() {
         let out = Dataset::open(&tif).unwrap();
         assert_eq!(out.geo_transform().unwrap(), src.geo_transform().unwrap());
         assert!(
-            same_bits(&cells(&out), &cells(&src)),
+            same_bits(&gdal_cells(&tif), &gdal_cells(&dem)),
             "{format}: cells differ"
         );
         assert_eq!(out.rasterband(1).unwrap().no_data_value(), Some(-9999.0));

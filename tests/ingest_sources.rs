@@ -6,17 +6,10 @@
 use std::process::Command;
 
 use gdal::Dataset;
-use tessera_tests::{shared_data, temp_dir, tessera_fails, tessera_ok};
+use tessera_tests::{gdal_cells, shared_data, temp_dir, tessera_fails, tessera_ok};
 
 fn cells(path: &std::path::Path) -> (Vec<f64>, (usize, usize)) {
-    let ds = Dataset::open(path).unwrap();
-    let (cols, rows) = ds.raster_size();
-    let buf = ds
-        .rasterband(1)
-        .unwrap()
-        .read_as::<f64>((0, 0), (cols, rows), (cols, rows), None)
-        .unwrap();
-    (buf.into_shape_and_vec().1, (cols, rows))
+    (gdal_cells(path), Dataset::open(path).unwrap().raster_size())
 }
 
 #[test]

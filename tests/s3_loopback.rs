@@ -3,19 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-use gdal::Dataset;
-use tessera_tests::{S3Server, shared_data, temp_dir, tessera_env};
-
-fn cells(path: &std::path::Path) -> Vec<f64> {
-    let ds = Dataset::open(path).unwrap();
-    let (cols, rows) = ds.raster_size();
-    ds.rasterband(1)
-        .unwrap()
-        .read_as::<f64>((0, 0), (cols, rows), (cols, rows), None)
-        .unwrap()
-        .into_shape_and_vec()
-        .1
-}
+use tessera_tests::{S3Server, gdal_cells as cells, shared_data, temp_dir, tessera_env};
 
 fn ok(out: std::process::Output, what: &str) -> String {
     assert!(

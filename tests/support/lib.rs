@@ -90,6 +90,18 @@ pub fn shared_dems() -> Vec<PathBuf> {
     v
 }
 
+/// Band 1 of a raster GDAL opens (a GeoTIFF, a Tessera layer), as f64, row by row.
+pub fn gdal_cells(path: &Path) -> Vec<f64> {
+    let ds = gdal::Dataset::open(path)
+        .unwrap_or_else(|e| panic!("GDAL cannot open {}: {e}", path.display()));
+    let (cols, rows) = ds.raster_size();
+    let band = ds.rasterband(1).expect("band 1");
+    let buf = band
+        .read_as::<f64>((0, 0), (cols, rows), (cols, rows), None)
+        .expect("read band 1");
+    buf.into_shape_and_vec().1
+}
+
 /// A fresh temporary directory.
 pub fn temp_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")

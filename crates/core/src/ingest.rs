@@ -326,9 +326,17 @@ pub fn run_ingest(
         plan.keys.par_iter().with_min_len(4).try_for_each_init(
             || Worker::open(plan),
             |worker, &key| {
-                let worker = worker
-                    .as_ref()
-                    .map_err(|e| Error::source("", e.to_string()))?;
+                let worker = match worker {
+                    Ok(w) => &*w,
+                    // The first key of a thread that could not open its sources reports why;
+                    // try_for_each stops there.
+                    Err(e) => {
+                        return Err(std::mem::replace(
+                            e,
+                            Error::Internal("sources not open".into()),
+                        ));
+                    }
+                };
                 for (i, &band) in plan.bands.iter().enumerate() {
                     let tile = worker.tile(plan, options, key, band)?;
                     if tile.is_all_nodata() {

@@ -265,6 +265,66 @@ impl std::fmt::Debug for LayerReader {
     }
 }
 
+/// Runs `$body` with `$t` bound to the Rust type of the `DataType` `$dt`; `$body` gives
+/// `Result<Option<Array2<$t>>, String>`, and the whole gives `Result<Option<TileData>, String>`.
+macro_rules! read_typed {
+    ($dt:expr, $t:ident => $body:expr) => {
+        match $dt {
+            DataType::U8 => {
+                type $t = u8;
+                $body.map(|o| o.map(TileData::U8))
+            }
+            DataType::I16 => {
+                type $t = i16;
+                $body.map(|o| o.map(TileData::I16))
+            }
+            DataType::U16 => {
+                type $t = u16;
+                $body.map(|o| o.map(TileData::U16))
+            }
+            DataType::I32 => {
+                type $t = i32;
+                $body.map(|o| o.map(TileData::I32))
+            }
+            DataType::F32 => {
+                type $t = f32;
+                $body.map(|o| o.map(TileData::F32))
+            }
+            DataType::F64 => {
+                type $t = f64;
+                $body.map(|o| o.map(TileData::F64))
+            }
+        }
+    };
+}
+
+/// One chunk, or `None` when it is not stored.
+fn chunk_array<T: Cell + zarrs::array::ElementOwned>(
+    array: &ZarrArray,
+    chunk: &[u64],
+    shape: (usize, usize),
+) -> std::result::Result<Option<Array2<T>>, String> {
+    let v: Option<Vec<T>> = array
+        .retrieve_chunk_if_exists(chunk)
+        .map_err(|e| e.to_string())?;
+    v.map(|v| Array2::from_shape_vec(shape, v).map_err(|e| e.to_string()))
+        .transpose()
+}
+
+/// A region across chunks; chunks not stored read as the fill value.
+fn subset_array<T: Cell + zarrs::array::ElementOwned>(
+    array: &ZarrArray,
+    subset: &ArraySubset,
+    shape: (usize, usize),
+) -> std::result::Result<Option<Array2<T>>, String> {
+    let v: Vec<T> = array
+        .retrieve_array_subset(subset)
+        .map_err(|e| e.to_string())?;
+    Array2::from_shape_vec(shape, v)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
 /// Reads a complete layer: metadata, tiles by key, and windows by extent.
 pub struct LayerReader {
     store: Store,
@@ -366,26 +426,8 @@ impl LayerReader {
         let shape = (tl.tile_rows as usize, tl.tile_cols as usize);
         let chunk = md.chunk_of(key);
         let array = &self.arrays[b];
-        fn get<T: Cell + zarrs::array::ElementOwned>(
-            array: &ZarrArray,
-            chunk: &[u64],
-            shape: (usize, usize),
-        ) -> std::result::Result<Option<Array2<T>>, String> {
-            let v: Option<Vec<T>> = array
-                .retrieve_chunk_if_exists(chunk)
-                .map_err(|e| e.to_string())?;
-            v.map(|v| Array2::from_shape_vec(shape, v).map_err(|e| e.to_string()))
-                .transpose()
-        }
-        let data = match md.cell_type.data_type {
-            DataType::U8 => get::<u8>(array, &chunk, shape).map(|o| o.map(TileData::U8)),
-            DataType::I16 => get::<i16>(array, &chunk, shape).map(|o| o.map(TileData::I16)),
-            DataType::U16 => get::<u16>(array, &chunk, shape).map(|o| o.map(TileData::U16)),
-            DataType::I32 => get::<i32>(array, &chunk, shape).map(|o| o.map(TileData::I32)),
-            DataType::F32 => get::<f32>(array, &chunk, shape).map(|o| o.map(TileData::F32)),
-            DataType::F64 => get::<f64>(array, &chunk, shape).map(|o| o.map(TileData::F64)),
-        }
-        .map_err(|e| Error::layer(self.store.url(), format!("cannot read tile {key}: {e}")))?;
+        let data = read_typed!(md.cell_type.data_type, T => chunk_array::<T>(array, &chunk, shape))
+            .map_err(|e| Error::layer(self.store.url(), format!("cannot read tile {key}: {e}")))?;
         Ok(data.map(|data| Tile {
             data,
             cell_type: md.cell_type,
@@ -434,30 +476,15 @@ impl LayerReader {
         let subset = ArraySubset::new_with_ranges(&[r0..r1, c0..c1]);
         let shape = ((r1 - r0) as usize, (c1 - c0) as usize);
         let array = &self.arrays[b];
-        fn get<T: Cell + zarrs::array::ElementOwned>(
-            array: &ZarrArray,
-            subset: &ArraySubset,
-            shape: (usize, usize),
-        ) -> std::result::Result<Array2<T>, String> {
-            let v: Vec<T> = array
-                .retrieve_array_subset(subset)
-                .map_err(|e| e.to_string())?;
-            Array2::from_shape_vec(shape, v).map_err(|e| e.to_string())
-        }
-        let data = match md.cell_type.data_type {
-            DataType::U8 => get::<u8>(array, &subset, shape).map(TileData::U8),
-            DataType::I16 => get::<i16>(array, &subset, shape).map(TileData::I16),
-            DataType::U16 => get::<u16>(array, &subset, shape).map(TileData::U16),
-            DataType::I32 => get::<i32>(array, &subset, shape).map(TileData::I32),
-            DataType::F32 => get::<f32>(array, &subset, shape).map(TileData::F32),
-            DataType::F64 => get::<f64>(array, &subset, shape).map(TileData::F64),
-        }
-        .map_err(|e| {
-            Error::layer(
-                self.store.url(),
-                format!("cannot read window {extent}: {e}"),
-            )
-        })?;
+        let data =
+            read_typed!(md.cell_type.data_type, T => subset_array::<T>(array, &subset, shape))
+                .map_err(|e| {
+                    Error::layer(
+                        self.store.url(),
+                        format!("cannot read window {extent}: {e}"),
+                    )
+                })?
+                .ok_or_else(|| Error::Internal("a window read returned nothing".into()))?;
         let window = crate::model::GridExtent::from_origin(
             grid.extent.xmin + c0 as f64 * grid.cell_size.width,
             grid.extent.ymax - r0 as f64 * grid.cell_size.height,
@@ -489,5 +516,146 @@ impl LayerReader {
             .collect();
         keys.sort_by_key(|k| (k.row, k.col));
         Ok(keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{
+        CellSize, CellType, Crs, GridExtent, LayoutScheme, RasterSummary, collect_metadata,
+    };
+
+    /// A 10 × 7 grid of i16 cells valued 100·row + col, in 4 × 4 tiles.
+    fn metadata() -> TileLayerMetadata {
+        let summary = RasterSummary {
+            name: "grid".into(),
+            crs: Crs {
+                wkt: String::new(),
+                epsg: None,
+            },
+            grid: GridExtent::from_origin(0.0, 70.0, CellSize::new(10.0, 10.0), 10, 7),
+            cell_type: CellType::new(DataType::I16, Some(-1.0)),
+            band_count: 1,
+        };
+        collect_metadata(&[summary], &LayoutScheme::floating(4, 4).unwrap()).unwrap()
+    }
+
+    fn value(col: u64, row: u64) -> i16 {
+        (100 * row + col) as i16
+    }
+
+    fn write(url: &str) -> TileLayerMetadata {
+        let md = metadata();
+        let store = Store::open(url).unwrap();
+        let w = LayerWriter::create(
+            store,
+            md.clone(),
+            vec!["band_1".into()],
+            vec!["grid".into()],
+            WriteOptions::default(),
+        )
+        .unwrap();
+        let grid = md.array_grid();
+        for key in md.bounds.to_grid_bounds().iter_keys() {
+            if key == SpatialKey::new(1, 1) {
+                continue; // never written: reads as NoData
+            }
+            let a = Array2::from_shape_fn((4, 4), |(r, c)| {
+                let (col, row) = (key.col as u64 * 4 + c as u64, key.row as u64 * 4 + r as u64);
+                if col < grid.cols && row < grid.rows {
+                    value(col, row)
+                } else {
+                    -1
+                }
+            });
+            w.write_tile(
+                0,
+                key,
+                &Tile {
+                    data: TileData::I16(a),
+                    cell_type: md.cell_type,
+                },
+            )
+            .unwrap();
+        }
+        w.finish().unwrap();
+        md
+    }
+
+    #[test]
+    fn tiles_and_windows_read_back_across_tile_edges() {
+        let url = "memory://layer-read-back";
+        let md = write(url);
+        let r = LayerReader::open(url).unwrap();
+        assert_eq!(r.metadata(), &md);
+        assert_eq!(md.array_grid().cols, 10);
+        let t = r.read_tile(1, SpatialKey::new(2, 1)).unwrap().unwrap();
+        assert_eq!(t.data.get_f64(0, 0), Some(value(8, 4) as f64));
+        assert_eq!(
+            t.data.get_f64(0, 2),
+            Some(-1.0),
+            "past the data's east edge"
+        );
+        assert!(r.read_tile(1, SpatialKey::new(1, 1)).unwrap().is_none());
+        // Cells (3..=8, 2..=5): spans 3 × 2 tiles, including the missing one.
+        let (g, w) = r
+            .read_window(1, &Extent::new(30.0, 10.0, 90.0, 50.0))
+            .unwrap();
+        assert_eq!((g.cols, g.rows), (6, 4));
+        assert_eq!(g.extent, Extent::new(30.0, 10.0, 90.0, 50.0));
+        for row in 0..4u64 {
+            for col in 0..6u64 {
+                let (c, rr) = (col + 3, row + 2);
+                let want = if (4..8).contains(&c) && (4..8).contains(&rr) {
+                    -1.0
+                } else {
+                    value(c, rr) as f64
+                };
+                assert_eq!(
+                    w.data.get_f64(row as usize, col as usize),
+                    Some(want),
+                    "cell ({c}, {rr})"
+                );
+            }
+        }
+        let present = r.tiles_present(1).unwrap();
+        assert_eq!(present.len(), 5, "6 keys, one never written: {present:?}");
+        assert!(
+            r.read_tile(2, SpatialKey::new(0, 0))
+                .unwrap_err()
+                .to_string()
+                .contains("band 2 not found (it has 1 band)")
+        );
+        assert!(
+            r.read_tile(1, SpatialKey::new(3, 0))
+                .unwrap_err()
+                .to_string()
+                .contains("outside")
+        );
+    }
+
+    #[test]
+    fn an_unfinished_layer_is_refused_and_an_aborted_one_is_gone() {
+        let url = "memory://layer-unfinished";
+        let md = metadata();
+        let w = LayerWriter::create(
+            Store::open(url).unwrap(),
+            md.clone(),
+            vec!["band_1".into()],
+            vec![],
+            WriteOptions::default(),
+        )
+        .unwrap();
+        let err = LayerReader::open(url).unwrap_err().to_string();
+        assert!(err.contains("is incomplete"), "{err}");
+        w.abort().unwrap();
+        assert!(
+            block_on(Store::open(url).unwrap().list(""))
+                .unwrap()
+                .is_empty()
+        );
+        let err = LayerReader::open(url).unwrap_err().to_string();
+        assert!(err.contains("not found"), "{err}");
     }
 }

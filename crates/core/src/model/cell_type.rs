@@ -185,6 +185,7 @@ impl CellType {
 impl std::fmt::Display for CellType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.nodata {
+            Some(nd) if nd.abs() >= 1e15 => write!(f, "{} (nodata {nd:e})", self.data_type),
             Some(nd) => write!(f, "{} (nodata {nd})", self.data_type),
             None => write!(f, "{} (no nodata)", self.data_type),
         }
