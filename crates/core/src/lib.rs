@@ -13,6 +13,7 @@ pub mod error;
 pub mod export;
 pub mod ingest;
 pub mod layer;
+pub mod local;
 pub mod model;
 pub mod source;
 pub mod store;
