@@ -104,7 +104,10 @@ impl LocalOp {
                 if ranges.is_empty() {
                     return Err(Error::invalid("reclassify needs at least one range"));
                 }
-                if let Some(r) = ranges.iter().find(|r| !(r.from < r.to)) {
+                if let Some(r) = ranges
+                    .iter()
+                    .find(|r| r.from.is_nan() || r.to.is_nan() || r.from >= r.to)
+                {
                     return Err(Error::invalid(format!(
                         "reclassify range [{}, {}) is empty",
                         r.from, r.to
