@@ -85,6 +85,12 @@ struct IngestArgs {
     /// How overlapping sources combine: first (first valid wins), mean, min or max.
     #[arg(long, default_value = "first")]
     merge: String,
+    /// Keep each source's bands apart (one layer band per source band) instead of merging.
+    #[arg(long)]
+    stack: bool,
+    /// Output cell type: u8, i16, u16, i32, f32 or f64 (default: the sources').
+    #[arg(long)]
+    output_type: Option<String>,
     /// Bands to ingest, 1-based and comma-separated (default: all).
     #[arg(long, value_delimiter = ',')]
     bands: Option<Vec<usize>>,
@@ -193,7 +199,10 @@ fn run_ingest(args: IngestArgs, progress: &dyn Progress) -> Result<()> {
         target_crs: args.target_crs.as_deref().map(parse_crs).transpose()?,
         resample: args.resample.parse::<Resample>()?,
         merge: args.merge.parse::<MergeMethod>()?,
+        stack: args.stack,
         bands: args.bands,
+        operations: Vec::new(),
+        output_type: args.output_type.as_deref().map(str::parse).transpose()?,
         write: WriteOptions {
             zstd_level: args.zstd_level,
             overwrite: args.overwrite,

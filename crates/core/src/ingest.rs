@@ -1,21 +1,33 @@
 //! Ingest: sources → collected metadata → layout → for every key, cut every intersecting source
-//! window, merge, write. Runs on all cores (one GDAL handle per thread) with a bounded number of
-//! tiles in flight, and writes nothing until every source has been opened and checked.
+//! window, merge, apply the local operations, write.
+//!
+//! The work comes in the stages a coordinator schedules, each a plain function:
+//! 1. [`plan_source`] — a metadata task: open one source, check its bands, find its grid in the
+//!    layer's CRS;
+//! 2. [`plan_from_sources`] — the reduce: collect metadata, lay out, list the keys;
+//! 3. [`create_layer`], then [`write_keys`] for groups of keys (tile tasks, on all cores, one
+//!    GDAL handle per thread), then `LayerWriter::finish`.
+//!
+//! [`ingest`] runs them all in one process. Nothing is written until every source has been
+//! opened and checked; a failed in-process ingest deletes what it wrote.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use ndarray::Array2;
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::layer::{LayerInfo, LayerWriter, WriteOptions};
+use crate::local::{LocalOp, apply_chain, check_chain};
 use crate::model::{
-    Crs, Extent, GridExtent, KeyIndex, LayoutScheme, SpatialKey, TileLayerMetadata, ZOrderIndex,
-    collect_metadata,
+    CellType, Crs, DataType, Extent, GridExtent, KeyIndex, LayoutScheme, SpatialKey,
+    TileLayerMetadata, ZOrderIndex, collect_metadata,
 };
 use crate::source::{GdalSource, Reprojection, SourceInfo};
 use crate::store::Store;
-use crate::tile::{MergeMethod, Merger, Resample, SourceWindow, cut_into};
+use crate::tile::{MergeMethod, Merger, Resample, SourceWindow, Tile, TileData, cut_into};
 
 /// Receives progress of long work: tiles done out of a total.
 pub trait Progress: Sync {
@@ -33,17 +45,27 @@ impl Progress for NoProgress {
 }
 
 /// How to ingest.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IngestOptions {
     pub scheme: LayoutScheme,
     /// Reproject every source to this CRS; without it, sources must share one CRS.
     pub target_crs: Option<Crs>,
     pub resample: Resample,
     pub merge: MergeMethod,
+    /// Keep each source's bands apart (b1, b2, ... in source order) instead of merging sources.
+    #[serde(default)]
+    pub stack: bool,
     /// 1-based band numbers to ingest; all bands of the first source when `None`.
     pub bands: Option<Vec<usize>>,
+    /// Local operations applied to each key's stack of bands.
+    #[serde(default)]
+    pub operations: Vec<LocalOp>,
+    /// The output cell type; by default the sources' (f32 when there are operations).
+    #[serde(default)]
+    pub output_type: Option<DataType>,
     pub write: WriteOptions,
     /// Worker threads; all cores when `None`.
+    #[serde(default)]
     pub threads: Option<usize>,
 }
 
@@ -57,7 +79,10 @@ impl Default for IngestOptions {
             target_crs: None,
             resample: Resample::Nearest,
             merge: MergeMethod::First,
+            stack: false,
             bands: None,
+            operations: Vec::new(),
+            output_type: None,
             write: WriteOptions::default(),
             threads: None,
         }
@@ -65,7 +90,7 @@ impl Default for IngestOptions {
 }
 
 /// One source as the plan sees it: its header and its grid in the layer's CRS.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlannedSource {
     pub info: SourceInfo,
     /// The source's grid in the layer's CRS (its own grid when no reprojection is needed).
@@ -74,68 +99,118 @@ pub struct PlannedSource {
 }
 
 /// What an ingest will do, decided before anything is written.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IngestPlan {
     pub metadata: TileLayerMetadata,
     pub sources: Vec<PlannedSource>,
-    /// 1-based band numbers.
+    /// 1-based band numbers read from each source.
     pub bands: Vec<usize>,
+    /// The layer's arrays, one per output band.
+    pub band_names: Vec<String>,
     /// Keys with at least one intersecting source, in Z-order so that neighbours go together.
     pub keys: Vec<SpatialKey>,
+}
+
+impl IngestPlan {
+    /// Bytes of one output tile, all bands.
+    pub fn bytes_per_key(&self) -> u64 {
+        let tl = self.metadata.layout.tile_layout;
+        tl.tile_cols as u64
+            * tl.tile_rows as u64
+            * self.metadata.cell_type.data_type.bytes() as u64
+            * self.band_names.len() as u64
+    }
+}
+
+/// What writing a group of keys did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeysSummary {
+    /// Tiles (key × band) computed, and of those how many were all NoData and not stored.
+    pub tiles: u64,
+    pub empty_tiles: u64,
+    /// Uncompressed bytes of the tiles stored.
+    pub bytes: u64,
 }
 
 /// What an ingest did.
 #[derive(Debug, Clone)]
 pub struct IngestSummary {
     pub layer: LayerInfo,
-    /// Tiles (key × band) computed, and of those how many were all NoData and not stored.
     pub tiles: u64,
     pub empty_tiles: u64,
     pub elapsed: Duration,
 }
 
-/// Opens and checks every source and lays out the layer; writes nothing.
-pub fn plan_ingest(urls: &[String], options: &IngestOptions) -> Result<IngestPlan> {
-    if urls.is_empty() {
-        return Err(Error::invalid("no sources given"));
-    }
-    let mut sources = Vec::with_capacity(urls.len());
-    for url in urls {
-        let src = GdalSource::open(url)?;
-        let info = src.info().clone();
-        let (layer_grid, reproject) = match &options.target_crs {
-            Some(target) if !info.crs.same_as(target) => {
-                if info.crs.wkt.is_empty() {
-                    return Err(Error::Crs(format!(
-                        "{url} has no CRS, so it cannot be reprojected to {target}"
-                    )));
-                }
-                (src.grid_in(target)?, true)
-            }
-            _ => (info.grid, false),
-        };
-        sources.push((
-            src,
-            PlannedSource {
-                info,
-                layer_grid,
-                reproject,
-            },
-        ));
-    }
-    let bands = match &options.bands {
-        Some(b) if b.is_empty() => return Err(Error::invalid("the band list is empty")),
-        Some(b) => b.clone(),
-        None => (1..=sources[0].1.info.band_count).collect(),
-    };
-    for (src, _) in &sources {
-        for &b in &bands {
+/// Stage 1, one source: opens it, checks the bands, and finds its grid in the layer's CRS.
+pub fn plan_source(url: &str, options: &IngestOptions) -> Result<PlannedSource> {
+    let src = GdalSource::open(url)?;
+    let info = src.info().clone();
+    if let Some(bands) = &options.bands {
+        if bands.is_empty() {
+            return Err(Error::invalid("the band list is empty"));
+        }
+        for &b in bands {
             src.check_band(b)?;
         }
     }
+    let (layer_grid, reproject) = match &options.target_crs {
+        Some(target) if !info.crs.same_as(target) => {
+            if info.crs.wkt.is_empty() {
+                return Err(Error::Crs(format!(
+                    "{url} has no CRS, so it cannot be reprojected to {target}"
+                )));
+            }
+            (src.grid_in(target)?, true)
+        }
+        _ => (info.grid, false),
+    };
+    Ok(PlannedSource {
+        info,
+        layer_grid,
+        reproject,
+    })
+}
+
+/// Stage 2, the reduce: collects metadata over the planned sources, lays out the layer and lists
+/// its keys. Pure: no I/O.
+pub fn plan_from_sources(
+    sources: Vec<PlannedSource>,
+    options: &IngestOptions,
+) -> Result<IngestPlan> {
+    let Some(first) = sources.first() else {
+        return Err(Error::invalid("no sources given"));
+    };
+    let bands = match &options.bands {
+        Some(b) => b.clone(),
+        None => (1..=first.info.band_count).collect(),
+    };
+    if let Some(s) = sources
+        .iter()
+        .find(|s| bands.iter().any(|&b| b > s.info.band_count))
+    {
+        let b = bands
+            .iter()
+            .find(|&&b| b > s.info.band_count)
+            .copied()
+            .unwrap_or(0);
+        let n = s.info.band_count;
+        return Err(Error::source(
+            &s.info.url,
+            format!(
+                "band {b} not found (it has {n} band{})",
+                if n == 1 { "" } else { "s" }
+            ),
+        ));
+    }
+    let stack_len = if options.stack {
+        sources.len() * bands.len()
+    } else {
+        bands.len()
+    };
+    let out_len = check_chain(&options.operations, stack_len)?;
     let summaries: Vec<_> = sources
         .iter()
-        .map(|(_, p)| {
+        .map(|p| {
             let mut s = p.info.summary();
             s.grid = p.layer_grid;
             if let Some(t) = &options.target_crs {
@@ -144,10 +219,36 @@ pub fn plan_ingest(urls: &[String], options: &IngestOptions) -> Result<IngestPla
             s
         })
         .collect();
-    let metadata = collect_metadata(&summaries, &options.scheme)?;
+    let mut metadata = collect_metadata(&summaries, &options.scheme)?;
+    let default_type = if options.operations.is_empty() {
+        metadata.cell_type.data_type
+    } else {
+        DataType::F32
+    };
+    let data_type = options.output_type.unwrap_or(default_type);
+    if data_type != metadata.cell_type.data_type || !options.operations.is_empty() {
+        // Operations make NaN the NoData of a float output; an integer output keeps a NoData
+        // it can hold, or takes its type's default.
+        let nodata = if data_type.is_float() {
+            Some(f64::NAN)
+        } else {
+            metadata
+                .cell_type
+                .nodata
+                .filter(|nd| data_type.can_hold(*nd))
+                .or(Some(data_type.default_nodata()))
+        };
+        metadata.cell_type = CellType::new(data_type, nodata);
+    }
+    let band_names = if options.stack || !options.operations.is_empty() {
+        (1..=out_len).map(|i| format!("band_{i}")).collect()
+    } else {
+        bands.iter().map(|b| format!("band_{b}")).collect()
+    };
     let mt = metadata.layout.map_transform();
-    let bounds = metadata.bounds.to_grid_bounds();
-    let mut keys: Vec<SpatialKey> = bounds
+    let mut keys: Vec<SpatialKey> = metadata
+        .bounds
+        .to_grid_bounds()
         .iter_keys()
         .filter(|k| {
             let e = mt.key_to_extent(*k);
@@ -158,10 +259,40 @@ pub fn plan_ingest(urls: &[String], options: &IngestOptions) -> Result<IngestPla
     keys.sort_by_key(|k| index.to_index(*k));
     Ok(IngestPlan {
         metadata,
-        sources: sources.into_iter().map(|(_, p)| p).collect(),
+        sources,
         bands,
+        band_names,
         keys,
     })
+}
+
+/// Stages 1 and 2 in this process.
+pub fn plan_ingest(urls: &[String], options: &IngestOptions) -> Result<IngestPlan> {
+    if urls.is_empty() {
+        return Err(Error::invalid("no sources given"));
+    }
+    let sources = urls
+        .iter()
+        .map(|u| plan_source(u, options))
+        .collect::<Result<Vec<_>>>()?;
+    plan_from_sources(sources, options)
+}
+
+/// Creates the (empty) layer a plan describes.
+pub fn create_layer(
+    plan: &IngestPlan,
+    out_url: &str,
+    options: &IngestOptions,
+) -> Result<LayerWriter> {
+    let store = Store::open(out_url)?;
+    let sources = plan.sources.iter().map(|s| s.info.url.clone()).collect();
+    LayerWriter::create(
+        store,
+        plan.metadata.clone(),
+        plan.band_names.clone(),
+        sources,
+        options.write,
+    )
 }
 
 /// The cell window [c0, c1) × [r0, r1) of `grid` that covers `extent` plus `margin` cells,
@@ -180,11 +311,11 @@ fn window_for(grid: &GridExtent, extent: &Extent, margin: f64) -> Option<(u64, u
     (c0 < c1 && r0 < r1).then_some((c0 as u64, r0 as u64, c1 as u64, r1 as u64))
 }
 
-/// The bounding box in `reprojection`'s target CRS of `extent`'s densified boundary.
+/// The bounding box in `reprojection`'s target CRS of a grid of points over `extent`.
 fn reprojected_bbox(extent: &Extent, reprojection: &Reprojection) -> Option<Extent> {
     const N: usize = 21;
-    let mut xs = Vec::with_capacity(4 * N + N * N);
-    let mut ys = Vec::with_capacity(xs.capacity());
+    let mut xs = Vec::with_capacity(N * N);
+    let mut ys = Vec::with_capacity(N * N);
     for i in 0..N {
         let t = i as f64 / (N - 1) as f64;
         for j in 0..N {
@@ -232,24 +363,20 @@ impl Worker {
         })
     }
 
-    /// Cuts and merges every source for `band` of `key`.
-    fn tile(
+    /// Cuts `band` of the sources `which` onto `key` into `merger`.
+    fn cut(
         &self,
         plan: &IngestPlan,
         options: &IngestOptions,
         key: SpatialKey,
         band: usize,
-    ) -> Result<crate::tile::Tile> {
-        let md = &plan.metadata;
-        let target = md.layout.tile_grid(key);
-        let tl = md.layout.tile_layout;
-        let mut merger = Merger::new(options.merge, tl.tile_rows as usize, tl.tile_cols as usize);
-        for ((planned, src), reprojection) in plan
-            .sources
-            .iter()
-            .zip(&self.sources)
-            .zip(&self.reprojections)
-        {
+        which: std::ops::Range<usize>,
+        merger: &mut Merger,
+    ) -> Result<()> {
+        let target = plan.metadata.layout.tile_grid(key);
+        for i in which {
+            let (planned, src, reprojection) =
+                (&plan.sources[i], &self.sources[i], &self.reprojections[i]);
             if !planned.layer_grid.extent.intersects(&target.extent) {
                 continue;
             }
@@ -287,21 +414,128 @@ impl Worker {
                 cell_type: planned.info.cell_type,
             };
             match reprojection {
-                None => cut_into(&sw, &target, options.resample, None, &mut merger),
-                Some(r) => cut_into(
-                    &sw,
-                    &target,
-                    options.resample,
-                    Some(&|xs: &mut [f64], ys: &mut [f64]| r.transform(xs, ys)),
-                    &mut merger,
-                ),
+                None => cut_into(&sw, &target, options.resample, None, merger),
+                Some(r) => {
+                    let t = |xs: &mut [f64], ys: &mut [f64]| r.transform(xs, ys);
+                    cut_into(&sw, &target, options.resample, Some(&t), merger)
+                }
             }
         }
-        Ok(merger.finish(md.cell_type))
+        Ok(())
+    }
+
+    /// The merged stack of a key: per band (and per source when stacking).
+    fn stack(
+        &self,
+        plan: &IngestPlan,
+        options: &IngestOptions,
+        key: SpatialKey,
+    ) -> Result<Vec<Merger>> {
+        let tl = plan.metadata.layout.tile_layout;
+        let new = || Merger::new(options.merge, tl.tile_rows as usize, tl.tile_cols as usize);
+        let mut out = Vec::new();
+        if options.stack {
+            for s in 0..plan.sources.len() {
+                for &band in &plan.bands {
+                    let mut m = new();
+                    self.cut(plan, options, key, band, s..s + 1, &mut m)?;
+                    out.push(m);
+                }
+            }
+        } else {
+            for &band in &plan.bands {
+                let mut m = new();
+                self.cut(plan, options, key, band, 0..plan.sources.len(), &mut m)?;
+                out.push(m);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The output tiles of a key, one per output band.
+    fn tiles(
+        &self,
+        plan: &IngestPlan,
+        options: &IngestOptions,
+        key: SpatialKey,
+    ) -> Result<Vec<Tile>> {
+        let stack = self.stack(plan, options, key)?;
+        let cell_type = plan.metadata.cell_type;
+        if options.operations.is_empty() {
+            return Ok(stack.into_iter().map(|m| m.finish(cell_type)).collect());
+        }
+        let values: Vec<Array2<f64>> = stack.into_iter().map(Merger::finish_nan).collect();
+        let fill = cell_type.fill_value();
+        Ok(apply_chain(&options.operations, values)
+            .into_iter()
+            .map(|mut a| {
+                a.mapv_inplace(|v| if v.is_nan() { fill } else { v });
+                Tile {
+                    data: TileData::from_f64(cell_type.data_type, &a),
+                    cell_type,
+                }
+            })
+            .collect())
     }
 }
 
-/// Writes the layer a plan describes. On any error the partial layer is deleted.
+/// Stage 3, a tile task: computes and writes `keys` (in parallel on the current rayon pool).
+pub fn write_keys(
+    plan: &IngestPlan,
+    options: &IngestOptions,
+    writer: &LayerWriter,
+    keys: &[SpatialKey],
+    progress: &dyn Progress,
+) -> Result<KeysSummary> {
+    let empty = AtomicU64::new(0);
+    let stored_bytes = AtomicU64::new(0);
+    let tile_bytes = plan.bytes_per_key() / plan.band_names.len().max(1) as u64;
+    keys.par_iter().with_min_len(2).try_for_each_init(
+        || Worker::open(plan),
+        |worker, &key| {
+            let worker = match worker {
+                Ok(w) => &*w,
+                // The first key of a thread that could not open its sources reports why;
+                // try_for_each stops there.
+                Err(e) => {
+                    return Err(std::mem::replace(
+                        e,
+                        Error::Internal("sources not open".into()),
+                    ));
+                }
+            };
+            for (i, tile) in worker.tiles(plan, options, key)?.iter().enumerate() {
+                if tile.is_all_nodata() {
+                    empty.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    stored_bytes.fetch_add(tile_bytes, Ordering::Relaxed);
+                }
+                writer.write_tile(i, key, tile)?;
+                progress.advance(1);
+            }
+            Ok(())
+        },
+    )?;
+    Ok(KeysSummary {
+        tiles: keys.len() as u64 * plan.band_names.len() as u64,
+        empty_tiles: empty.into_inner(),
+        bytes: stored_bytes.into_inner(),
+    })
+}
+
+/// Runs `f` on a rayon pool of `threads` threads, or on the global pool.
+pub fn with_threads<T: Send>(threads: Option<usize>, f: impl FnOnce() -> T + Send) -> Result<T> {
+    match threads {
+        Some(n) => Ok(rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot start {n} threads: {e}")))?
+            .install(f)),
+        None => Ok(f()),
+    }
+}
+
+/// Writes the layer a plan describes, in this process. On any error the partial layer is deleted.
 pub fn run_ingest(
     plan: &IngestPlan,
     out_url: &str,
@@ -309,69 +543,30 @@ pub fn run_ingest(
     progress: &dyn Progress,
 ) -> Result<IngestSummary> {
     let started = Instant::now();
-    let store = Store::open(out_url)?;
-    let band_names = plan.bands.iter().map(|b| format!("band_{b}")).collect();
-    let sources = plan.sources.iter().map(|s| s.info.url.clone()).collect();
-    let writer = LayerWriter::create(
-        store,
-        plan.metadata.clone(),
-        band_names,
-        sources,
-        options.write,
-    )?;
-    let total = plan.keys.len() as u64 * plan.bands.len() as u64;
-    progress.start(total);
-    let empty = AtomicU64::new(0);
-    let work = || -> Result<()> {
-        plan.keys.par_iter().with_min_len(4).try_for_each_init(
-            || Worker::open(plan),
-            |worker, &key| {
-                let worker = match worker {
-                    Ok(w) => &*w,
-                    // The first key of a thread that could not open its sources reports why;
-                    // try_for_each stops there.
-                    Err(e) => {
-                        return Err(std::mem::replace(
-                            e,
-                            Error::Internal("sources not open".into()),
-                        ));
-                    }
-                };
-                for (i, &band) in plan.bands.iter().enumerate() {
-                    let tile = worker.tile(plan, options, key, band)?;
-                    if tile.is_all_nodata() {
-                        empty.fetch_add(1, Ordering::Relaxed);
-                    }
-                    writer.write_tile(i, key, &tile)?;
-                    progress.advance(1);
-                }
-                Ok(())
-            },
-        )
+    let writer = create_layer(plan, out_url, options)?;
+    progress.start(plan.keys.len() as u64 * plan.band_names.len() as u64);
+    let result = with_threads(options.threads, || {
+        write_keys(plan, options, &writer, &plan.keys, progress)
+    })
+    .and_then(|r| r);
+    let summary = match result {
+        Ok(s) => s,
+        Err(e) => {
+            // Best effort: the error that stopped the ingest matters more than a failed clean-up.
+            let _ = writer.abort();
+            return Err(e);
+        }
     };
-    let result = match options.threads {
-        Some(n) => rayon::ThreadPoolBuilder::new()
-            .num_threads(n.max(1))
-            .build()
-            .map_err(|e| Error::Internal(format!("cannot start {n} threads: {e}")))?
-            .install(work),
-        None => work(),
-    };
-    if let Err(e) = result {
-        // Best effort: the error that stopped the ingest matters more than a failed clean-up.
-        let _ = writer.abort();
-        return Err(e);
-    }
     let layer = writer.finish()?;
     Ok(IngestSummary {
         layer,
-        tiles: total,
-        empty_tiles: empty.into_inner(),
+        tiles: summary.tiles,
+        empty_tiles: summary.empty_tiles,
         elapsed: started.elapsed(),
     })
 }
 
-/// Plans and runs an ingest.
+/// Plans and runs an ingest in this process.
 pub fn ingest(
     urls: &[String],
     out_url: &str,

@@ -51,7 +51,7 @@ pub struct LayerInfo {
 }
 
 /// How a layer is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteOptions {
     pub zstd_level: i32,
     /// Replace an existing layer at the same URL.
@@ -155,6 +155,28 @@ impl LayerWriter {
         };
         writer.write_coordinates(&storage)?;
         Ok(writer)
+    }
+
+    /// Opens a layer that `create` made, to write tiles (on a worker) or to `finish` it (on the
+    /// coordinator). Writes nothing; `zstd_level` must be the one the layer was created with.
+    pub fn attach(store: Store, info: LayerInfo, zstd_level: i32) -> Result<LayerWriter> {
+        let info = LayerInfo {
+            complete: false,
+            ..info
+        };
+        let documents = zarr_json::documents(&info, zstd_level);
+        let storage = zarr_storage(&store);
+        let arrays = info
+            .bands
+            .iter()
+            .map(|b| zarr_array(&store, &storage, b, &documents[&format!("{b}/.zarray")]))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(LayerWriter {
+            store,
+            info,
+            arrays,
+            documents,
+        })
     }
 
     fn write_coordinates(&self, storage: &Arc<SyncStorage>) -> Result<()> {

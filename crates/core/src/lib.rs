@@ -12,6 +12,7 @@
 pub mod error;
 pub mod export;
 pub mod ingest;
+pub mod job;
 pub mod layer;
 pub mod local;
 pub mod model;

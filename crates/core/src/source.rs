@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::model::{CellSize, CellType, Crs, DataType, GridExtent, RasterSummary};
 
 /// What a source is, read from its header.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SourceInfo {
     /// The URL or path as the user gave it.
     pub url: String,

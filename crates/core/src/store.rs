@@ -239,6 +239,56 @@ impl Store {
     }
 }
 
+/// Whether `text` matches a glob `pattern`: `?` is one character and `*` any run of
+/// characters within a path segment, `**` any run across segments.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    fn go(p: &[u8], t: &[u8]) -> bool {
+        match p.first() {
+            None => t.is_empty(),
+            Some(b'*') if p.get(1) == Some(&b'*') => (0..=t.len()).any(|i| go(&p[2..], &t[i..])),
+            Some(b'*') => (0..=t.len())
+                .take_while(|&i| i == 0 || t[i - 1] != b'/')
+                .any(|i| go(&p[1..], &t[i..])),
+            Some(b'?') => t.first().is_some_and(|&c| c != b'/') && go(&p[1..], &t[1..]),
+            Some(&c) => t.first() == Some(&c) && go(&p[1..], &t[1..]),
+        }
+    }
+    go(pattern.as_bytes(), text.as_bytes())
+}
+
+/// Expands the globs among `sources` (local paths, `file://` or `s3://`), sorted; a source
+/// without glob characters is kept as it is. A glob that matches nothing is an error that
+/// names it.
+pub fn expand_sources(sources: &[String]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for (i, pattern) in sources.iter().enumerate() {
+        let Some(first_glob) = pattern.find(['*', '?']) else {
+            out.push(pattern.clone());
+            continue;
+        };
+        let base_end = pattern[..first_glob].rfind('/').ok_or_else(|| {
+            Error::invalid(format!(
+                "sources[{i}]: `{pattern}` needs a directory before its first wildcard"
+            ))
+        })?;
+        let (base, rest) = (&pattern[..base_end], &pattern[base_end + 1..]);
+        let store = Store::open(if base.is_empty() { "/" } else { base })?;
+        let mut matches: Vec<String> = block_on(store.list(""))?
+            .into_iter()
+            .filter(|key| glob_match(rest, key))
+            .map(|key| format!("{base}/{key}"))
+            .collect();
+        if matches.is_empty() {
+            return Err(Error::invalid(format!(
+                "sources[{i}]: `{pattern}` matches nothing"
+            )));
+        }
+        matches.sort();
+        out.extend(matches);
+    }
+    Ok(out)
+}
+
 /// Removes `dir` and the folders below it that hold no files, bottom-up; keeps any that do.
 fn remove_empty_dirs(dir: &std::path::Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -305,6 +355,45 @@ mod tests {
         assert!(
             !dir.path().join("layer").exists(),
             "emptied folders are removed too"
+        );
+    }
+
+    #[test]
+    fn globs_match_within_and_across_segments() {
+        assert!(glob_match("*.tif", "a.tif"));
+        assert!(!glob_match("*.tif", "x/a.tif"));
+        assert!(glob_match("**/*.tif", "x/y/a.tif"));
+        assert!(glob_match("dem_??.tif", "dem_01.tif"));
+        assert!(!glob_match("dem_??.tif", "dem_1.tif"));
+        assert!(glob_match("20*/t2m.nc", "2019/t2m.nc"));
+    }
+
+    #[test]
+    fn sources_expand_sorted_and_an_empty_glob_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["b.tif", "a.tif", "c.txt", "sub/d.tif"] {
+            let p = dir.path().join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, "x").unwrap();
+        }
+        let d = dir.path().display();
+        let got = expand_sources(&[format!("{d}/*.tif"), "s3://keep/as/is.tif".into()]).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                format!("{d}/a.tif"),
+                format!("{d}/b.tif"),
+                "s3://keep/as/is.tif".into()
+            ]
+        );
+        let got = expand_sources(&[format!("file://{d}/**/*.tif")]).unwrap();
+        assert_eq!(got.len(), 1, "{got:?}");
+        let err = expand_sources(&["x".into(), format!("{d}/*.nc")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sources[1]: `") && err.contains("*.nc` matches nothing"),
+            "{err}"
         );
     }
 

@@ -94,6 +94,22 @@ impl Merger {
         self.counts.iter().all(|&n| n == 0)
     }
 
+    /// The merged values as f64, NaN where no cut gave a valid value.
+    pub fn finish_nan(self) -> Array2<f64> {
+        let mean = self.method == MergeMethod::Mean;
+        let mut values = self.values;
+        ndarray::Zip::from(&mut values)
+            .and(&self.counts)
+            .for_each(|v, &n| {
+                if n == 0 {
+                    *v = f64::NAN;
+                } else if mean {
+                    *v /= n as f64;
+                }
+            });
+        values
+    }
+
     /// The merged tile in `cell_type`; cells no cut covered hold the fill value (NoData).
     pub fn finish(self, cell_type: CellType) -> Tile {
         let fill = cell_type.fill_value();

@@ -1,0 +1,323 @@
+//! The job spec: what a user submits, as YAML.
+//!
+//! ```yaml
+//! version: 1
+//! name: dem-ndvi
+//! sources: [s3://bucket/red.tif, s3://bucket/nir.tif]   # URLs or globs (*, ?)
+//! layout: floating:256
+//! target_crs: EPSG:3857          # optional: reproject
+//! resample: bilinear             # nearest | bilinear | cubic
+//! merge: first                   # first | mean | min | max
+//! stack: true                    # sources as separate bands b1, b2, ... instead of merged
+//! bands: [1]                     # optional: bands to read from each source
+//! operations:                    # optional: local map algebra per tile
+//!   - expr: "(b2 - b1) / (b2 + b1)"
+//!   - clamp: [-1, 1]
+//! output:
+//!   url: s3://bucket/layers/ndvi
+//!   zstd_level: 3
+//!   overwrite: false
+//!   cell_type: f32               # optional
+//! tasks:
+//!   target_mb: 32                # output per tile task
+//!   max_attempts: 4              # per task, then the job fails
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::ingest::IngestOptions;
+use crate::layer::WriteOptions;
+use crate::local::{LocalOp, check_chain};
+use crate::model::{DataType, LayoutScheme};
+use crate::source::parse_crs;
+use crate::tile::{MergeMethod, Resample};
+
+/// The spec versions this Tessera reads.
+pub const SPEC_VERSION: u32 = 1;
+
+fn default_layout() -> String {
+    "floating:256".into()
+}
+
+fn default_zstd() -> i32 {
+    3
+}
+
+/// Where and how the output layer is written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    pub url: String,
+    #[serde(default = "default_zstd")]
+    pub zstd_level: i32,
+    #[serde(default)]
+    pub overwrite: bool,
+    #[serde(default)]
+    pub cell_type: Option<DataType>,
+}
+
+/// How work is cut into tasks, and how often a task may be tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSizing {
+    /// Uncompressed output per tile task, in MB.
+    #[serde(default = "TaskSizing::default_target_mb")]
+    pub target_mb: u32,
+    #[serde(default = "TaskSizing::default_max_attempts")]
+    pub max_attempts: u32,
+}
+
+impl TaskSizing {
+    fn default_target_mb() -> u32 {
+        32
+    }
+    fn default_max_attempts() -> u32 {
+        4
+    }
+}
+
+impl Default for TaskSizing {
+    fn default() -> Self {
+        TaskSizing {
+            target_mb: Self::default_target_mb(),
+            max_attempts: Self::default_max_attempts(),
+        }
+    }
+}
+
+/// A job as submitted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    pub version: u32,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub sources: Vec<String>,
+    #[serde(default = "default_layout")]
+    pub layout: String,
+    #[serde(default)]
+    pub target_crs: Option<String>,
+    #[serde(default)]
+    pub resample: Resample,
+    #[serde(default)]
+    pub merge: MergeMethod,
+    #[serde(default)]
+    pub stack: bool,
+    #[serde(default)]
+    pub bands: Option<Vec<usize>>,
+    #[serde(default, with = "serde_yaml::with::singleton_map_recursive")]
+    pub operations: Vec<LocalOp>,
+    pub output: OutputSpec,
+    #[serde(default)]
+    pub tasks: TaskSizing,
+}
+
+fn field(name: &str, e: Error) -> Error {
+    match e {
+        Error::InvalidArgument(m) | Error::Crs(m) => Error::invalid(format!("{name}: {m}")),
+        other => other,
+    }
+}
+
+impl JobSpec {
+    /// Parses and validates a YAML spec. Errors name the field and the value.
+    pub fn from_yaml(text: &str) -> Result<JobSpec> {
+        let spec: JobSpec = serde_yaml::from_str(text)
+            .map_err(|e| Error::invalid(format!("malformed job spec: {e}")))?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).unwrap_or_default()
+    }
+
+    /// Checks everything that can be checked without reading sources.
+    pub fn validate(&self) -> Result<()> {
+        if self.version != SPEC_VERSION {
+            return Err(Error::invalid(format!(
+                "version: {} is not supported (this Tessera reads version {SPEC_VERSION})",
+                self.version
+            )));
+        }
+        if self.sources.is_empty() {
+            return Err(Error::invalid("sources: the list is empty"));
+        }
+        if let Some((i, _)) = self
+            .sources
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.trim().is_empty())
+        {
+            return Err(Error::invalid(format!("sources[{i}]: empty")));
+        }
+        LayoutScheme::parse(&self.layout).map_err(|e| field("layout", e))?;
+        if let Some(crs) = &self.target_crs {
+            parse_crs(crs).map_err(|e| field("target_crs", e))?;
+        }
+        if let Some(bands) = &self.bands {
+            if bands.is_empty() {
+                return Err(Error::invalid("bands: the list is empty"));
+            }
+            if bands.contains(&0) {
+                return Err(Error::invalid("bands: band numbers start at 1 (got 0)"));
+            }
+        }
+        // Band references are checked against the real band count when sources are read.
+        check_chain(&self.operations, usize::MAX / 2)?;
+        if self.output.url.trim().is_empty() {
+            return Err(Error::invalid("output.url: empty"));
+        }
+        if !(1..=22).contains(&self.output.zstd_level) {
+            return Err(Error::invalid(format!(
+                "output.zstd_level: {} is out of range (1 to 22)",
+                self.output.zstd_level
+            )));
+        }
+        if self.tasks.target_mb == 0 {
+            return Err(Error::invalid("tasks.target_mb: must be at least 1"));
+        }
+        if self.tasks.max_attempts == 0 {
+            return Err(Error::invalid("tasks.max_attempts: must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The ingest options the spec describes.
+    pub fn ingest_options(&self) -> Result<IngestOptions> {
+        Ok(IngestOptions {
+            scheme: LayoutScheme::parse(&self.layout).map_err(|e| field("layout", e))?,
+            target_crs: self
+                .target_crs
+                .as_deref()
+                .map(parse_crs)
+                .transpose()
+                .map_err(|e| field("target_crs", e))?,
+            resample: self.resample,
+            merge: self.merge,
+            stack: self.stack,
+            bands: self.bands.clone(),
+            operations: self.operations.clone(),
+            output_type: self.output.cell_type,
+            write: WriteOptions {
+                zstd_level: self.output.zstd_level,
+                overwrite: self.output.overwrite,
+            },
+            threads: None,
+        })
+    }
+
+    /// A short name for listings.
+    pub fn display_name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("ingest → {}", self.output.url))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+version: 1
+name: ndvi
+sources: [file:///data/red.tif, file:///data/nir.tif]
+layout: floating:512
+resample: bilinear
+stack: true
+operations:
+  - expr: "(b2 - b1) / (b2 + b1)"
+  - clamp: [-1, 1]
+output:
+  url: file:///out/ndvi
+  cell_type: f32
+"#;
+
+    #[test]
+    fn a_full_spec_parses_with_defaults() {
+        let spec = JobSpec::from_yaml(GOOD).unwrap();
+        assert_eq!(spec.sources.len(), 2);
+        assert_eq!(spec.resample, Resample::Bilinear);
+        assert_eq!(spec.merge, MergeMethod::First);
+        assert_eq!(spec.operations.len(), 2);
+        assert_eq!(spec.output.zstd_level, 3);
+        assert_eq!(
+            spec.tasks,
+            TaskSizing {
+                target_mb: 32,
+                max_attempts: 4
+            }
+        );
+        let opts = spec.ingest_options().unwrap();
+        assert!(opts.stack);
+        assert_eq!(
+            opts.scheme,
+            LayoutScheme::Floating {
+                tile_cols: 512,
+                tile_rows: 512
+            }
+        );
+        // Round trip through YAML and JSON (the wire form).
+        assert_eq!(JobSpec::from_yaml(&spec.to_yaml()).unwrap(), spec);
+        let json = serde_json::to_string(&spec).unwrap();
+        assert_eq!(serde_json::from_str::<JobSpec>(&json).unwrap(), spec);
+    }
+
+    #[test]
+    fn errors_name_the_field_and_the_value() {
+        let cases = [
+            (
+                "version: 2\nsources: [a]\noutput: {url: x}\n",
+                "version: 2 is not supported",
+            ),
+            (
+                "version: 1\nsources: []\noutput: {url: x}\n",
+                "sources: the list is empty",
+            ),
+            (
+                "version: 1\nsources: [a]\nlayout: floating:0\noutput: {url: x}\n",
+                "invalid argument: layout: tile columns 0 is out of range (1 to 65536)",
+            ),
+            (
+                "version: 1\nsources: [a]\ntarget_crs: EPSG:0\noutput: {url: x}\n",
+                "target_crs: `EPSG:0` is not a CRS",
+            ),
+            (
+                "version: 1\nsources: [a]\noperations: [{blur: 3}]\noutput: {url: x}\n",
+                "unknown variant `blur`",
+            ),
+            (
+                "version: 1\nsources: [a]\noperations: [{clamp: [3, 1]}]\noutput: {url: x}\n",
+                "operations[0]: clamp minimum 3 is greater than its maximum 1",
+            ),
+            (
+                "version: 1\nsources: [a]\noperations: [{expr: \"b1 +\"}]\noutput: {url: x}\n",
+                "expression `b1 +`",
+            ),
+            (
+                "version: 1\nsources: [a]\nresample: lanczos\noutput: {url: x}\n",
+                "unknown variant `lanczos`",
+            ),
+            (
+                "version: 1\nsources: [a]\noutput: {url: x, zstd_level: 40}\n",
+                "output.zstd_level: 40 is out of range",
+            ),
+            (
+                "version: 1\nsources: [a]\noutput: {url: x}\ncolour: red\n",
+                "unknown field `colour`",
+            ),
+            ("version: 1\nsources: [a]\n", "missing field `output`"),
+            ("version: 1\nsources: [a\n", "malformed job spec"),
+            (
+                "version: 1\nsources: [a]\nbands: [0]\noutput: {url: x}\n",
+                "bands: band numbers start at 1",
+            ),
+        ];
+        for (yaml, want) in cases {
+            let err = JobSpec::from_yaml(yaml).unwrap_err().to_string();
+            assert!(err.contains(want), "{yaml:?}\n  got: {err}\n  want: {want}");
+        }
+    }
+}
