@@ -1,11 +1,9 @@
 //! # tessera-coordinator
 //!
-//! The gRPC server that plans and schedules jobs: job intake and validation, planning
-//! (metadata → layout → key bounds → tile tasks), task leasing with expiry and retries, the job
-//! journal in object storage, progress streaming and the catalog.
+//! The gRPC server that plans and schedules jobs.
 //!
-//! It is built in the distributed-execution issue; today ingest runs in one process through
-//! [`tessera_core::ingest`], whose plan (`plan_ingest`) is the pure planning step the coordinator
-//! will split into tasks.
+//! # Layout
+//! - [`scheduler`]: jobs, stages, tasks and leases as a deterministic state machine (no I/O,
+//!   explicit clock): lease expiry, heartbeats, retries with backoff, attempt caps, cancel.
 
-pub use tessera_core::ingest::{IngestPlan, plan_ingest};
+pub mod scheduler;
