@@ -6,4 +6,5 @@
 //! - [`scheduler`]: jobs, stages, tasks and leases as a deterministic state machine (no I/O,
 //!   explicit clock): lease expiry, heartbeats, retries with backoff, attempt caps, cancel.
 
+pub mod plan;
 pub mod scheduler;

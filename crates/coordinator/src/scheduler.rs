@@ -4,77 +4,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::{Deserialize, Serialize};
+pub use tessera_core::job::{FailureKind, JobState, JobStatus, TaskOutput, TaskPayload};
 use tessera_core::job::{JobId, TaskId, WorkerId};
-
-/// What a task does; sent to workers as JSON.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum TaskPayload {
-    /// Stage 0: read one source's header.
-    ReadSource { url: String },
-    /// Stage 1: compute and write these keys.
-    WriteKeys {
-        keys: Vec<tessera_core::model::SpatialKey>,
-    },
-    /// A task that does nothing (for measuring the scheduler).
-    Noop,
-}
-
-/// Whose fault a failed task is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureKind {
-    /// Bad input (a corrupt source, an unknown band): retrying cannot help; the job fails now.
-    Input,
-    /// Anything else: retried with backoff up to the attempt cap.
-    Execution,
-}
-
-/// What a successful task reports.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct TaskOutput {
-    pub tiles: u64,
-    pub bytes: u64,
-    /// Stage results for the coordinator's reduce, as JSON.
-    pub result: Option<serde_json::Value>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum JobState {
-    Planning,
-    Running,
-    Succeeded,
-    Failed,
-    Cancelled,
-}
-
-impl JobState {
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            JobState::Succeeded | JobState::Failed | JobState::Cancelled
-        )
-    }
-}
-
-/// A job as clients see it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobStatus {
-    pub id: JobId,
-    pub name: String,
-    pub output: String,
-    pub state: JobState,
-    pub stage: u32,
-    pub tasks_total: u64,
-    pub tasks_done: u64,
-    pub tiles_total: u64,
-    pub tiles_done: u64,
-    pub bytes_written: u64,
-    pub retries: u64,
-    pub error: Option<String>,
-    pub elapsed_ms: u64,
-}
 
 /// Timing rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -482,7 +413,9 @@ impl Scheduler {
         match t.state {
             TaskState::Leased { worker: w, .. } if w == worker => {}
             _ => {
-                return ReportOutcome::Ignored(format!("worker {worker} does not hold task {task}"));
+                return ReportOutcome::Ignored(format!(
+                    "worker {worker} does not hold task {task}"
+                ));
             }
         }
         t.failures += 1;

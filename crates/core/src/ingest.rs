@@ -45,7 +45,7 @@ impl Progress for NoProgress {
 }
 
 /// How to ingest.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IngestOptions {
     pub scheme: LayoutScheme,
     /// Reproject every source to this CRS; without it, sources must share one CRS.

@@ -2,6 +2,11 @@
 
 mod ids;
 mod spec;
+mod task;
 
 pub use ids::{JobId, TaskId, WorkerId};
 pub use spec::{JobSpec, OutputSpec, TaskSizing};
+pub use task::{
+    FailureKind, JobState, JobStatus, LeasedTask, StagePlan, TaskFailure, TaskOutput, TaskPayload,
+    TaskReport,
+};

@@ -1,0 +1,123 @@
+//! What travels between the coordinator and workers: task payloads, outputs, failures, and
+//! the status of a job.
+
+use serde::{Deserialize, Serialize};
+
+use super::JobId;
+
+/// What a task does; sent to workers as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TaskPayload {
+    /// Stage 0: read one source's header.
+    ReadSource { url: String },
+    /// Stage 1: compute and write these keys.
+    WriteKeys { keys: Vec<crate::model::SpatialKey> },
+    /// A task that does nothing (for measuring the scheduler).
+    Noop,
+}
+
+/// Whose fault a failed task is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// Bad input (a corrupt source, an unknown band): retrying cannot help; the job fails now.
+    Input,
+    /// Anything else: retried with backoff up to the attempt cap.
+    Execution,
+}
+
+/// What a successful task reports.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskOutput {
+    pub tiles: u64,
+    pub bytes: u64,
+    /// Stage results for the coordinator's reduce, as JSON.
+    pub result: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobState {
+    Planning,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+/// A job as clients see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobStatus {
+    pub id: JobId,
+    pub name: String,
+    pub output: String,
+    pub state: JobState,
+    pub stage: u32,
+    pub tasks_total: u64,
+    pub tasks_done: u64,
+    pub tiles_total: u64,
+    pub tiles_done: u64,
+    pub bytes_written: u64,
+    pub retries: u64,
+    pub error: Option<String>,
+    pub elapsed_ms: u64,
+}
+
+/// A task as a worker receives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeasedTask {
+    pub task: super::TaskId,
+    pub attempt: u32,
+    pub lease_ms: u64,
+    pub payload: TaskPayload,
+}
+
+/// Why a task failed, and whose fault it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskFailure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl TaskFailure {
+    /// Classifies a core error: bad input fails the job at once, anything else is retried.
+    pub fn from_error(e: &crate::error::Error) -> TaskFailure {
+        use crate::error::Error;
+        let kind = match e {
+            Error::InvalidArgument(_)
+            | Error::Source { .. }
+            | Error::Crs(_)
+            | Error::Layer { .. } => FailureKind::Input,
+            Error::Storage { .. } | Error::Internal(_) => FailureKind::Execution,
+        };
+        TaskFailure {
+            kind,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// What a worker reports for a task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskReport {
+    pub task: super::TaskId,
+    pub outcome: Result<TaskOutput, TaskFailure>,
+}
+
+/// What workers need to run the tasks of a job's stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StagePlan {
+    pub options: crate::ingest::IngestOptions,
+    pub output_url: String,
+    /// The ingest plan, from stage 1 on.
+    pub plan: Option<crate::ingest::IngestPlan>,
+}
