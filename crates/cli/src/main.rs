@@ -4,6 +4,7 @@
 //! returning `anyhow::Result`, and an error is printed as one line naming the problem, with
 //! exit status 1 (2 for usage errors, from clap).
 
+mod cluster;
 mod progress;
 
 use std::path::PathBuf;
@@ -41,6 +42,75 @@ enum Command {
     Layer {
         #[command(subcommand)]
         command: LayerCommand,
+    },
+    /// Run a job spec here: a coordinator and workers in this process over loopback gRPC.
+    Run {
+        job: PathBuf,
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Threads per worker (default: cores / workers).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Serve a coordinator.
+    Coordinator {
+        #[arg(long, default_value = "127.0.0.1:7710")]
+        listen: String,
+        /// Object store for the journal; job outputs must lie inside it.
+        #[arg(long)]
+        store: String,
+        /// Bearer token both services require (or TESSERA_TOKEN).
+        #[arg(long, env = "TESSERA_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Task lease length in milliseconds.
+        #[arg(long, default_value_t = 10_000)]
+        lease_ms: u64,
+    },
+    /// Run a worker for a coordinator.
+    Worker {
+        #[arg(long)]
+        coordinator: String,
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long, env = "TESSERA_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Claim another protocol version (to test the coordinator's refusal).
+        #[arg(long, hide = true)]
+        protocol_version: Option<u32>,
+    },
+    /// Submit a job spec to a coordinator.
+    Submit {
+        job: PathBuf,
+        #[arg(long, default_value = "http://127.0.0.1:7710")]
+        coordinator: String,
+        #[arg(long, env = "TESSERA_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Follow the job to its end.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// List a coordinator's jobs.
+    Jobs {
+        #[arg(long, default_value = "http://127.0.0.1:7710")]
+        coordinator: String,
+        #[arg(long, env = "TESSERA_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// Follow a job to its end.
+    Watch {
+        id: String,
+        #[arg(long, default_value = "http://127.0.0.1:7710")]
+        coordinator: String,
+        #[arg(long, env = "TESSERA_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// Cancel a job.
+    Cancel {
+        id: String,
+        #[arg(long, default_value = "http://127.0.0.1:7710")]
+        coordinator: String,
+        #[arg(long, env = "TESSERA_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Generate deterministic synthetic rasters for examples and benches.
     Synth {
@@ -129,6 +199,13 @@ enum LayerCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
     // GDAL's own messages are folded into Tessera's errors, which name the file and the
     // problem; printed as well they would only repeat them.
     // GDAL's quiet handler still records the last message, which the errors include.
@@ -145,7 +222,14 @@ fn main() -> ExitCode {
     }
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
 fn run(cli: Cli) -> Result<()> {
+    let quiet = cli.quiet;
     let progress: Box<dyn Progress> = if cli.quiet {
         Box::new(NoProgress)
     } else {
@@ -156,6 +240,83 @@ fn run(cli: Cli) -> Result<()> {
         Command::Layer {
             command: LayerCommand::Info { layer, json },
         } => layer_info(&layer, json),
+        Command::Run {
+            job,
+            workers,
+            threads,
+        } => {
+            let status =
+                runtime()?.block_on(cluster::run_embedded(&job, workers, threads, quiet))?;
+            cluster::print_summary(&status);
+            cluster::exit_for(&status)
+        }
+        Command::Coordinator {
+            listen,
+            store,
+            token,
+            lease_ms,
+        } => runtime()?.block_on(cluster::coordinator(&listen, &store, token, lease_ms)),
+        Command::Worker {
+            coordinator,
+            threads,
+            token,
+            protocol_version,
+        } => runtime()?.block_on(cluster::worker(
+            &coordinator,
+            threads,
+            token,
+            protocol_version,
+        )),
+        Command::Submit {
+            job,
+            coordinator,
+            token,
+            watch,
+        } => runtime()?.block_on(async {
+            let yaml = std::fs::read_to_string(&job)
+                .with_context(|| format!("cannot read {}", job.display()))?;
+            let mut client = cluster::JobClient::connect(&coordinator, token).await?;
+            let id = client.submit(yaml).await?;
+            println!("{id}");
+            if watch {
+                let status = client.watch(&id, quiet).await?;
+                cluster::print_summary(&status);
+                cluster::exit_for(&status)?;
+            }
+            Ok(())
+        }),
+        Command::Jobs { coordinator, token } => runtime()?.block_on(async {
+            let jobs = cluster::JobClient::connect(&coordinator, token)
+                .await?
+                .list()
+                .await?;
+            cluster::print_jobs(&jobs);
+            Ok(())
+        }),
+        Command::Watch {
+            id,
+            coordinator,
+            token,
+        } => runtime()?.block_on(async {
+            let status = cluster::JobClient::connect(&coordinator, token)
+                .await?
+                .watch(&id, quiet)
+                .await?;
+            cluster::print_summary(&status);
+            cluster::exit_for(&status)
+        }),
+        Command::Cancel {
+            id,
+            coordinator,
+            token,
+        } => runtime()?.block_on(async {
+            let status = cluster::JobClient::connect(&coordinator, token)
+                .await?
+                .cancel(&id)
+                .await?;
+            cluster::print_jobs(&[status]);
+            Ok(())
+        }),
         Command::Synth {
             command:
                 SynthCommand::Dsm {

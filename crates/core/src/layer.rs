@@ -134,27 +134,21 @@ impl LayerWriter {
             sources,
             complete: false,
         };
-        let documents = zarr_json::documents(&info, options.zstd_level);
-        // The first write doubles as the check that the store is writable.
-        for (key, doc) in &documents {
+        let writer = LayerWriter::attach(store, info, options.zstd_level)?;
+        writer.write_metadata()?;
+        Ok(writer)
+    }
+
+    /// Writes the layer's metadata documents and coordinates (not `.zmetadata`). Idempotent:
+    /// a resumed coordinator calls it again on a layer whose tiles are partly written. The
+    /// first write doubles as the check that the store is writable.
+    pub fn write_metadata(&self) -> Result<()> {
+        for (key, doc) in &self.documents {
             let bytes =
                 serde_json::to_vec_pretty(doc).map_err(|e| Error::Internal(e.to_string()))?;
-            block_on(store.put(key, Bytes::from(bytes)))?;
+            block_on(self.store.put(key, Bytes::from(bytes)))?;
         }
-        let storage = zarr_storage(&store);
-        let arrays = info
-            .bands
-            .iter()
-            .map(|b| zarr_array(&store, &storage, b, &documents[&format!("{b}/.zarray")]))
-            .collect::<Result<Vec<_>>>()?;
-        let writer = LayerWriter {
-            store,
-            info,
-            arrays,
-            documents,
-        };
-        writer.write_coordinates(&storage)?;
-        Ok(writer)
+        self.write_coordinates(&zarr_storage(&self.store))
     }
 
     /// Opens a layer that `create` made, to write tiles (on a worker) or to `finish` it (on the

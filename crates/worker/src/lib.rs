@@ -1,10 +1,300 @@
 //! # tessera-worker
 //!
-//! The worker process: registers with a coordinator, leases tile tasks, executes cut / merge /
-//! map with `tessera-core` (CPU work off the async runtime), writes tiles to deterministic keys
-//! of the output layer, heartbeats and reports, and drains on SIGTERM.
-//!
-//! It is built in the distributed-execution issue; the per-key work it will run is
-//! [`tessera_core::ingest::run_ingest`]'s, applied to the keys of one task.
+//! A worker registers with a coordinator (checking the protocol version), then leases tasks,
+//! runs them with `tessera-core` on its own rayon pool (never on the async runtime), heartbeats
+//! the tasks it holds, and reports outputs or structured errors. When `shutdown` completes it
+//! stops leasing, finishes what it holds, reports, and returns.
 
-pub use tessera_core::ingest::run_ingest;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tessera_core::ingest::{NoProgress, plan_source, with_threads, write_keys};
+use tessera_core::job::{
+    JobId, LeasedTask, StagePlan, TaskFailure, TaskOutput, TaskPayload, TaskReport, WorkerId,
+};
+use tessera_core::layer::{LayerInfo, LayerWriter};
+use tessera_core::store::Store;
+use tessera_proto::pb::worker_service_client::WorkerServiceClient;
+use tessera_proto::{PROTOCOL_VERSION, from_proto, pb, to_proto};
+use tonic::Request;
+use tonic::transport::Channel;
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// `http://host:port` of the coordinator.
+    pub coordinator: String,
+    pub threads: usize,
+    pub token: Option<String>,
+    pub name: String,
+    /// Tasks leased at once.
+    pub max_tasks: u32,
+    /// Report this protocol version instead of ours (for testing the refusal).
+    pub protocol_version: u32,
+}
+
+impl WorkerConfig {
+    pub fn new(coordinator: impl Into<String>) -> Self {
+        WorkerConfig {
+            coordinator: coordinator.into(),
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            token: None,
+            name: format!("worker-{}", std::process::id()),
+            max_tasks: 1,
+            protocol_version: PROTOCOL_VERSION,
+        }
+    }
+}
+
+/// Why a worker stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("cannot reach the coordinator at {0}: {1}")]
+    Connect(String, String),
+    #[error("the coordinator refused this worker: {0}")]
+    Refused(String),
+    #[error("coordinator call failed: {0}")]
+    Rpc(String),
+}
+
+fn rpc(s: tonic::Status) -> WorkerError {
+    WorkerError::Rpc(format!("{}: {}", s.code(), s.message()))
+}
+
+/// A client that adds the bearer token to every call.
+#[derive(Debug, Clone)]
+struct Client {
+    inner: WorkerServiceClient<Channel>,
+    token: Option<String>,
+}
+
+impl Client {
+    fn req<T>(&self, msg: T) -> Request<T> {
+        let mut r = Request::new(msg);
+        if let Some(t) = &self.token
+            && let Ok(v) = format!("Bearer {t}").parse()
+        {
+            r.metadata_mut().insert("authorization", v);
+        }
+        r
+    }
+}
+
+/// Runs a worker until `shutdown` completes, then drains.
+pub async fn run(
+    config: WorkerConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), WorkerError> {
+    let channel = Channel::from_shared(config.coordinator.clone())
+        .map_err(|e| WorkerError::Connect(config.coordinator.clone(), e.to_string()))?
+        .connect()
+        .await
+        .map_err(|e| WorkerError::Connect(config.coordinator.clone(), e.to_string()))?;
+    let client = Client {
+        inner: WorkerServiceClient::new(channel),
+        token: config.token.clone(),
+    };
+    let reg = client
+        .inner
+        .clone()
+        .register_worker(client.req(pb::RegisterWorkerRequest {
+            protocol_version: config.protocol_version,
+            threads: config.threads as u32,
+            name: config.name.clone(),
+        }))
+        .await
+        .map_err(|s| {
+            if matches!(
+                s.code(),
+                tonic::Code::FailedPrecondition | tonic::Code::Unauthenticated
+            ) {
+                WorkerError::Refused(s.message().to_string())
+            } else {
+                rpc(s)
+            }
+        })?
+        .into_inner();
+    let worker =
+        from_proto::worker_id(&reg.worker_id).map_err(|e| WorkerError::Rpc(e.to_string()))?;
+    tracing::info!(%worker, "registered");
+
+    let held: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let heartbeat = {
+        let (client, held) = (client.clone(), held.clone());
+        let period = Duration::from_millis(reg.heartbeat_millis.max(10));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let ids: Vec<String> = held
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .cloned()
+                    .collect();
+                let req = client.req(pb::HeartbeatRequest {
+                    worker_id: worker.to_string(),
+                    task_ids: ids,
+                });
+                if let Err(e) = client.inner.clone().heartbeat(req).await {
+                    tracing::warn!(error = %e, "heartbeat failed");
+                }
+            }
+        })
+    };
+    let result = lease_loop(&config, &client, worker, &held, shutdown).await;
+    heartbeat.abort();
+    result
+}
+
+async fn lease_loop(
+    config: &WorkerConfig,
+    client: &Client,
+    worker: WorkerId,
+    held: &Arc<Mutex<HashSet<String>>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), WorkerError> {
+    tokio::pin!(shutdown);
+    let mut plans: HashMap<(JobId, u32), Arc<StagePlan>> = HashMap::new();
+    let mut idle = Duration::from_millis(5);
+    let threads = config.threads.max(1);
+    loop {
+        let mut inner = client.inner.clone();
+        let request = client.req(pb::LeaseTasksRequest {
+            worker_id: worker.to_string(),
+            max_tasks: config.max_tasks,
+        });
+        let leases = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            r = inner.lease_tasks(request) => r.map_err(rpc)?.into_inner().leases,
+        };
+        if leases.is_empty() {
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                _ = tokio::time::sleep(idle) => {}
+            }
+            idle = (idle * 2).min(Duration::from_millis(200));
+            continue;
+        }
+        idle = Duration::from_millis(5);
+        for lease in leases {
+            let lease = LeasedTask::try_from(lease).map_err(|e| WorkerError::Rpc(e.to_string()))?;
+            let id = lease.task.to_string();
+            held.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id.clone());
+            let outcome = execute(client, &mut plans, threads, &lease).await;
+            let report = to_proto::report(
+                worker,
+                &TaskReport {
+                    task: lease.task,
+                    outcome,
+                },
+            );
+            let sent = client.inner.clone().report_task(client.req(report)).await;
+            held.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            sent.map_err(rpc)?;
+        }
+    }
+}
+
+async fn stage_plan(
+    client: &Client,
+    plans: &mut HashMap<(JobId, u32), Arc<StagePlan>>,
+    job: JobId,
+    stage: u32,
+) -> Result<Arc<StagePlan>, TaskFailure> {
+    if let Some(p) = plans.get(&(job, stage)) {
+        return Ok(p.clone());
+    }
+    let exec = |m: String| TaskFailure {
+        kind: tessera_core::job::FailureKind::Execution,
+        message: m,
+    };
+    let resp = client
+        .inner
+        .clone()
+        .get_stage_plan(client.req(pb::StagePlanRequest {
+            job_id: job.to_string(),
+            stage,
+        }))
+        .await
+        .map_err(|s| exec(format!("cannot get the plan of job {job}: {}", s.message())))?;
+    let plan: StagePlan = serde_json::from_slice(&resp.into_inner().plan_json)
+        .map_err(|e| exec(format!("bad plan of job {job}: {e}")))?;
+    let plan = Arc::new(plan);
+    plans.insert((job, stage), plan.clone());
+    Ok(plan)
+}
+
+async fn execute(
+    client: &Client,
+    plans: &mut HashMap<(JobId, u32), Arc<StagePlan>>,
+    threads: usize,
+    lease: &LeasedTask,
+) -> Result<TaskOutput, TaskFailure> {
+    let task = lease.task;
+    match &lease.payload {
+        TaskPayload::Noop => Ok(TaskOutput::default()),
+        TaskPayload::ReadSource { url } => {
+            let plan = stage_plan(client, plans, task.job, task.stage).await?;
+            let url = url.clone();
+            spawn_cpu(move || {
+                let planned = plan_source(&url, &plan.options)?;
+                let result = serde_json::to_value(&planned)
+                    .map_err(|e| tessera_core::Error::Internal(e.to_string()))?;
+                Ok(TaskOutput {
+                    tiles: 0,
+                    bytes: 0,
+                    result: Some(result),
+                })
+            })
+            .await
+        }
+        TaskPayload::WriteKeys { keys } => {
+            let plan = stage_plan(client, plans, task.job, task.stage).await?;
+            let keys = keys.clone();
+            spawn_cpu(move || {
+                let ip = plan
+                    .plan
+                    .as_ref()
+                    .ok_or_else(|| tessera_core::Error::Internal("no tile plan".into()))?;
+                let info = LayerInfo {
+                    format_version: tessera_core::layer::FORMAT_VERSION,
+                    metadata: ip.metadata.clone(),
+                    bands: ip.band_names.clone(),
+                    sources: ip.sources.iter().map(|s| s.info.url.clone()).collect(),
+                    complete: false,
+                };
+                let writer = LayerWriter::attach(
+                    Store::open(&plan.output_url)?,
+                    info,
+                    plan.options.write.zstd_level,
+                )?;
+                let summary = with_threads(Some(threads), || {
+                    write_keys(ip, &plan.options, &writer, &keys, &NoProgress)
+                })??;
+                Ok(TaskOutput {
+                    tiles: summary.tiles,
+                    bytes: summary.bytes,
+                    result: None,
+                })
+            })
+            .await
+        }
+    }
+}
+
+/// Runs CPU work off the async runtime and classifies its error.
+async fn spawn_cpu(
+    f: impl FnOnce() -> tessera_core::Result<TaskOutput> + Send + 'static,
+) -> Result<TaskOutput, TaskFailure> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(o)) => Ok(o),
+        Ok(Err(e)) => Err(TaskFailure::from_error(&e)),
+        Err(e) => Err(TaskFailure {
+            kind: tessera_core::job::FailureKind::Execution,
+            message: format!("the task panicked: {e}"),
+        }),
+    }
+}

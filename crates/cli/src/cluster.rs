@@ -1,0 +1,281 @@
+//! The distributed commands: `coordinator`, `worker`, `submit`, `jobs`, `watch`, `cancel`, and
+//! `run`, which starts a coordinator and workers in this process over loopback gRPC.
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use tessera_coordinator::scheduler::SchedulerConfig;
+use tessera_coordinator::service::{Coordinator, CoordinatorConfig, run as serve};
+use tessera_core::job::{JobSpec, JobState, JobStatus};
+use tessera_proto::pb;
+use tessera_proto::pb::job_service_client::JobServiceClient;
+use tessera_worker::{WorkerConfig, run as work};
+use tonic::Request;
+use tonic::transport::Channel;
+
+/// A job-service client that adds the bearer token to every call.
+pub struct JobClient {
+    inner: JobServiceClient<Channel>,
+    token: Option<String>,
+}
+
+impl JobClient {
+    pub async fn connect(url: &str, token: Option<String>) -> Result<JobClient> {
+        let channel = Channel::from_shared(url.to_string())
+            .with_context(|| format!("bad coordinator URL `{url}`"))?
+            .connect()
+            .await
+            .with_context(|| format!("cannot reach the coordinator at {url}"))?;
+        Ok(JobClient {
+            inner: JobServiceClient::new(channel),
+            token,
+        })
+    }
+
+    fn req<T>(&self, msg: T) -> Request<T> {
+        let mut r = Request::new(msg);
+        if let Some(t) = &self.token
+            && let Ok(v) = format!("Bearer {t}").parse()
+        {
+            r.metadata_mut().insert("authorization", v);
+        }
+        r
+    }
+
+    pub async fn submit(&mut self, yaml: String) -> Result<String> {
+        let r = self.req(pb::SubmitJobRequest { spec_yaml: yaml });
+        Ok(self
+            .inner
+            .submit_job(r)
+            .await
+            .map_err(status)?
+            .into_inner()
+            .job_id)
+    }
+
+    pub async fn list(&mut self) -> Result<Vec<JobStatus>> {
+        let r = self.req(pb::ListJobsRequest {});
+        let jobs = self
+            .inner
+            .list_jobs(r)
+            .await
+            .map_err(status)?
+            .into_inner()
+            .jobs;
+        jobs.into_iter()
+            .map(|j| JobStatus::try_from(j).map_err(anyhow::Error::from))
+            .collect()
+    }
+
+    pub async fn cancel(&mut self, id: &str) -> Result<JobStatus> {
+        let r = self.req(pb::JobRef {
+            job_id: id.to_string(),
+        });
+        Ok(JobStatus::try_from(
+            self.inner.cancel_job(r).await.map_err(status)?.into_inner(),
+        )?)
+    }
+
+    /// Follows a job to its end with a progress bar; returns its final status.
+    pub async fn watch(&mut self, id: &str, quiet: bool) -> Result<JobStatus> {
+        let r = self.req(pb::JobRef {
+            job_id: id.to_string(),
+        });
+        let mut stream = self.inner.watch_job(r).await.map_err(status)?.into_inner();
+        let bar = if quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(0)
+        };
+        if let Ok(style) = ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} tiles · {per_sec} · ETA {eta} · {msg}",
+        ) {
+            bar.set_style(style);
+        }
+        let mut last = None;
+        while let Some(msg) = stream.message().await.map_err(status)? {
+            let s = JobStatus::try_from(msg)?;
+            bar.set_length(s.tiles_total);
+            bar.set_position(s.tiles_done);
+            bar.set_message(format!(
+                "tasks {}/{} · {:?}",
+                s.tasks_done, s.tasks_total, s.state
+            ));
+            last = Some(s);
+        }
+        bar.finish_and_clear();
+        last.context("the coordinator sent no status")
+    }
+}
+
+fn status(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", s.message())
+}
+
+pub fn print_summary(s: &JobStatus) {
+    let secs = s.elapsed_ms as f64 / 1000.0;
+    eprintln!(
+        "job {} {:?}: {} tiles written ({} MB), {} tasks, {} retries, {:.2} s ({:.0} tiles/s)",
+        s.id,
+        s.state,
+        s.tiles_done,
+        s.bytes_written / (1024 * 1024),
+        s.tasks_done,
+        s.retries,
+        secs,
+        s.tiles_done as f64 / secs.max(1e-9)
+    );
+}
+
+pub fn print_jobs(jobs: &[JobStatus]) {
+    println!(
+        "{:<36}  {:<10}  {:>11}  {:>13}  {:>7}  NAME",
+        "JOB", "STATE", "TASKS", "TILES", "SECONDS"
+    );
+    for j in jobs {
+        println!(
+            "{:<36}  {:<10}  {:>11}  {:>13}  {:>7.1}  {}",
+            j.id.to_string(),
+            format!("{:?}", j.state),
+            format!("{}/{}", j.tasks_done, j.tasks_total),
+            format!("{}/{}", j.tiles_done, j.tiles_total),
+            j.elapsed_ms as f64 / 1000.0,
+            j.name
+        );
+        if let Some(e) = &j.error {
+            println!("    error: {e}");
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn termination() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+pub async fn coordinator(
+    listen: &str,
+    store: &str,
+    token: Option<String>,
+    lease_ms: u64,
+) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let c = Coordinator::start(CoordinatorConfig {
+        store_url: store.to_string(),
+        token,
+        scheduler: SchedulerConfig {
+            lease_ms,
+            ..Default::default()
+        },
+    })
+    .await?;
+    // The first line on stdout is the address, for scripts and tests.
+    println!("listening on http://{addr}");
+    serve(listener, c, termination()).await?;
+    Ok(())
+}
+
+pub async fn worker(
+    coordinator: &str,
+    threads: Option<usize>,
+    token: Option<String>,
+    protocol_version: Option<u32>,
+) -> Result<()> {
+    let mut config = WorkerConfig::new(coordinator);
+    if let Some(t) = threads {
+        config.threads = t.max(1);
+    }
+    config.token = token;
+    if let Some(v) = protocol_version {
+        config.protocol_version = v;
+    }
+    work(config, termination()).await?;
+    Ok(())
+}
+
+/// `tessera run`: a coordinator and `workers` workers in this process, over loopback gRPC, with
+/// the journal beside the output.
+pub async fn run_embedded(
+    path: &std::path::Path,
+    workers: usize,
+    threads: Option<usize>,
+    quiet: bool,
+) -> Result<JobStatus> {
+    let yaml =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let spec = JobSpec::from_yaml(&yaml).with_context(|| format!("{}", path.display()))?;
+    let out = spec.output.url.trim_end_matches('/');
+    let store = match out.rfind('/') {
+        Some(i) if i > out.find("://").map_or(0, |j| j + 2) => out[..i].to_string(),
+        _ => bail!("output.url: `{out}` needs a parent directory or bucket prefix"),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let coordinator = Coordinator::start(CoordinatorConfig {
+        store_url: store,
+        token: None,
+        scheduler: SchedulerConfig::default(),
+    })
+    .await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let server = tokio::spawn(serve(listener, coordinator, stopped(stop_rx.clone())));
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let per_worker = threads.unwrap_or((cores / workers.max(1)).max(1));
+    let mut handles = Vec::new();
+    for i in 0..workers.max(1) {
+        let mut config = WorkerConfig::new(url.clone());
+        config.threads = per_worker;
+        config.name = format!("embedded-{i}");
+        handles.push(tokio::spawn(work(config, stopped(stop_rx.clone()))));
+    }
+    let result = async {
+        let mut client = JobClient::connect(&url, None).await?;
+        let id = client.submit(yaml).await?;
+        client.watch(&id, quiet).await
+    }
+    .await;
+    let _ = stop_tx.send(true);
+    for h in handles {
+        match h.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("warning: a worker stopped with an error: {e}"),
+            Err(e) => eprintln!("warning: a worker panicked: {e}"),
+        }
+    }
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("warning: the coordinator stopped with an error: {e}"),
+        Err(e) => eprintln!("warning: the coordinator panicked: {e}"),
+    }
+    let status = result?;
+    Ok(status)
+}
+
+pub fn exit_for(s: &JobStatus) -> Result<()> {
+    match s.state {
+        JobState::Succeeded => Ok(()),
+        JobState::Failed => bail!(
+            "job {} failed: {}",
+            s.id,
+            s.error.clone().unwrap_or_default()
+        ),
+        JobState::Cancelled => bail!("job {} was cancelled", s.id),
+        other => bail!("job {} ended {other:?}", s.id),
+    }
+}

@@ -1,0 +1,152 @@
+//! The job journal, in the coordinator's object store, so that a restarted coordinator resumes
+//! its jobs and does not redo finished tasks.
+//!
+//! ```text
+//! _tessera/jobs/<job>/job.json          the spec, the expanded sources, the output URL
+//! _tessera/jobs/<job>/s<stage>/<i>.json the output of each finished task, written before the
+//!                                       task counts as done
+//! _tessera/jobs/<job>/plan.json         the ingest plan, once the metadata stage is reduced
+//! _tessera/jobs/<job>/end.json          the final state
+//! ```
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tessera_core::Result;
+use tessera_core::ingest::IngestPlan;
+use tessera_core::job::{JobId, JobSpec, JobState, TaskOutput};
+use tessera_core::store::Store;
+
+/// A job as journalled at submission.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub spec: JobSpec,
+    pub sources: Vec<String>,
+    pub output_url: String,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobEnd {
+    pub state: JobState,
+    pub error: Option<String>,
+}
+
+/// The journal of one coordinator store.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    store: Store,
+}
+
+fn json<T: Serialize>(v: &T) -> Bytes {
+    Bytes::from(serde_json::to_vec(v).unwrap_or_default())
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(store: &Store, key: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| tessera_core::Error::Storage {
+        url: format!("{}/{key}", store.url()),
+        message: format!("bad journal record: {e}"),
+    })
+}
+
+impl Journal {
+    pub fn new(store: Store) -> Self {
+        Journal { store }
+    }
+
+    fn dir(job: JobId) -> String {
+        format!("_tessera/jobs/{job}")
+    }
+
+    pub async fn put_job(&self, job: JobId, record: &JobRecord) -> Result<()> {
+        self.store
+            .put(&format!("{}/job.json", Self::dir(job)), json(record))
+            .await
+    }
+
+    pub async fn put_task(
+        &self,
+        job: JobId,
+        stage: u32,
+        index: u32,
+        output: &TaskOutput,
+    ) -> Result<()> {
+        self.store
+            .put(
+                &format!("{}/s{stage}/{index}.json", Self::dir(job)),
+                json(output),
+            )
+            .await
+    }
+
+    pub async fn put_plan(&self, job: JobId, plan: &IngestPlan) -> Result<()> {
+        self.store
+            .put(&format!("{}/plan.json", Self::dir(job)), json(plan))
+            .await
+    }
+
+    pub async fn put_end(&self, job: JobId, end: &JobEnd) -> Result<()> {
+        self.store
+            .put(&format!("{}/end.json", Self::dir(job)), json(end))
+            .await
+    }
+
+    async fn get<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>> {
+        match self.store.get(key).await? {
+            Some(b) => Ok(Some(parse(&self.store, key, &b)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn plan(&self, job: JobId) -> Result<Option<IngestPlan>> {
+        self.get(&format!("{}/plan.json", Self::dir(job))).await
+    }
+
+    /// The outputs of the finished tasks of a stage, by index.
+    pub async fn tasks(&self, job: JobId, stage: u32) -> Result<BTreeMap<u32, TaskOutput>> {
+        let prefix = format!("{}/s{stage}", Self::dir(job));
+        let mut out = BTreeMap::new();
+        for key in self.store.list(&prefix).await? {
+            let Some(index) = key
+                .rsplit('/')
+                .next()
+                .and_then(|n| n.strip_suffix(".json"))
+                .and_then(|n| n.parse().ok())
+            else {
+                continue;
+            };
+            if let Some(o) = self.get(&key).await? {
+                out.insert(index, o);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every journalled job that has not ended, with its record.
+    pub async fn unfinished(&self) -> Result<Vec<(JobId, JobRecord)>> {
+        let mut jobs = Vec::new();
+        for key in self.store.list("_tessera/jobs").await? {
+            let Some(rest) = key.strip_prefix("_tessera/jobs/") else {
+                continue;
+            };
+            let Some(id) = rest.strip_suffix("/job.json") else {
+                continue;
+            };
+            let Ok(job) = id.parse::<JobId>() else {
+                continue;
+            };
+            if self
+                .store
+                .exists(&format!("{}/end.json", Self::dir(job)))
+                .await?
+            {
+                continue;
+            }
+            if let Some(record) = self.get(&key).await? {
+                jobs.push((job, record));
+            }
+        }
+        Ok(jobs)
+    }
+}

@@ -1,0 +1,675 @@
+//! The coordinator: job intake and validation, the stages of a job (source headers → reduce →
+//! tiles → finish), the journal, and the gRPC services over them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tessera_core::ingest::{
+    IngestOptions, IngestPlan, PlannedSource, create_layer, plan_from_sources,
+};
+use tessera_core::job::{
+    JobId, JobSpec, JobState, JobStatus, LeasedTask, StagePlan, TaskOutput, TaskPayload, WorkerId,
+};
+use tessera_core::layer::{LayerInfo, LayerWriter};
+use tessera_core::store::{Store, expand_sources};
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+
+use crate::journal::{JobEnd, JobRecord, Journal};
+use crate::plan::{source_tasks, tile_tasks};
+use crate::scheduler::{ReportOutcome, Scheduler, SchedulerConfig};
+use tessera_proto::{PROTOCOL_VERSION, from_proto, pb};
+
+/// How a coordinator runs.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    /// The object store holding the journal; every job's output must lie inside it.
+    pub store_url: String,
+    /// When set, both services require `authorization: Bearer <token>`.
+    pub token: Option<String>,
+    pub scheduler: SchedulerConfig,
+}
+
+/// The coordinator's state, shared by its services.
+#[derive(Debug)]
+pub struct Coordinator {
+    config: CoordinatorConfig,
+    store: Store,
+    journal: Journal,
+    sched: Mutex<Scheduler>,
+    plans: Mutex<HashMap<JobId, StagePlan>>,
+    records: Mutex<HashMap<JobId, JobRecord>>,
+    started: Instant,
+    changed: watch::Sender<u64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The one place core errors become gRPC statuses.
+pub fn status_of(e: tessera_core::Error) -> Status {
+    use tessera_core::Error;
+    match e {
+        Error::InvalidArgument(_) | Error::Source { .. } | Error::Crs(_) => {
+            Status::invalid_argument(e.to_string())
+        }
+        Error::Layer { .. } => Status::failed_precondition(e.to_string()),
+        Error::Storage { .. } => Status::unavailable(e.to_string()),
+        Error::Internal(_) => Status::internal(e.to_string()),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> tessera_core::Result<T> + Send + 'static,
+) -> tessera_core::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| tessera_core::Error::Internal(format!("a blocking task panicked: {e}")))?
+}
+
+impl Coordinator {
+    /// Opens the store and resumes the jobs its journal holds that have not ended.
+    pub async fn start(config: CoordinatorConfig) -> tessera_core::Result<Arc<Coordinator>> {
+        let store = Store::open(&config.store_url)?;
+        let (changed, _) = watch::channel(0);
+        let c = Arc::new(Coordinator {
+            journal: Journal::new(store.clone()),
+            store,
+            sched: Mutex::new(Scheduler::new(config.scheduler)),
+            plans: Mutex::new(HashMap::new()),
+            records: Mutex::new(HashMap::new()),
+            started: Instant::now(),
+            changed,
+            config,
+        });
+        for (job, record) in c.journal.unfinished().await? {
+            tracing::info!(%job, "resuming");
+            c.clone().resume(job, record).await;
+        }
+        Ok(c)
+    }
+
+    pub fn now(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn notify(&self) {
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// The store URL with a trailing slash, for prefix checks.
+    fn store_root(&self) -> String {
+        format!("{}/", self.store.url().trim_end_matches('/'))
+    }
+
+    /// Resolves a job's output URL: absolute URLs must lie inside the store; relative paths are
+    /// taken inside it. `..` is refused.
+    pub fn resolve_output(&self, url: &str) -> Result<String, Status> {
+        if url.split('/').any(|seg| seg == "..") {
+            return Err(Status::invalid_argument(format!(
+                "output.url: `{url}` may not contain `..`"
+            )));
+        }
+        let root = self.store_root();
+        let is_absolute = url.contains("://") || url.starts_with('/');
+        let resolved = if is_absolute {
+            url.trim_end_matches('/').to_string()
+        } else {
+            format!("{root}{}", url.trim_start_matches("./"))
+        };
+        let normalized = if resolved.starts_with('/') {
+            format!("file://{resolved}")
+        } else {
+            resolved.clone()
+        };
+        let root_norm = if root.starts_with('/') {
+            format!("file://{root}")
+        } else {
+            root.clone()
+        };
+        if !normalized.starts_with(&root_norm) || normalized.len() <= root_norm.len() {
+            return Err(Status::permission_denied(format!(
+                "output.url: `{url}` is outside the coordinator's store `{}`",
+                self.store.url()
+            )));
+        }
+        if normalized[root_norm.len()..].starts_with("_tessera") {
+            return Err(Status::permission_denied(format!(
+                "output.url: `{url}` is inside the coordinator's journal"
+            )));
+        }
+        Ok(resolved)
+    }
+
+    /// Validates and starts a job.
+    pub async fn submit(self: &Arc<Self>, yaml: &str) -> Result<JobId, Status> {
+        let spec = JobSpec::from_yaml(yaml).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let output_url = self.resolve_output(&spec.output.url)?;
+        spec.ingest_options().map_err(status_of)?;
+        let patterns = spec.sources.clone();
+        let sources = blocking(move || expand_sources(&patterns))
+            .await
+            .map_err(status_of)?;
+        let job = JobId::new();
+        let record = JobRecord {
+            spec,
+            sources,
+            output_url,
+        };
+        self.journal
+            .put_job(job, &record)
+            .await
+            .map_err(status_of)?;
+        self.clone().begin(job, record, BTreeMap::new());
+        Ok(job)
+    }
+
+    /// A job of `n` tasks that do nothing, to measure the scheduler and the protocol.
+    pub fn submit_noop(self: &Arc<Self>, n: usize) -> JobId {
+        let job = JobId::new();
+        let now = self.now();
+        let mut s = lock(&self.sched);
+        s.add_job(job, format!("{n} no-op tasks"), String::new(), 1, now);
+        s.start_stage(job, 1, vec![(TaskPayload::Noop, 0); n], &BTreeMap::new());
+        drop(s);
+        self.notify();
+        job
+    }
+
+    /// Registers a job and starts its metadata stage (`done`: tasks already journalled).
+    fn begin(self: Arc<Self>, job: JobId, record: JobRecord, done: BTreeMap<u32, TaskOutput>) {
+        let options = match record.spec.ingest_options() {
+            Ok(o) => o,
+            Err(e) => return self.end_failed(job, e.to_string()),
+        };
+        let tasks = source_tasks(&record.sources);
+        lock(&self.plans).insert(
+            job,
+            StagePlan {
+                options,
+                output_url: record.output_url.clone(),
+                plan: None,
+            },
+        );
+        let outcome = {
+            let mut s = lock(&self.sched);
+            s.add_job(
+                job,
+                record.spec.display_name(),
+                record.output_url.clone(),
+                record.spec.tasks.max_attempts,
+                self.now(),
+            );
+            s.start_stage(job, 0, tasks, &done)
+        };
+        lock(&self.records).insert(job, record);
+        self.notify();
+        if let Some(o) = outcome {
+            self.handle(o);
+        }
+    }
+
+    async fn resume(self: Arc<Self>, job: JobId, record: JobRecord) {
+        let resumed = async {
+            match self.journal.plan(job).await? {
+                None => {
+                    let done = self.journal.tasks(job, 0).await?;
+                    self.clone().begin(job, record, done);
+                }
+                Some(plan) => {
+                    self.clone().begin(job, record.clone(), BTreeMap::new());
+                    let done = self.journal.tasks(job, 1).await?;
+                    self.clone().start_tiles(job, plan, done, true).await?;
+                }
+            }
+            Ok::<_, tessera_core::Error>(())
+        };
+        if let Err(e) = resumed.await {
+            self.end_failed(job, format!("cannot resume: {e}"));
+        }
+    }
+
+    /// Acts on what a report (or a stage start) led to.
+    fn handle(self: Arc<Self>, outcome: ReportOutcome) {
+        match outcome {
+            ReportOutcome::StageDone {
+                job,
+                stage: 0,
+                outputs,
+            } => {
+                lock(&self.sched).set_planning(job);
+                tokio::spawn(async move {
+                    if let Err(e) = self.clone().reduce(job, outputs).await {
+                        self.end_failed(job, e.to_string());
+                    }
+                });
+            }
+            ReportOutcome::StageDone { job, .. } => {
+                lock(&self.sched).set_planning(job);
+                tokio::spawn(async move {
+                    if let Err(e) = self.clone().finish(job).await {
+                        self.end_failed(job, e.to_string());
+                    }
+                });
+            }
+            ReportOutcome::JobFailed { job, error } => self.end_failed(job, error),
+            ReportOutcome::Accepted | ReportOutcome::Ignored(_) => {}
+        }
+        // (The spawned stage work reports its own failure through `end_failed`.)
+    }
+
+    fn end_failed(self: Arc<Self>, job: JobId, error: String) {
+        tracing::warn!(%job, %error, "job failed");
+        lock(&self.sched).fail(job, error.clone(), self.now());
+        self.notify();
+        tokio::spawn(async move {
+            if let Err(e) = self
+                .journal
+                .put_end(
+                    job,
+                    &JobEnd {
+                        state: JobState::Failed,
+                        error: Some(error),
+                    },
+                )
+                .await
+            {
+                tracing::error!(%job, error = %e, "cannot journal the end of a job");
+            }
+        });
+    }
+
+    fn stage_plan(&self, job: JobId) -> tessera_core::Result<StagePlan> {
+        lock(&self.plans)
+            .get(&job)
+            .cloned()
+            .ok_or_else(|| tessera_core::Error::Internal(format!("no plan for job {job}")))
+    }
+
+    /// The reduce after the metadata stage: collect, lay out, create the layer, start the tiles.
+    async fn reduce(
+        self: Arc<Self>,
+        job: JobId,
+        outputs: Vec<TaskOutput>,
+    ) -> tessera_core::Result<()> {
+        let sources: Vec<PlannedSource> = outputs
+            .into_iter()
+            .map(|o| {
+                let v = o.result.ok_or_else(|| {
+                    tessera_core::Error::Internal("a source task returned no header".into())
+                })?;
+                serde_json::from_value(v)
+                    .map_err(|e| tessera_core::Error::Internal(format!("bad source header: {e}")))
+            })
+            .collect::<tessera_core::Result<_>>()?;
+        let options = self.stage_plan(job)?.options;
+        let plan = blocking(move || plan_from_sources(sources, &options)).await?;
+        self.journal.put_plan(job, &plan).await?;
+        self.start_tiles(job, plan, BTreeMap::new(), false).await
+    }
+
+    async fn start_tiles(
+        self: Arc<Self>,
+        job: JobId,
+        plan: IngestPlan,
+        done: BTreeMap<u32, TaskOutput>,
+        resumed: bool,
+    ) -> tessera_core::Result<()> {
+        let sp = self.stage_plan(job)?;
+        let (options, url) = (sp.options.clone(), sp.output_url.clone());
+        let p = plan.clone();
+        blocking(move || {
+            if resumed {
+                attach(&p, &url, &options)?.write_metadata()
+            } else {
+                create_layer(&p, &url, &options).map(drop)
+            }
+        })
+        .await?;
+        let target_mb = lock(&self.records)
+            .get(&job)
+            .map_or(32, |r| r.spec.tasks.target_mb);
+        let tasks = tile_tasks(&plan, target_mb);
+        lock(&self.plans).insert(
+            job,
+            StagePlan {
+                plan: Some(plan),
+                ..sp
+            },
+        );
+        let outcome = lock(&self.sched).start_stage(job, 1, tasks, &done);
+        self.notify();
+        if let Some(o) = outcome {
+            self.handle(o);
+        }
+        Ok(())
+    }
+
+    async fn finish(self: Arc<Self>, job: JobId) -> tessera_core::Result<()> {
+        let sp = self.stage_plan(job)?;
+        let plan = sp
+            .plan
+            .clone()
+            .ok_or_else(|| tessera_core::Error::Internal("finishing an unplanned job".into()))?;
+        blocking(move || {
+            attach(&plan, &sp.output_url, &sp.options)?
+                .finish()
+                .map(drop)
+        })
+        .await?;
+        self.journal
+            .put_end(
+                job,
+                &JobEnd {
+                    state: JobState::Succeeded,
+                    error: None,
+                },
+            )
+            .await?;
+        lock(&self.sched).succeed(job, self.now());
+        self.notify();
+        Ok(())
+    }
+
+    pub fn status(&self, job: JobId) -> Option<JobStatus> {
+        lock(&self.sched).status(job, self.now())
+    }
+
+    /// Tasks leased more than once in the current stage of a job (re-executions).
+    pub fn extra_leases(&self, job: JobId) -> u64 {
+        lock(&self.sched).extra_leases(job)
+    }
+
+    fn check_token<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let Some(token) = &self.config.token else {
+            return Ok(());
+        };
+        let given = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        match given {
+            Some(v) if v.strip_prefix("Bearer ") == Some(token.as_str()) => Ok(()),
+            Some(_) => Err(Status::unauthenticated("wrong bearer token")),
+            None => Err(Status::unauthenticated(
+                "missing bearer token (authorization: Bearer <token>)",
+            )),
+        }
+    }
+}
+
+/// Opens a created layer for writing tiles or finishing.
+pub fn attach(
+    plan: &IngestPlan,
+    url: &str,
+    options: &IngestOptions,
+) -> tessera_core::Result<LayerWriter> {
+    let info = LayerInfo {
+        format_version: tessera_core::layer::FORMAT_VERSION,
+        metadata: plan.metadata.clone(),
+        bands: plan.band_names.clone(),
+        sources: plan.sources.iter().map(|s| s.info.url.clone()).collect(),
+        complete: false,
+    };
+    LayerWriter::attach(Store::open(url)?, info, options.write.zstd_level)
+}
+
+/// The client-facing service.
+#[derive(Debug, Clone)]
+pub struct JobApi(pub Arc<Coordinator>);
+
+/// The worker-facing service.
+#[derive(Debug, Clone)]
+pub struct WorkerApi(pub Arc<Coordinator>);
+
+type StatusStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::JobStatus, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::job_service_server::JobService for JobApi {
+    async fn submit_job(
+        &self,
+        req: Request<pb::SubmitJobRequest>,
+    ) -> Result<Response<pb::SubmitJobResponse>, Status> {
+        self.0.check_token(&req)?;
+        let job = self.0.submit(&req.into_inner().spec_yaml).await?;
+        Ok(Response::new(pb::SubmitJobResponse {
+            job_id: job.to_string(),
+        }))
+    }
+
+    async fn get_job(&self, req: Request<pb::JobRef>) -> Result<Response<pb::JobStatus>, Status> {
+        self.0.check_token(&req)?;
+        let job = from_proto::job_id(&req.get_ref().job_id)?;
+        let status = self
+            .0
+            .status(job)
+            .ok_or_else(|| Status::not_found(format!("no job {job}")))?;
+        Ok(Response::new(pb::JobStatus::from(&status)))
+    }
+
+    type WatchJobStream = StatusStream;
+
+    async fn watch_job(
+        &self,
+        req: Request<pb::JobRef>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
+        self.0.check_token(&req)?;
+        let job = from_proto::job_id(&req.get_ref().job_id)?;
+        self.0
+            .status(job)
+            .ok_or_else(|| Status::not_found(format!("no job {job}")))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let c = self.0.clone();
+        let mut changed = c.changed.subscribe();
+        // Ends when the job ends or the client goes away (the send fails).
+        tokio::spawn(async move {
+            let mut last = None;
+            while let Some(status) = c.status(job) {
+                let msg = pb::JobStatus::from(&status);
+                let key = (msg.state, msg.tasks_done, msg.tiles_done, msg.retries);
+                if last != Some(key) {
+                    last = Some(key);
+                    if tx.send(Ok(msg)).await.is_err() {
+                        break;
+                    }
+                }
+                if status.state.is_terminal() {
+                    break;
+                }
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_millis(250), changed.changed())
+                        .await;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn cancel_job(
+        &self,
+        req: Request<pb::JobRef>,
+    ) -> Result<Response<pb::JobStatus>, Status> {
+        self.0.check_token(&req)?;
+        let job = from_proto::job_id(&req.get_ref().job_id)?;
+        let now = self.0.now();
+        if !lock(&self.0.sched).cancel(job, now) {
+            return Err(Status::not_found(format!("no job {job}")));
+        }
+        self.0
+            .journal
+            .put_end(
+                job,
+                &JobEnd {
+                    state: JobState::Cancelled,
+                    error: None,
+                },
+            )
+            .await
+            .map_err(status_of)?;
+        self.0.notify();
+        let status = self
+            .0
+            .status(job)
+            .ok_or_else(|| Status::not_found(format!("no job {job}")))?;
+        Ok(Response::new(pb::JobStatus::from(&status)))
+    }
+
+    async fn list_jobs(
+        &self,
+        req: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        self.0.check_token(&req)?;
+        let jobs = lock(&self.0.sched).jobs(self.0.now());
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: jobs.iter().map(pb::JobStatus::from).collect(),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::worker_service_server::WorkerService for WorkerApi {
+    async fn register_worker(
+        &self,
+        req: Request<pb::RegisterWorkerRequest>,
+    ) -> Result<Response<pb::RegisterWorkerResponse>, Status> {
+        self.0.check_token(&req)?;
+        let r = req.into_inner();
+        if r.protocol_version != PROTOCOL_VERSION {
+            return Err(Status::failed_precondition(format!(
+                "worker protocol version {} is not the coordinator's version {PROTOCOL_VERSION}",
+                r.protocol_version
+            )));
+        }
+        let worker = WorkerId::new();
+        let now = self.0.now();
+        let mut s = lock(&self.0.sched);
+        s.touch_worker(worker, now);
+        let lease_ms = s.config().lease_ms;
+        tracing::info!(%worker, name = %r.name, threads = r.threads, "worker registered");
+        Ok(Response::new(pb::RegisterWorkerResponse {
+            worker_id: worker.to_string(),
+            heartbeat_millis: (lease_ms / 3).max(1),
+        }))
+    }
+
+    async fn lease_tasks(
+        &self,
+        req: Request<pb::LeaseTasksRequest>,
+    ) -> Result<Response<pb::LeaseTasksResponse>, Status> {
+        self.0.check_token(&req)?;
+        let r = req.into_inner();
+        let worker = from_proto::worker_id(&r.worker_id)?;
+        let now = self.0.now();
+        let leases = lock(&self.0.sched).lease(worker, r.max_tasks.max(1) as usize, now);
+        let leases = leases
+            .into_iter()
+            .map(|l| {
+                pb::TaskLease::from(&LeasedTask {
+                    task: l.task,
+                    attempt: l.attempt,
+                    lease_ms: l.expires_ms - now,
+                    payload: l.payload,
+                })
+            })
+            .collect();
+        Ok(Response::new(pb::LeaseTasksResponse { leases }))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        self.0.check_token(&req)?;
+        let r = req.into_inner();
+        let worker = from_proto::worker_id(&r.worker_id)?;
+        let tasks = r
+            .task_ids
+            .iter()
+            .map(|t| from_proto::task_id(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let lost = lock(&self.0.sched).heartbeat(worker, &tasks, self.0.now());
+        Ok(Response::new(pb::HeartbeatResponse {
+            lost_task_ids: lost.iter().map(|t| t.to_string()).collect(),
+            known: true,
+        }))
+    }
+
+    async fn report_task(
+        &self,
+        req: Request<pb::ReportTaskRequest>,
+    ) -> Result<Response<pb::ReportTaskResponse>, Status> {
+        self.0.check_token(&req)?;
+        let (worker, report) = from_proto::report(req.into_inner())?;
+        let task = report.task;
+        let outcome = match report.outcome {
+            Ok(output) => {
+                // Journalled before it counts: a restarted coordinator will not redo it.
+                self.0
+                    .journal
+                    .put_task(task.job, task.stage, task.index, &output)
+                    .await
+                    .map_err(status_of)?;
+                lock(&self.0.sched).report_ok(worker, task, output, self.0.now())
+            }
+            Err(f) => lock(&self.0.sched).report_err(worker, task, f.kind, f.message, self.0.now()),
+        };
+        let accepted = !matches!(outcome, ReportOutcome::Ignored(_));
+        self.0.notify();
+        self.0.clone().handle(outcome);
+        Ok(Response::new(pb::ReportTaskResponse { accepted }))
+    }
+
+    async fn get_stage_plan(
+        &self,
+        req: Request<pb::StagePlanRequest>,
+    ) -> Result<Response<pb::StagePlanResponse>, Status> {
+        self.0.check_token(&req)?;
+        let r = req.into_inner();
+        let job = from_proto::job_id(&r.job_id)?;
+        let plan = lock(&self.0.plans)
+            .get(&job)
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("no job {job}")))?;
+        if r.stage >= 1 && plan.plan.is_none() {
+            return Err(Status::failed_precondition(format!(
+                "job {job} has no tile plan yet"
+            )));
+        }
+        let json = serde_json::to_vec(&plan).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::StagePlanResponse { plan_json: json }))
+    }
+}
+
+/// Serves both services on `listener` until `shutdown` completes (mini-redis's `run`).
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    coordinator: Arc<Coordinator>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let ticker = {
+        let c = coordinator.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                let now = c.now();
+                lock(&c.sched).expire(now);
+            }
+        })
+    };
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let result = tonic::transport::Server::builder()
+        .add_service(pb::job_service_server::JobServiceServer::new(JobApi(
+            coordinator.clone(),
+        )))
+        .add_service(pb::worker_service_server::WorkerServiceServer::new(
+            WorkerApi(coordinator),
+        ))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    ticker.abort();
+    result
+}
