@@ -212,3 +212,107 @@ impl Drop for S3Server {
         let _ = self.child.wait();
     }
 }
+
+/// Child processes killed when dropped (so a failing test leaves none behind).
+#[derive(Debug, Default)]
+pub struct Procs(pub Vec<std::process::Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Starts `tessera coordinator` on an ephemeral loopback port; returns it and its URL.
+/// `port` reuses a port (for a restart).
+pub fn start_coordinator(store: &str, port: u16, extra: &[&str]) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = Command::new(tessera_bin())
+        .args(["coordinator", "--listen", &listen, "--store", store])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start coordinator");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the coordinator printed no address within 30 s");
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+        .to_string();
+    (child, url)
+}
+
+/// Starts `tessera worker` with its log (TESSERA_LOG=info) written to `log`.
+pub fn start_worker(url: &str, log: &Path, extra: &[&str]) -> std::process::Child {
+    let file = std::fs::File::create(log).expect("worker log");
+    Command::new(tessera_bin())
+        .args(["worker", "--coordinator", url, "--threads", "1"])
+        .args(extra)
+        .env("TESSERA_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(file)
+        .spawn()
+        .expect("start worker")
+}
+
+/// The task ids that workers' logs say were done, with repeats.
+pub fn tasks_done_in_logs(logs: &[PathBuf]) -> Vec<String> {
+    let mut ids = Vec::new();
+    for log in logs {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        for line in text.lines().filter(|l| l.contains("task done")) {
+            if let Some(rest) = line.split("task=").nth(1) {
+                ids.push(rest.split_whitespace().next().unwrap_or("").to_string());
+            }
+        }
+    }
+    ids
+}
+
+/// Waits until `cond` holds, checking every 50 ms, for at most `secs` seconds.
+pub fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Every file under `dir` (relative path → bytes), skipping Tessera's journal.
+pub fn tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut std::collections::BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).expect("read dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let rel = p
+                    .strip_prefix(root)
+                    .expect("prefix")
+                    .to_string_lossy()
+                    .to_string();
+                out.insert(rel, std::fs::read(&p).expect("read"));
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}

@@ -205,6 +205,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     // GDAL's own messages are folded into Tessera's errors, which name the file and the
     // problem; printed as well they would only repeat them.

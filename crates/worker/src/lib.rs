@@ -20,6 +20,9 @@ use tessera_proto::{PROTOCOL_VERSION, from_proto, pb, to_proto};
 use tonic::Request;
 use tonic::transport::Channel;
 
+/// How long a worker keeps trying an unavailable coordinator before it gives up.
+const UNAVAILABLE_GRACE: Duration = Duration::from_secs(60);
+
 /// How a worker runs.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -158,15 +161,34 @@ async fn lease_loop(
     let mut plans: HashMap<(JobId, u32), Arc<StagePlan>> = HashMap::new();
     let mut idle = Duration::from_millis(5);
     let threads = config.threads.max(1);
+    let mut last_contact = std::time::Instant::now();
     loop {
         let mut inner = client.inner.clone();
         let request = client.req(pb::LeaseTasksRequest {
             worker_id: worker.to_string(),
             max_tasks: config.max_tasks,
         });
-        let leases = tokio::select! {
+        let reply = tokio::select! {
             _ = &mut shutdown => return Ok(()),
-            r = inner.lease_tasks(request) => r.map_err(rpc)?.into_inner().leases,
+            r = inner.lease_tasks(request) => r,
+        };
+        let leases = match reply {
+            Ok(r) => {
+                last_contact = std::time::Instant::now();
+                r.into_inner().leases
+            }
+            // The coordinator is restarting: keep trying for a while.
+            Err(s)
+                if s.code() == tonic::Code::Unavailable
+                    && last_contact.elapsed() < UNAVAILABLE_GRACE =>
+            {
+                tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+                continue;
+            }
+            Err(s) => return Err(rpc(s)),
         };
         if leases.is_empty() {
             tokio::select! {
@@ -184,6 +206,14 @@ async fn lease_loop(
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(id.clone());
             let outcome = execute(client, &mut plans, threads, &lease).await;
+            match &outcome {
+                Ok(o) => {
+                    tracing::info!(task = %id, attempt = lease.attempt, tiles = o.tiles, "task done")
+                }
+                Err(f) => {
+                    tracing::warn!(task = %id, attempt = lease.attempt, error = %f.message, "task failed")
+                }
+            }
             let report = to_proto::report(
                 worker,
                 &TaskReport {
@@ -191,9 +221,27 @@ async fn lease_loop(
                     outcome,
                 },
             );
-            let sent = client.inner.clone().report_task(client.req(report)).await;
+            let mut sent = client
+                .inner
+                .clone()
+                .report_task(client.req(report.clone()))
+                .await;
+            // A coordinator that is restarting will lease the task again if this never arrives.
+            let deadline = std::time::Instant::now() + UNAVAILABLE_GRACE;
+            while matches!(&sent, Err(s) if s.code() == tonic::Code::Unavailable)
+                && std::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                sent = client
+                    .inner
+                    .clone()
+                    .report_task(client.req(report.clone()))
+                    .await;
+            }
             held.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-            sent.map_err(rpc)?;
+            if let Err(s) = sent {
+                tracing::warn!(task = %id, error = %s, "report not delivered; the task will be leased again");
+            }
         }
     }
 }

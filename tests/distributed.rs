@@ -1,0 +1,328 @@
+//! A real coordinator and real worker processes on loopback: the distributed result equals the
+//! single-process ingest tile for tile, through killed workers and a restarted coordinator.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::path::Path;
+
+use tessera_tests::{
+    Procs, S3Server, gdal_cells, shared_data, start_coordinator, start_worker, tasks_done_in_logs,
+    temp_dir, tessera_env, tessera_ok, tree, wait_until,
+};
+
+/// Bytes of every chunk and coordinate object of a layer (metadata documents differ only in the
+/// source list order and are compared through GDAL instead).
+fn chunks(layer: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    tree(layer)
+        .into_iter()
+        .filter(|(k, _)| !k.rsplit('/').next().unwrap().starts_with('.'))
+        .collect()
+}
+
+fn write_job(dir: &Path, sources: &[&str], out: &str, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("job.yaml");
+    let list = sources
+        .iter()
+        .map(|s| format!("\"{s}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    std::fs::write(
+        &path,
+        format!("version: 1\nsources: [{list}]\noutput:\n  url: {out}\n{extra}"),
+    )
+    .unwrap();
+    path
+}
+
+/// A synthetic DSM big enough that a job takes a while in a debug build.
+fn synthetic(dir: &Path, size: u32) -> String {
+    let p = dir.join("dsm.tif");
+    tessera_ok(&[
+        "synth",
+        "dsm",
+        p.to_str().unwrap(),
+        "--cols",
+        &size.to_string(),
+        "--rows",
+        &size.to_string(),
+    ]);
+    p.to_string_lossy().to_string()
+}
+
+#[test]
+fn three_worker_processes_ingest_into_s3_equal_to_the_single_process_ingest() {
+    let Some(dir) = shared_data("dem") else {
+        return;
+    };
+    let Some(s3) = S3Server::start() else { return };
+    s3.put("/tessera", b"");
+    let env = s3.env();
+    let tmp = temp_dir();
+    let dem = dir.join("rvt_TM1_564_146.tif");
+    let reference = tmp.path().join("reference");
+    tessera_ok(&[
+        "ingest",
+        dem.to_str().unwrap(),
+        "--layout",
+        "floating:64",
+        "--out",
+        reference.to_str().unwrap(),
+    ]);
+
+    let mut procs = Procs::default();
+    let (coord, url) = {
+        // The coordinator needs the S3 environment too.
+        for (k, v) in &env {
+            // SAFETY (std::env::set_var): tests in this file run the coordinator in a child
+            // process that inherits these; nothing else reads them concurrently.
+            unsafe { std::env::set_var(k, v) };
+        }
+        start_coordinator("s3://tessera/cluster", 0, &["--lease-ms", "3000"])
+    };
+    procs.0.push(coord);
+    let logs: Vec<_> = (0..3)
+        .map(|i| tmp.path().join(format!("worker{i}.log")))
+        .collect();
+    for log in &logs {
+        procs.0.push(start_worker(&url, log, &[]));
+    }
+    let job = write_job(
+        tmp.path(),
+        &[dem.to_str().unwrap()],
+        "s3://tessera/cluster/tm1",
+        "layout: floating:64\ntasks: {target_mb: 1}\n",
+    );
+    let out = tessera_env(
+        &[
+            "submit",
+            job.to_str().unwrap(),
+            "--coordinator",
+            &url,
+            "--watch",
+        ],
+        &env,
+    );
+    assert!(
+        out.status.success(),
+        "submit failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Tile for tile: the same cells, the same number of stored tiles.
+    let tif = tmp.path().join("tm1.tif");
+    let exported = tessera_env(
+        &[
+            "layer",
+            "export",
+            "s3://tessera/cluster/tm1",
+            tif.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert!(
+        exported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
+    assert!(
+        gdal_cells(&tif) == gdal_cells(&reference),
+        "cells differ (this DEM has no NaN)"
+    );
+    let info = String::from_utf8_lossy(
+        &tessera_env(&["layer", "info", "s3://tessera/cluster/tm1"], &env).stdout,
+    )
+    .to_string();
+    assert!(info.contains("256 of 256 tiles stored"), "{info}");
+    // The work was shared: more than one worker did tasks.
+    let busy = logs
+        .iter()
+        .filter(|l| !tasks_done_in_logs(&[l.to_path_buf()]).is_empty())
+        .count();
+    assert!(busy >= 2, "only {busy} worker(s) did tasks");
+}
+
+#[test]
+fn killed_workers_lose_nothing() {
+    let tmp = temp_dir();
+    let src = synthetic(tmp.path(), 1536);
+    let store = tmp.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let reference = tmp.path().join("reference");
+    let opts = [
+        "--layout",
+        "floating:64",
+        "--target-crs",
+        "EPSG:3857",
+        "--resample",
+        "cubic",
+    ];
+    tessera_ok(
+        &[
+            &["ingest", &src, "--out", reference.to_str().unwrap()][..],
+            &opts[..],
+        ]
+        .concat(),
+    );
+
+    let mut procs = Procs::default();
+    let (coord, url) = start_coordinator(store.to_str().unwrap(), 0, &["--lease-ms", "1000"]);
+    procs.0.push(coord);
+    let mut logs = Vec::new();
+    let mut workers = Vec::new();
+    for i in 0..3 {
+        let log = tmp.path().join(format!("w{i}.log"));
+        workers.push(start_worker(&url, &log, &[]));
+        logs.push(log);
+    }
+    let out_url = format!("file://{}/dsm", store.display());
+    let job = write_job(
+        tmp.path(),
+        &[&src],
+        &out_url,
+        "layout: floating:64\ntarget_crs: EPSG:3857\nresample: cubic\ntasks: {target_mb: 1}\n",
+    );
+    let submitted = tessera_ok(&["submit", job.to_str().unwrap(), "--coordinator", &url]);
+    let id = String::from_utf8_lossy(&submitted.stdout)
+        .trim()
+        .to_string();
+    let mut watch = std::process::Command::new(tessera_tests::tessera_bin())
+        .args(["--quiet", "watch", &id, "--coordinator", &url])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Kill -9 a worker every 400 ms while the job runs, starting a fresh one each time.
+    let mut kills = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    while watch.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job did not finish within 240 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        if kills < 6 && watch.try_wait().unwrap().is_none() {
+            let mut victim = workers.remove(0);
+            victim.kill().unwrap();
+            victim.wait().unwrap();
+            kills += 1;
+            let log = tmp.path().join(format!("w{}.log", 2 + kills));
+            workers.push(start_worker(&url, &log, &[]));
+            logs.push(log);
+        }
+    }
+    procs.0.extend(workers);
+    let status = watch.wait_with_output().unwrap();
+    assert!(
+        status.status.success(),
+        "the job failed:\n{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(
+        kills >= 2,
+        "the job ended before the workers could be killed ({kills} kills)"
+    );
+    eprintln!("killed {kills} workers with SIGKILL during the job");
+    // Every tile present and byte-for-byte what the single-process ingest wrote.
+    let (got, want) = (chunks(Path::new(&store.join("dsm"))), chunks(&reference));
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "the same tiles"
+    );
+    assert!(got == want, "tile contents differ");
+    let bits = |p: &Path| {
+        gdal_cells(p)
+            .iter()
+            .map(|v| v.to_bits())
+            .collect::<Vec<_>>()
+    };
+    assert!(bits(&store.join("dsm")) == bits(&reference), "cells differ");
+}
+
+#[test]
+fn a_restarted_coordinator_resumes_without_redoing_finished_tasks() {
+    let tmp = temp_dir();
+    let src = synthetic(tmp.path(), 1536);
+    let store = tmp.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let reference = tmp.path().join("reference");
+    tessera_ok(&[
+        "ingest",
+        &src,
+        "--layout",
+        "floating:64",
+        "--target-crs",
+        "EPSG:3857",
+        "--resample",
+        "cubic",
+        "--out",
+        reference.to_str().unwrap(),
+    ]);
+
+    let mut procs = Procs::default();
+    let (mut coord, url) = start_coordinator(store.to_str().unwrap(), 0, &["--lease-ms", "2000"]);
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    let logs: Vec<_> = (0..2)
+        .map(|i| tmp.path().join(format!("w{i}.log")))
+        .collect();
+    for log in &logs {
+        procs.0.push(start_worker(&url, log, &[]));
+    }
+    let out_url = format!("file://{}/dsm", store.display());
+    let job = write_job(
+        tmp.path(),
+        &[&src],
+        &out_url,
+        "layout: floating:64\ntarget_crs: EPSG:3857\nresample: cubic\ntasks: {target_mb: 1}\n",
+    );
+    let id = String::from_utf8_lossy(
+        &tessera_ok(&["submit", job.to_str().unwrap(), "--coordinator", &url]).stdout,
+    )
+    .trim()
+    .to_string();
+    let done_dir = store.join(format!("_tessera/jobs/{id}/s1"));
+    let count = |d: &Path| std::fs::read_dir(d).map(|r| r.count()).unwrap_or(0);
+    wait_until(120, "some tile tasks to finish", || count(&done_dir) >= 4);
+
+    coord.kill().unwrap();
+    coord.wait().unwrap();
+    let done_at_kill = count(&done_dir);
+    let (coord, url2) = start_coordinator(store.to_str().unwrap(), port, &["--lease-ms", "2000"]);
+    procs.0.push(coord);
+    assert_eq!(
+        url2, url,
+        "restarted on the same address, so the workers find it"
+    );
+    let watched = tessera_ok(&["watch", &id, "--coordinator", &url]);
+    assert!(String::from_utf8_lossy(&watched.stderr).contains("Succeeded"));
+
+    let ids = tasks_done_in_logs(&logs);
+    let tile_tasks = count(&done_dir);
+    let unique: std::collections::HashSet<_> = ids.iter().filter(|t| t.contains("/s1/")).collect();
+    assert_eq!(
+        unique.len(),
+        tile_tasks,
+        "the workers' logs account for every tile task"
+    );
+    let mut seen = std::collections::HashSet::new();
+    let twice: Vec<_> = ids.iter().filter(|t| !seen.insert(t.to_string())).collect();
+    eprintln!(
+        "{tile_tasks} tile tasks, {done_at_kill} done at the kill, {} executed twice",
+        twice.len()
+    );
+    // At most one task per worker was in flight when the coordinator died.
+    assert!(
+        twice.len() <= logs.len(),
+        "{} tasks ran twice (at most {} were in flight): {twice:?}",
+        twice.len(),
+        logs.len()
+    );
+    assert!(
+        done_at_kill >= 4 && count(&done_dir) > done_at_kill,
+        "the job resumed from {done_at_kill} finished tasks"
+    );
+    assert!(
+        chunks(&store.join("dsm")) == chunks(&reference),
+        "the resumed layer equals the single-process ingest"
+    );
+}
