@@ -4,12 +4,20 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-use tessera_tests::{Procs, shared_data, start_coordinator, start_worker, temp_dir, tessera, tessera_fails, tessera_ok, wait_until};
+use tessera_tests::{
+    Procs, shared_data, start_coordinator, start_worker, temp_dir, tessera, tessera_fails,
+    tessera_ok, wait_until,
+};
 
 #[test]
 fn a_coordinator_refuses_bad_jobs_tokens_and_workers() {
-    let Some(dem_dir) = shared_data("dem") else { return };
-    let dem = dem_dir.join("pysheds_dem.tif").to_string_lossy().to_string();
+    let Some(dem_dir) = shared_data("dem") else {
+        return;
+    };
+    let dem = dem_dir
+        .join("pysheds_dem.tif")
+        .to_string_lossy()
+        .to_string();
     let tmp = temp_dir();
     let store = tmp.path().join("store");
     std::fs::create_dir_all(&store).unwrap();
@@ -23,7 +31,10 @@ fn a_coordinator_refuses_bad_jobs_tokens_and_workers() {
         std::fs::write(&p, body).unwrap();
         p.to_string_lossy().to_string()
     };
-    let good = job("good.yaml", format!("version: 1\nsources: [{dem}]\noutput: {{url: {out}}}\n"));
+    let good = job(
+        "good.yaml",
+        format!("version: 1\nsources: [{dem}]\noutput: {{url: {out}}}\n"),
+    );
     let submit = |spec: &str, token: Option<&str>| {
         let mut args = vec!["submit", spec, "--coordinator", &url];
         if let Some(t) = token {
@@ -38,60 +49,138 @@ fn a_coordinator_refuses_bad_jobs_tokens_and_workers() {
     assert!(err.contains("wrong bearer token"), "{err}");
 
     let cases = [
-        ("malformed.yaml", "version: 1\nsources: [a\n".to_string(), "malformed job spec"),
-        ("unknown-op.yaml", format!("version: 1\nsources: [{dem}]\noperations: [{{blur: 3}}]\noutput: {{url: {out}}}\n"), "unknown variant `blur`"),
-        ("no-match.yaml", format!("version: 1\nsources: [\"{}/*.nc\"]\noutput: {{url: {out}}}\n", dem_dir.display()), "matches nothing"),
-        ("outside.yaml", format!("version: 1\nsources: [{dem}]\noutput: {{url: \"file:///tmp/elsewhere/x\"}}\n"), "is outside the coordinator's store"),
-        ("dotdot.yaml", format!("version: 1\nsources: [{dem}]\noutput: {{url: \"{out}/../../x\"}}\n"), "may not contain `..`"),
-        ("version.yaml", format!("version: 7\nsources: [{dem}]\noutput: {{url: {out}}}\n"), "version: 7 is not supported"),
+        (
+            "malformed.yaml",
+            "version: 1\nsources: [a\n".to_string(),
+            "malformed job spec",
+        ),
+        (
+            "unknown-op.yaml",
+            format!(
+                "version: 1\nsources: [{dem}]\noperations: [{{blur: 3}}]\noutput: {{url: {out}}}\n"
+            ),
+            "unknown variant `blur`",
+        ),
+        (
+            "no-match.yaml",
+            format!(
+                "version: 1\nsources: [\"{}/*.nc\"]\noutput: {{url: {out}}}\n",
+                dem_dir.display()
+            ),
+            "matches nothing",
+        ),
+        (
+            "outside.yaml",
+            format!("version: 1\nsources: [{dem}]\noutput: {{url: \"file:///tmp/elsewhere/x\"}}\n"),
+            "is outside the coordinator's store",
+        ),
+        (
+            "dotdot.yaml",
+            format!("version: 1\nsources: [{dem}]\noutput: {{url: \"{out}/../../x\"}}\n"),
+            "may not contain `..`",
+        ),
+        (
+            "version.yaml",
+            format!("version: 7\nsources: [{dem}]\noutput: {{url: {out}}}\n"),
+            "version: 7 is not supported",
+        ),
     ];
     for (name, body, want) in cases {
         let err = submit(&job(name, body), Some("s3cret"));
         assert!(err.contains(want), "{name}: {err}");
     }
-    assert!(!store.join("_tessera").exists(), "refused jobs journal nothing");
+    assert!(
+        !store.join("_tessera").exists(),
+        "refused jobs journal nothing"
+    );
     assert!(!store.join("out").exists(), "refused jobs write nothing");
 
     // A worker that speaks another protocol version is refused, naming both versions.
     let log = tmp.path().join("old-worker.log");
-    let mut old = start_worker(&url, &log, &["--token", "s3cret", "--protocol-version", "99"]);
+    let mut old = start_worker(
+        &url,
+        &log,
+        &["--token", "s3cret", "--protocol-version", "99"],
+    );
     let status = old.wait().unwrap();
     assert_eq!(status.code(), Some(1));
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("worker protocol version 99 is not the coordinator's version 1"), "{text}");
+    assert!(
+        text.contains("worker protocol version 99 is not the coordinator's version 1"),
+        "{text}"
+    );
     // So is one without the token.
     let out_no_token = tessera(&["worker", "--coordinator", &url]);
     let text = String::from_utf8_lossy(&out_no_token.stderr);
-    assert!(out_no_token.status.code() == Some(1) && text.contains("missing bearer token"), "{text}");
+    assert!(
+        out_no_token.status.code() == Some(1) && text.contains("missing bearer token"),
+        "{text}"
+    );
 
     // With the token, the good job runs.
-    procs.0.push(start_worker(&url, &tmp.path().join("w.log"), &["--token", "s3cret"]));
-    let done = tessera_ok(&["submit", &good, "--coordinator", &url, "--token", "s3cret", "--watch"]);
+    procs.0.push(start_worker(
+        &url,
+        &tmp.path().join("w.log"),
+        &["--token", "s3cret"],
+    ));
+    let done = tessera_ok(&[
+        "submit",
+        &good,
+        "--coordinator",
+        &url,
+        "--token",
+        "s3cret",
+        "--watch",
+    ]);
     assert!(String::from_utf8_lossy(&done.stderr).contains("Succeeded"));
     wait_until(10, "the layer", || store.join("out/.zmetadata").exists());
-    let jobs = String::from_utf8_lossy(&tessera_ok(&["jobs", "--coordinator", &url, "--token", "s3cret"]).stdout).to_string();
+    let jobs = String::from_utf8_lossy(
+        &tessera_ok(&["jobs", "--coordinator", &url, "--token", "s3cret"]).stdout,
+    )
+    .to_string();
     assert!(jobs.contains("Succeeded") && jobs.contains("4/4"), "{jobs}");
 }
 
 #[test]
 fn a_job_that_fails_on_bad_input_fails_fast_with_the_task_error() {
-    let Some(dem_dir) = shared_data("dem") else { return };
+    let Some(dem_dir) = shared_data("dem") else {
+        return;
+    };
     let tmp = temp_dir();
     let store = tmp.path().join("store");
     std::fs::create_dir_all(&store).unwrap();
     let mut procs = Procs::default();
     let (coord, url) = start_coordinator(store.to_str().unwrap(), 0, &[]);
     procs.0.push(coord);
-    procs.0.push(start_worker(&url, &tmp.path().join("w.log"), &[]));
+    procs
+        .0
+        .push(start_worker(&url, &tmp.path().join("w.log"), &[]));
     let spec = tmp.path().join("band.yaml");
     let dem = dem_dir.join("pysheds_dem.tif");
-    std::fs::write(&spec, format!("version: 1\nsources: [{}]\nbands: [3]\noutput: {{url: out}}\n", dem.display())).unwrap();
-    let out = tessera(&["submit", spec.to_str().unwrap(), "--coordinator", &url, "--watch"]);
+    std::fs::write(
+        &spec,
+        format!(
+            "version: 1\nsources: [{}]\nbands: [3]\noutput: {{url: out}}\n",
+            dem.display()
+        ),
+    )
+    .unwrap();
+    let out = tessera(&[
+        "submit",
+        spec.to_str().unwrap(),
+        "--coordinator",
+        &url,
+        "--watch",
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     // The summary, then the one error line with the task's own error.
     let last = err.lines().last().unwrap_or_default();
-    assert!(last.starts_with("error: job ") && last.ends_with("pysheds_dem.tif: band 3 not found (it has 1 band)"), "{err}");
+    assert!(
+        last.starts_with("error: job ")
+            && last.ends_with("pysheds_dem.tif: band 3 not found (it has 1 band)"),
+        "{err}"
+    );
     assert!(!store.join("out").exists(), "no layer was created");
 }

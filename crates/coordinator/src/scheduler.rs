@@ -71,6 +71,9 @@ struct Job {
     tiles_done: u64,
     bytes: u64,
     retries: u64,
+    /// Tasks of the current stage done, and the lowest index that may be pending.
+    done: usize,
+    cursor: usize,
     /// Tasks done in earlier stages.
     tasks_done_before: u64,
     tasks_total_before: u64,
@@ -98,6 +101,8 @@ pub enum ReportOutcome {
 #[derive(Debug, Default)]
 pub struct Scheduler {
     config: SchedulerConfig,
+    /// No lease expires before this (a lower bound), so `expire` can skip its scan.
+    next_expiry: u64,
     jobs: BTreeMap<JobId, Job>,
     order: Vec<JobId>,
     workers: HashMap<WorkerId, u64>,
@@ -140,6 +145,8 @@ impl Scheduler {
                 tiles_done: 0,
                 bytes: 0,
                 retries: 0,
+                done: 0,
+                cursor: 0,
                 tasks_done_before: 0,
                 tasks_total_before: 0,
             },
@@ -160,11 +167,7 @@ impl Scheduler {
         if j.state.is_terminal() {
             return None;
         }
-        j.tasks_done_before += j
-            .tasks
-            .iter()
-            .filter(|t| t.state == TaskState::Done)
-            .count() as u64;
+        j.tasks_done_before += j.done as u64;
         j.tasks_total_before += j.tasks.len() as u64;
         j.stage = stage;
         j.state = JobState::Running;
@@ -188,6 +191,12 @@ impl Scheduler {
                 }
             })
             .collect();
+        j.done = j
+            .tasks
+            .iter()
+            .filter(|t| t.state == TaskState::Done)
+            .count();
+        j.cursor = 0;
         let stage_tiles: u64 = j.tasks.iter().map(|t| t.tiles).sum();
         j.tiles_total += stage_tiles;
         for t in j.tasks.iter().filter(|t| t.state == TaskState::Done) {
@@ -198,18 +207,15 @@ impl Scheduler {
     }
 
     fn stage_done_outcome(job: JobId, j: &Job) -> Option<ReportOutcome> {
-        j.tasks
-            .iter()
-            .all(|t| t.state == TaskState::Done)
-            .then(|| ReportOutcome::StageDone {
-                job,
-                stage: j.stage,
-                outputs: j
-                    .tasks
-                    .iter()
-                    .map(|t| t.output.clone().unwrap_or_default())
-                    .collect(),
-            })
+        (j.done == j.tasks.len()).then(|| ReportOutcome::StageDone {
+            job,
+            stage: j.stage,
+            outputs: j
+                .tasks
+                .iter()
+                .map(|t| t.output.clone().unwrap_or_default())
+                .collect(),
+        })
     }
 
     /// Marks a job `Planning` between stages (while the coordinator reduces).
@@ -260,6 +266,10 @@ impl Scheduler {
 
     /// Puts back every lease past its expiry; a task that lost too many leases fails its job.
     pub fn expire(&mut self, now: u64) {
+        if now < self.next_expiry {
+            return;
+        }
+        let mut next = u64::MAX;
         let max_lost = self.config.max_lost_leases;
         let mut failed = Vec::new();
         for (id, j) in self
@@ -268,23 +278,34 @@ impl Scheduler {
             .filter(|(_, j)| j.state == JobState::Running)
         {
             for (i, t) in j.tasks.iter_mut().enumerate() {
-                if let TaskState::Leased { worker, expires_ms } = t.state
-                    && expires_ms <= now
-                {
-                    t.lost += 1;
-                    j.retries += 1;
-                    t.state = TaskState::Pending { not_before_ms: now };
-                    if t.lost > max_lost {
-                        let task = TaskId {
-                            job: *id,
-                            stage: j.stage,
-                            index: i as u32,
-                        };
-                        failed.push((*id, format!("task {task} lost its lease {} times (last held by worker {worker})", t.lost)));
-                    }
+                let TaskState::Leased { worker, expires_ms } = t.state else {
+                    continue;
+                };
+                if expires_ms > now {
+                    next = next.min(expires_ms);
+                    continue;
+                }
+                t.lost += 1;
+                j.retries += 1;
+                t.state = TaskState::Pending { not_before_ms: now };
+                j.cursor = j.cursor.min(i);
+                if t.lost > max_lost {
+                    let task = TaskId {
+                        job: *id,
+                        stage: j.stage,
+                        index: i as u32,
+                    };
+                    failed.push((
+                        *id,
+                        format!(
+                            "task {task} lost its lease {} times (last held by worker {worker})",
+                            t.lost
+                        ),
+                    ));
                 }
             }
         }
+        self.next_expiry = next;
         for (job, error) in failed {
             self.fail(job, error, now);
         }
@@ -307,25 +328,37 @@ impl Scheduler {
             else {
                 continue;
             };
-            for (i, t) in j.tasks.iter_mut().enumerate() {
-                if out.len() >= max {
-                    break;
+            // Every task before the cursor is leased or done; a task put back moves it down.
+            let mut first_pending = None;
+            for i in j.cursor..j.tasks.len() {
+                let t = &mut j.tasks[i];
+                let TaskState::Pending { not_before_ms } = t.state else {
+                    continue;
+                };
+                if out.len() >= max || not_before_ms > now {
+                    first_pending.get_or_insert(i);
+                    if out.len() >= max {
+                        break;
+                    }
+                    continue;
                 }
-                if matches!(t.state, TaskState::Pending { not_before_ms } if not_before_ms <= now) {
-                    t.state = TaskState::Leased { worker, expires_ms };
-                    t.leases += 1;
-                    out.push(Lease {
-                        task: TaskId {
-                            job: *id,
-                            stage: j.stage,
-                            index: i as u32,
-                        },
-                        attempt: t.failures + t.lost + 1,
-                        expires_ms,
-                        payload: t.payload.clone(),
-                    });
-                }
+                t.state = TaskState::Leased { worker, expires_ms };
+                t.leases += 1;
+                out.push(Lease {
+                    task: TaskId {
+                        job: *id,
+                        stage: j.stage,
+                        index: i as u32,
+                    },
+                    attempt: t.failures + t.lost + 1,
+                    expires_ms,
+                    payload: t.payload.clone(),
+                });
             }
+            j.cursor = first_pending.unwrap_or(j.tasks.len());
+        }
+        if !out.is_empty() {
+            self.next_expiry = self.next_expiry.min(expires_ms);
         }
         out
     }
@@ -385,6 +418,7 @@ impl Scheduler {
             return ReportOutcome::Ignored(format!("task {task} is done already"));
         }
         t.state = TaskState::Done;
+        j.done += 1;
         j.tiles_done += output.tiles;
         j.bytes += output.bytes;
         t.output = Some(output);
@@ -437,6 +471,7 @@ impl Scheduler {
         t.state = TaskState::Pending {
             not_before_ms: now + backoff,
         };
+        j.cursor = j.cursor.min(i);
         ReportOutcome::Accepted
     }
 
@@ -449,11 +484,7 @@ impl Scheduler {
             state: j.state,
             stage: j.stage,
             tasks_total: j.tasks_total_before + j.tasks.len() as u64,
-            tasks_done: j.tasks_done_before
-                + j.tasks
-                    .iter()
-                    .filter(|t| t.state == TaskState::Done)
-                    .count() as u64,
+            tasks_done: j.tasks_done_before + j.done as u64,
             tiles_total: j.tiles_total,
             tiles_done: j.tiles_done,
             bytes_written: j.bytes,
