@@ -326,3 +326,35 @@ fn a_restarted_coordinator_resumes_without_redoing_finished_tasks() {
         "the resumed layer equals the single-process ingest"
     );
 }
+
+#[test]
+fn tessera_run_applies_an_operation_chain_on_its_workers() {
+    let Some(dir) = shared_data("dem") else {
+        return;
+    };
+    let tmp = temp_dir();
+    let (dsm, dem) = (
+        dir.join("umep_goteborg_DSM_KRbig.tif"),
+        dir.join("umep_goteborg_DEM_KRbig.tif"),
+    );
+    let out = tmp.path().join("layers/heights");
+    // Building heights: DSM - DEM, negatives clamped to 0, on a stack of the two rasters.
+    let job = write_job(
+        tmp.path(),
+        &[dsm.to_str().unwrap(), dem.to_str().unwrap()],
+        &format!("file://{}", out.display()),
+        "layout: floating:64\nstack: true\noperations:\n  - expr: \"b1 - b2\"\n  - clamp: [0, 1000]\n",
+    );
+    let run = tessera_ok(&["run", job.to_str().unwrap(), "--workers", "2"]);
+    assert!(String::from_utf8_lossy(&run.stderr).contains("Succeeded"));
+    let (a, b, got) = (gdal_cells(&dsm), gdal_cells(&dem), gdal_cells(&out));
+    assert_eq!(got.len(), a.len());
+    for i in 0..a.len() {
+        let want = ((a[i] as f32 - b[i] as f32) as f64).clamp(0.0, 1000.0);
+        assert!(
+            (got[i] - want).abs() <= 1e-4,
+            "cell {i}: {} vs {want}",
+            got[i]
+        );
+    }
+}
