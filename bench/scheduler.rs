@@ -22,6 +22,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         store_url: "memory://scheduler-bench".into(),
         token: None,
         scheduler: SchedulerConfig::default(),
+        tls: None,
     })
     .await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -17,10 +17,7 @@ fn xarray_and_rioxarray_open_every_shared_dem_layer() {
     let Some(python) = python_with(&["xarray", "zarr", "rioxarray"]) else {
         return;
     };
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/check_layer_xarray.py"
-    );
+    let script = tessera_tests::manifest_dir().join("tests/python/check_layer_xarray.py");
     let tmp = temp_dir();
     for dem in &dems {
         let out = tmp.path().join(dem.file_stem().unwrap());
@@ -33,7 +30,7 @@ fn xarray_and_rioxarray_open_every_shared_dem_layer() {
             out.to_str().unwrap(),
         ]);
         let run = Command::new(&python)
-            .arg(script)
+            .arg(&script)
             .arg(&out)
             .arg(dem)
             .output()

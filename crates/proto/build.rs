@@ -1,10 +1,12 @@
 //! Compiles `proto/tessera.proto` with protox (pure Rust, no protoc needed).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../proto");
-    let proto = format!("{proto_dir}/tessera.proto");
-    println!("cargo:rerun-if-changed={proto}");
-    let fds = protox::compile([&proto], [proto_dir])?;
+    // Read at run time: cargo may reuse this build script's binary for another checkout.
+    let manifest = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
+    let proto_dir = manifest.join("../../proto");
+    let proto = proto_dir.join("tessera.proto");
+    println!("cargo:rerun-if-changed={}", proto.display());
+    let fds = protox::compile([&proto], [&proto_dir])?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

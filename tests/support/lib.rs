@@ -5,6 +5,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+/// The checkout under test. Read at run time: cargo shares build artifacts between checkouts
+/// of the same workspace, so a path compiled in (`env!`) may name another checkout.
+pub fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 /// The `tessera` binary of this build, built on first use so that it is never stale.
 pub fn tessera_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -12,7 +20,7 @@ pub fn tessera_bin() -> &'static Path {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .args(["build", "--quiet", "-p", "tessera-cli", "--bin", "tessera"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .current_dir(manifest_dir())
             .status()
             .expect("cannot run cargo to build the tessera binary");
         assert!(status.success(), "building the tessera binary failed");
@@ -66,7 +74,7 @@ pub fn tessera_fails(args: &[&str]) -> String {
 pub fn shared_data(sub: &str) -> Option<PathBuf> {
     let root = std::env::var_os("TESSERA_DATA")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+        .unwrap_or_else(|| manifest_dir().join("../shared/data"));
     let p = root.join(sub);
     if p.exists() {
         Some(p)

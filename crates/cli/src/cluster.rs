@@ -19,12 +19,18 @@ pub struct JobClient {
 }
 
 impl JobClient {
-    pub async fn connect(url: &str, token: Option<String>) -> Result<JobClient> {
-        let channel = Channel::from_shared(url.to_string())
-            .with_context(|| format!("bad coordinator URL `{url}`"))?
-            .connect()
+    pub async fn connect(
+        url: &str,
+        token: Option<String>,
+        tls_ca: Option<&std::path::Path>,
+    ) -> Result<JobClient> {
+        let ca = tls_ca
+            .map(std::fs::read)
+            .transpose()
+            .context("cannot read the --tls-ca certificate")?;
+        let channel = tessera_worker::connect(url, ca.as_deref())
             .await
-            .with_context(|| format!("cannot reach the coordinator at {url}"))?;
+            .map_err(|e| anyhow::anyhow!("cannot reach the coordinator at {url}: {e}"))?;
         Ok(JobClient {
             inner: JobServiceClient::new(channel),
             token,
@@ -168,22 +174,35 @@ pub async fn coordinator(
     store: &str,
     token: Option<String>,
     lease_ms: u64,
+    tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 ) -> Result<()> {
+    let tls = match tls {
+        Some((cert, key)) => Some(tessera_coordinator::service::TlsIdentity {
+            cert_pem: std::fs::read(&cert)
+                .with_context(|| format!("cannot read {}", cert.display()))?,
+            key_pem: std::fs::read(&key)
+                .with_context(|| format!("cannot read {}", key.display()))?,
+        }),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
+    let scheduler = SchedulerConfig {
+        lease_ms,
+        ..Default::default()
+    };
     let c = Coordinator::start(CoordinatorConfig {
         store_url: store.to_string(),
         token,
-        scheduler: SchedulerConfig {
-            lease_ms,
-            ..Default::default()
-        },
+        scheduler,
+        tls,
     })
     .await?;
     // The first line on stdout is the address, for scripts and tests.
-    println!("listening on http://{addr}");
+    println!("listening on {scheme}://{addr}");
     serve(listener, c, termination()).await?;
     Ok(())
 }
@@ -193,6 +212,7 @@ pub async fn worker(
     threads: Option<usize>,
     token: Option<String>,
     protocol_version: Option<u32>,
+    tls_ca: Option<std::path::PathBuf>,
 ) -> Result<()> {
     let mut config = WorkerConfig::new(coordinator);
     if let Some(t) = threads {
@@ -202,6 +222,9 @@ pub async fn worker(
     if let Some(v) = protocol_version {
         config.protocol_version = v;
     }
+    config.tls_ca_pem = tls_ca
+        .map(|p| std::fs::read(&p).with_context(|| format!("cannot read {}", p.display())))
+        .transpose()?;
     work(config, termination()).await?;
     Ok(())
 }
@@ -228,6 +251,7 @@ pub async fn run_embedded(
         store_url: store,
         token: None,
         scheduler: SchedulerConfig::default(),
+        tls: None,
     })
     .await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -245,7 +269,7 @@ pub async fn run_embedded(
         handles.push(tokio::spawn(work(config, stopped(stop_rx.clone()))));
     }
     let result = async {
-        let mut client = JobClient::connect(&url, None).await?;
+        let mut client = JobClient::connect(&url, None, None).await?;
         let id = client.submit(yaml).await?;
         client.watch(&id, quiet).await
     }

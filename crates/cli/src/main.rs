@@ -30,6 +30,9 @@ struct Cli {
     /// Do not draw progress bars.
     #[arg(long, global = true)]
     quiet: bool,
+    /// For an https:// coordinator: the PEM certificate of the CA to trust.
+    #[arg(long, global = true)]
+    tls_ca: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -65,6 +68,12 @@ enum Command {
         /// Task lease length in milliseconds.
         #[arg(long, default_value_t = 10_000)]
         lease_ms: u64,
+        /// Serve TLS with this PEM certificate (chain); needs --tls-key.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Run a worker for a coordinator.
     Worker {
@@ -231,6 +240,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 fn run(cli: Cli) -> Result<()> {
     let quiet = cli.quiet;
+    let tls_ca = cli.tls_ca.clone();
     let progress: Box<dyn Progress> = if cli.quiet {
         Box::new(NoProgress)
     } else {
@@ -256,7 +266,15 @@ fn run(cli: Cli) -> Result<()> {
             store,
             token,
             lease_ms,
-        } => runtime()?.block_on(cluster::coordinator(&listen, &store, token, lease_ms)),
+            tls_cert,
+            tls_key,
+        } => runtime()?.block_on(cluster::coordinator(
+            &listen,
+            &store,
+            token,
+            lease_ms,
+            tls_cert.zip(tls_key),
+        )),
         Command::Worker {
             coordinator,
             threads,
@@ -267,6 +285,7 @@ fn run(cli: Cli) -> Result<()> {
             threads,
             token,
             protocol_version,
+            tls_ca.clone(),
         )),
         Command::Submit {
             job,
@@ -276,7 +295,8 @@ fn run(cli: Cli) -> Result<()> {
         } => runtime()?.block_on(async {
             let yaml = std::fs::read_to_string(&job)
                 .with_context(|| format!("cannot read {}", job.display()))?;
-            let mut client = cluster::JobClient::connect(&coordinator, token).await?;
+            let mut client =
+                cluster::JobClient::connect(&coordinator, token, tls_ca.as_deref()).await?;
             let id = client.submit(yaml).await?;
             println!("{id}");
             if watch {
@@ -287,7 +307,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }),
         Command::Jobs { coordinator, token } => runtime()?.block_on(async {
-            let jobs = cluster::JobClient::connect(&coordinator, token)
+            let jobs = cluster::JobClient::connect(&coordinator, token, tls_ca.as_deref())
                 .await?
                 .list()
                 .await?;
@@ -299,7 +319,7 @@ fn run(cli: Cli) -> Result<()> {
             coordinator,
             token,
         } => runtime()?.block_on(async {
-            let status = cluster::JobClient::connect(&coordinator, token)
+            let status = cluster::JobClient::connect(&coordinator, token, tls_ca.as_deref())
                 .await?
                 .watch(&id, quiet)
                 .await?;
@@ -311,7 +331,7 @@ fn run(cli: Cli) -> Result<()> {
             coordinator,
             token,
         } => runtime()?.block_on(async {
-            let status = cluster::JobClient::connect(&coordinator, token)
+            let status = cluster::JobClient::connect(&coordinator, token, tls_ca.as_deref())
                 .await?
                 .cancel(&id)
                 .await?;

@@ -29,6 +29,21 @@ pub struct CoordinatorConfig {
     /// When set, both services require `authorization: Bearer <token>`.
     pub token: Option<String>,
     pub scheduler: SchedulerConfig,
+    /// Serve TLS with this PEM certificate chain and key (rustls).
+    pub tls: Option<TlsIdentity>,
+}
+
+/// A PEM certificate chain and private key.
+#[derive(Clone)]
+pub struct TlsIdentity {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsIdentity { .. }")
+    }
 }
 
 /// The coordinator's state, shared by its services.
@@ -661,7 +676,13 @@ pub async fn run(
         })
     };
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let result = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &coordinator.config.tls {
+        let identity = tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem);
+        builder =
+            builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+    }
+    let result = builder
         .add_service(pb::job_service_server::JobServiceServer::new(JobApi(
             coordinator.clone(),
         )))

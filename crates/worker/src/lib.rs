@@ -35,6 +35,30 @@ pub struct WorkerConfig {
     pub max_tasks: u32,
     /// Report this protocol version instead of ours (for testing the refusal).
     pub protocol_version: u32,
+    /// For an `https://` coordinator: the PEM certificate of the CA to trust.
+    pub tls_ca_pem: Option<Vec<u8>>,
+}
+
+/// A channel to `url`; `https://` URLs use TLS and trust `ca_pem`.
+pub async fn connect(url: &str, ca_pem: Option<&[u8]>) -> Result<Channel, String> {
+    let mut endpoint = Channel::from_shared(url.to_string()).map_err(|e| e.to_string())?;
+    if url.starts_with("https://") {
+        let ca = ca_pem.ok_or_else(|| {
+            "an https:// coordinator needs a CA certificate (--tls-ca)".to_string()
+        })?;
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(ca));
+        endpoint = endpoint.tls_config(tls).map_err(|e| e.to_string())?;
+    }
+    endpoint.connect().await.map_err(|e| {
+        let mut msg = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            msg = format!("{msg}: {s}");
+            src = s.source();
+        }
+        msg
+    })
 }
 
 impl WorkerConfig {
@@ -46,6 +70,7 @@ impl WorkerConfig {
             name: format!("worker-{}", std::process::id()),
             max_tasks: 1,
             protocol_version: PROTOCOL_VERSION,
+            tls_ca_pem: None,
         }
     }
 }
@@ -89,11 +114,9 @@ pub async fn run(
     config: WorkerConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), WorkerError> {
-    let channel = Channel::from_shared(config.coordinator.clone())
-        .map_err(|e| WorkerError::Connect(config.coordinator.clone(), e.to_string()))?
-        .connect()
+    let channel = connect(&config.coordinator, config.tls_ca_pem.as_deref())
         .await
-        .map_err(|e| WorkerError::Connect(config.coordinator.clone(), e.to_string()))?;
+        .map_err(|e| WorkerError::Connect(config.coordinator.clone(), e))?;
     let client = Client {
         inner: WorkerServiceClient::new(channel),
         token: config.token.clone(),
