@@ -6,12 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tessera_core::ingest::{
-    IngestOptions, IngestPlan, PlannedSource, create_layer, plan_from_sources,
+    IngestPlan, PlannedSource, attach_layer as attach, create_layer, plan_from_sources,
 };
 use tessera_core::job::{
     JobId, JobSpec, JobState, JobStatus, LeasedTask, StagePlan, TaskOutput, TaskPayload, WorkerId,
 };
-use tessera_core::layer::{LayerInfo, LayerWriter};
 use tessera_core::store::{Store, expand_sources};
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
@@ -413,22 +412,6 @@ impl Coordinator {
             )),
         }
     }
-}
-
-/// Opens a created layer for writing tiles or finishing.
-pub fn attach(
-    plan: &IngestPlan,
-    url: &str,
-    options: &IngestOptions,
-) -> tessera_core::Result<LayerWriter> {
-    let info = LayerInfo {
-        format_version: tessera_core::layer::FORMAT_VERSION,
-        metadata: plan.metadata.clone(),
-        bands: plan.band_names.clone(),
-        sources: plan.sources.iter().map(|s| s.info.url.clone()).collect(),
-        complete: false,
-    };
-    LayerWriter::attach(Store::open(url)?, info, options.write.zstd_level)
 }
 
 /// The client-facing service.

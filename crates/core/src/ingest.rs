@@ -295,6 +295,22 @@ pub fn create_layer(
     )
 }
 
+/// Opens the layer `create_layer` made, to write tiles (a tile task) or finish it.
+pub fn attach_layer(
+    plan: &IngestPlan,
+    out_url: &str,
+    options: &IngestOptions,
+) -> Result<LayerWriter> {
+    let info = LayerInfo {
+        format_version: crate::layer::FORMAT_VERSION,
+        metadata: plan.metadata.clone(),
+        bands: plan.band_names.clone(),
+        sources: plan.sources.iter().map(|s| s.info.url.clone()).collect(),
+        complete: false,
+    };
+    LayerWriter::attach(Store::open(out_url)?, info, options.write.zstd_level)
+}
+
 /// The cell window [c0, c1) × [r0, r1) of `grid` that covers `extent` plus `margin` cells,
 /// clipped to the grid; `None` when empty.
 fn window_for(grid: &GridExtent, extent: &Extent, margin: f64) -> Option<(u64, u64, u64, u64)> {

@@ -9,12 +9,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tessera_core::ingest::{NoProgress, plan_source, with_threads, write_keys};
+use tessera_core::ingest::{NoProgress, attach_layer, plan_source, with_threads, write_keys};
 use tessera_core::job::{
     JobId, LeasedTask, StagePlan, TaskFailure, TaskOutput, TaskPayload, TaskReport, WorkerId,
 };
-use tessera_core::layer::{LayerInfo, LayerWriter};
-use tessera_core::store::Store;
 use tessera_proto::pb::worker_service_client::WorkerServiceClient;
 use tessera_proto::{PROTOCOL_VERSION, from_proto, pb, to_proto};
 use tonic::Request;
@@ -330,18 +328,7 @@ async fn execute(
                     .plan
                     .as_ref()
                     .ok_or_else(|| tessera_core::Error::Internal("no tile plan".into()))?;
-                let info = LayerInfo {
-                    format_version: tessera_core::layer::FORMAT_VERSION,
-                    metadata: ip.metadata.clone(),
-                    bands: ip.band_names.clone(),
-                    sources: ip.sources.iter().map(|s| s.info.url.clone()).collect(),
-                    complete: false,
-                };
-                let writer = LayerWriter::attach(
-                    Store::open(&plan.output_url)?,
-                    info,
-                    plan.options.write.zstd_level,
-                )?;
+                let writer = attach_layer(ip, &plan.output_url, &plan.options)?;
                 let summary = with_threads(Some(threads), || {
                     write_keys(ip, &plan.options, &writer, &keys, &NoProgress)
                 })??;

@@ -113,17 +113,10 @@ impl Merger {
     /// The merged tile in `cell_type`; cells no cut covered hold the fill value (NoData).
     pub fn finish(self, cell_type: CellType) -> Tile {
         let fill = cell_type.fill_value();
-        let mean = self.method == MergeMethod::Mean;
-        let mut values = self.values;
-        ndarray::Zip::from(&mut values)
-            .and(&self.counts)
-            .for_each(|v, &n| {
-                if n == 0 {
-                    *v = fill;
-                } else if mean {
-                    *v /= n as f64;
-                }
-            });
+        // NaN is never added (it is not valid data), so NaN here means "no value".
+        let values = self
+            .finish_nan()
+            .mapv(|v| if v.is_nan() { fill } else { v });
         Tile {
             data: TileData::from_f64(cell_type.data_type, &values),
             cell_type,
