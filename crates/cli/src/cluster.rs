@@ -38,13 +38,7 @@ impl JobClient {
     }
 
     fn req<T>(&self, msg: T) -> Request<T> {
-        let mut r = Request::new(msg);
-        if let Some(t) = &self.token
-            && let Ok(v) = format!("Bearer {t}").parse()
-        {
-            r.metadata_mut().insert("authorization", v);
-        }
-        r
+        tessera_proto::authorized(msg, self.token.as_deref())
     }
 
     pub async fn submit(&mut self, yaml: String) -> Result<String> {

@@ -23,7 +23,7 @@ use crate::layer::{LayerInfo, LayerWriter, WriteOptions};
 use crate::local::{LocalOp, apply_chain, check_chain};
 use crate::model::{
     CellType, Crs, DataType, Extent, GridExtent, KeyIndex, LayoutScheme, SpatialKey,
-    TileLayerMetadata, ZOrderIndex, collect_metadata,
+    TileLayerMetadata, ZOrderIndex, ceil_snapped, collect_metadata, floor_snapped,
 };
 use crate::source::{GdalSource, Reprojection, SourceInfo};
 use crate::store::Store;
@@ -184,22 +184,18 @@ pub fn plan_from_sources(
         Some(b) => b.clone(),
         None => (1..=first.info.band_count).collect(),
     };
-    if let Some(s) = sources
-        .iter()
-        .find(|s| bands.iter().any(|&b| b > s.info.band_count))
-    {
-        let b = bands
+    let missing = sources.iter().find_map(|s| {
+        bands
             .iter()
             .find(|&&b| b > s.info.band_count)
-            .copied()
-            .unwrap_or(0);
+            .map(|&b| (s, b))
+    });
+    if let Some((s, b)) = missing {
         let n = s.info.band_count;
+        let plural = if n == 1 { "" } else { "s" };
         return Err(Error::source(
             &s.info.url,
-            format!(
-                "band {b} not found (it has {n} band{})",
-                if n == 1 { "" } else { "s" }
-            ),
+            format!("band {b} not found (it has {n} band{plural})"),
         ));
     }
     let stack_len = if options.stack {
@@ -316,14 +312,10 @@ pub fn attach_layer(
 fn window_for(grid: &GridExtent, extent: &Extent, margin: f64) -> Option<(u64, u64, u64, u64)> {
     let (x0, y0) = grid.map_to_grid_f64(extent.xmin, extent.ymax);
     let (x1, y1) = grid.map_to_grid_f64(extent.xmax, extent.ymin);
-    let snap = |v: f64| {
-        let r = v.round();
-        if (v - r).abs() < 1e-6 { r } else { v }
-    };
-    let c0 = (snap(x0).floor() - margin).max(0.0);
-    let r0 = (snap(y0).floor() - margin).max(0.0);
-    let c1 = (snap(x1).ceil() + margin).min(grid.cols as f64);
-    let r1 = (snap(y1).ceil() + margin).min(grid.rows as f64);
+    let c0 = (floor_snapped(x0) - margin).max(0.0);
+    let r0 = (floor_snapped(y0) - margin).max(0.0);
+    let c1 = (ceil_snapped(x1) + margin).min(grid.cols as f64);
+    let r1 = (ceil_snapped(y1) + margin).min(grid.rows as f64);
     (c0 < c1 && r0 < r1).then_some((c0 as u64, r0 as u64, c1 as u64, r1 as u64))
 }
 

@@ -31,7 +31,7 @@ use zarrs::storage::storage_adapter::async_to_sync::{
 use zarrs_object_store::AsyncObjectStore;
 
 use crate::error::{Error, Result};
-use crate::model::{DataType, Extent, SpatialKey, TileLayerMetadata};
+use crate::model::{DataType, Extent, SpatialKey, TileLayerMetadata, ceil_snapped, floor_snapped};
 use crate::store::{Store, block_on};
 use crate::tile::{Cell, Tile, TileData};
 
@@ -471,23 +471,13 @@ impl LayerReader {
         };
         let (c0, r0) = grid.map_to_grid_f64(clip.xmin, clip.ymax);
         let (c1, r1) = grid.map_to_grid_f64(clip.xmax, clip.ymin);
-        let snap = |v: f64, up: bool| {
-            let r = v.round();
-            if (v - r).abs() < 1e-6 {
-                r
-            } else if up {
-                v.ceil()
-            } else {
-                v.floor()
-            }
-        };
         let (c0, r0) = (
-            snap(c0, false).max(0.0) as u64,
-            snap(r0, false).max(0.0) as u64,
+            floor_snapped(c0).max(0.0) as u64,
+            floor_snapped(r0).max(0.0) as u64,
         );
         let (c1, r1) = (
-            (snap(c1, true) as u64).min(grid.cols),
-            (snap(r1, true) as u64).min(grid.rows),
+            (ceil_snapped(c1) as u64).min(grid.cols),
+            (ceil_snapped(r1) as u64).min(grid.rows),
         );
         let subset = ArraySubset::new_with_ranges(&[r0..r1, c0..c1]);
         let shape = ((r1 - r0) as usize, (c1 - c0) as usize);

@@ -20,6 +20,17 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// The protocol definition, as compiled into this crate.
 pub const PROTO: &str = include_str!("../../../proto/tessera.proto");
 
+/// A request carrying `authorization: Bearer <token>` when there is a token.
+pub fn authorized<T>(msg: T, token: Option<&str>) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    if let Some(t) = token
+        && let Ok(v) = format!("Bearer {t}").parse()
+    {
+        r.metadata_mut().insert("authorization", v);
+    }
+    r
+}
+
 /// A message that cannot become a domain type.
 #[derive(Debug, thiserror::Error)]
 pub enum ProtoError {
