@@ -384,6 +384,7 @@ fn run_ingest(args: IngestArgs, progress: &dyn Progress) -> Result<()> {
         stack: args.stack,
         bands: args.bands,
         operations: Vec::new(),
+        max_halo: tessera_core::focal::DEFAULT_MAX_HALO,
         output_type: args.output_type.as_deref().map(str::parse).transpose()?,
         write: WriteOptions {
             zstd_level: args.zstd_level,

@@ -1,5 +1,5 @@
 //! Ingest: sources → collected metadata → layout → for every key, cut every intersecting source
-//! window, merge, apply the local operations, write.
+//! window, merge, apply the chain of operations (local, and focal with a halo), write.
 //!
 //! The work comes in the stages a coordinator schedules, each a plain function:
 //! 1. [`plan_source`] — a metadata task: open one source, check its bands, find its grid in the
@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::layer::{LayerInfo, LayerWriter, WriteOptions};
-use crate::local::{LocalOp, apply_chain, check_chain};
+use crate::focal::{DEFAULT_MAX_HALO, FocalGrid};
+use crate::operation::{Operation, PreparedChain, check_chain};
 use crate::model::{
     CellType, Crs, DataType, Extent, GridExtent, KeyIndex, LayoutScheme, SpatialKey,
     TileLayerMetadata, ZOrderIndex, ceil_snapped, collect_metadata, floor_snapped,
@@ -57,10 +58,14 @@ pub struct IngestOptions {
     pub stack: bool,
     /// 1-based band numbers to ingest; all bands of the first source when `None`.
     pub bands: Option<Vec<usize>>,
-    /// Local operations applied to each key's stack of bands.
+    /// Operations applied to each key's stack of bands, local and focal.
     #[serde(default)]
-    pub operations: Vec<LocalOp>,
-    /// The output cell type; by default the sources' (f32 when there are operations).
+    pub operations: Vec<Operation>,
+    /// The largest halo (cells) the focal operations may need in all.
+    #[serde(default = "default_max_halo")]
+    pub max_halo: usize,
+    /// The output cell type; by default the sources' (with operations, the last one's: f32, or
+    /// u8 for hillshade).
     #[serde(default)]
     pub output_type: Option<DataType>,
     pub write: WriteOptions,
@@ -82,11 +87,16 @@ impl Default for IngestOptions {
             stack: false,
             bands: None,
             operations: Vec::new(),
+            max_halo: DEFAULT_MAX_HALO,
             output_type: None,
             write: WriteOptions::default(),
             threads: None,
         }
     }
+}
+
+fn default_max_halo() -> usize {
+    DEFAULT_MAX_HALO
 }
 
 /// One source as the plan sees it: its header and its grid in the layer's CRS.
@@ -112,6 +122,30 @@ pub struct IngestPlan {
 }
 
 impl IngestPlan {
+    /// The grid focal operations run on.
+    pub fn focal_grid(&self) -> FocalGrid {
+        FocalGrid::of(&self.metadata)
+    }
+
+    /// The stack of bands read for every key, before the operations.
+    pub fn stack_len(&self, options: &IngestOptions) -> usize {
+        if options.stack {
+            self.sources.len() * self.bands.len()
+        } else {
+            self.bands.len()
+        }
+    }
+
+    /// The operations checked against the layer's grid.
+    pub fn chain(&self, options: &IngestOptions) -> Result<PreparedChain> {
+        PreparedChain::new(
+            &options.operations,
+            self.stack_len(options),
+            &self.focal_grid(),
+            options.max_halo,
+        )
+    }
+
     /// Bytes of one output tile, all bands.
     pub fn bytes_per_key(&self) -> u64 {
         let tl = self.metadata.layout.tile_layout;
@@ -216,22 +250,27 @@ pub fn plan_from_sources(
         })
         .collect();
     let mut metadata = collect_metadata(&summaries, &options.scheme)?;
-    let default_type = if options.operations.is_empty() {
-        metadata.cell_type.data_type
-    } else {
-        DataType::F32
-    };
-    let data_type = options.output_type.unwrap_or(default_type);
-    if data_type != metadata.cell_type.data_type || !options.operations.is_empty() {
+    let grid = FocalGrid::of(&metadata);
+    // Focal parameters that depend on the grid (a geographic CRS needs a scale; the halo a
+    // radius needs) are checked here, before anything is written.
+    let chain = PreparedChain::new(&options.operations, stack_len, &grid, options.max_halo)?;
+    let chain_type = chain.output_cell_type();
+    let data_type = options
+        .output_type
+        .or(chain_type.map(|t| t.data_type))
+        .unwrap_or(metadata.cell_type.data_type);
+    if data_type != metadata.cell_type.data_type || chain_type.is_some() {
         // Operations make NaN the NoData of a float output; an integer output keeps a NoData
-        // it can hold, or takes its type's default.
+        // it can hold (the operation's own first, as hillshade's 0), or takes its type's
+        // default.
         let nodata = if data_type.is_float() {
             Some(f64::NAN)
         } else {
-            metadata
-                .cell_type
-                .nodata
-                .filter(|nd| data_type.can_hold(*nd))
+            chain_type
+                .and_then(|t| t.nodata)
+                .into_iter()
+                .chain(metadata.cell_type.nodata)
+                .find(|nd| data_type.can_hold(*nd))
                 .or(Some(data_type.default_nodata()))
         };
         metadata.cell_type = CellType::new(data_type, nodata);
@@ -371,17 +410,17 @@ impl Worker {
         })
     }
 
-    /// Cuts `band` of the sources `which` onto `key` into `merger`.
+    /// Cuts `band` of the sources `which` onto `target` into `merger`.
     fn cut(
         &self,
         plan: &IngestPlan,
         options: &IngestOptions,
-        key: SpatialKey,
+        target: &GridExtent,
         band: usize,
         which: std::ops::Range<usize>,
         merger: &mut Merger,
     ) -> Result<()> {
-        let target = plan.metadata.layout.tile_grid(key);
+        let target = *target;
         for i in which {
             let (planned, src, reprojection) =
                 (&plan.sources[i], &self.sources[i], &self.reprojections[i]);
@@ -432,28 +471,28 @@ impl Worker {
         Ok(())
     }
 
-    /// The merged stack of a key: per band (and per source when stacking).
+    /// The merged stack on `target` (a key's tile, or the tile and its halo): per band, and per
+    /// source when stacking.
     fn stack(
         &self,
         plan: &IngestPlan,
         options: &IngestOptions,
-        key: SpatialKey,
+        target: &GridExtent,
     ) -> Result<Vec<Merger>> {
-        let tl = plan.metadata.layout.tile_layout;
-        let new = || Merger::new(options.merge, tl.tile_rows as usize, tl.tile_cols as usize);
+        let new = || Merger::new(options.merge, target.rows as usize, target.cols as usize);
         let mut out = Vec::new();
         if options.stack {
             for s in 0..plan.sources.len() {
                 for &band in &plan.bands {
                     let mut m = new();
-                    self.cut(plan, options, key, band, s..s + 1, &mut m)?;
+                    self.cut(plan, options, target, band, s..s + 1, &mut m)?;
                     out.push(m);
                 }
             }
         } else {
             for &band in &plan.bands {
                 let mut m = new();
-                self.cut(plan, options, key, band, 0..plan.sources.len(), &mut m)?;
+                self.cut(plan, options, target, band, 0..plan.sources.len(), &mut m)?;
                 out.push(m);
             }
         }
@@ -465,16 +504,31 @@ impl Worker {
         &self,
         plan: &IngestPlan,
         options: &IngestOptions,
+        chain: &PreparedChain,
         key: SpatialKey,
     ) -> Result<Vec<Tile>> {
-        let stack = self.stack(plan, options, key)?;
+        let tile = plan.metadata.layout.tile_grid(key);
         let cell_type = plan.metadata.cell_type;
-        if options.operations.is_empty() {
+        if chain.is_empty() {
+            let stack = self.stack(plan, options, &tile)?;
             return Ok(stack.into_iter().map(|m| m.finish(cell_type)).collect());
         }
+        // The tile and the halo its focal operations need; cells beyond the sources are NoData,
+        // as they are for the whole raster.
+        let h = chain.halo() as u64;
+        let cs = tile.cell_size;
+        let target = GridExtent::from_origin(
+            tile.extent.xmin - h as f64 * cs.width,
+            tile.extent.ymax + h as f64 * cs.height,
+            cs,
+            tile.cols + 2 * h,
+            tile.rows + 2 * h,
+        );
+        let stack = self.stack(plan, options, &target)?;
         let values: Vec<Array2<f64>> = stack.into_iter().map(Merger::finish_nan).collect();
         let fill = cell_type.fill_value();
-        Ok(apply_chain(&options.operations, values)
+        Ok(chain
+            .apply(values)
             .into_iter()
             .map(|mut a| {
                 a.mapv_inplace(|v| if v.is_nan() { fill } else { v });
@@ -498,6 +552,7 @@ pub fn write_keys(
     let empty = AtomicU64::new(0);
     let stored_bytes = AtomicU64::new(0);
     let tile_bytes = plan.bytes_per_key() / plan.band_names.len().max(1) as u64;
+    let chain = plan.chain(options)?;
     keys.par_iter().with_min_len(2).try_for_each_init(
         || Worker::open(plan),
         |worker, &key| {
@@ -512,7 +567,7 @@ pub fn write_keys(
                     ));
                 }
             };
-            for (i, tile) in worker.tiles(plan, options, key)?.iter().enumerate() {
+            for (i, tile) in worker.tiles(plan, options, &chain, key)?.iter().enumerate() {
                 if tile.is_all_nodata() {
                     empty.fetch_add(1, Ordering::Relaxed);
                 } else {

@@ -13,6 +13,10 @@
 //! operations:                    # optional: local map algebra per tile
 //!   - expr: "(b2 - b1) / (b2 + b1)"
 //!   - clamp: [-1, 1]
+//!                                # and focal operations with a halo, e.g. on a DSM:
+//!                                # - svf: {radius: 100, directions: 16, steps: 30}
+//!                                # - slope: {units: degrees}  | aspect | hillshade: {azimuth: 315}
+//! max_halo: 1024                 # optional: the largest halo the focal operations may need
 //! output:
 //!   url: s3://bucket/layers/ndvi
 //!   zstd_level: 3
@@ -28,7 +32,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::ingest::IngestOptions;
 use crate::layer::WriteOptions;
-use crate::local::{LocalOp, check_chain};
+use crate::focal::DEFAULT_MAX_HALO;
+use crate::operation::{Operation, check_chain};
 use crate::model::{DataType, LayoutScheme};
 use crate::source::parse_crs;
 use crate::tile::{MergeMethod, Resample};
@@ -38,6 +43,10 @@ pub const SPEC_VERSION: u32 = 1;
 
 fn default_layout() -> String {
     "floating:256".into()
+}
+
+fn default_max_halo() -> usize {
+    DEFAULT_MAX_HALO
 }
 
 fn default_zstd() -> i32 {
@@ -107,7 +116,9 @@ pub struct JobSpec {
     #[serde(default)]
     pub bands: Option<Vec<usize>>,
     #[serde(default, with = "serde_yaml::with::singleton_map_recursive")]
-    pub operations: Vec<LocalOp>,
+    pub operations: Vec<Operation>,
+    #[serde(default = "default_max_halo")]
+    pub max_halo: usize,
     pub output: OutputSpec,
     #[serde(default)]
     pub tasks: TaskSizing,
@@ -199,6 +210,7 @@ impl JobSpec {
             stack: self.stack,
             bands: self.bands.clone(),
             operations: self.operations.clone(),
+            max_halo: self.max_halo,
             output_type: self.output.cell_type,
             write: WriteOptions {
                 zstd_level: self.output.zstd_level,
@@ -286,7 +298,7 @@ output:
             ),
             (
                 "version: 1\nsources: [a]\noperations: [{blur: 3}]\noutput: {url: x}\n",
-                "unknown variant `blur`",
+                "unknown operation `blur`",
             ),
             (
                 "version: 1\nsources: [a]\noperations: [{clamp: [3, 1]}]\noutput: {url: x}\n",

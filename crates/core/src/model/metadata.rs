@@ -24,6 +24,14 @@ impl Crs {
         }
     }
 
+    /// Whether map units are angles (a geographic CRS), judged from the WKT's root.
+    pub fn is_geographic(&self) -> bool {
+        let root = self.wkt.trim_start();
+        ["GEOGCRS", "GEOGCS", "GEOGRAPHICCRS"]
+            .iter()
+            .any(|k| root.starts_with(k))
+    }
+
     /// `EPSG:n`, or the first words of the WKT when there is no code.
     pub fn label(&self) -> String {
         match self.epsg {

@@ -1,0 +1,301 @@
+//! Slope, aspect and hillshade from Horn's 3 × 3 gradient, with `gdaldem`'s conventions.
+//!
+//! The window is numbered
+//! ```text
+//! 0 1 2
+//! 3 4 5
+//! 6 7 8
+//! ```
+//! Elevations are f32 and the weighted sums are taken in f32 in `gdaldem`'s order (it reads
+//! float rasters as Float32; for integer rasters both are exact), then the rest in f64. A cell
+//! whose window holds NoData, or reaches past the raster's edge, is NoData — `gdaldem`'s default
+//! (without `-compute_edges`).
+
+use ndarray::{Array2, ArrayView2};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+use super::FocalGrid;
+
+/// Slope as an angle or as rise over run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlopeUnits {
+    #[default]
+    Degrees,
+    Percent,
+}
+
+/// The parameters of `slope` (`gdaldem slope [-p] [-s scale]`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlopeParams {
+    #[serde(default)]
+    pub units: SlopeUnits,
+    /// Ratio of horizontal to vertical units: required on a geographic CRS (111120 for degrees
+    /// and metres).
+    #[serde(default)]
+    pub scale: Option<f64>,
+}
+
+/// The parameters of `aspect` (`gdaldem aspect [-trigonometric] [-zero_for_flat]`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AspectParams {
+    /// Counter-clockwise from east instead of clockwise from north.
+    #[serde(default)]
+    pub trigonometric: bool,
+    /// 0 for flat cells instead of NoData.
+    #[serde(default)]
+    pub zero_for_flat: bool,
+}
+
+/// The parameters of `hillshade` (`gdaldem hillshade [-az] [-alt] [-z] [-s]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HillshadeParams {
+    /// Of the light, in degrees clockwise from north.
+    #[serde(default = "HillshadeParams::default_azimuth")]
+    pub azimuth: f64,
+    /// Of the light, in degrees above the horizon.
+    #[serde(default = "HillshadeParams::default_altitude")]
+    pub altitude: f64,
+    /// Vertical exaggeration.
+    #[serde(default = "HillshadeParams::default_z_factor")]
+    pub z_factor: f64,
+    #[serde(default)]
+    pub scale: Option<f64>,
+}
+
+impl HillshadeParams {
+    fn default_azimuth() -> f64 {
+        315.0
+    }
+    fn default_altitude() -> f64 {
+        45.0
+    }
+    fn default_z_factor() -> f64 {
+        1.0
+    }
+}
+
+impl Default for HillshadeParams {
+    fn default() -> Self {
+        HillshadeParams {
+            azimuth: Self::default_azimuth(),
+            altitude: Self::default_altitude(),
+            z_factor: Self::default_z_factor(),
+            scale: None,
+        }
+    }
+}
+
+/// A checked 3 × 3 operation, ready to run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Gradient {
+    Slope {
+        percent: bool,
+        ew: f64,
+        ns: f64,
+    },
+    Aspect {
+        trigonometric: bool,
+        zero_for_flat: bool,
+    },
+    Hillshade {
+        inv_ew: f64,
+        inv_ns: f64,
+        sin_alt_254: f64,
+        cos_az_254: f64,
+        sin_az_254: f64,
+        square_z: f64,
+    },
+}
+
+impl Gradient {
+    pub(crate) fn slope(p: &SlopeParams, grid: &FocalGrid) -> Result<Gradient> {
+        let (ew, ns) = grid.metric_cell("slope", p.scale)?;
+        Ok(Gradient::Slope {
+            percent: p.units == SlopeUnits::Percent,
+            ew,
+            ns,
+        })
+    }
+
+    pub(crate) fn aspect(p: &AspectParams) -> Gradient {
+        Gradient::Aspect {
+            trigonometric: p.trigonometric,
+            zero_for_flat: p.zero_for_flat,
+        }
+    }
+
+    pub(crate) fn hillshade(p: &HillshadeParams, grid: &FocalGrid) -> Result<Gradient> {
+        let (ew, ns) = grid.metric_cell("hillshade", p.scale)?;
+        for (name, v) in [
+            ("azimuth", p.azimuth),
+            ("altitude", p.altitude),
+            ("z_factor", p.z_factor),
+        ] {
+            if !v.is_finite() {
+                return Err(crate::Error::invalid(format!(
+                    "hillshade {name} must be a number, got {v}"
+                )));
+            }
+        }
+        let deg = std::f64::consts::PI / 180.0;
+        let z = p.z_factor / 8.0;
+        let cos_alt_z = (p.altitude * deg).cos() * z;
+        let az = p.azimuth * deg;
+        Ok(Gradient::Hillshade {
+            inv_ew: 1.0 / ew,
+            // North-up rasters have a negative row step.
+            inv_ns: 1.0 / -ns,
+            sin_alt_254: 254.0 * (p.altitude * deg).sin(),
+            cos_az_254: 254.0 * (az.cos() * cos_alt_z),
+            sin_az_254: 254.0 * (az.sin() * cos_alt_z),
+            square_z: z * z,
+        })
+    }
+
+    /// The operation on the interior of `input` (NaN = NoData), less a 1-cell halo.
+    pub(crate) fn apply(&self, input: ArrayView2<f64>) -> Array2<f64> {
+        let (rin, cin) = input.dim();
+        let (rout, cout) = (rin.saturating_sub(2), cin.saturating_sub(2));
+        let z = input.mapv(|v| v as f32);
+        Array2::from_shape_fn((rout, cout), |(r, c)| {
+            let w = [
+                z[(r, c)],
+                z[(r, c + 1)],
+                z[(r, c + 2)],
+                z[(r + 1, c)],
+                z[(r + 1, c + 1)],
+                z[(r + 1, c + 2)],
+                z[(r + 2, c)],
+                z[(r + 2, c + 1)],
+                z[(r + 2, c + 2)],
+            ];
+            if w.iter().any(|v| v.is_nan()) {
+                f64::NAN
+            } else {
+                self.cell(&w)
+            }
+        })
+    }
+
+    fn cell(&self, w: &[f32; 9]) -> f64 {
+        // West minus east and south minus north, weighted, in f32 as gdaldem sums them.
+        let west_east = ((w[0] + w[3] + w[3] + w[6]) - (w[2] + w[5] + w[5] + w[8])) as f64;
+        let south_north = ((w[6] + w[7] + w[7] + w[8]) - (w[0] + w[1] + w[1] + w[2])) as f64;
+        match *self {
+            Gradient::Slope { percent, ew, ns } => {
+                let dx = west_east / ew;
+                let dy = south_north / -ns;
+                let rise = (dx * dx + dy * dy).sqrt() / 8.0;
+                let v = if percent {
+                    100.0 * rise
+                } else {
+                    rise.atan() * (180.0 / std::f64::consts::PI)
+                };
+                v as f32 as f64
+            }
+            Gradient::Aspect {
+                trigonometric,
+                zero_for_flat,
+            } => {
+                let east_west = ((w[2] + w[5] + w[5] + w[8]) - (w[0] + w[3] + w[3] + w[6])) as f64;
+                if east_west == 0.0 && south_north == 0.0 {
+                    return if zero_for_flat { 0.0 } else { f64::NAN };
+                }
+                let mut a =
+                    (south_north.atan2(-east_west) / (std::f64::consts::PI / 180.0)) as f32;
+                if trigonometric {
+                    if a < 0.0 {
+                        a += 360.0;
+                    }
+                } else if a > 90.0 {
+                    a = 450.0 - a;
+                } else {
+                    a = 90.0 - a;
+                }
+                if a == 360.0 {
+                    a = 0.0;
+                }
+                a as f64
+            }
+            Gradient::Hillshade {
+                inv_ew,
+                inv_ns,
+                sin_alt_254,
+                cos_az_254,
+                sin_az_254,
+                square_z,
+            } => {
+                let x = west_east * inv_ew;
+                let y = south_north * inv_ns;
+                let lit = (sin_alt_254 - (y * cos_az_254 - x * sin_az_254))
+                    / (1.0 + square_z * (x * x + y * y)).sqrt();
+                // 1..255, 0 being NoData, as gdaldem writes it to a Byte band.
+                let v = if lit <= 0.0 { 1.0 } else { 1.0 + lit };
+                v as f32 as f64
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    fn grid() -> FocalGrid {
+        FocalGrid {
+            cell_width: 2.0,
+            cell_height: 2.0,
+            geographic: false,
+        }
+    }
+
+    #[test]
+    fn a_plane_rising_east_has_the_slope_and_aspect_of_its_gradient() {
+        // z = x: 1 m per 2 m cell to the east → 26.565°, 50 %, facing west (270°).
+        let z = array![[0.0, 1.0, 2.0], [0.0, 1.0, 2.0], [0.0, 1.0, 2.0]];
+        let slope = Gradient::slope(&SlopeParams::default(), &grid()).unwrap();
+        assert!((slope.apply(z.view())[(0, 0)] - 0.5f64.atan().to_degrees()).abs() < 1e-5);
+        let pct = SlopeParams {
+            units: SlopeUnits::Percent,
+            scale: None,
+        };
+        let percent = Gradient::slope(&pct, &grid()).unwrap();
+        assert!((percent.apply(z.view())[(0, 0)] - 50.0).abs() < 1e-5);
+        let aspect = Gradient::aspect(&AspectParams::default());
+        assert_eq!(aspect.apply(z.view())[(0, 0)], 270.0);
+        let trig = Gradient::aspect(&AspectParams {
+            trigonometric: true,
+            zero_for_flat: false,
+        });
+        assert_eq!(trig.apply(z.view())[(0, 0)], 180.0);
+    }
+
+    #[test]
+    fn flat_ground_has_no_aspect_and_the_sun_sine_for_hillshade() {
+        let z = Array2::from_elem((3, 3), 5.0);
+        assert!(
+            Gradient::aspect(&AspectParams::default()).apply(z.view())[(0, 0)].is_nan()
+        );
+        let hs = Gradient::hillshade(&HillshadeParams::default(), &grid()).unwrap();
+        let want = 1.0 + 254.0 * (45f64.to_radians()).sin();
+        assert!((hs.apply(z.view())[(0, 0)] - want).abs() < 1e-4);
+    }
+
+    #[test]
+    fn nodata_in_the_window_gives_nodata() {
+        let mut z = Array2::from_elem((4, 4), 5.0);
+        z[(0, 0)] = f64::NAN;
+        let out = Gradient::slope(&SlopeParams::default(), &grid())
+            .unwrap()
+            .apply(z.view());
+        assert!(out[(0, 0)].is_nan());
+        assert_eq!(out[(1, 1)], 0.0);
+    }
+}
