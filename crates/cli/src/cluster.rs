@@ -234,6 +234,17 @@ pub async fn run_embedded(
     let yaml =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let spec = JobSpec::from_yaml(&yaml).with_context(|| format!("{}", path.display()))?;
+    run_spec(spec, workers, threads, quiet).await
+}
+
+/// Runs a job in this process, as `tessera run` does.
+pub async fn run_spec(
+    spec: JobSpec,
+    workers: usize,
+    threads: Option<usize>,
+    quiet: bool,
+) -> Result<JobStatus> {
+    let yaml = spec.to_yaml();
     let out = spec.output.url.trim_end_matches('/');
     let store = match out.rfind('/') {
         Some(i) if i > out.find("://").map_or(0, |j| j + 2) => out[..i].to_string(),

@@ -5,6 +5,7 @@
 //! exit status 1 (2 for usage errors, from clap).
 
 mod cluster;
+mod dem;
 mod progress;
 
 use std::path::PathBuf;
@@ -120,6 +121,11 @@ enum Command {
         coordinator: String,
         #[arg(long, env = "TESSERA_TOKEN", hide_env_values = true)]
         token: Option<String>,
+    },
+    /// Terrain analysis as gdaldem does it, run as a tiled job: svf, slope, aspect, hillshade.
+    Dem {
+        #[command(subcommand)]
+        command: dem::DemCommand,
     },
     /// Generate deterministic synthetic rasters for examples and benches.
     Synth {
@@ -261,6 +267,7 @@ fn run(cli: Cli) -> Result<()> {
             cluster::print_summary(&status);
             cluster::exit_for(&status)
         }
+        Command::Dem { command } => runtime()?.block_on(dem::run(command, quiet)),
         Command::Coordinator {
             listen,
             store,

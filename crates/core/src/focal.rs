@@ -234,7 +234,8 @@ mod tests {
             let h = p.halo();
             let padded = {
                 let mut a = Array2::from_elem((rows + 2 * h, cols + 2 * h), f64::NAN);
-                a.slice_mut(ndarray::s![h..h + rows, h..h + cols]).assign(&z);
+                a.slice_mut(ndarray::s![h..h + rows, h..h + cols])
+                    .assign(&z);
                 a
             };
             // Tiles of 16 (smaller than the halo), each read with its halo.

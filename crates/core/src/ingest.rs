@@ -19,13 +19,13 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::layer::{LayerInfo, LayerWriter, WriteOptions};
 use crate::focal::{DEFAULT_MAX_HALO, FocalGrid};
-use crate::operation::{Operation, PreparedChain, check_chain};
+use crate::layer::{LayerInfo, LayerWriter, WriteOptions};
 use crate::model::{
     CellType, Crs, DataType, Extent, GridExtent, KeyIndex, LayoutScheme, SpatialKey,
     TileLayerMetadata, ZOrderIndex, ceil_snapped, collect_metadata, floor_snapped,
 };
+use crate::operation::{Operation, PreparedChain, check_chain};
 use crate::source::{GdalSource, Reprojection, SourceInfo};
 use crate::store::Store;
 use crate::tile::{MergeMethod, Merger, Resample, SourceWindow, Tile, TileData, cut_into};

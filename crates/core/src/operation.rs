@@ -107,13 +107,13 @@ pub fn check_chain(ops: &[Operation], bands: usize) -> Result<usize> {
         cell_height: 1.0,
         geographic: false,
     };
-    ops.iter()
-        .enumerate()
-        .try_fold(bands, |n, (i, op)| match op {
+    ops.iter().enumerate().try_fold(bands, |n, (i, op)| {
+        match op {
             Operation::Local(l) => l.check(n),
             Operation::Focal(f) => f.prepare(&grid, usize::MAX).map(|_| n),
         }
-        .map_err(|e| at(i, e)))
+        .map_err(|e| at(i, e))
+    })
 }
 
 /// A chain checked against the grid it runs on.
@@ -205,22 +205,33 @@ mod tests {
 
     #[test]
     fn local_and_focal_operations_read_from_yaml() {
-        let chain = ops("- mul: 2\n- slope\n- svf: {radius: 50, directions: 8}\n- hillshade:\n")
-            .unwrap();
+        let chain =
+            ops("- mul: 2\n- slope\n- svf: {radius: 50, directions: 8}\n- hillshade:\n").unwrap();
         assert_eq!(chain.len(), 4);
         assert!(matches!(chain[0], Operation::Local(LocalOp::Mul(_))));
-        assert_eq!(chain[1], Operation::Focal(FocalOp::Slope(Default::default())));
+        assert_eq!(
+            chain[1],
+            Operation::Focal(FocalOp::Slope(Default::default()))
+        );
         let Operation::Focal(FocalOp::Svf(p)) = &chain[2] else {
             panic!("{:?}", chain[2]);
         };
         assert_eq!((p.radius, p.directions), (Some(50.0), 8));
         // JSON, the wire form, round-trips.
         let json = serde_json::to_string(&chain).unwrap();
-        assert_eq!(serde_json::from_str::<Vec<Operation>>(&json).unwrap(), chain);
+        assert_eq!(
+            serde_json::from_str::<Vec<Operation>>(&json).unwrap(),
+            chain
+        );
 
         let err = ops("- blur: 3\n").unwrap_err().to_string();
-        assert!(err.contains("unknown operation `blur`") && err.contains("svf"), "{err}");
-        let err = ops("- svf: {radius: 5, sigma: 2}\n").unwrap_err().to_string();
+        assert!(
+            err.contains("unknown operation `blur`") && err.contains("svf"),
+            "{err}"
+        );
+        let err = ops("- svf: {radius: 5, sigma: 2}\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field `sigma`"), "{err}");
     }
 
@@ -239,11 +250,16 @@ mod tests {
         assert_eq!(out[0].dim(), (2, 3));
         // The slope of a plane is flat: no aspect.
         assert!(out[0].iter().all(|v| v.is_nan()));
-        let err = PreparedChain::new(&chain, 1, &grid, 1).unwrap_err().to_string();
+        let err = PreparedChain::new(&chain, 1, &grid, 1)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("halo of 2 cells in all"), "{err}");
         let err = check_chain(&ops("- svf: {directions: 0}\n").unwrap(), 1)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("operations[0]: svf needs at least 1 direction"), "{err}");
+        assert!(
+            err.contains("operations[0]: svf needs at least 1 direction"),
+            "{err}"
+        );
     }
 }

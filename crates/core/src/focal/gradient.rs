@@ -12,11 +12,15 @@
 //! (without `-compute_edges`).
 
 use ndarray::{Array2, ArrayView2};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
 use super::FocalGrid;
+
+/// Output rows a parallel task computes.
+const ROWS_PER_TASK: usize = 16;
 
 /// Slope as an angle or as rise over run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,29 +162,47 @@ impl Gradient {
         })
     }
 
-    /// The operation on the interior of `input` (NaN = NoData), less a 1-cell halo.
+    /// The operation on the interior of `input` (NaN = NoData), less a 1-cell halo; rows in
+    /// parallel.
     pub(crate) fn apply(&self, input: ArrayView2<f64>) -> Array2<f64> {
         let (rin, cin) = input.dim();
         let (rout, cout) = (rin.saturating_sub(2), cin.saturating_sub(2));
-        let z = input.mapv(|v| v as f32);
-        Array2::from_shape_fn((rout, cout), |(r, c)| {
-            let w = [
-                z[(r, c)],
-                z[(r, c + 1)],
-                z[(r, c + 2)],
-                z[(r + 1, c)],
-                z[(r + 1, c + 1)],
-                z[(r + 1, c + 2)],
-                z[(r + 2, c)],
-                z[(r + 2, c + 1)],
-                z[(r + 2, c + 2)],
-            ];
-            if w.iter().any(|v| v.is_nan()) {
-                f64::NAN
-            } else {
-                self.cell(&w)
-            }
-        })
+        if rout == 0 || cout == 0 {
+            return Array2::from_elem((rout, cout), f64::NAN);
+        }
+        let z: Vec<f32> = input.iter().map(|&v| v as f32).collect();
+        let mut out = vec![f64::NAN; rout * cout];
+        out.par_chunks_mut(cout * ROWS_PER_TASK)
+            .enumerate()
+            .for_each(|(b, chunk)| {
+                for (i, row) in chunk.chunks_exact_mut(cout).enumerate() {
+                    let r = b * ROWS_PER_TASK + i;
+                    let north = &z[r * cin..(r + 1) * cin];
+                    let middle = &z[(r + 1) * cin..(r + 2) * cin];
+                    let south = &z[(r + 2) * cin..(r + 3) * cin];
+                    for (c, o) in row.iter_mut().enumerate() {
+                        let w = [
+                            north[c],
+                            north[c + 1],
+                            north[c + 2],
+                            middle[c],
+                            middle[c + 1],
+                            middle[c + 2],
+                            south[c],
+                            south[c + 1],
+                            south[c + 2],
+                        ];
+                        // NoData around the centre reaches the result through the sums as NaN;
+                        // the centre is not in Horn's sums, so it is checked.
+                        *o = if w[4].is_nan() {
+                            f64::NAN
+                        } else {
+                            self.cell(&w)
+                        };
+                    }
+                }
+            });
+        Array2::from_shape_vec((rout, cout), out).unwrap_or_else(|_| Array2::zeros((0, 0)))
     }
 
     fn cell(&self, w: &[f32; 9]) -> f64 {
@@ -207,8 +229,7 @@ impl Gradient {
                 if east_west == 0.0 && south_north == 0.0 {
                     return if zero_for_flat { 0.0 } else { f64::NAN };
                 }
-                let mut a =
-                    (south_north.atan2(-east_west) / (std::f64::consts::PI / 180.0)) as f32;
+                let mut a = (south_north.atan2(-east_west) / (std::f64::consts::PI / 180.0)) as f32;
                 if trigonometric {
                     if a < 0.0 {
                         a += 360.0;
@@ -280,9 +301,7 @@ mod tests {
     #[test]
     fn flat_ground_has_no_aspect_and_the_sun_sine_for_hillshade() {
         let z = Array2::from_elem((3, 3), 5.0);
-        assert!(
-            Gradient::aspect(&AspectParams::default()).apply(z.view())[(0, 0)].is_nan()
-        );
+        assert!(Gradient::aspect(&AspectParams::default()).apply(z.view())[(0, 0)].is_nan());
         let hs = Gradient::hillshade(&HillshadeParams::default(), &grid()).unwrap();
         let want = 1.0 + 254.0 * (45f64.to_radians()).sin();
         assert!((hs.apply(z.view())[(0, 0)] - want).abs() < 1e-4);

@@ -5,9 +5,9 @@
 //! elevation angle of a sample, floored at 0; SVF = 1 − mean over azimuths of sin(horizon).
 //!
 //! Rays are laid out in cell space: a step of `t` cells along azimuth `a` lands on the cell
-//! (row − round(t·cos a), col + round(t·sin a)), rounding halves away from zero, at a distance
-//! of `t·L` metres, where `L` is the length of one cell step along `a` (the cell size when cells
-//! are square). Samples are taken at
+//! (row − round(t·cos a), col + round(t·sin a)), rounding halves (within 1e-9) away from zero,
+//! at a distance of `t·L` metres, where `L` is the length of one cell step along `a` (the cell
+//! size when cells are square). Samples are taken at
 //! - `steps: K`: `t = T·j / K` for j = 1..K (the seed's sampling), or
 //! - exact (no `steps`): every whole cell `t = 1, 2, …, ⌊T⌋` (the sampling RVT uses),
 //!
@@ -143,8 +143,7 @@ impl SvfParams {
             };
             let mut samples: Vec<(isize, isize, f32)> = Vec::with_capacity(ts.len());
             for t in ts {
-                let di = (-t * c).round() as isize;
-                let dj = (t * s).round() as isize;
+                let (di, dj) = (nearest(-t * c), nearest(t * s));
                 // The cell itself, or the cell the previous (nearer) sample already read: a
                 // nearer sample has the larger 1/d, so for a rise it wins, and a fall is floored
                 // at 0 anyway. Dropping the repeat leaves every maximum unchanged.
@@ -158,6 +157,13 @@ impl SvfParams {
         }
         Ok(Rays { rays, halo })
     }
+}
+
+/// The nearest whole cell, halves away from zero. A geometric half (sin 30° · 1) computed in
+/// floating point lands a hair to either side of .5, so halves are recognised within 1e-9.
+fn nearest(x: f64) -> isize {
+    let n = (x.abs() + 0.5 + 1e-9).floor() as isize;
+    if x < 0.0 { -n } else { n }
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -30,11 +30,11 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::focal::DEFAULT_MAX_HALO;
 use crate::ingest::IngestOptions;
 use crate::layer::WriteOptions;
-use crate::focal::DEFAULT_MAX_HALO;
-use crate::operation::{Operation, check_chain};
 use crate::model::{DataType, LayoutScheme};
+use crate::operation::{Operation, check_chain};
 use crate::source::parse_crs;
 use crate::tile::{MergeMethod, Resample};
 

@@ -1,0 +1,263 @@
+//! `tessera dem`: gdaldem-like terrain analysis on one raster, run as the same job `tessera run`
+//! would run — an embedded coordinator and workers, tiles with halos — then exported to one
+//! GeoTIFF.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use tessera_core::export::{ExportFormat, export};
+use tessera_core::focal::{
+    AspectParams, DEFAULT_MAX_HALO, FocalOp, HillshadeParams, SlopeParams, SlopeUnits, SvfParams,
+};
+use tessera_core::ingest::{NoProgress, Progress, plan_ingest};
+use tessera_core::job::{JobSpec, OutputSpec, SPEC_VERSION, TaskSizing};
+use tessera_core::operation::Operation;
+use tessera_core::tile::{MergeMethod, Resample};
+
+use crate::cluster;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DemCommand {
+    /// Sky view factor (0..1): the share of the sky a cell sees past the terrain around it.
+    Svf {
+        #[command(flatten)]
+        io: DemIo,
+        /// Azimuths, evenly spaced from north.
+        #[arg(long, default_value_t = 16)]
+        directions: u32,
+        /// Search radius in metres.
+        #[arg(long, conflicts_with = "radius_cells")]
+        radius: Option<f64>,
+        /// Search radius in cells (10 when no radius is given).
+        #[arg(long)]
+        radius_cells: Option<f64>,
+        /// Samples per ray, evenly spaced (default: every whole cell along the ray).
+        #[arg(long)]
+        steps: Option<u32>,
+        /// Metres per map unit; required for a geographic CRS (111120 for degrees).
+        #[arg(long, short = 's')]
+        scale: Option<f64>,
+    },
+    /// Slope with Horn's method, in degrees (or percent), as gdaldem slope.
+    Slope {
+        #[command(flatten)]
+        io: DemIo,
+        /// Percent rise instead of degrees.
+        #[arg(long, short = 'p')]
+        percent: bool,
+        #[arg(long, short = 's')]
+        scale: Option<f64>,
+    },
+    /// Aspect with Horn's method, degrees clockwise from north, as gdaldem aspect.
+    Aspect {
+        #[command(flatten)]
+        io: DemIo,
+        /// Counter-clockwise from east.
+        #[arg(long)]
+        trigonometric: bool,
+        /// 0 for flat cells instead of NoData.
+        #[arg(long)]
+        zero_for_flat: bool,
+    },
+    /// Shaded relief (1..255, 0 = NoData) with Horn's method, as gdaldem hillshade.
+    Hillshade {
+        #[command(flatten)]
+        io: DemIo,
+        /// Of the light, degrees clockwise from north.
+        #[arg(long, default_value_t = 315.0)]
+        azimuth: f64,
+        /// Of the light, degrees above the horizon.
+        #[arg(long, default_value_t = 45.0)]
+        altitude: f64,
+        /// Vertical exaggeration.
+        #[arg(long, short = 'z', default_value_t = 1.0)]
+        z_factor: f64,
+        #[arg(long, short = 's')]
+        scale: Option<f64>,
+    },
+}
+
+/// What every `tessera dem` command reads and writes.
+#[derive(Debug, clap::Args)]
+pub struct DemIo {
+    /// The DEM or DSM: a path, file:// or s3:// URL.
+    input: String,
+    /// The GeoTIFF to write.
+    output: PathBuf,
+    /// The band of the input.
+    #[arg(long, short = 'b', default_value_t = 1)]
+    band: usize,
+    /// Tile size of the job.
+    #[arg(long, default_value_t = 256)]
+    tile_size: u32,
+    /// Embedded workers.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// The largest halo, in cells, the operation may need.
+    #[arg(long, default_value_t = DEFAULT_MAX_HALO)]
+    max_halo: usize,
+    /// Output cell type (default f32; u8 for hillshade, rounded as gdaldem does).
+    #[arg(long)]
+    output_type: Option<String>,
+    /// Also keep the tiled Zarr layer here (a path or URL).
+    #[arg(long)]
+    keep_layer: Option<String>,
+}
+
+impl DemCommand {
+    fn split(self) -> (DemIo, FocalOp) {
+        match self {
+            DemCommand::Svf {
+                io,
+                directions,
+                radius,
+                radius_cells,
+                steps,
+                scale,
+            } => (
+                io,
+                FocalOp::Svf(SvfParams {
+                    directions,
+                    radius,
+                    radius_cells,
+                    steps,
+                    scale,
+                }),
+            ),
+            DemCommand::Slope { io, percent, scale } => (
+                io,
+                FocalOp::Slope(SlopeParams {
+                    units: if percent {
+                        SlopeUnits::Percent
+                    } else {
+                        SlopeUnits::Degrees
+                    },
+                    scale,
+                }),
+            ),
+            DemCommand::Aspect {
+                io,
+                trigonometric,
+                zero_for_flat,
+            } => (
+                io,
+                FocalOp::Aspect(AspectParams {
+                    trigonometric,
+                    zero_for_flat,
+                }),
+            ),
+            DemCommand::Hillshade {
+                io,
+                azimuth,
+                altitude,
+                z_factor,
+                scale,
+            } => (
+                io,
+                FocalOp::Hillshade(HillshadeParams {
+                    azimuth,
+                    altitude,
+                    z_factor,
+                    scale,
+                }),
+            ),
+        }
+    }
+}
+
+/// A local path as an absolute path; URLs as they are.
+fn absolute(input: &str) -> Result<String> {
+    if input.contains("://") {
+        return Ok(input.to_string());
+    }
+    let p = std::path::absolute(input).with_context(|| format!("{input}: not a usable path"))?;
+    Ok(p.display().to_string())
+}
+
+/// The job `tessera dem` runs: the input, one focal operation, a layer at `layer_url`.
+pub fn job_spec(io: &DemIo, op: FocalOp, layer_url: String) -> Result<JobSpec> {
+    let spec = JobSpec {
+        version: SPEC_VERSION,
+        name: Some(format!("dem {}", op.name())),
+        sources: vec![absolute(&io.input)?],
+        layout: format!("floating:{}", io.tile_size),
+        target_crs: None,
+        resample: Resample::Nearest,
+        merge: MergeMethod::First,
+        stack: false,
+        bands: Some(vec![io.band]),
+        operations: vec![Operation::Focal(op)],
+        max_halo: io.max_halo,
+        output: OutputSpec {
+            url: layer_url,
+            zstd_level: 1,
+            overwrite: true,
+            cell_type: io.output_type.as_deref().map(str::parse).transpose()?,
+        },
+        tasks: TaskSizing::default(),
+    };
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// Removes a directory when dropped.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs the job, exports the layer to the output GeoTIFF (written under a temporary name and
+/// renamed), and removes the scratch layer and journal.
+pub async fn run(command: DemCommand, quiet: bool) -> Result<()> {
+    let (io, op) = command.split();
+    if io.output.as_os_str().is_empty() || io.output.is_dir() {
+        bail!("{}: the output must be a file", io.output.display());
+    }
+    let parent = match io.output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !parent.is_dir() {
+        bail!("{}: no such directory", parent.display());
+    }
+    // The layer and the job's journal live in a scratch directory beside the output, removed at
+    // the end whatever happens.
+    let scratch = TempDir(
+        std::path::absolute(&parent)?
+            .join(format!(".tessera-dem-{}", uuid::Uuid::new_v4().simple())),
+    );
+    std::fs::create_dir_all(&scratch.0)
+        .with_context(|| format!("cannot create {}", scratch.0.display()))?;
+    let layer_url = match &io.keep_layer {
+        Some(url) => url.clone(),
+        None => format!("file://{}", scratch.0.join("layer").display()),
+    };
+    let spec = job_spec(&io, op, layer_url.clone())?;
+    // Plan here first: a bad band, a geographic CRS without a scale or a radius past the
+    // largest halo fails now, before a job starts.
+    let options = spec.ingest_options()?;
+    let sources = spec.sources.clone();
+    tokio::task::spawn_blocking(move || plan_ingest(&sources, &options)).await??;
+    let status = cluster::run_spec(spec, io.workers, None, quiet).await?;
+    if !quiet {
+        cluster::print_summary(&status);
+    }
+    cluster::exit_for(&status)?;
+    let out = io.output.clone();
+    tokio::task::spawn_blocking(move || {
+        let progress: Box<dyn Progress> = if quiet {
+            Box::new(NoProgress)
+        } else {
+            Box::new(crate::progress::Bar::new("export"))
+        };
+        export(&layer_url, &out, ExportFormat::GTiff, progress.as_ref())
+    })
+    .await??;
+    if !quiet {
+        eprintln!("wrote {}", io.output.display());
+    }
+    Ok(())
+}
