@@ -48,4 +48,9 @@ if command -v gdalinfo >/dev/null 2>&1; then
     lay=$(gdalinfo -checksum "$out/dsm-layer" | grep Checksum)
     echo "GDAL reads the layer directly: source$src, layer$lay"
 fi
+echo "== sky view factor of the DSM (16 azimuths, 50 m radius), tiled with exact halos, as a GeoTIFF"
+"$bin" dem svf "$out/dsm.tif" "$out/dsm-svf.tif" --directions 16 --radius 50
+if command -v gdalinfo >/dev/null 2>&1; then
+    gdalinfo -stats "$out/dsm-svf.tif" | grep -E "Size is|STATISTICS_(MINIMUM|MEAN|MAXIMUM)"
+fi
 echo "done: outputs in $out"

@@ -59,7 +59,7 @@ fn a_coordinator_refuses_bad_jobs_tokens_and_workers() {
             format!(
                 "version: 1\nsources: [{dem}]\noperations: [{{blur: 3}}]\noutput: {{url: {out}}}\n"
             ),
-            "unknown variant `blur`",
+            "unknown operation `blur`",
         ),
         (
             "no-match.yaml",

@@ -17,6 +17,9 @@ use tonic::{Request, Response, Status};
 
 use crate::journal::{JobEnd, JobRecord, Journal};
 use crate::plan::{source_tasks, tile_tasks};
+
+/// How long a lease request with nothing to lease waits for work before answering empty.
+const LEASE_WAIT: std::time::Duration = std::time::Duration::from_millis(1000);
 use crate::scheduler::{ReportOutcome, Scheduler, SchedulerConfig};
 use tessera_proto::{PROTOCOL_VERSION, from_proto, pb};
 
@@ -561,8 +564,23 @@ impl pb::worker_service_server::WorkerService for WorkerApi {
         self.0.check_token(&req)?;
         let r = req.into_inner();
         let worker = from_proto::worker_id(&r.worker_id)?;
-        let now = self.0.now();
-        let leases = lock(&self.0.sched).lease(worker, r.max_tasks.max(1) as usize, now);
+        let max = r.max_tasks.max(1) as usize;
+        // A long poll: with nothing to lease, the request waits (up to LEASE_WAIT) for the
+        // next change — a new stage, a report, a submitted job — instead of the worker polling.
+        // Subscribing first means no change between the attempt and the wait is missed.
+        let mut changed = self.0.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + LEASE_WAIT;
+        let (leases, now) = loop {
+            let now = self.0.now();
+            let leases = lock(&self.0.sched).lease(worker, max, now);
+            if !leases.is_empty() {
+                break (leases, now);
+            }
+            match tokio::time::timeout_at(deadline, changed.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => break (leases, now),
+            }
+        };
         let leases = leases
             .into_iter()
             .map(|l| {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use gdal::cpl::CslStringList;
 use gdal::raster::{Buffer, GdalType};
 use gdal::{Dataset, DriverManager};
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::ingest::Progress;
@@ -124,6 +125,13 @@ pub fn export(
     Ok(())
 }
 
+/// A tile's cells clipped to the raster, and where they go.
+struct Block<T> {
+    origin: (isize, isize),
+    size: (usize, usize),
+    values: Vec<T>,
+}
+
 fn write_gtiff<T: Cell + GdalType + Copy>(
     reader: &LayerReader,
     path: &Path,
@@ -138,7 +146,12 @@ fn write_gtiff<T: Cell + GdalType + Copy>(
     let block_ok = tl.tile_cols.is_multiple_of(16) && tl.tile_rows.is_multiple_of(16);
     let mut pairs = vec![
         ("COMPRESS", "DEFLATE".to_string()),
+        // Level 1: on elevation-like floats it is within 2 % of the default's size at half the
+        // time.
+        ("ZLEVEL", "1".to_string()),
         ("BIGTIFF", "IF_SAFER".to_string()),
+        // Blocks are compressed on all cores.
+        ("NUM_THREADS", "ALL_CPUS".to_string()),
     ];
     if block_ok {
         pairs.extend([
@@ -165,7 +178,9 @@ fn write_gtiff<T: Cell + GdalType + Copy>(
         ds.set_spatial_ref(&spatial_ref(&md.crs)?)
             .map_err(|e| gdal_err(path, e))?;
     }
-    let keys: Vec<_> = md.bounds.to_grid_bounds().iter_keys().collect();
+    let bounds = md.bounds.to_grid_bounds();
+    let row_len = (bounds.col_max - bounds.col_min + 1).max(1) as usize;
+    let keys: Vec<_> = bounds.iter_keys().collect();
     progress.start(keys.len() as u64 * bands as u64);
     for b in 1..=bands {
         let mut band = ds.rasterband(b).map_err(|e| gdal_err(path, e))?;
@@ -173,20 +188,39 @@ fn write_gtiff<T: Cell + GdalType + Copy>(
             band.set_no_data_value(Some(nd))
                 .map_err(|e| gdal_err(path, e))?;
         }
-        for &key in &keys {
-            let tile = reader.read_tile(b, key)?.unwrap_or_else(|| {
-                Tile::empty(md.cell_type, tl.tile_rows as usize, tl.tile_cols as usize)
-            });
-            let [cr, cc] = md.chunk_of(key);
-            let (x0, y0) = (cc * tl.tile_cols as u64, cr * tl.tile_rows as u64);
-            let w = (tl.tile_cols as u64).min(grid.cols - x0) as usize;
-            let h = (tl.tile_rows as u64).min(grid.rows - y0) as usize;
-            let data = tile.data.convert(T::DATA_TYPE);
-            let values: Vec<T> = crate::with_tile_data!(&data, a => a.slice(ndarray::s![..h, ..w]).iter().map(|v| T::from_f64(v.to_f64())).collect());
-            let mut buf = Buffer::new((w, h), values);
-            band.write((x0 as isize, y0 as isize), (w, h), &mut buf)
-                .map_err(|e| gdal_err(path, e))?;
-            progress.advance(1);
+        // Tiles are read and decoded in parallel, a row of tiles at a time (bounded memory), and
+        // written in order.
+        for row in keys.chunks(row_len) {
+            let blocks: Vec<Result<Block<T>>> = row
+                .par_iter()
+                .map(|&key| {
+                    let tile = reader.read_tile(b, key)?.unwrap_or_else(|| {
+                        Tile::empty(md.cell_type, tl.tile_rows as usize, tl.tile_cols as usize)
+                    });
+                    let [cr, cc] = md.chunk_of(key);
+                    let (x0, y0) = (cc * tl.tile_cols as u64, cr * tl.tile_rows as u64);
+                    let w = (tl.tile_cols as u64).min(grid.cols - x0) as usize;
+                    let h = (tl.tile_rows as u64).min(grid.rows - y0) as usize;
+                    let data = tile.data.convert(T::DATA_TYPE);
+                    let values: Vec<T> = crate::with_tile_data!(&data, a => a.slice(ndarray::s![..h, ..w]).iter().map(|v| T::from_f64(v.to_f64())).collect());
+                    Ok(Block {
+                        origin: (x0 as isize, y0 as isize),
+                        size: (w, h),
+                        values,
+                    })
+                })
+                .collect();
+            for block in blocks {
+                let Block {
+                    origin,
+                    size,
+                    values,
+                } = block?;
+                let mut buf = Buffer::new(size, values);
+                band.write(origin, size, &mut buf)
+                    .map_err(|e| gdal_err(path, e))?;
+                progress.advance(1);
+            }
         }
     }
     Ok(ds)

@@ -134,9 +134,22 @@ pub struct GdalSource {
     info: SourceInfo,
 }
 
+/// GDAL's block cache defaults to 5 % of the machine's memory, per process: on a worker that
+/// would be memory that depends on the machine, not on the work. Tessera reads whole windows and
+/// keeps its own tiles, so it caps the cache at 128 MB unless `GDAL_CACHEMAX` is set.
+fn limit_block_cache() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("GDAL_CACHEMAX").is_none() {
+            let _ = gdal::config::set_config_option("GDAL_CACHEMAX", "128");
+        }
+    });
+}
+
 impl GdalSource {
     /// Opens a source and reads its header. Errors name the source and what is wrong with it.
     pub fn open(url: &str) -> Result<GdalSource> {
+        limit_block_cache();
         let path = gdal_path(url)?;
         if !source_exists(url, &path)? {
             let what = if url.starts_with("s3://") {

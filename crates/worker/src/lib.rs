@@ -210,7 +210,7 @@ async fn lease_loop(
                 _ = &mut shutdown => return Ok(()),
                 _ = tokio::time::sleep(idle) => {}
             }
-            idle = (idle * 2).min(Duration::from_millis(200));
+            idle = (idle * 2).min(Duration::from_millis(50));
             continue;
         }
         idle = Duration::from_millis(5);

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Focal operations beside their peers, in one run on one machine, on the deterministic synthetic
+# DSM (rolling terrain with rectangular buildings):
+# - SVF, 8 azimuths, r = 100 cells: `tessera dem svf` (steps: 30, and exact) beside the seed's
+#   algorithm in numpy (bench/python/svf_numpy.py), whose result is compared too;
+# - slope and hillshade: `tessera dem` beside `gdaldem`.
+# Prints wall time (whole commands: read, compute, write) and peak RSS, and the ratios.
+#
+#   bench/focal_vs_peers.sh [SIZE]     (default 3000: a SIZE x SIZE Float32 DSM at 1 m)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+size="${1:-3000}"
+target="${CARGO_TARGET_DIR:-target}"
+cargo build --release --quiet -p tessera-cli
+bin="$target/release/tessera"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+"$bin" --quiet synth dsm "$work/dsm.tif" --cols "$size" --rows "$size" --seed 1
+echo "DSM: ${size} x ${size} Float32, $(nproc) cores"
+
+declare -A wall
+run() {
+    local name="$1"; shift
+    /usr/bin/time -f "%e %M" -o "$work/time" "$@" >"$work/out" 2>"$work/err" || { cat "$work/err"; exit 1; }
+    read -r secs kb < "$work/time"
+    wall[$name]="$secs"
+    printf "%-34s %8.2f s %8.0f MB  %s\n" "$name" "$secs" "$(echo "$kb / 1024" | bc -l)" "$(cat "$work/out")"
+}
+ratio() { printf "  %-32s %.1fx\n" "$1" "$(echo "${wall[$2]} / ${wall[$3]}" | bc -l)"; }
+
+svf=(--directions 8 --radius-cells 100)
+run "tessera dem svf steps=30" "$bin" --quiet dem svf "$work/dsm.tif" "$work/svf30.tif" "${svf[@]}" --steps 30
+run "tessera dem svf exact" "$bin" --quiet dem svf "$work/dsm.tif" "$work/svfx.tif" "${svf[@]}"
+if python3 -c "import numpy, rasterio" 2>/dev/null; then
+    run "numpy seed svf steps=30" python3 bench/python/svf_numpy.py "$work/dsm.tif" "${svf[@]}" --steps 30 --compare "$work/svf30.tif"
+    ratio "svf steps=30 vs numpy:" "numpy seed svf steps=30" "tessera dem svf steps=30"
+else
+    echo "(numpy or rasterio missing: no numpy comparison)"
+fi
+run "tessera dem slope" "$bin" --quiet dem slope "$work/dsm.tif" "$work/slope.tif"
+run "gdaldem slope" gdaldem slope -q "$work/dsm.tif" "$work/gslope.tif"
+run "tessera dem hillshade" "$bin" --quiet dem hillshade "$work/dsm.tif" "$work/hs.tif"
+run "gdaldem hillshade" gdaldem hillshade -q "$work/dsm.tif" "$work/ghs.tif"
+ratio "slope vs gdaldem:" "gdaldem slope" "tessera dem slope"
+ratio "hillshade vs gdaldem:" "gdaldem hillshade" "tessera dem hillshade"
