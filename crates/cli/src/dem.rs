@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use tessera_core::export::{ExportFormat, export};
+use tessera_core::export::{Compression, ExportFormat, export};
 use tessera_core::focal::{
     AspectParams, DEFAULT_MAX_HALO, FocalOp, HillshadeParams, SlopeParams, SlopeUnits, SvfParams,
 };
@@ -96,6 +96,9 @@ pub struct DemIo {
     /// The largest halo, in cells, the operation may need.
     #[arg(long, default_value_t = DEFAULT_MAX_HALO)]
     max_halo: usize,
+    /// Compression of the GeoTIFF: none (as gdaldem), deflate or zstd.
+    #[arg(long, default_value = "none")]
+    compress: String,
     /// Output cell type (default f32; u8 for hillshade, rounded as gdaldem does).
     #[arg(long)]
     output_type: Option<String>,
@@ -213,6 +216,7 @@ impl Drop for TempDir {
 /// renamed), and removes the scratch layer and journal.
 pub async fn run(command: DemCommand, quiet: bool) -> Result<()> {
     let (io, op) = command.split();
+    let compression: Compression = io.compress.parse()?;
     if io.output.as_os_str().is_empty() || io.output.is_dir() {
         bail!("{}: the output must be a file", io.output.display());
     }
@@ -253,7 +257,13 @@ pub async fn run(command: DemCommand, quiet: bool) -> Result<()> {
         } else {
             Box::new(crate::progress::Bar::new("export"))
         };
-        export(&layer_url, &out, ExportFormat::GTiff, progress.as_ref())
+        export(
+            &layer_url,
+            &out,
+            ExportFormat::GTiff,
+            compression,
+            progress.as_ref(),
+        )
     })
     .await??;
     if !quiet {

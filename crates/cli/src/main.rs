@@ -209,6 +209,9 @@ enum LayerCommand {
         /// GTiff or COG.
         #[arg(long, default_value = "GTiff")]
         format: String,
+        /// deflate, zstd or none.
+        #[arg(long, default_value = "deflate")]
+        compress: String,
     },
 }
 
@@ -372,10 +375,16 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Layer {
-            command: LayerCommand::Export { layer, out, format },
+            command:
+                LayerCommand::Export {
+                    layer,
+                    out,
+                    format,
+                    compress,
+                },
         } => {
             let format: ExportFormat = format.parse()?;
-            export(&layer, &out, format, progress.as_ref())?;
+            export(&layer, &out, format, compress.parse()?, progress.as_ref())?;
             eprintln!("wrote {}", out.display());
             Ok(())
         }
