@@ -26,7 +26,7 @@ use crate::model::{
     TileLayerMetadata, ZOrderIndex, ceil_snapped, collect_metadata, floor_snapped,
 };
 use crate::operation::{Operation, PreparedChain, check_chain};
-use crate::source::{GdalSource, Reprojection, SourceInfo};
+use crate::source::{BlockCache, GdalSource, Reprojection, SourceInfo};
 use crate::store::Store;
 use crate::tile::{MergeMethod, Merger, Resample, SourceWindow, Tile, TileData, cut_into};
 
@@ -94,6 +94,9 @@ impl Default for IngestOptions {
         }
     }
 }
+
+/// Decoded source blocks a tile task keeps (f64 cells): 192 × 256 × 256 blocks.
+const BLOCK_CACHE_BYTES: usize = 96 << 20;
 
 fn default_max_halo() -> usize {
     DEFAULT_MAX_HALO
@@ -386,14 +389,15 @@ fn reprojected_bbox(extent: &Extent, reprojection: &Reprojection) -> Option<Exte
     (e.xmin <= e.xmax && e.ymin <= e.ymax).then_some(e)
 }
 
-/// One thread's open sources and transforms.
-struct Worker {
+/// One thread's open sources and transforms, and the task's shared decoded blocks.
+struct Worker<'a> {
     sources: Vec<GdalSource>,
     reprojections: Vec<Option<Reprojection>>,
+    blocks: &'a BlockCache,
 }
 
-impl Worker {
-    fn open(plan: &IngestPlan) -> Result<Worker> {
+impl<'a> Worker<'a> {
+    fn open(plan: &IngestPlan, blocks: &'a BlockCache) -> Result<Worker<'a>> {
         let mut sources = Vec::with_capacity(plan.sources.len());
         let mut reprojections = Vec::with_capacity(plan.sources.len());
         for p in &plan.sources {
@@ -407,6 +411,7 @@ impl Worker {
         Ok(Worker {
             sources,
             reprojections,
+            blocks,
         })
     }
 
@@ -447,7 +452,13 @@ impl Worker {
             let Some((c0, r0, c1, r1)) = window else {
                 continue;
             };
-            let values = src.read_window(band, c0, r0, (c1 - c0) as usize, (r1 - r0) as usize)?;
+            let values = self.blocks.read_window(
+                i,
+                src,
+                band,
+                (c0, r0),
+                ((c1 - c0) as usize, (r1 - r0) as usize),
+            )?;
             let window_grid = GridExtent::from_origin(
                 grid.extent.xmin + c0 as f64 * grid.cell_size.width,
                 grid.extent.ymax - r0 as f64 * grid.cell_size.height,
@@ -553,8 +564,11 @@ pub fn write_keys(
     let stored_bytes = AtomicU64::new(0);
     let tile_bytes = plan.bytes_per_key() / plan.band_names.len().max(1) as u64;
     let chain = plan.chain(options)?;
+    // Blocks decoded once for all the task's threads: windows with halos, or not aligned with
+    // the sources' blocks, share them.
+    let blocks = BlockCache::new(BLOCK_CACHE_BYTES);
     keys.par_iter().with_min_len(2).try_for_each_init(
-        || Worker::open(plan),
+        || Worker::open(plan, &blocks),
         |worker, &key| {
             let worker = match worker {
                 Ok(w) => &*w,

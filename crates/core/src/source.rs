@@ -5,6 +5,10 @@
 //! A [`GdalSource`] owns one GDAL dataset handle and is not shared across threads: open one per
 //! thread.
 
+mod blocks;
+
+pub use blocks::BlockCache;
+
 use gdal::raster::GdalDataType;
 use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
 use gdal::{Dataset, DatasetOptions, GdalOpenFlags};
