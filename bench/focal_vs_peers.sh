@@ -7,27 +7,11 @@
 # Prints wall time (whole commands: read, compute, write) and peak RSS, and the ratios.
 #
 #   bench/focal_vs_peers.sh [SIZE]     (default 3000: a SIZE x SIZE Float32 DSM at 1 m)
-set -euo pipefail
-cd "$(dirname "$0")/.."
 size="${1:-3000}"
-target="${CARGO_TARGET_DIR:-target}"
-cargo build --release --quiet -p tessera-cli
-bin="$target/release/tessera"
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+source "$(dirname "$0")/common.sh"
 
 "$bin" --quiet synth dsm "$work/dsm.tif" --cols "$size" --rows "$size" --seed 1
 echo "DSM: ${size} x ${size} Float32, $(nproc) cores"
-
-declare -A wall
-run() {
-    local name="$1"; shift
-    /usr/bin/time -f "%e %M" -o "$work/time" "$@" >"$work/out" 2>"$work/err" || { cat "$work/err"; exit 1; }
-    read -r secs kb < "$work/time"
-    wall[$name]="$secs"
-    printf "%-34s %8.2f s %8.0f MB  %s\n" "$name" "$secs" "$(echo "$kb / 1024" | bc -l)" "$(cat "$work/out")"
-}
-ratio() { printf "  %-32s %.1fx\n" "$1" "$(echo "${wall[$2]} / ${wall[$3]}" | bc -l)"; }
 
 svf=(--directions 8 --radius-cells 100)
 run "tessera dem svf steps=30" "$bin" --quiet dem svf "$work/dsm.tif" "$work/svf30.tif" "${svf[@]}" --steps 30

@@ -8,16 +8,10 @@
 # Prints wall time, peak RSS and the ratios; checks the round trip by checksum.
 #
 #   bench/ingest_12k.sh [SIZE]     (default 12000)
-set -euo pipefail
-cd "$(dirname "$0")/.."
 size="${1:-12000}"
-target="${CARGO_TARGET_DIR:-target}"
-cargo build --release --quiet -p tessera-cli
-bin="$(realpath "$target/release/tessera")"
-work="$(mktemp -d)"
+source "$(dirname "$0")/common.sh"
 moto=""
-cleanup() { [ -n "$moto" ] && kill "$moto" 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
+on_exit+=('[ -n "$moto" ] && kill "$moto" 2>/dev/null')
 
 make_source() { # make_source N PATH: an N x N tiled DEFLATE Float32 raster
     "$bin" --quiet synth dsm "$work/seed.tif" --cols 3000 --rows 3000 --seed 1
@@ -27,17 +21,6 @@ make_source() { # make_source N PATH: an N x N tiled DEFLATE Float32 raster
 }
 make_source "$size" "$work/src.tif"
 echo "source: ${size} x ${size} Float32, tiled 256, DEFLATE, $(du -m "$work/src.tif" | cut -f1) MB ($(nproc) cores)"
-
-declare -A wall rss
-run() {
-    local name="$1"; shift
-    sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
-    /usr/bin/time -f "%e %M" -o "$work/time" "$@" >/dev/null 2>"$work/err" || { cat "$work/err"; exit 1; }
-    read -r secs kb < "$work/time"
-    wall[$name]="$secs"; rss[$name]=$((kb / 1024))
-    printf "%-30s %8.2f s %8d MB\n" "$name" "$secs" "${rss[$name]}"
-}
-ratio() { printf "  %-40s %.1fx\n" "$1" "$(echo "${wall[$2]} / ${wall[$3]}" | bc -l)"; }
 
 cat > "$work/job.yaml" <<YAML
 version: 1

@@ -4,16 +4,10 @@
 # peak RSS measured by /usr/bin/time. Prints wall time, tiles/s and the peaks.
 #
 #   bench/svf_20k.sh [SIZE]     (default 20000)
-set -euo pipefail
-cd "$(dirname "$0")/.."
 size="${1:-20000}"
-target="${CARGO_TARGET_DIR:-target}"
-cargo build --release --quiet -p tessera-cli
-bin="$(realpath "$target/release/tessera")"
-work="$(mktemp -d)"
+source "$(dirname "$0")/common.sh"
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
+on_exit+=('for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done')
 
 /usr/bin/time -f "synth: %e s" "$bin" --quiet synth dsm "$work/dsm.tif" --cols "$size" --rows "$size" --seed 7
 echo "DSM: ${size} x ${size} Float32, $(du -m "$work/dsm.tif" | cut -f1) MB on disk"

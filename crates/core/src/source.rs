@@ -139,13 +139,15 @@ pub struct GdalSource {
 }
 
 /// GDAL's block cache defaults to 5 % of the machine's memory, per process: on a worker that
-/// would be memory that depends on the machine, not on the work. Tessera reads whole windows and
-/// keeps its own tiles, so it caps the cache at 128 MB unless `GDAL_CACHEMAX` is set.
+/// would be memory that depends on the machine and grows with the raster, not with the work.
+/// Tessera reads each source block once where windows align with blocks and shares decoded
+/// blocks itself ([`BlockCache`]) where they do not, so it caps GDAL's cache at 16 MB unless
+/// `GDAL_CACHEMAX` is set.
 fn limit_block_cache() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         if std::env::var_os("GDAL_CACHEMAX").is_none() {
-            let _ = gdal::config::set_config_option("GDAL_CACHEMAX", "128");
+            let _ = gdal::config::set_config_option("GDAL_CACHEMAX", "16");
         }
     });
 }

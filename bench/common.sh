@@ -1,0 +1,29 @@
+# Sourced by the bench scripts. Builds the release `tessera` and sets:
+#   $bin   the binary          $work   a scratch directory, removed on exit
+#   on_exit+=("command")       more clean-up for the exit trap
+#   run NAME CMD...            runs CMD with page caches dropped (when allowed), prints and
+#                              records its wall time ${wall[NAME]} and peak RSS ${rss[NAME]} (MB)
+#   ratio LABEL SLOW FAST      prints wall[SLOW] / wall[FAST]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cargo build --release --quiet -p tessera-cli
+bin="$(realpath "${CARGO_TARGET_DIR:-target}/release/tessera")"
+work="$(mktemp -d)"
+on_exit=()
+bench_cleanup() {
+    for c in "${on_exit[@]}"; do eval "$c" || true; done
+    rm -rf "$work"
+}
+trap bench_cleanup EXIT
+
+declare -A wall rss
+run() {
+    local name="$1"; shift
+    sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+    /usr/bin/time -f "%e %M" -o "$work/.time" "$@" >"$work/.out" 2>"$work/.err" \
+        || { cat "$work/.err"; exit 1; }
+    read -r secs kb < "$work/.time"
+    wall[$name]="$secs"; rss[$name]=$((kb / 1024))
+    printf "%-34s %8.2f s %8d MB  %s\n" "$name" "$secs" "${rss[$name]}" "$(head -c 200 "$work/.out")"
+}
+ratio() { printf "  %-40s %.1fx\n" "$1" "$(echo "${wall[$2]} / ${wall[$3]}" | bc -l)"; }
