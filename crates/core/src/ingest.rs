@@ -95,6 +95,13 @@ impl Default for IngestOptions {
     }
 }
 
+/// Threads that encode and store tiles: a local disk is kept busy by a few, an object store's
+/// PUTs wait on the network and want more in flight.
+const FILE_WRITERS: usize = 2;
+const OBJECT_STORE_WRITERS: usize = 16;
+/// Tiles queued per writer thread.
+pub const TILES_IN_FLIGHT: usize = 2;
+
 /// Decoded source blocks a tile task keeps (f64 cells): 192 × 256 × 256 blocks.
 const BLOCK_CACHE_BYTES: usize = 96 << 20;
 
@@ -552,7 +559,13 @@ impl<'a> Worker<'a> {
     }
 }
 
-/// Stage 3, a tile task: computes and writes `keys` (in parallel on the current rayon pool).
+/// Stage 3, a tile task: computes and writes `keys`.
+///
+/// Two sides overlap: the current rayon pool decodes sources, cuts, merges and runs the chain;
+/// a few writer threads encode (zstd) and store tiles — more of them for an object store, where
+/// a PUT waits on the network. A bounded channel between them keeps at most
+/// [`TILES_IN_FLIGHT`] tiles per writer in memory, whatever the raster's size. A failed write
+/// fails the task: computing stops at the next key and the first error is returned.
 pub fn write_keys(
     plan: &IngestPlan,
     options: &IngestOptions,
@@ -567,32 +580,84 @@ pub fn write_keys(
     // Blocks decoded once for all the task's threads: windows with halos, or not aligned with
     // the sources' blocks, share them.
     let blocks = BlockCache::new(BLOCK_CACHE_BYTES);
-    keys.par_iter().with_min_len(2).try_for_each_init(
-        || Worker::open(plan, &blocks),
-        |worker, &key| {
-            let worker = match worker {
-                Ok(w) => &*w,
-                // The first key of a thread that could not open its sources reports why;
-                // try_for_each stops there.
-                Err(e) => {
-                    return Err(std::mem::replace(
-                        e,
-                        Error::Internal("sources not open".into()),
-                    ));
+    let writers = if writer.url().starts_with("s3://") {
+        OBJECT_STORE_WRITERS
+    } else {
+        FILE_WRITERS
+    };
+    let (tx, rx) =
+        std::sync::mpsc::sync_channel::<(usize, SpatialKey, Tile)>(writers * TILES_IN_FLIGHT);
+    let rx = std::sync::Mutex::new(rx);
+    let write_error: std::sync::Mutex<Option<Error>> = std::sync::Mutex::new(None);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let computed = std::thread::scope(|scope| {
+        for _ in 0..writers {
+            scope.spawn(|| {
+                loop {
+                    let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                    let Ok((band, key, tile)) = next else {
+                        return;
+                    };
+                    // After a failure the rest is drained, unwritten, so that no computing
+                    // thread waits on a full channel.
+                    if failed.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    match writer.write_tile(band, key, &tile) {
+                        Ok(()) => progress.advance(1),
+                        Err(e) => {
+                            failed.store(true, Ordering::Relaxed);
+                            write_error
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .get_or_insert(e);
+                        }
+                    }
                 }
-            };
-            for (i, tile) in worker.tiles(plan, options, &chain, key)?.iter().enumerate() {
-                if tile.is_all_nodata() {
-                    empty.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    stored_bytes.fetch_add(tile_bytes, Ordering::Relaxed);
+            });
+        }
+        let computed = keys.par_iter().with_min_len(2).try_for_each_init(
+            || Worker::open(plan, &blocks),
+            |worker, &key| {
+                let worker = match worker {
+                    Ok(w) => &*w,
+                    // The first key of a thread that could not open its sources reports why;
+                    // try_for_each stops there.
+                    Err(e) => {
+                        return Err(std::mem::replace(
+                            e,
+                            Error::Internal("sources not open".into()),
+                        ));
+                    }
+                };
+                if failed.load(Ordering::Relaxed) {
+                    return Err(Error::Internal("a tile write failed".into()));
                 }
-                writer.write_tile(i, key, tile)?;
-                progress.advance(1);
-            }
-            Ok(())
-        },
-    )?;
+                for (i, tile) in worker
+                    .tiles(plan, options, &chain, key)?
+                    .into_iter()
+                    .enumerate()
+                {
+                    if tile.is_all_nodata() {
+                        empty.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        stored_bytes.fetch_add(tile_bytes, Ordering::Relaxed);
+                    }
+                    tx.send((i, key, tile))
+                        .map_err(|_| Error::Internal("the tile writers stopped".into()))?;
+                }
+                Ok(())
+            },
+        );
+        // Closing the channel lets the writers finish what is queued and stop; the scope
+        // waits for them.
+        drop(tx);
+        computed
+    });
+    if let Some(e) = write_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    computed?;
     Ok(KeysSummary {
         tiles: keys.len() as u64 * plan.band_names.len() as u64,
         empty_tiles: empty.into_inner(),
@@ -652,4 +717,43 @@ pub fn ingest(
 ) -> Result<IngestSummary> {
     let plan = plan_ingest(urls, options)?;
     run_ingest(&plan, out_url, options, progress)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth::SynthDsm;
+
+    #[test]
+    fn a_failed_tile_write_fails_the_ingest_and_leaves_no_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("dsm.tif");
+        SynthDsm {
+            cols: 600,
+            rows: 500,
+            ..SynthDsm::default()
+        }
+        .write_geotiff(&src, &NoProgress)
+        .unwrap();
+        let out = dir.path().join("layer");
+        let options = IngestOptions::default();
+        let plan = plan_ingest(&[src.display().to_string()], &options).unwrap();
+        let writer = create_layer(&plan, out.to_str().unwrap(), &options).unwrap();
+        // A file where the band's chunk directory should be: every tile write fails, even for
+        // root.
+        let band = out.join(&plan.band_names[0]);
+        std::fs::remove_dir_all(&band).unwrap();
+        std::fs::write(&band, b"in the way").unwrap();
+        let err = write_keys(&plan, &options, &writer, &plan.keys, &NoProgress)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot write tile"), "{err}");
+        writer.abort().unwrap();
+
+        // Nothing half-written is left in the way: the same output is written cleanly after.
+        let summary = run_ingest(&plan, out.to_str().unwrap(), &options, &NoProgress);
+        assert!(summary.is_ok(), "a clean run succeeds: {summary:?}");
+        let reader = crate::layer::LayerReader::open(out.to_str().unwrap()).unwrap();
+        assert_eq!(reader.tiles_present(1).unwrap().len(), plan.keys.len());
+    }
 }
