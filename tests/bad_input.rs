@@ -2,17 +2,27 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
+use std::path::Path;
+
 use tessera_tests::{shared_data, temp_dir, tessera_fails, tessera_ok};
 
 fn dem(name: &str) -> Option<String> {
     shared_data("dem").map(|d| d.join(name).to_string_lossy().to_string())
 }
 
+/// `tessera ingest SOURCE [EXTRA...] --out OUT`, which must fail cleanly; its stderr.
+fn ingest_fails(source: &str, extra: &[&str], out: &Path) -> String {
+    let mut args = vec!["ingest", source];
+    args.extend_from_slice(extra);
+    args.extend(["--out", out.to_str().unwrap()]);
+    tessera_fails(&args)
+}
+
 #[test]
 fn missing_file_is_named() {
     let tmp = temp_dir();
     let out = tmp.path().join("out");
-    let err = tessera_fails(&["ingest", "/no/such/dem.tif", "--out", out.to_str().unwrap()]);
+    let err = ingest_fails("/no/such/dem.tif", &[], &out);
     assert_eq!(err.trim(), "error: /no/such/dem.tif: no such file");
     assert!(!out.exists());
 }
@@ -23,12 +33,7 @@ fn a_file_that_is_not_a_raster_is_refused() {
     let txt = tmp.path().join("readme.txt");
     std::fs::write(&txt, "this is not a raster\n").unwrap();
     let out = tmp.path().join("out");
-    let err = tessera_fails(&[
-        "ingest",
-        txt.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let err = ingest_fails(txt.to_str().unwrap(), &[], &out);
     assert!(
         err.contains("readme.txt: not a raster GDAL can read"),
         "{err}"
@@ -53,12 +58,7 @@ fn a_truncated_geotiff_fails_and_leaves_nothing() {
     let truncated = tmp.path().join("truncated.tif");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
     let out = tmp.path().join("out");
-    let err = tessera_fails(&[
-        "ingest",
-        truncated.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let err = ingest_fails(truncated.to_str().unwrap(), &[], &out);
     assert!(
         err.contains("truncated.tif") && err.contains("cannot read cells"),
         "{err}"
@@ -67,12 +67,7 @@ fn a_truncated_geotiff_fails_and_leaves_nothing() {
 
     // The first bytes only: not even the header.
     std::fs::write(&truncated, &bytes[..100]).unwrap();
-    let err = tessera_fails(&[
-        "ingest",
-        truncated.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let err = ingest_fails(truncated.to_str().unwrap(), &[], &out);
     assert!(
         err.contains("truncated.tif: not a raster GDAL can read"),
         "{err}"
@@ -87,14 +82,7 @@ fn an_unknown_band_is_named_with_the_band_count() {
     };
     let tmp = temp_dir();
     let out = tmp.path().join("out");
-    let err = tessera_fails(&[
-        "ingest",
-        &src,
-        "--bands",
-        "1,4",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let err = ingest_fails(&src, &["--bands", "1,4"], &out);
     assert!(
         err.contains("pysheds_dem.tif: band 4 not found (it has 1 band)"),
         "{err}"
@@ -111,7 +99,7 @@ fn an_unwritable_output_is_refused() {
     let file = tmp.path().join("a-file");
     std::fs::write(&file, "x").unwrap();
     let out = file.join("layer");
-    let err = tessera_fails(&["ingest", &src, "--out", out.to_str().unwrap()]);
+    let err = ingest_fails(&src, &[], &out);
     assert!(err.contains("a-file/layer"), "{err}");
     assert_eq!(
         std::fs::read_to_string(&file).unwrap(),
@@ -136,14 +124,7 @@ fn tile_sizes_out_of_range_and_bad_layouts_are_refused() {
         ("floating:256x0", "tile rows 0 is out of range"),
         ("squares:256", "layout `squares:256` is not understood"),
     ] {
-        let err = tessera_fails(&[
-            "ingest",
-            &src,
-            "--layout",
-            layout,
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        let err = ingest_fails(&src, &["--layout", layout], &out);
         assert!(err.contains(want), "{layout}: {err}");
     }
     assert!(!out.exists());
@@ -167,12 +148,11 @@ fn bad_options_are_named() {
     };
     let tmp = temp_dir();
     let out = tmp.path().join("out");
-    let o = out.to_str().unwrap();
-    let err = tessera_fails(&["ingest", &src, "--resample", "lanczos", "--out", o]);
+    let err = ingest_fails(&src, &["--resample", "lanczos"], &out);
     assert!(err.contains("unknown resampling `lanczos`"), "{err}");
-    let err = tessera_fails(&["ingest", &src, "--merge", "median", "--out", o]);
+    let err = ingest_fails(&src, &["--merge", "median"], &out);
     assert!(err.contains("unknown merge method `median`"), "{err}");
-    let err = tessera_fails(&["ingest", &src, "--target-crs", "EPSG:999999", "--out", o]);
+    let err = ingest_fails(&src, &["--target-crs", "EPSG:999999"], &out);
     assert!(err.contains("`EPSG:999999` is not a CRS"), "{err}");
     assert!(!out.exists());
 }
@@ -187,7 +167,7 @@ fn an_existing_layer_is_kept_unless_overwrite_is_given() {
     let o = out.to_str().unwrap();
     tessera_ok(&["ingest", &src, "--out", o]);
     let before = std::fs::read(out.join(".zmetadata")).unwrap();
-    let err = tessera_fails(&["ingest", &src, "--layout", "floating:128", "--out", o]);
+    let err = ingest_fails(&src, &["--layout", "floating:128"], &out);
     assert!(
         err.contains("already exists (pass --overwrite to replace it)"),
         "{err}"
