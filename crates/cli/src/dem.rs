@@ -203,15 +203,6 @@ pub fn job_spec(io: &DemIo, op: FocalOp, layer_url: String) -> Result<JobSpec> {
     Ok(spec)
 }
 
-/// Removes a directory when dropped.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Runs the job, exports the layer to the output GeoTIFF (written under a temporary name and
 /// renamed), and removes the scratch layer and journal.
 pub async fn run(command: DemCommand, quiet: bool) -> Result<()> {
@@ -229,15 +220,13 @@ pub async fn run(command: DemCommand, quiet: bool) -> Result<()> {
     }
     // The layer and the job's journal live in a scratch directory beside the output, removed at
     // the end whatever happens.
-    let scratch = TempDir(
-        std::path::absolute(&parent)?
-            .join(format!(".tessera-dem-{}", uuid::Uuid::new_v4().simple())),
-    );
-    std::fs::create_dir_all(&scratch.0)
-        .with_context(|| format!("cannot create {}", scratch.0.display()))?;
+    let scratch = tempfile::Builder::new()
+        .prefix(".tessera-dem-")
+        .tempdir_in(std::path::absolute(&parent)?)
+        .with_context(|| format!("cannot create a scratch directory in {}", parent.display()))?;
     let layer_url = match &io.keep_layer {
         Some(url) => url.clone(),
-        None => format!("file://{}", scratch.0.join("layer").display()),
+        None => format!("file://{}", scratch.path().join("layer").display()),
     };
     let spec = job_spec(&io, op, layer_url.clone())?;
     // Plan here first: a bad band, a geographic CRS without a scale or a radius past the

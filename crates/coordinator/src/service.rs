@@ -17,11 +17,11 @@ use tonic::{Request, Response, Status};
 
 use crate::journal::{JobEnd, JobRecord, Journal};
 use crate::plan::{source_tasks, tile_tasks};
+use crate::scheduler::{ReportOutcome, Scheduler, SchedulerConfig};
+use tessera_proto::{PROTOCOL_VERSION, from_proto, pb};
 
 /// How long a lease request with nothing to lease waits for work before answering empty.
 const LEASE_WAIT: std::time::Duration = std::time::Duration::from_millis(1000);
-use crate::scheduler::{ReportOutcome, Scheduler, SchedulerConfig};
-use tessera_proto::{PROTOCOL_VERSION, from_proto, pb};
 
 /// How a coordinator runs.
 #[derive(Debug, Clone)]

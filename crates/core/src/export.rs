@@ -64,12 +64,25 @@ impl std::str::FromStr for Compression {
 }
 
 impl Compression {
-    fn creation_options(self) -> &'static [(&'static str, &'static str)] {
+    /// GDAL's `COMPRESS` value.
+    fn gdal_name(self) -> &'static str {
         match self {
-            Compression::None => &[],
-            Compression::Deflate => &[("COMPRESS", "DEFLATE"), ("ZLEVEL", "1")],
-            Compression::Zstd => &[("COMPRESS", "ZSTD"), ("ZSTD_LEVEL", "1")],
+            Compression::None => "NONE",
+            Compression::Deflate => "DEFLATE",
+            Compression::Zstd => "ZSTD",
         }
+    }
+
+    /// The GTiff creation options: the method and its level.
+    fn creation_options(self) -> Vec<(&'static str, &'static str)> {
+        let level = match self {
+            Compression::None => None,
+            Compression::Deflate => Some(("ZLEVEL", "1")),
+            Compression::Zstd => Some(("ZSTD_LEVEL", "1")),
+        };
+        std::iter::once(("COMPRESS", self.gdal_name()))
+            .chain(level)
+            .collect()
     }
 }
 
@@ -139,13 +152,8 @@ pub fn export(
                 let driver =
                     DriverManager::get_driver_by_name("COG").map_err(|e| gdal_err(out, e))?;
                 let mut opts = CslStringList::new();
-                let compress = match compression {
-                    Compression::None => "NONE",
-                    Compression::Deflate => "DEFLATE",
-                    Compression::Zstd => "ZSTD",
-                };
                 for (k, v) in [
-                    ("COMPRESS", compress),
+                    ("COMPRESS", compression.gdal_name()),
                     ("BLOCKSIZE", "256"),
                     ("NUM_THREADS", "ALL_CPUS"),
                 ] {
@@ -197,8 +205,8 @@ fn write_gtiff<T: Cell + GdalType + Copy>(
     pairs.extend(
         compression
             .creation_options()
-            .iter()
-            .map(|(k, v)| (*k, v.to_string())),
+            .into_iter()
+            .map(|(k, v)| (k, v.to_string())),
     );
     if block_ok {
         pairs.extend([
@@ -248,8 +256,8 @@ fn write_gtiff<T: Cell + GdalType + Copy>(
                     let (x0, y0) = (cc * tl.tile_cols as u64, cr * tl.tile_rows as u64);
                     let w = (tl.tile_cols as u64).min(grid.cols - x0) as usize;
                     let h = (tl.tile_rows as u64).min(grid.rows - y0) as usize;
-                    let data = tile.data.convert(T::DATA_TYPE);
-                    let values: Vec<T> = crate::with_tile_data!(&data, a => a.slice(ndarray::s![..h, ..w]).iter().map(|v| T::from_f64(v.to_f64())).collect());
+                    // One conversion, cell by cell, straight into the file's type.
+                    let values: Vec<T> = crate::with_tile_data!(&tile.data, a => a.slice(ndarray::s![..h, ..w]).iter().map(|v| T::from_f64(v.to_f64())).collect());
                     Ok(Block {
                         origin: (x0 as isize, y0 as isize),
                         size: (w, h),

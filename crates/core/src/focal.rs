@@ -173,14 +173,17 @@ impl PreparedFocal {
 
     /// Runs on a whole raster: cells outside it are NoData.
     pub fn apply_whole(&self, raster: ArrayView2<f64>) -> Array2<f64> {
-        let h = self.halo;
-        let (rows, cols) = raster.dim();
-        let mut padded = Array2::from_elem((rows + 2 * h, cols + 2 * h), f64::NAN);
-        padded
-            .slice_mut(ndarray::s![h..h + rows, h..h + cols])
-            .assign(&raster);
-        self.apply(padded.view())
+        self.apply(padded(raster, self.halo).view())
     }
+}
+
+/// `raster` inside a border of `halo` NoData cells: the window a whole raster is computed in.
+fn padded(raster: ArrayView2<f64>, halo: usize) -> Array2<f64> {
+    let (rows, cols) = raster.dim();
+    let mut out = Array2::from_elem((rows + 2 * halo, cols + 2 * halo), f64::NAN);
+    out.slice_mut(ndarray::s![halo..halo + rows, halo..halo + cols])
+        .assign(&raster);
+    out
 }
 
 #[cfg(test)]
@@ -232,12 +235,7 @@ mod tests {
             let p = op.prepare(&grid, 100).unwrap();
             let whole = p.apply_whole(z.view());
             let h = p.halo();
-            let padded = {
-                let mut a = Array2::from_elem((rows + 2 * h, cols + 2 * h), f64::NAN);
-                a.slice_mut(ndarray::s![h..h + rows, h..h + cols])
-                    .assign(&z);
-                a
-            };
+            let padded = padded(z.view(), h);
             // Tiles of 16 (smaller than the halo), each read with its halo.
             for r0 in (0..rows).step_by(16) {
                 for c0 in (0..cols).step_by(16) {

@@ -25,7 +25,7 @@ use crate::model::{
     CellType, Crs, DataType, Extent, GridExtent, KeyIndex, LayoutScheme, SpatialKey,
     TileLayerMetadata, ZOrderIndex, ceil_snapped, collect_metadata, floor_snapped,
 };
-use crate::operation::{Operation, PreparedChain, check_chain};
+use crate::operation::{Operation, PreparedChain};
 use crate::source::{BlockCache, GdalSource, Reprojection, SourceInfo};
 use crate::store::Store;
 use crate::tile::{MergeMethod, Merger, Resample, SourceWindow, Tile, TileData, cut_into};
@@ -109,6 +109,15 @@ fn default_max_halo() -> usize {
     DEFAULT_MAX_HALO
 }
 
+/// The bands read for every key, before the operations: each source's when stacking.
+fn stack_len(options: &IngestOptions, sources: usize, bands: usize) -> usize {
+    if options.stack {
+        sources * bands
+    } else {
+        bands
+    }
+}
+
 /// One source as the plan sees it: its header and its grid in the layer's CRS.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlannedSource {
@@ -132,26 +141,12 @@ pub struct IngestPlan {
 }
 
 impl IngestPlan {
-    /// The grid focal operations run on.
-    pub fn focal_grid(&self) -> FocalGrid {
-        FocalGrid::of(&self.metadata)
-    }
-
-    /// The stack of bands read for every key, before the operations.
-    pub fn stack_len(&self, options: &IngestOptions) -> usize {
-        if options.stack {
-            self.sources.len() * self.bands.len()
-        } else {
-            self.bands.len()
-        }
-    }
-
     /// The operations checked against the layer's grid.
     pub fn chain(&self, options: &IngestOptions) -> Result<PreparedChain> {
         PreparedChain::new(
             &options.operations,
-            self.stack_len(options),
-            &self.focal_grid(),
+            stack_len(options, self.sources.len(), self.bands.len()),
+            &FocalGrid::of(&self.metadata),
             options.max_halo,
         )
     }
@@ -242,12 +237,6 @@ pub fn plan_from_sources(
             format!("band {b} not found (it has {n} band{plural})"),
         ));
     }
-    let stack_len = if options.stack {
-        sources.len() * bands.len()
-    } else {
-        bands.len()
-    };
-    let out_len = check_chain(&options.operations, stack_len)?;
     let summaries: Vec<_> = sources
         .iter()
         .map(|p| {
@@ -263,7 +252,12 @@ pub fn plan_from_sources(
     let grid = FocalGrid::of(&metadata);
     // Focal parameters that depend on the grid (a geographic CRS needs a scale; the halo a
     // radius needs) are checked here, before anything is written.
-    let chain = PreparedChain::new(&options.operations, stack_len, &grid, options.max_halo)?;
+    let chain = PreparedChain::new(
+        &options.operations,
+        stack_len(options, sources.len(), bands.len()),
+        &grid,
+        options.max_halo,
+    )?;
     let chain_type = chain.output_cell_type();
     let data_type = options
         .output_type
@@ -286,7 +280,7 @@ pub fn plan_from_sources(
         metadata.cell_type = CellType::new(data_type, nodata);
     }
     let band_names = if options.stack || !options.operations.is_empty() {
-        (1..=out_len).map(|i| format!("band_{i}")).collect()
+        (1..=chain.bands()).map(|i| format!("band_{i}")).collect()
     } else {
         bands.iter().map(|b| format!("band_{b}")).collect()
     };

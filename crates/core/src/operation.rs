@@ -121,6 +121,7 @@ pub fn check_chain(ops: &[Operation], bands: usize) -> Result<usize> {
 pub struct PreparedChain {
     steps: Vec<Step>,
     halo: usize,
+    bands: usize,
     output: Option<CellType>,
 }
 
@@ -139,12 +140,15 @@ impl PreparedChain {
         grid: &FocalGrid,
         max_halo: usize,
     ) -> Result<PreparedChain> {
-        check_chain(ops, bands)?;
         let mut steps = Vec::with_capacity(ops.len());
         let mut halo = 0usize;
+        let mut n = bands;
         for (i, op) in ops.iter().enumerate() {
             steps.push(match op {
-                Operation::Local(l) => Step::Local(l.clone()),
+                Operation::Local(l) => {
+                    n = l.check(n).map_err(|e| at(i, e))?;
+                    Step::Local(l.clone())
+                }
                 Operation::Focal(f) => {
                     let p = f.prepare(grid, max_halo).map_err(|e| at(i, e))?;
                     halo += p.halo();
@@ -166,8 +170,14 @@ impl PreparedChain {
         Ok(PreparedChain {
             steps,
             halo,
+            bands: n,
             output,
         })
+    }
+
+    /// The bands the chain outputs.
+    pub fn bands(&self) -> usize {
+        self.bands
     }
 
     /// Cells of context the chain needs around a tile.

@@ -225,7 +225,9 @@ impl Gradient {
                 trigonometric,
                 zero_for_flat,
             } => {
-                let east_west = ((w[2] + w[5] + w[5] + w[8]) - (w[0] + w[3] + w[3] + w[6])) as f64;
+                // gdaldem's (east − west) in f32 is exactly −(west − east): IEEE subtraction is
+                // antisymmetric.
+                let east_west = -west_east;
                 if east_west == 0.0 && south_north == 0.0 {
                     return if zero_for_flat { 0.0 } else { f64::NAN };
                 }

@@ -304,6 +304,7 @@ impl Kernel<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::padded;
     use super::*;
     use ndarray::Array2;
 
@@ -343,13 +344,6 @@ mod tests {
         })
     }
 
-    fn padded(z: &Array2<f64>, h: usize) -> Array2<f64> {
-        let (rows, cols) = z.dim();
-        let mut p = Array2::from_elem((rows + 2 * h, cols + 2 * h), f64::NAN);
-        p.slice_mut(ndarray::s![h..h + rows, h..h + cols]).assign(z);
-        p
-    }
-
     #[test]
     fn flat_ground_sees_the_whole_sky_and_a_pit_sees_less() {
         let p = SvfParams {
@@ -361,7 +355,7 @@ mod tests {
         assert_eq!(rays.halo, 3);
         let mut z = Array2::from_elem((9, 9), 10.0);
         z[(4, 4)] = 9.0;
-        let out = svf(&rays, padded(&z, 3).view());
+        let out = svf(&rays, padded(z.view(), 3).view());
         assert_eq!(out[(0, 0)], 1.0);
         // Every direction rises 1 m at 1 m: sin(45°) in all 8.
         assert!((out[(4, 4)] - (1.0 - 0.5f64.sqrt())).abs() < 1e-7);
@@ -392,7 +386,7 @@ mod tests {
         ] {
             let g = grid(0.5);
             let rays = p.rays(&g).unwrap();
-            let got = svf(&rays, padded(&z, rays.halo).view());
+            let got = svf(&rays, padded(z.view(), rays.halo).view());
             let want = naive(&p, &g, &z);
             for (a, b) in got.iter().zip(want.iter()) {
                 assert!(
