@@ -198,6 +198,7 @@ pub fn job_spec(io: &DemIo, op: FocalOp, layer_url: String) -> Result<JobSpec> {
             cell_type: io.output_type.as_deref().map(str::parse).transpose()?,
         },
         tasks: TaskSizing::default(),
+        cube: None,
     };
     spec.validate()?;
     Ok(spec)

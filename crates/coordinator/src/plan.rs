@@ -31,6 +31,20 @@ pub fn source_tasks(sources: &[String]) -> Vec<(TaskPayload, u64)> {
         .collect()
 }
 
+/// The header tasks of a space-time job: one per source.
+pub fn cube_source_tasks(sources: &[String], variables: &[String]) -> Vec<(TaskPayload, u64)> {
+    sources
+        .iter()
+        .map(|url| {
+            let payload = TaskPayload::ReadCubeSource {
+                url: url.clone(),
+                variables: variables.to_vec(),
+            };
+            (payload, 0)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

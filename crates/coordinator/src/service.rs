@@ -16,7 +16,8 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use crate::journal::{JobEnd, JobRecord, Journal};
-use crate::plan::{source_tasks, tile_tasks};
+use crate::plan::{cube_source_tasks, source_tasks, tile_tasks};
+use tessera_core::cube::{CubePlan, CubeSource, CubeSpec};
 use crate::scheduler::{ReportOutcome, Scheduler, SchedulerConfig};
 use tessera_proto::{PROTOCOL_VERSION, from_proto, pb};
 
@@ -57,6 +58,8 @@ pub struct Coordinator {
     sched: Mutex<Scheduler>,
     plans: Mutex<HashMap<JobId, StagePlan>>,
     records: Mutex<HashMap<JobId, JobRecord>>,
+    /// Space-time jobs restarted from the journal: their products are replaced.
+    resumed: Mutex<std::collections::HashSet<JobId>>,
     started: Instant,
     changed: watch::Sender<u64>,
 }
@@ -97,6 +100,7 @@ impl Coordinator {
             sched: Mutex::new(Scheduler::new(config.scheduler)),
             plans: Mutex::new(HashMap::new()),
             records: Mutex::new(HashMap::new()),
+            resumed: Mutex::new(Default::default()),
             started: Instant::now(),
             changed,
             config,
@@ -201,13 +205,17 @@ impl Coordinator {
             Ok(o) => o,
             Err(e) => return self.end_failed(job, e.to_string()),
         };
-        let tasks = source_tasks(&record.sources);
+        let tasks = match &record.spec.cube {
+            Some(cube) => cube_source_tasks(&record.sources, &cube.variables),
+            None => source_tasks(&record.sources),
+        };
         lock(&self.plans).insert(
             job,
             StagePlan {
                 options,
                 output_url: record.output_url.clone(),
                 plan: None,
+                cube: None,
             },
         );
         let outcome = {
@@ -230,6 +238,13 @@ impl Coordinator {
 
     async fn resume(self: Arc<Self>, job: JobId, record: JobRecord) {
         let resumed = async {
+            if record.spec.cube.is_some() {
+                // A space-time job starts over: its outputs are deterministic, so rewriting
+                // them is safe, and the products it created are replaced.
+                lock(&self.resumed).insert(job);
+                self.clone().begin(job, record, BTreeMap::new());
+                return Ok(());
+            }
             match self.journal.plan(job).await? {
                 None => {
                     let done = self.journal.tasks(job, 0).await?;
@@ -263,10 +278,15 @@ impl Coordinator {
                     }
                 });
             }
-            ReportOutcome::StageDone { job, .. } => {
+            ReportOutcome::StageDone { job, stage, .. } => {
                 lock(&self.sched).set_planning(job);
                 tokio::spawn(async move {
-                    if let Err(e) = self.clone().finish(job).await {
+                    let cube = lock(&self.plans).get(&job).and_then(|p| p.cube.clone());
+                    let next = match cube {
+                        Some(plan) => self.clone().next_cube_stage(job, plan, stage).await,
+                        None => self.clone().finish(job).await,
+                    };
+                    if let Err(e) = next {
                         self.end_failed(job, e.to_string());
                     }
                 });
@@ -311,6 +331,10 @@ impl Coordinator {
         job: JobId,
         outputs: Vec<TaskOutput>,
     ) -> tessera_core::Result<()> {
+        let cube_spec = lock(&self.records).get(&job).and_then(|r| r.spec.cube.clone());
+        if let Some(spec) = cube_spec {
+            return self.cube_reduce(job, spec, outputs).await;
+        }
         let sources: Vec<PlannedSource> = outputs
             .into_iter()
             .map(|o| {
@@ -361,6 +385,81 @@ impl Coordinator {
         if let Some(o) = outcome {
             self.handle(o);
         }
+        Ok(())
+    }
+
+    /// The reduce of a space-time job: sort and check the sources' headers, plan the blocks,
+    /// create the products, start the first stage.
+    async fn cube_reduce(
+        self: Arc<Self>,
+        job: JobId,
+        spec: CubeSpec,
+        outputs: Vec<TaskOutput>,
+    ) -> tessera_core::Result<()> {
+        let sources: Vec<CubeSource> = outputs
+            .into_iter()
+            .map(|o| {
+                let v = o.result.ok_or_else(|| {
+                    tessera_core::Error::Internal("a source task returned no header".into())
+                })?;
+                serde_json::from_value(v)
+                    .map_err(|e| tessera_core::Error::Internal(format!("bad cube header: {e}")))
+            })
+            .collect::<tessera_core::Result<_>>()?;
+        let sp = self.stage_plan(job)?;
+        let overwrite = sp.options.write.overwrite || lock(&self.resumed).remove(&job);
+        let (url, zstd) = (sp.output_url.clone(), sp.options.write.zstd_level);
+        let plan = blocking(move || {
+            let plan = CubePlan::new(&spec, &url, zstd, sources)?;
+            plan.create_products(overwrite)?;
+            Ok(plan)
+        })
+        .await?;
+        lock(&self.plans).insert(
+            job,
+            StagePlan {
+                cube: Some(plan.clone()),
+                ..sp
+            },
+        );
+        self.next_cube_stage(job, plan, 0).await
+    }
+
+    /// Starts the next stage of a space-time job that has tasks, or finishes it.
+    async fn next_cube_stage(
+        self: Arc<Self>,
+        job: JobId,
+        plan: CubePlan,
+        after: u32,
+    ) -> tessera_core::Result<()> {
+        for stage in after + 1..=3 {
+            let tasks: Vec<(TaskPayload, u64)> = plan
+                .stage_tasks(stage)
+                .into_iter()
+                .map(|task| (TaskPayload::Cube { task }, 0))
+                .collect();
+            if tasks.is_empty() {
+                continue;
+            }
+            let outcome = lock(&self.sched).start_stage(job, stage, tasks, &BTreeMap::new());
+            self.notify();
+            if let Some(o) = outcome {
+                self.handle(o);
+            }
+            return Ok(());
+        }
+        blocking(move || plan.finish_products()).await?;
+        self.journal
+            .put_end(
+                job,
+                &JobEnd {
+                    state: JobState::Succeeded,
+                    error: None,
+                },
+            )
+            .await?;
+        lock(&self.sched).succeed(job, self.now());
+        self.notify();
         Ok(())
     }
 
@@ -650,7 +749,7 @@ impl pb::worker_service_server::WorkerService for WorkerApi {
             .get(&job)
             .cloned()
             .ok_or_else(|| Status::not_found(format!("no job {job}")))?;
-        if r.stage >= 1 && plan.plan.is_none() {
+        if r.stage >= 1 && plan.plan.is_none() && plan.cube.is_none() {
             return Err(Status::failed_precondition(format!(
                 "job {job} has no tile plan yet"
             )));

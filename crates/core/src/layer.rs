@@ -16,6 +16,8 @@
 
 mod zarr_json;
 
+pub(crate) use zarr_json::{is_geographic_wkt, zarray};
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -68,7 +70,7 @@ impl Default for WriteOptions {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct BlockOn;
+pub(crate) struct BlockOn;
 
 impl AsyncToSyncBlockOn for BlockOn {
     fn block_on<F: core::future::Future>(&self, future: F) -> F::Output {
@@ -76,17 +78,17 @@ impl AsyncToSyncBlockOn for BlockOn {
     }
 }
 
-type SyncStorage = AsyncToSyncStorageAdapter<AsyncObjectStore<Arc<dyn ObjectStore>>, BlockOn>;
-type ZarrArray = Array<SyncStorage>;
+pub(crate) type SyncStorage = AsyncToSyncStorageAdapter<AsyncObjectStore<Arc<dyn ObjectStore>>, BlockOn>;
+pub(crate) type ZarrArray = Array<SyncStorage>;
 
-fn zarr_storage(store: &Store) -> Arc<SyncStorage> {
+pub(crate) fn zarr_storage(store: &Store) -> Arc<SyncStorage> {
     Arc::new(AsyncToSyncStorageAdapter::new(
         Arc::new(AsyncObjectStore::new(store.object_store())),
         BlockOn,
     ))
 }
 
-fn zarr_array(
+pub(crate) fn zarr_array(
     store: &Store,
     storage: &Arc<SyncStorage>,
     name: &str,

@@ -11,6 +11,7 @@
 //!   declared halo (SVF, slope, aspect, hillshade), and the chain a job applies per tile.
 //! - `error`: the crate's one error type.
 
+pub mod cube;
 pub mod error;
 pub mod export;
 pub mod focal;

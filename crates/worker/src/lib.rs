@@ -314,6 +314,37 @@ async fn execute(
             })
             .await
         }
+        TaskPayload::ReadCubeSource { url, variables } => {
+            let (url, variables) = (url.clone(), variables.clone());
+            spawn_cpu(move || {
+                let header = tessera_core::cube::CubeSource::open(&url, &variables)?;
+                let result = serde_json::to_value(&header)
+                    .map_err(|e| tessera_core::Error::Internal(e.to_string()))?;
+                Ok(TaskOutput {
+                    tiles: 0,
+                    bytes: 0,
+                    result: Some(result),
+                })
+            })
+            .await
+        }
+        TaskPayload::Cube { task: cube_task } => {
+            let plan = stage_plan(client, plans, task.job, task.stage).await?;
+            let cube_task = *cube_task;
+            spawn_cpu(move || {
+                let cp = plan
+                    .cube
+                    .as_ref()
+                    .ok_or_else(|| tessera_core::Error::Internal("no cube plan".into()))?;
+                let (tiles, bytes) = with_threads(Some(threads), || cp.run(cube_task))??;
+                Ok(TaskOutput {
+                    tiles,
+                    bytes,
+                    result: None,
+                })
+            })
+            .await
+        }
         TaskPayload::WriteKeys { keys } => {
             let plan = stage_plan(client, plans, task.job, task.stage).await?;
             let keys = keys.clone();

@@ -29,6 +29,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::cube::CubeSpec;
 use crate::error::{Error, Result};
 use crate::focal::DEFAULT_MAX_HALO;
 use crate::ingest::IngestOptions;
@@ -122,6 +123,10 @@ pub struct JobSpec {
     pub output: OutputSpec,
     #[serde(default)]
     pub tasks: TaskSizing,
+    /// A space-time job: the sources are NetCDF / GRIB / Zarr files concatenated along time,
+    /// and the products are written under `output.url` (see [`crate::cube::plan`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cube: Option<CubeSpec>,
 }
 
 fn field(name: &str, e: Error) -> Error {
@@ -177,6 +182,14 @@ impl JobSpec {
         }
         // Band references are checked against the real band count when sources are read.
         check_chain(&self.operations, usize::MAX / 2)?;
+        if let Some(cube) = &self.cube {
+            if !self.operations.is_empty() {
+                return Err(Error::invalid(
+                    "operations: a cube job has products (cube.products), not raster operations",
+                ));
+            }
+            cube.validate()?;
+        }
         if self.output.url.trim().is_empty() {
             return Err(Error::invalid("output.url: empty"));
         }
@@ -224,7 +237,10 @@ impl JobSpec {
     pub fn display_name(&self) -> String {
         self.name
             .clone()
-            .unwrap_or_else(|| format!("ingest → {}", self.output.url))
+            .unwrap_or_else(|| match self.cube {
+                Some(_) => format!("cube → {}", self.output.url),
+                None => format!("ingest → {}", self.output.url),
+            })
     }
 }
 

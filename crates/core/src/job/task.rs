@@ -13,6 +13,10 @@ pub enum TaskPayload {
     ReadSource { url: String },
     /// Stage 1: compute and write these keys.
     WriteKeys { keys: Vec<crate::model::SpatialKey> },
+    /// Stage 0 of a space-time job: read one source's header (and check its variables).
+    ReadCubeSource { url: String, variables: Vec<String> },
+    /// A later stage of a space-time job: map a block, or reduce a band's climatologies.
+    Cube { task: crate::cube::CubeTask },
     /// A task that does nothing (for measuring the scheduler).
     Noop,
 }
@@ -120,4 +124,7 @@ pub struct StagePlan {
     pub output_url: String,
     /// The ingest plan, from stage 1 on.
     pub plan: Option<crate::ingest::IngestPlan>,
+    /// The plan of a space-time job, from stage 1 on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cube: Option<crate::cube::CubePlan>,
 }

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use super::LayerInfo;
-use crate::model::{Crs, DataType};
+use crate::model::DataType;
 
-fn dtype(t: DataType) -> &'static str {
+pub(crate) fn dtype(t: DataType) -> &'static str {
     match t {
         DataType::U8 => "|u1",
         DataType::I16 => "<i2",
@@ -21,7 +21,7 @@ fn dtype(t: DataType) -> &'static str {
 }
 
 /// A Zarr v2 fill value: integers as integers, NaN as the string "NaN".
-fn fill_value(t: DataType, v: f64) -> Value {
+pub(crate) fn fill_value(t: DataType, v: f64) -> Value {
     if t.is_float() {
         if v.is_nan() { json!("NaN") } else { json!(v) }
     } else {
@@ -29,7 +29,7 @@ fn fill_value(t: DataType, v: f64) -> Value {
     }
 }
 
-fn zarray(shape: &[u64], chunks: &[u64], t: DataType, fill: Value, zstd_level: i32) -> Value {
+pub(crate) fn zarray(shape: &[u64], chunks: &[u64], t: DataType, fill: Value, zstd_level: i32) -> Value {
     json!({
         "zarr_format": 2,
         "shape": shape,
@@ -43,8 +43,9 @@ fn zarray(shape: &[u64], chunks: &[u64], t: DataType, fill: Value, zstd_level: i
     })
 }
 
-fn is_geographic(crs: &Crs) -> bool {
-    let w = crs.wkt.trim_start();
+/// Whether a WKT names a geographic (longitude/latitude) CRS.
+pub(crate) fn is_geographic_wkt(wkt: &str) -> bool {
+    let w = wkt.trim_start();
     w.starts_with("GEOGCS") || w.starts_with("GEOGCRS") || w.starts_with("GEODCRS")
 }
 
@@ -89,7 +90,7 @@ pub(super) fn documents(info: &LayerInfo, zstd_level: i32) -> BTreeMap<String, V
         docs.insert(format!("{band}/.zattrs"), attrs);
     }
 
-    let geographic = is_geographic(crs);
+    let geographic = is_geographic_wkt(&crs.wkt);
     for (name, n, axis) in [("x", grid.cols, "X"), ("y", grid.rows, "Y")] {
         docs.insert(
             format!("{name}/.zarray"),

@@ -1,0 +1,387 @@
+//! The space-time layer format: a Zarr v2 group that xarray opens with decoded time.
+//!
+//! ```text
+//! cube/
+//!   .zgroup  .zattrs ("tessera_cube": CubeInfo)  .zmetadata (consolidated, written last)
+//!   t2m/            (time, [number], [isobaricInhPa], latitude, longitude)  f4, zstd, NaN fill
+//!   time/           int64, units "hours since 1970-01-01 00:00:00", calendar proleptic_gregorian
+//!                   (or month / season / dayofyear after a climatology)
+//!   latitude/ longitude/ (or y/ x/)   number/ isobaricInhPa/   spatial_ref/
+//! ```
+//!
+//! Chunks are (time chunk, 1 per member and level, y chunk, x chunk); chunk (t, ..., r, c)
+//! holds the `SpaceTimeKey` (c, r, instant of its first step). Each chunk is one atomic PUT.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rayon::prelude::*;
+use serde_json::{Value, json};
+use zarrs::array::ArraySubset;
+
+use super::time::layer_time_units;
+use super::{Chunks, CubeInfo, CubeVariable, Lead};
+use crate::error::{Error, Result};
+use crate::layer::{SyncStorage, ZarrArray, zarr_array, zarr_storage, zarray};
+use crate::model::DataType;
+use crate::store::{Store, block_on};
+
+/// The version of the cube attributes.
+pub const CUBE_FORMAT_VERSION: u32 = 1;
+
+fn raw_zarray(shape: &[usize], dtype: &str, fill: Value) -> Value {
+    json!({
+        "zarr_format": 2, "shape": shape, "chunks": shape.iter().map(|&n| n.max(1)).collect::<Vec<_>>(),
+        "dtype": dtype, "compressor": null, "fill_value": fill, "order": "C", "filters": null,
+        "dimension_separator": ".",
+    })
+}
+
+fn f64_bytes(v: &[f64]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn i64_bytes(v: &[i64]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Every metadata document and coordinate chunk of a cube, keyed by object key.
+fn documents(info: &CubeInfo, zstd_level: i32) -> (BTreeMap<String, Value>, Vec<(String, Vec<u8>)>) {
+    let mut docs = BTreeMap::new();
+    let mut chunks = Vec::new();
+    docs.insert(".zgroup".into(), json!({ "zarr_format": 2 }));
+    docs.insert(".zattrs".into(), json!({ "Conventions": "CF-1.8", "tessera_cube": info }));
+    let mut coord = |name: &str, dtype: &str, n: usize, bytes: Vec<u8>, attrs: Value| {
+        docs.insert(format!("{name}/.zarray"), raw_zarray(&[n], dtype, Value::Null));
+        let mut a = attrs;
+        a["_ARRAY_DIMENSIONS"] = json!([name]);
+        docs.insert(format!("{name}/.zattrs"), a);
+        chunks.push((format!("{name}/0"), bytes));
+    };
+    let lead = &info.lead;
+    match lead {
+        Lead::Time(t) => {
+            let (units, per) = layer_time_units(t);
+            let v: Vec<i64> = t.iter().map(|s| s / per).collect();
+            coord(
+                "time",
+                "<i8",
+                t.len(),
+                i64_bytes(&v),
+                json!({"units": units, "calendar": "proleptic_gregorian", "standard_name": "time", "long_name": "time", "axis": "T"}),
+            );
+        }
+        Lead::Month(m) | Lead::Dayofyear(m) => {
+            let v: Vec<i64> = m.iter().map(|&x| i64::from(x)).collect();
+            coord(lead.name(), "<i8", m.len(), i64_bytes(&v), json!({}));
+        }
+        Lead::Season(s) => {
+            let width = s.iter().map(|x| x.chars().count()).max().unwrap_or(1).max(1);
+            let mut bytes = Vec::new();
+            for x in s {
+                let mut cs: Vec<char> = x.chars().collect();
+                cs.resize(width, '\0');
+                for c in cs {
+                    bytes.extend((c as u32).to_le_bytes());
+                }
+            }
+            coord("season", &format!("<U{width}"), s.len(), bytes, json!({}));
+        }
+    }
+    let grid = &info.grid;
+    let (yname, xname) = grid.dim_names();
+    let geo = grid.is_geographic();
+    let (xa, ya) = if geo {
+        (
+            json!({"units": "degrees_east", "standard_name": "longitude", "long_name": "longitude", "axis": "X"}),
+            json!({"units": "degrees_north", "standard_name": "latitude", "long_name": "latitude", "axis": "Y"}),
+        )
+    } else {
+        (
+            json!({"standard_name": "projection_x_coordinate", "long_name": "x coordinate of projection", "axis": "X"}),
+            json!({"standard_name": "projection_y_coordinate", "long_name": "y coordinate of projection", "axis": "Y"}),
+        )
+    };
+    coord(xname, "<f8", grid.width, f64_bytes(&grid.xs()), xa);
+    coord(yname, "<f8", grid.height, f64_bytes(&grid.ys()), ya);
+    let mut axes_done: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for v in &info.variables {
+        for a in &v.axes {
+            if axes_done.insert(a.name.clone(), a.values.clone()).is_none() {
+                let attrs = Value::Object(a.attrs.clone());
+                if a.name == "number" {
+                    let n: Vec<i64> = a.values.iter().map(|&x| x as i64).collect();
+                    coord("number", "<i8", n.len(), i64_bytes(&n), attrs);
+                } else {
+                    coord(&a.name, "<f8", a.values.len(), f64_bytes(&a.values), attrs);
+                }
+            }
+        }
+    }
+    let gt = grid.geo_transform.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>().join(" ");
+    docs.insert("spatial_ref/.zarray".into(), raw_zarray(&[], "<i4", json!(0)));
+    docs.insert(
+        "spatial_ref/.zattrs".into(),
+        json!({"_ARRAY_DIMENSIONS": [], "crs_wkt": grid.crs_wkt, "spatial_ref": grid.crs_wkt, "GeoTransform": gt}),
+    );
+    for v in &info.variables {
+        let shape = info.shape(v);
+        let chunk = info.chunk_shape(v);
+        docs.insert(
+            format!("{}/.zarray", v.name),
+            zarray(&shape, &chunk, DataType::F32, json!("NaN"), zstd_level),
+        );
+        let mut attrs = Value::Object(v.attrs.clone());
+        attrs["_ARRAY_DIMENSIONS"] = json!(info.dims(v));
+        attrs["grid_mapping"] = json!("spatial_ref");
+        attrs["coordinates"] = json!("spatial_ref");
+        docs.insert(format!("{}/.zattrs", v.name), attrs);
+    }
+    (docs, chunks)
+}
+
+/// Writes a cube: metadata and coordinates first, then chunks from any number of tasks, then
+/// `finish`.
+pub struct CubeWriter {
+    store: Store,
+    info: CubeInfo,
+    arrays: Vec<ZarrArray>,
+    documents: BTreeMap<String, Value>,
+    coordinates: Vec<(String, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for CubeWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CubeWriter").field("url", &self.store.url()).finish()
+    }
+}
+
+impl CubeWriter {
+    /// Creates the cube's group, arrays and coordinates; refuses to replace an existing store
+    /// unless `overwrite`.
+    pub fn create(url: &str, info: CubeInfo, zstd_level: i32, overwrite: bool) -> Result<CubeWriter> {
+        let store = Store::open(url)?;
+        let existing = block_on(store.list(""))?;
+        if !existing.is_empty() {
+            if !overwrite {
+                return Err(Error::layer(url, "already exists (set overwrite to replace it)"));
+            }
+            block_on(store.delete_all())?;
+        }
+        let w = CubeWriter::attach(url, info, zstd_level)?;
+        w.write_metadata()?;
+        Ok(w)
+    }
+
+    /// Opens a cube that `create` made, to write chunks or to finish it. Writes nothing.
+    pub fn attach(url: &str, info: CubeInfo, zstd_level: i32) -> Result<CubeWriter> {
+        let store = Store::open(url)?;
+        let info = CubeInfo { complete: false, ..info };
+        let (documents, coordinates) = documents(&info, zstd_level);
+        let storage = zarr_storage(&store);
+        let arrays = info
+            .variables
+            .iter()
+            .map(|v| zarr_array(&store, &storage, &v.name, &documents[&format!("{}/.zarray", v.name)]))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(CubeWriter {
+            store,
+            info,
+            arrays,
+            documents,
+            coordinates,
+        })
+    }
+
+    pub fn write_metadata(&self) -> Result<()> {
+        for (key, doc) in &self.documents {
+            let bytes = serde_json::to_vec_pretty(doc).map_err(|e| Error::Internal(e.to_string()))?;
+            block_on(self.store.put(key, Bytes::from(bytes)))?;
+        }
+        for (key, bytes) in &self.coordinates {
+            block_on(self.store.put(key, Bytes::from(bytes.clone())))?;
+        }
+        Ok(())
+    }
+
+    pub fn info(&self) -> &CubeInfo {
+        &self.info
+    }
+
+    pub fn url(&self) -> &str {
+        self.store.url()
+    }
+
+    /// Writes a block of variable `var`: `data` is (lead, axes..., rows, all columns) row-major,
+    /// starting at lead index `lead0` and row `row0`, both on chunk boundaries; the block ends
+    /// on a chunk boundary or at the end of the array. Chunks are encoded in parallel.
+    pub fn write_block(&self, var: usize, lead0: usize, row0: usize, leads: usize, rows: usize, data: &[f32]) -> Result<()> {
+        let v = &self.info.variables[var];
+        let array = &self.arrays[var];
+        let Chunks { lead: cl, y: cy, x: cx } = self.info.chunks;
+        let planes = v.axes_len();
+        let w = self.info.grid.width;
+        if lead0 % cl != 0 || row0 % cy != 0 || data.len() != leads * planes * rows * w {
+            return Err(Error::Internal(format!(
+                "block at lead {lead0}, row {row0} of {leads}x{planes}x{rows}x{w} is not chunk-aligned or has {} values",
+                data.len()
+            )));
+        }
+        let mut jobs = Vec::new();
+        for t0 in (0..leads).step_by(cl) {
+            for p in 0..planes {
+                for r0 in (0..rows).step_by(cy) {
+                    for c0 in (0..w).step_by(cx) {
+                        jobs.push((t0, p, r0, c0));
+                    }
+                }
+            }
+        }
+        let axes_shape: Vec<usize> = v.axes.iter().map(|a| a.values.len()).collect();
+        jobs.par_iter().try_for_each(|&(t0, p, r0, c0)| {
+            let mut chunk = vec![f32::NAN; cl * cy * cx];
+            for dt in 0..cl.min(leads - t0) {
+                for dr in 0..cy.min(rows - r0) {
+                    let n = cx.min(w - c0);
+                    let src = &data[(((t0 + dt) * planes + p) * rows + r0 + dr) * w + c0..][..n];
+                    chunk[(dt * cy + dr) * cx..][..n].copy_from_slice(src);
+                }
+            }
+            let mut index = vec![((lead0 + t0) / cl) as u64];
+            let mut rest = p;
+            let mut plane_index = vec![0u64; axes_shape.len()];
+            for (i, n) in axes_shape.iter().enumerate().rev() {
+                plane_index[i] = (rest % n) as u64;
+                rest /= n;
+            }
+            index.extend(plane_index);
+            index.extend([((row0 + r0) / cy) as u64, (c0 / cx) as u64]);
+            if chunk.iter().all(|x| x.is_nan()) {
+                return Ok(());
+            }
+            array.store_chunk(&index, chunk).map_err(|e| {
+                Error::storage(self.store.url(), format!("cannot write chunk {index:?} of {}: {e}", v.name))
+            })
+        })
+    }
+
+    /// Marks the cube complete: root attributes and consolidated metadata, written last.
+    pub fn finish(mut self) -> Result<CubeInfo> {
+        self.info.complete = true;
+        let root = json!({ "Conventions": "CF-1.8", "tessera_cube": self.info });
+        self.documents.insert(".zattrs".into(), root.clone());
+        block_on(self.store.put(".zattrs", Bytes::from(serde_json::to_vec_pretty(&root).map_err(|e| Error::Internal(e.to_string()))?)))?;
+        let consolidated = json!({ "zarr_consolidated_format": 1, "metadata": self.documents });
+        block_on(self.store.put(
+            ".zmetadata",
+            Bytes::from(serde_json::to_vec(&consolidated).map_err(|e| Error::Internal(e.to_string()))?),
+        ))?;
+        Ok(self.info)
+    }
+
+    /// Deletes everything written so far.
+    pub fn abort(self) -> Result<()> {
+        block_on(self.store.delete_all())
+    }
+}
+
+/// Reads a complete cube: regions of a variable by origin and shape.
+pub struct CubeReader {
+    store: Store,
+    info: CubeInfo,
+    arrays: Vec<ZarrArray>,
+}
+
+impl std::fmt::Debug for CubeReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CubeReader").field("url", &self.store.url()).finish()
+    }
+}
+
+impl CubeReader {
+    pub fn open(url: &str) -> Result<CubeReader> {
+        let store = Store::open(url)?;
+        let Some(bytes) = block_on(store.get(".zmetadata"))? else {
+            let msg = if block_on(store.exists(".zgroup"))? {
+                "is incomplete (no .zmetadata: the job that wrote it did not finish)"
+            } else {
+                "not found (no Zarr group at this URL)"
+            };
+            return Err(Error::layer(url, msg));
+        };
+        let consolidated: Value =
+            serde_json::from_slice(&bytes).map_err(|e| Error::layer(url, format!("bad .zmetadata: {e}")))?;
+        let docs = consolidated
+            .get("metadata")
+            .ok_or_else(|| Error::layer(url, ".zmetadata has no `metadata`"))?;
+        let attrs = docs.get(".zattrs").and_then(|a| a.get("tessera_cube")).ok_or_else(|| {
+            Error::layer(url, "is not a Tessera space-time layer (no `tessera_cube` attributes)")
+        })?;
+        let info: CubeInfo =
+            serde_json::from_value(attrs.clone()).map_err(|e| Error::layer(url, format!("bad cube attributes: {e}")))?;
+        if info.format_version > CUBE_FORMAT_VERSION {
+            return Err(Error::layer(url, format!("has cube format version {}, newer than this Tessera reads", info.format_version)));
+        }
+        if !info.complete {
+            return Err(Error::layer(url, "is incomplete"));
+        }
+        let storage: Arc<SyncStorage> = zarr_storage(&store);
+        let arrays = info
+            .variables
+            .iter()
+            .map(|v| {
+                let doc = docs
+                    .get(format!("{}/.zarray", v.name))
+                    .ok_or_else(|| Error::layer(url, format!("array {} is missing", v.name)))?;
+                zarr_array(&store, &storage, &v.name, doc)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(CubeReader { store, info, arrays })
+    }
+
+    pub fn info(&self) -> &CubeInfo {
+        &self.info
+    }
+
+    pub fn url(&self) -> &str {
+        self.store.url()
+    }
+
+    /// The values of a region of a variable, by origin and shape over its dims (lead, axes...,
+    /// y, x); row-major. A region outside the array is an error naming the dim.
+    pub fn read_region(&self, var: &str, origin: &[u64], shape: &[u64]) -> Result<Vec<f32>> {
+        let (i, v) = self.info.variable(var)?;
+        check_region(&self.info, v, origin, shape)?;
+        let ranges: Vec<_> = origin.iter().zip(shape).map(|(&o, &n)| o..o + n).collect();
+        self.arrays[i]
+            .retrieve_array_subset::<Vec<f32>>(&ArraySubset::new_with_ranges(&ranges))
+            .map_err(|e| Error::storage(self.store.url(), format!("cannot read {var}: {e}")))
+    }
+}
+
+/// Checks an origin/shape against a variable's dims.
+pub fn check_region(info: &CubeInfo, v: &CubeVariable, origin: &[u64], shape: &[u64]) -> Result<()> {
+    let dims = info.dims(v);
+    let full = info.shape(v);
+    if origin.len() != dims.len() || shape.len() != dims.len() {
+        return Err(Error::invalid(format!(
+            "{} has {} dims ({}); origin and shape need {} values each",
+            v.name,
+            dims.len(),
+            dims.join(", "),
+            dims.len()
+        )));
+    }
+    for ((d, n), (&o, &s)) in dims.iter().zip(&full).zip(origin.iter().zip(shape)) {
+        if o + s > *n {
+            return Err(Error::invalid(format!(
+                "{}: {d} {}..{} is outside 0..{n}",
+                v.name,
+                o,
+                o + s
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,1027 @@
+//! A space-time job: the spec, the plan the coordinator makes from the sources' headers, and
+//! the tasks workers run.
+//!
+//! ```yaml
+//! version: 1
+//! sources: [era5/2018-*.grib, era5/2019-*.grib]   # GRIB, NetCDF, Zarr; concatenated along time
+//! output: {url: ./era5, zstd_level: 3, overwrite: true}   # products go to <url>/<name>
+//! cube:
+//!   variables: [t2m, tp]          # optional: all
+//!   duplicates: error             # error | first | last: a time step in two files
+//!   memory_mb: 64                 # what a task reads at once, per variable
+//!   products:
+//!     hourly: {ingest: {}, chunks: {time: 24, y: 128, x: 128}}   # the cube itself (rechunked)
+//!     daily:  {resample: {freq: 1D, stats: {t2m: [mean, max], tp: sum}}, chunks: {time: 32}}
+//!     clim:   {climatology: {by: month}}          # month | season | dayofyear; stat: mean
+//!     anom:   {anomaly: {by: month}}
+//!     grad:   {gradient: {variables: [t2m], per: metre}}   # coordinate | metre
+//! ```
+//!
+//! Stages: 0 reads each source's header; the reduce sorts and checks them and plans **blocks**
+//! (a time range × a band of rows, on chunk boundaries of every product); 1 maps every block
+//! (reads it once, in pieces of at most `memory_mb`, and feeds every product: ingest and
+//! gradient chunks, resample periods, climatology partial sums to scratch objects); 2 reduces
+//! the climatology partials per band; 3 maps the blocks again for anomalies. Memory per task
+//! depends on `memory_mb` and the chunk sizes, not on the cube.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use bytes::Bytes;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Value, json};
+
+use super::gradient::{EARTH_RADIUS, Per, d_dx, d_dy};
+use super::layer::{CUBE_FORMAT_VERSION, CubeWriter};
+use super::source::{CubeSource, SourceReader};
+use super::temporal::{Accumulator, Freq, GroupBy, Periods, SEASONS, Stat};
+use super::time::format_instant;
+use super::{Chunks, CubeGrid, CubeInfo, CubeVariable, Lead};
+use crate::error::{Error, Result};
+use crate::store::{Store, block_on};
+
+fn default_memory_mb() -> u32 {
+    64
+}
+
+/// What to do with a time step that two files (or one file twice) hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Duplicates {
+    #[default]
+    Error,
+    /// Keep the step of the file that sorts first (by first time step, then URL).
+    First,
+    Last,
+}
+
+/// The `cube:` section of a job spec.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CubeSpec {
+    #[serde(default)]
+    pub variables: Vec<String>,
+    #[serde(default)]
+    pub duplicates: Duplicates,
+    #[serde(default = "default_memory_mb")]
+    pub memory_mb: u32,
+    pub products: BTreeMap<String, ProductSpec>,
+}
+
+/// Chunk sizes of a product; the first applies to time (or to the groups of a climatology).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkSpec {
+    pub time: Option<usize>,
+    pub y: Option<usize>,
+    pub x: Option<usize>,
+}
+
+/// One statistic or several.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(Stat),
+    Many(Vec<Stat>),
+}
+
+impl OneOrMany {
+    fn to_vec(&self) -> Vec<Stat> {
+        match self {
+            OneOrMany::One(s) => vec![*s],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResampleOp {
+    /// `6h`, `1D`, `1M`, `1Y`.
+    pub freq: String,
+    /// Statistics per variable; a variable with several gets `<name>_<stat>` outputs.
+    #[serde(default)]
+    pub stats: BTreeMap<String, OneOrMany>,
+    /// The statistic of every variable not in `stats`.
+    #[serde(default)]
+    pub stat: Option<Stat>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClimatologyOp {
+    pub by: GroupBy,
+    #[serde(default = "mean")]
+    pub stat: Stat,
+}
+
+fn mean() -> Stat {
+    Stat::Mean
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnomalyOp {
+    pub by: GroupBy,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GradientOp {
+    #[serde(default)]
+    pub variables: Vec<String>,
+    #[serde(default)]
+    pub per: Per,
+}
+
+/// What a product computes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProductOp {
+    /// The cube as it is, in the product's chunks (a rechunk).
+    Ingest,
+    Resample(ResampleOp),
+    Climatology(ClimatologyOp),
+    Anomaly(AnomalyOp),
+    Gradient(GradientOp),
+}
+
+/// A product: one operation, its chunks, and where it goes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProductSpec {
+    pub op: ProductOp,
+    pub chunks: ChunkSpec,
+    /// Default: `<output url>/<product name>`.
+    pub url: Option<String>,
+}
+
+const PRODUCT_OPS: &str = "ingest, rechunk, resample, climatology, anomaly, gradient";
+
+impl Serialize for ProductSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        match &self.op {
+            ProductOp::Ingest => m.serialize_entry("ingest", &json!({}))?,
+            ProductOp::Resample(r) => m.serialize_entry("resample", r)?,
+            ProductOp::Climatology(c) => m.serialize_entry("climatology", c)?,
+            ProductOp::Anomaly(a) => m.serialize_entry("anomaly", a)?,
+            ProductOp::Gradient(g) => m.serialize_entry("gradient", g)?,
+        }
+        if self.chunks != ChunkSpec::default() {
+            m.serialize_entry("chunks", &self.chunks)?;
+        }
+        if let Some(u) = &self.url {
+            m.serialize_entry("url", u)?;
+        }
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for ProductSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let v = Value::deserialize(d)?;
+        let Value::Object(map) = v else {
+            return Err(D::Error::custom(format!("a product is a map with one of {PRODUCT_OPS}")));
+        };
+        let mut chunks = ChunkSpec::default();
+        let mut url = None;
+        let mut op = None;
+        for (k, v) in map {
+            let body = if v.is_null() { json!({}) } else { v };
+            let parsed = match k.as_str() {
+                "chunks" => {
+                    chunks = serde_json::from_value(body).map_err(|e| D::Error::custom(format!("chunks: {e}")))?;
+                    continue;
+                }
+                "url" => {
+                    url = Some(body.as_str().ok_or_else(|| D::Error::custom("url: not a string"))?.to_string());
+                    continue;
+                }
+                "ingest" | "rechunk" => {
+                    if body.as_object().is_some_and(|m| !m.is_empty()) {
+                        return Err(D::Error::custom(format!("{k} takes no parameters (chunks go beside it)")));
+                    }
+                    Ok(ProductOp::Ingest)
+                }
+                "resample" => serde_json::from_value(body).map(ProductOp::Resample),
+                "climatology" => serde_json::from_value(body).map(ProductOp::Climatology),
+                "anomaly" => serde_json::from_value(body).map(ProductOp::Anomaly),
+                "gradient" => serde_json::from_value(body).map(ProductOp::Gradient),
+                other => {
+                    return Err(D::Error::custom(format!(
+                        "unknown product field {other:?} (a product has one of {PRODUCT_OPS}, and chunks, url)"
+                    )));
+                }
+            };
+            let parsed = parsed.map_err(|e| D::Error::custom(format!("{k}: {e}")))?;
+            if op.replace(parsed).is_some() {
+                return Err(D::Error::custom(format!("a product has one operation ({PRODUCT_OPS})")));
+            }
+        }
+        let op = op.ok_or_else(|| D::Error::custom(format!("a product needs one of {PRODUCT_OPS}")))?;
+        Ok(ProductSpec { op, chunks, url })
+    }
+}
+
+impl CubeSpec {
+    /// Checks what can be checked without the sources.
+    pub fn validate(&self) -> Result<()> {
+        if self.products.is_empty() {
+            return Err(Error::invalid("cube.products: at least one product is needed"));
+        }
+        if self.memory_mb == 0 {
+            return Err(Error::invalid("cube.memory_mb: must be at least 1"));
+        }
+        for (name, p) in &self.products {
+            if name.is_empty() || name.starts_with(['_', '.']) || name.contains(['/', '\\']) {
+                return Err(Error::invalid(format!("cube.products: bad product name {name:?}")));
+            }
+            for (dim, c) in [("time", p.chunks.time), ("y", p.chunks.y), ("x", p.chunks.x)] {
+                if c == Some(0) {
+                    return Err(Error::invalid(format!("cube.products.{name}.chunks.{dim}: must be at least 1")));
+                }
+            }
+            if let ProductOp::Resample(r) = &p.op {
+                Freq::parse(&r.freq).map_err(|e| Error::invalid(format!("cube.products.{name}.resample.freq: {e}")))?;
+                if r.stats.is_empty() && r.stat.is_none() {
+                    return Err(Error::invalid(format!(
+                        "cube.products.{name}.resample: give `stat` (for every variable) or `stats` per variable"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---- The plan ---------------------------------------------------------------------------------
+
+/// What an output variable is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutKind {
+    Copy,
+    Stat(Stat),
+    Dx,
+    Dy,
+    Magnitude,
+    Anomaly,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutVar {
+    /// Index into the plan's variables.
+    pub input: usize,
+    pub kind: OutKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedProduct {
+    pub name: String,
+    pub url: String,
+    pub op: ProductOp,
+    pub info: CubeInfo,
+    pub outputs: Vec<OutVar>,
+}
+
+/// A unit of map work: a time range and a band of rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Block {
+    pub t0: usize,
+    pub t1: usize,
+    pub band: usize,
+}
+
+/// A climatology the map stage accumulates: a product's, or the mean an anomaly needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClimJob {
+    pub by: GroupBy,
+    pub stat: Stat,
+    /// The product that gets it; `None`: only for anomalies.
+    pub product: Option<usize>,
+    /// Group keys present, sorted; a step's slot is the position of its key.
+    pub groups: Vec<u32>,
+    pub for_anomaly: bool,
+}
+
+/// Everything workers need, made by the reduce after the header stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CubePlan {
+    pub sources: Vec<CubeSource>,
+    /// For each step of the cube: (source, step in that source).
+    pub steps: Vec<(u32, u32)>,
+    pub times: Vec<i64>,
+    pub grid: CubeGrid,
+    pub variables: Vec<CubeVariable>,
+    pub products: Vec<PlannedProduct>,
+    pub climatologies: Vec<ClimJob>,
+    pub bands: Vec<Range<usize>>,
+    pub blocks: Vec<Block>,
+    /// Steps where a piece of a block may end (chunk boundaries of every time-chunked product).
+    pub piece_cuts: Vec<usize>,
+    pub piece_steps: usize,
+    pub scratch: String,
+    pub zstd_level: i32,
+}
+
+/// A task of a space-time job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum CubeTask {
+    Map { block: usize },
+    Climatology { band: usize },
+    Anomaly { block: usize },
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+fn lcm(a: usize, b: usize) -> usize {
+    a / gcd(a, b) * b
+}
+
+/// Sorts the sources along time and checks that they fit together.
+fn concatenate(mut sources: Vec<CubeSource>, duplicates: Duplicates) -> Result<(Vec<CubeSource>, Vec<(u32, u32)>, Vec<i64>)> {
+    sources.sort_by(|a, b| {
+        let fa = a.times.iter().min();
+        let fb = b.times.iter().min();
+        fa.cmp(&fb).then_with(|| a.url.cmp(&b.url))
+    });
+    let first = &sources[0];
+    for s in &sources[1..] {
+        if !s.grid.matches(&first.grid) {
+            return Err(Error::invalid(format!(
+                "grids differ: {} has {}, {} has {}",
+                first.url,
+                first.grid.describe(),
+                s.url,
+                s.grid.describe()
+            )));
+        }
+        let names = |c: &CubeSource| c.variables.iter().map(|v| v.variable.name.clone()).collect::<Vec<_>>();
+        if names(s) != names(first) {
+            return Err(Error::invalid(format!(
+                "variables differ: {} has {}, {} has {}",
+                first.url,
+                names(first).join(", "),
+                s.url,
+                names(s).join(", ")
+            )));
+        }
+        for (a, b) in first.variables.iter().zip(&s.variables) {
+            let axes = |v: &CubeVariable| v.axes.iter().map(|a| (a.name.clone(), a.values.clone())).collect::<Vec<_>>();
+            if axes(&a.variable) != axes(&b.variable) {
+                return Err(Error::invalid(format!(
+                    "{}: levels or members differ between {} and {}",
+                    a.variable.name, first.url, s.url
+                )));
+            }
+        }
+    }
+    let mut all: Vec<(i64, u32, u32)> = sources
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| s.times.iter().enumerate().map(move |(j, &t)| (t, i as u32, j as u32)))
+        .collect();
+    all.sort();
+    let mut steps: Vec<(u32, u32)> = Vec::with_capacity(all.len());
+    let mut times: Vec<i64> = Vec::with_capacity(all.len());
+    for (t, s, j) in all {
+        if times.last() == Some(&t) {
+            let prev = steps.last().copied().unwrap_or((0, 0));
+            match duplicates {
+                Duplicates::Error => {
+                    let (a, b) = (&sources[prev.0 as usize].url, &sources[s as usize].url);
+                    let place = if a == b { format!("twice in {a}") } else { format!("in both {a} and {b}") };
+                    return Err(Error::invalid(format!(
+                        "time step {} is {place} (set cube.duplicates to first or last to keep one)",
+                        format_instant(t)
+                    )));
+                }
+                Duplicates::First => continue,
+                Duplicates::Last => {
+                    if let Some(l) = steps.last_mut() {
+                        *l = (s, j);
+                    }
+                    continue;
+                }
+            }
+        }
+        times.push(t);
+        steps.push((s, j));
+    }
+    Ok((sources, steps, times))
+}
+
+fn default_lead_chunk(steps: usize, y: usize, x: usize) -> usize {
+    ((1usize << 20) / (y * x).max(1)).clamp(1, steps.max(1))
+}
+
+impl CubePlan {
+    /// The reduce: sources' headers → products, blocks and stages.
+    pub fn new(spec: &CubeSpec, output_root: &str, zstd_level: i32, sources: Vec<CubeSource>) -> Result<CubePlan> {
+        spec.validate()?;
+        if sources.is_empty() {
+            return Err(Error::invalid("no sources"));
+        }
+        let (sources, steps, times) = concatenate(sources, spec.duplicates)?;
+        let grid = sources[0].grid.clone();
+        let variables: Vec<CubeVariable> = sources[0].variables.iter().map(|v| v.variable.clone()).collect();
+        let var_index = |name: &str, product: &str| {
+            variables.iter().position(|v| v.name == name).ok_or_else(|| {
+                Error::invalid(format!(
+                    "cube.products.{product}: unknown variable {name:?} (the sources have {})",
+                    variables.iter().map(|v| v.name.as_str()).collect::<Vec<_>>().join(", ")
+                ))
+            })
+        };
+        let root = output_root.trim_end_matches('/');
+        let mut products = Vec::new();
+        let mut climatologies: Vec<ClimJob> = Vec::new();
+        let groups_of = |by: GroupBy| {
+            let mut g: Vec<u32> = times.iter().map(|&t| by.key(t)).collect();
+            g.sort_unstable();
+            g.dedup();
+            g
+        };
+        for (name, p) in &spec.products {
+            let cy = p.chunks.y.unwrap_or(256).min(grid.height);
+            let cx = p.chunks.x.unwrap_or(256).min(grid.width);
+            let mut outputs = Vec::new();
+            let mut out_vars = Vec::new();
+            let plain = |i: usize, v: &CubeVariable| (OutVar { input: i, kind: OutKind::Copy }, v.clone());
+            let lead = match &p.op {
+                ProductOp::Ingest => {
+                    for (i, v) in variables.iter().enumerate() {
+                        let (o, v) = plain(i, v);
+                        outputs.push(o);
+                        out_vars.push(v);
+                    }
+                    Lead::Time(times.clone())
+                }
+                ProductOp::Anomaly(a) => {
+                    for (i, v) in variables.iter().enumerate() {
+                        let (mut o, mut v) = plain(i, v);
+                        o.kind = OutKind::Anomaly;
+                        v.attrs.insert("cell_methods".into(), json!(format!("time: anomaly from {} mean", a.by.name())));
+                        outputs.push(o);
+                        out_vars.push(v);
+                    }
+                    if !climatologies.iter().any(|c| c.by == a.by && c.stat == Stat::Mean && c.for_anomaly) {
+                        climatologies.push(ClimJob { by: a.by, stat: Stat::Mean, product: None, groups: groups_of(a.by), for_anomaly: true });
+                    }
+                    Lead::Time(times.clone())
+                }
+                ProductOp::Resample(r) => {
+                    let periods = Periods::new(Freq::parse(&r.freq)?, times[0]);
+                    let last = periods.index(times[times.len() - 1]);
+                    for n in r.stats.keys() {
+                        var_index(n, name)?;
+                    }
+                    for (i, v) in variables.iter().enumerate() {
+                        let stats = match (r.stats.get(&v.name), r.stat) {
+                            (Some(s), _) => s.to_vec(),
+                            (None, Some(s)) => vec![s],
+                            (None, None) => continue,
+                        };
+                        for s in &stats {
+                            let mut ov = v.clone();
+                            if stats.len() > 1 {
+                                ov.name = format!("{}_{}", v.name, s.name());
+                            }
+                            ov.attrs.insert("cell_methods".into(), json!(format!("time: {} ({})", stat_method(*s), r.freq)));
+                            if *s == Stat::Count {
+                                ov.attrs.remove("units");
+                            }
+                            outputs.push(OutVar { input: i, kind: OutKind::Stat(*s) });
+                            out_vars.push(ov);
+                        }
+                    }
+                    Lead::Time((0..=last).map(|k| periods.label(k)).collect())
+                }
+                ProductOp::Climatology(c) => {
+                    let groups = groups_of(c.by);
+                    climatologies.push(ClimJob { by: c.by, stat: c.stat, product: Some(products.len()), groups: groups.clone(), for_anomaly: false });
+                    for (i, v) in variables.iter().enumerate() {
+                        let (mut o, mut v) = plain(i, v);
+                        o.kind = OutKind::Stat(c.stat);
+                        v.attrs.insert("cell_methods".into(), json!(format!("time: {} within {}s", stat_method(c.stat), c.by.name())));
+                        outputs.push(o);
+                        out_vars.push(v);
+                    }
+                    match c.by {
+                        GroupBy::Month => Lead::Month(groups),
+                        GroupBy::Dayofyear => Lead::Dayofyear(groups),
+                        GroupBy::Season => Lead::Season(groups.iter().map(|&g| SEASONS[g as usize].to_string()).collect()),
+                    }
+                }
+                ProductOp::Gradient(g) => {
+                    let names: Vec<String> = if g.variables.is_empty() { variables.iter().map(|v| v.name.clone()).collect() } else { g.variables.clone() };
+                    let unit = match (g.per, grid.is_geographic()) {
+                        (Per::Metre, _) => "m".to_string(),
+                        (Per::Coordinate, true) => "degree".to_string(),
+                        (Per::Coordinate, false) => "coordinate unit".to_string(),
+                    };
+                    for n in &names {
+                        let i = var_index(n, name)?;
+                        let v = &variables[i];
+                        let units = v.attrs.get("units").and_then(|u| u.as_str()).unwrap_or("1").to_string();
+                        for (suffix, kind, what) in [("dx", OutKind::Dx, "x"), ("dy", OutKind::Dy, "y"), ("gradient", OutKind::Magnitude, "magnitude")] {
+                            let mut ov = v.clone();
+                            ov.name = format!("{}_{suffix}", v.name);
+                            ov.attrs.insert("units".into(), json!(format!("{units} {unit}-1")));
+                            ov.attrs.insert("long_name".into(), json!(format!("gradient of {} ({what})", v.name)));
+                            outputs.push(OutVar { input: i, kind });
+                            out_vars.push(ov);
+                        }
+                    }
+                    Lead::Time(times.clone())
+                }
+            };
+            let lead_len = lead.len();
+            let cl = match (&p.op, p.chunks.time) {
+                (ProductOp::Climatology(_), c) => c.unwrap_or(lead_len).min(lead_len),
+                (_, Some(c)) => c.min(lead_len),
+                (_, None) => default_lead_chunk(lead_len, cy, cx),
+            };
+            let mut src_urls: Vec<String> = sources.iter().map(|s| s.url.clone()).collect();
+            src_urls.truncate(1000);
+            let info = CubeInfo {
+                format_version: CUBE_FORMAT_VERSION,
+                grid: grid.clone(),
+                lead,
+                variables: out_vars,
+                chunks: Chunks { lead: cl.max(1), y: cy.max(1), x: cx.max(1) },
+                sources: src_urls,
+                complete: false,
+            };
+            let url = p.url.clone().unwrap_or_else(|| format!("{root}/{name}"));
+            products.push(PlannedProduct { name: name.clone(), url, op: p.op.clone(), info, outputs });
+        }
+
+        // Bands: multiples of every product's y chunk; as tall as the budget allows.
+        let budget = spec.memory_mb as usize * (1 << 20);
+        let max_planes = variables.iter().map(|v| v.axes_len()).max().unwrap_or(1);
+        let row_bytes = grid.width * max_planes * 4;
+        let y_unit = products.iter().map(|p| p.info.chunks.y).fold(1, lcm).min(grid.height);
+        let n = times.len();
+        // Time cuts: where every product's output chunks may start.
+        let out_index = |p: &PlannedProduct, i: usize| -> usize {
+            match &p.op {
+                ProductOp::Resample(r) => {
+                    let per = Periods::new(Freq::parse(&r.freq).unwrap_or(Freq::Days(1)), times[0]);
+                    (per.index(times[i]) - per.index(times[0])) as usize
+                }
+                _ => i,
+            }
+        };
+        let mut block_cut = vec![true; n + 1];
+        let mut piece_cut = vec![true; n + 1];
+        for p in &products {
+            if matches!(p.op, ProductOp::Climatology(_)) {
+                continue;
+            }
+            let cl = p.info.chunks.lead;
+            let time_aligned = !matches!(p.op, ProductOp::Resample(_));
+            for i in 1..n {
+                let cut = out_index(p, i) / cl != out_index(p, i - 1) / cl;
+                block_cut[i] &= cut;
+                if time_aligned {
+                    piece_cut[i] &= cut;
+                }
+            }
+        }
+        // The shortest piece a block can have bounds the band height.
+        let cuts: Vec<usize> = (0..=n).filter(|&i| piece_cut[i]).collect();
+        let min_piece = cuts.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(n).max(1);
+        let mut band_rows = (budget / (row_bytes * min_piece).max(1)) / y_unit * y_unit;
+        if band_rows == 0 {
+            return Err(Error::invalid(format!(
+                "cube.memory_mb: {} MB cannot hold one time chunk of {min_piece} steps × {y_unit} rows × {} columns (raise memory_mb or use smaller time chunks)",
+                spec.memory_mb, grid.width
+            )));
+        }
+        band_rows = band_rows.min(grid.height);
+        let bands: Vec<Range<usize>> = (0..grid.height).step_by(band_rows).map(|r| r..(r + band_rows).min(grid.height)).collect();
+        let band_bytes = row_bytes * band_rows;
+        let piece_steps = (budget / band_bytes).max(1);
+        // Blocks: runs of block cuts, merged up to the budget.
+        let block_cuts: Vec<usize> = (0..=n).filter(|&i| block_cut[i]).collect();
+        let mut spans = Vec::new();
+        let mut start = 0;
+        for w in block_cuts.windows(2) {
+            if w[1] - start > piece_steps && w[0] > start {
+                spans.push(start..w[0]);
+                start = w[0];
+            }
+        }
+        spans.push(start..n);
+        let blocks = spans
+            .iter()
+            .flat_map(|s| (0..bands.len()).map(move |b| Block { t0: s.start, t1: s.end, band: b }))
+            .collect();
+        Ok(CubePlan {
+            sources,
+            steps,
+            times,
+            grid,
+            variables,
+            products,
+            climatologies,
+            bands,
+            blocks,
+            piece_cuts: cuts,
+            piece_steps,
+            scratch: format!("{root}/_scratch"),
+            zstd_level,
+        })
+    }
+
+    /// The tasks of a stage (1 map, 2 climatology, 3 anomaly); empty when the job has none.
+    pub fn stage_tasks(&self, stage: u32) -> Vec<CubeTask> {
+        let anomalies = self.products.iter().any(|p| matches!(p.op, ProductOp::Anomaly(_)));
+        match stage {
+            1 => (0..self.blocks.len()).map(|block| CubeTask::Map { block }).collect(),
+            2 if !self.climatologies.is_empty() => (0..self.bands.len()).map(|band| CubeTask::Climatology { band }).collect(),
+            3 if anomalies => (0..self.blocks.len()).map(|block| CubeTask::Anomaly { block }).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Creates every product's layer (metadata and coordinates).
+    pub fn create_products(&self, overwrite: bool) -> Result<()> {
+        for p in &self.products {
+            CubeWriter::create(&p.url, p.info.clone(), self.zstd_level, overwrite)?;
+        }
+        Ok(())
+    }
+
+    /// Consolidates every product and removes the scratch objects.
+    pub fn finish_products(&self) -> Result<()> {
+        for p in &self.products {
+            CubeWriter::attach(&p.url, p.info.clone(), self.zstd_level)?.finish()?;
+        }
+        self.remove_scratch()
+    }
+
+    pub fn remove_scratch(&self) -> Result<()> {
+        block_on(Store::open(&self.scratch)?.delete_all())
+    }
+
+    /// Deletes every product (after a failure).
+    pub fn abort_products(&self) {
+        for p in &self.products {
+            if let Ok(s) = Store::open(&p.url) {
+                let _ = block_on(s.delete_all());
+            }
+        }
+        let _ = self.remove_scratch();
+    }
+
+    /// Runs one task; returns (chunks written, bytes of values written).
+    pub fn run(&self, task: CubeTask) -> Result<(u64, u64)> {
+        match task {
+            CubeTask::Map { block } => self.map_block(self.block(block)?, false),
+            CubeTask::Anomaly { block } => self.map_block(self.block(block)?, true),
+            CubeTask::Climatology { band } => self.reduce_band(band),
+        }
+    }
+
+    fn block(&self, i: usize) -> Result<Block> {
+        self.blocks.get(i).copied().ok_or_else(|| Error::Internal(format!("no block {i}")))
+    }
+
+    /// The pieces of a block: ranges ending on piece cuts, each at most `piece_steps` long
+    /// where the cuts allow.
+    fn pieces(&self, b: Block) -> Vec<Range<usize>> {
+        let mut out = Vec::new();
+        let mut start = b.t0;
+        let cuts: Vec<usize> = self.piece_cuts.iter().copied().filter(|&c| c > b.t0 && c <= b.t1).collect();
+        let mut prev = b.t0;
+        for &c in &cuts {
+            if c - start > self.piece_steps && prev > start {
+                out.push(start..prev);
+                start = prev;
+            }
+            prev = c;
+        }
+        if b.t1 > start {
+            out.push(start..b.t1);
+        }
+        out
+    }
+
+    /// Reads steps `times` × rows `rows` of variable `v` from the sources.
+    fn read<'a>(&'a self, readers: &mut BTreeMap<u32, SourceReader<'a>>, v: usize, times: Range<usize>, rows: Range<usize>) -> Result<Vec<f32>> {
+        let var = &self.variables[v];
+        let plane = var.axes_len() * rows.len() * self.grid.width;
+        let mut out = vec![0f32; times.len() * plane];
+        let mut i = times.start;
+        while i < times.end {
+            let (s, j) = self.steps[i];
+            let mut k = i + 1;
+            while k < times.end && self.steps[k].0 == s && self.steps[k].1 == self.steps[k - 1].1 + 1 {
+                k += 1;
+            }
+            let source = &self.sources[s as usize];
+            if let std::collections::btree_map::Entry::Vacant(e) = readers.entry(s) {
+                e.insert(SourceReader::open(source)?);
+            }
+            let reader = &readers[&s];
+            let sv = source.variable(&var.name).ok_or_else(|| Error::source(&source.url, format!("has no variable {}", var.name)))?;
+            let j = j as usize;
+            reader.read(sv, j..j + (k - i), rows.clone(), &mut out[(i - times.start) * plane..(k - times.start) * plane])?;
+            i = k;
+        }
+        Ok(out)
+    }
+
+    fn clim_key(&self, c: usize, var: usize, band: usize) -> String {
+        format!("clim{c}/v{var}/b{band}")
+    }
+
+    /// Stage 1 (or 3 with `anomaly`): one block through every product.
+    fn map_block(&self, b: Block, anomaly: bool) -> Result<(u64, u64)> {
+        let band = self.bands[b.band].clone();
+        let rows = band.len();
+        let w = self.grid.width;
+        let scratch = Store::open(&self.scratch)?;
+        let writers: Vec<CubeWriter> = self
+            .products
+            .iter()
+            .map(|p| CubeWriter::attach(&p.url, p.info.clone(), self.zstd_level))
+            .collect::<Result<_>>()?;
+        let needs_halo = !anomaly && self.products.iter().any(|p| matches!(p.op, ProductOp::Gradient(_)));
+        let have = if needs_halo { band.start.saturating_sub(1)..(band.end + 1).min(self.grid.height) } else { band.clone() };
+        let halo_top = band.start - have.start;
+        let mut readers = BTreeMap::new();
+        let (mut chunks, mut bytes) = (0u64, 0u64);
+        let ys = self.grid.ys();
+        let xs = self.grid.xs();
+        for (v, var) in self.variables.iter().enumerate() {
+            let planes = var.axes_len();
+            let cells = planes * rows * w;
+            // Outputs of this variable, per product.
+            let wanted = |p: &PlannedProduct| -> Vec<(usize, OutKind)> {
+                p.outputs.iter().enumerate().filter(|(_, o)| o.input == v).map(|(i, o)| (i, o.kind)).collect()
+            };
+            // Resample accumulators for this block.
+            let mut resamples: Vec<(usize, Periods, usize, usize, Vec<(usize, Accumulator)>)> = Vec::new();
+            let mut clims: Vec<(usize, Accumulator)> = Vec::new();
+            let mut anomaly_means: Vec<(GroupBy, Vec<u32>, Vec<f32>)> = Vec::new();
+            if !anomaly {
+                for (pi, p) in self.products.iter().enumerate() {
+                    if let ProductOp::Resample(r) = &p.op {
+                        let per = Periods::new(Freq::parse(&r.freq)?, self.times[0]);
+                        let base = per.index(self.times[0]);
+                        let o0 = (per.index(self.times[b.t0]) - base) as usize;
+                        let o1 = if b.t1 == self.times.len() { p.info.lead.len() } else { (per.index(self.times[b.t1]) - base) as usize };
+                        let accs = wanted(p)
+                            .into_iter()
+                            .filter_map(|(i, k)| match k {
+                                OutKind::Stat(s) => Some((i, Accumulator::new(s, o1 - o0, cells))),
+                                _ => None,
+                            })
+                            .collect::<Vec<_>>();
+                        if !accs.is_empty() {
+                            resamples.push((pi, per, o0, o1, accs));
+                        }
+                    }
+                }
+                for (ci, c) in self.climatologies.iter().enumerate() {
+                    clims.push((ci, Accumulator::new(c.stat, c.groups.len(), cells)));
+                }
+            } else {
+                for (ci, c) in self.climatologies.iter().enumerate().filter(|(_, c)| c.for_anomaly) {
+                    let key = format!("{}.mean", self.clim_key(ci, v, b.band));
+                    let data = block_on(scratch.get(&key))?
+                        .ok_or_else(|| Error::Internal(format!("climatology {key} is missing")))?;
+                    let mean: Vec<f32> = data.chunks_exact(4).map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]])).collect();
+                    anomaly_means.push((c.by, c.groups.clone(), mean));
+                }
+            }
+            for piece in self.pieces(b) {
+                let steps = piece.len();
+                let data = self.read(&mut readers, v, piece.clone(), have.clone())?;
+                let have_rows = have.len();
+                // The band's rows of step s, plane p.
+                let core = |s: usize, p: usize| -> &[f32] {
+                    let base = ((s * planes + p) * have_rows + halo_top) * w;
+                    &data[base..base + rows * w]
+                };
+                let mut core_block: Option<Vec<f32>> = None;
+                let core_all = || -> Vec<f32> {
+                    if halo_top == 0 && have_rows == rows {
+                        return data.clone();
+                    }
+                    let mut out = Vec::with_capacity(steps * cells);
+                    for s in 0..steps {
+                        for p in 0..planes {
+                            out.extend_from_slice(core(s, p));
+                        }
+                    }
+                    out
+                };
+                for (pi, p) in self.products.iter().enumerate() {
+                    for (oi, kind) in wanted(p) {
+                        let out = match (kind, anomaly) {
+                            (OutKind::Copy, false) => {
+                                if core_block.is_none() {
+                                    core_block = Some(core_all());
+                                }
+                                core_block.as_deref().map(<[f32]>::to_vec)
+                            }
+                            (OutKind::Anomaly, true) => {
+                                let ProductOp::Anomaly(a) = &p.op else { continue };
+                                let (_, groups, mean) = anomaly_means
+                                    .iter()
+                                    .find(|m| m.0 == a.by)
+                                    .ok_or_else(|| Error::Internal("no climatology for the anomaly".into()))?;
+                                let mut out = Vec::with_capacity(steps * cells);
+                                for s in 0..steps {
+                                    let g = groups.binary_search(&a.by.key(self.times[piece.start + s])).unwrap_or(0);
+                                    for p in 0..planes {
+                                        let m = &mean[(g * planes + p) * rows * w..][..rows * w];
+                                        out.extend(core(s, p).iter().zip(m).map(|(x, m)| x - m));
+                                    }
+                                }
+                                Some(out)
+                            }
+                            (OutKind::Dx | OutKind::Dy | OutKind::Magnitude, false) => {
+                                let ProductOp::Gradient(g) = &p.op else { continue };
+                                let mut out = vec![0f32; steps * cells];
+                                let mut dx = vec![0f32; rows * w];
+                                let mut dy = vec![0f32; rows * w];
+                                for s in 0..steps {
+                                    for pl in 0..planes {
+                                        let plane = &data[(s * planes + pl) * have_rows * w..][..have_rows * w];
+                                        let o = &mut out[(s * planes + pl) * rows * w..][..rows * w];
+                                        if kind != OutKind::Dy {
+                                            d_dx(core(s, pl), w, rows, &xs, &mut dx);
+                                        }
+                                        if kind != OutKind::Dx {
+                                            d_dy(plane, w, have.clone(), &ys, band.clone(), &mut dy);
+                                        }
+                                        if g.per == Per::Metre {
+                                            self.per_metre(&mut dx, &mut dy, band.clone(), &ys);
+                                        }
+                                        match kind {
+                                            OutKind::Dx => o.copy_from_slice(&dx),
+                                            OutKind::Dy => o.copy_from_slice(&dy),
+                                            _ => {
+                                                for ((o, a), b) in o.iter_mut().zip(&dx).zip(&dy) {
+                                                    *o = (f64::from(*a).hypot(f64::from(*b))) as f32;
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                                Some(out)
+                            }
+                            _ => None,
+                        };
+                        if let Some(out) = out {
+                            writers[pi].write_block(oi, piece.start, band.start, steps, rows, &out)?;
+                            chunks += chunk_count(&p.info, steps, rows, planes);
+                            bytes += (out.len() * 4) as u64;
+                        }
+                    }
+                }
+                // Accumulate resamples and climatologies step by step.
+                let mut step_buf = vec![0f32; cells];
+                for s in 0..steps {
+                    if resamples.is_empty() && clims.is_empty() {
+                        break;
+                    }
+                    for p in 0..planes {
+                        step_buf[p * rows * w..(p + 1) * rows * w].copy_from_slice(core(s, p));
+                    }
+                    let t = self.times[piece.start + s];
+                    for (_, per, o0, _, accs) in &mut resamples {
+                        let slot = (per.index(t) - per.index(self.times[0])) as usize - *o0;
+                        for (_, a) in accs.iter_mut() {
+                            a.add(slot, &step_buf);
+                        }
+                    }
+                    for (ci, a) in &mut clims {
+                        let c = &self.climatologies[*ci];
+                        let slot = c.groups.binary_search(&c.by.key(t)).unwrap_or(0);
+                        a.add(slot, &step_buf);
+                    }
+                }
+            }
+            for (pi, _, o0, o1, accs) in &resamples {
+                let slots = o1 - o0;
+                for (oi, a) in accs {
+                    let mut out = vec![0f32; slots * cells];
+                    for s in 0..slots {
+                        a.finish_slot(s, &mut out[s * cells..(s + 1) * cells]);
+                    }
+                    writers[*pi].write_block(*oi, *o0, band.start, slots, rows, &out)?;
+                    chunks += chunk_count(&self.products[*pi].info, slots, rows, planes);
+                    bytes += (out.len() * 4) as u64;
+                }
+            }
+            for (ci, a) in &clims {
+                let key = format!("{}/t{}", self.clim_key(*ci, v, b.band), b.t0);
+                block_on(scratch.put(&key, Bytes::from(a.to_bytes())))?;
+            }
+        }
+        Ok((chunks, bytes))
+    }
+
+    fn per_metre(&self, dx: &mut [f32], dy: &mut [f32], band: Range<usize>, ys: &[f64]) {
+        let w = self.grid.width;
+        let geo = self.grid.is_geographic();
+        let k = EARTH_RADIUS * std::f64::consts::PI / 180.0;
+        for (i, r) in band.enumerate() {
+            let (fx, fy) = if geo { (k * ys[r].to_radians().cos(), k) } else { (1.0, 1.0) };
+            for c in 0..w {
+                dx[i * w + c] = (f64::from(dx[i * w + c]) / fx) as f32;
+                dy[i * w + c] = (f64::from(dy[i * w + c]) / fy) as f32;
+            }
+        }
+    }
+
+    /// Stage 2: the climatologies of one band, from every block's partial.
+    fn reduce_band(&self, band_index: usize) -> Result<(u64, u64)> {
+        let band = self.bands[band_index].clone();
+        let rows = band.len();
+        let w = self.grid.width;
+        let scratch = Store::open(&self.scratch)?;
+        let (mut chunks, mut bytes) = (0u64, 0u64);
+        for (ci, c) in self.climatologies.iter().enumerate() {
+            let writer = c
+                .product
+                .map(|p| CubeWriter::attach(&self.products[p].url, self.products[p].info.clone(), self.zstd_level))
+                .transpose()?;
+            for (v, var) in self.variables.iter().enumerate() {
+                let planes = var.axes_len();
+                let cells = planes * rows * w;
+                let mut total = Accumulator::new(c.stat, c.groups.len(), cells);
+                for b in self.blocks.iter().filter(|b| b.band == band_index) {
+                    let key = format!("{}/t{}", self.clim_key(ci, v, band_index), b.t0);
+                    let data = block_on(scratch.get(&key))?
+                        .ok_or_else(|| Error::Internal(format!("climatology partial {key} is missing")))?;
+                    total.merge(&Accumulator::from_bytes(c.stat, c.groups.len(), cells, &data)?);
+                }
+                let mut out = vec![0f32; c.groups.len() * cells];
+                for g in 0..c.groups.len() {
+                    total.finish_slot(g, &mut out[g * cells..(g + 1) * cells]);
+                }
+                if c.for_anomaly {
+                    let key = format!("{}.mean", self.clim_key(ci, v, band_index));
+                    let raw: Vec<u8> = out.iter().flat_map(|x| x.to_le_bytes()).collect();
+                    block_on(scratch.put(&key, Bytes::from(raw)))?;
+                }
+                if let (Some(wr), Some(p)) = (&writer, c.product) {
+                    let oi = self.products[p].outputs.iter().position(|o| o.input == v).unwrap_or(v);
+                    wr.write_block(oi, 0, band.start, c.groups.len(), rows, &out)?;
+                    chunks += chunk_count(&self.products[p].info, c.groups.len(), rows, planes);
+                    bytes += (out.len() * 4) as u64;
+                }
+            }
+        }
+        Ok((chunks, bytes))
+    }
+
+    /// Runs every stage in this process (rayon over the tasks of each stage).
+    pub fn run_all(&self, overwrite: bool) -> Result<(u64, u64)> {
+        use rayon::prelude::*;
+        self.create_products(overwrite)?;
+        let result = (1..=3).try_fold((0u64, 0u64), |acc, stage| {
+            let tasks = self.stage_tasks(stage);
+            let r: Vec<(u64, u64)> = tasks.par_iter().map(|t| self.run(*t)).collect::<Result<_>>()?;
+            Ok::<_, Error>(r.iter().fold(acc, |a, b| (a.0 + b.0, a.1 + b.1)))
+        });
+        match result {
+            Ok(r) => {
+                self.finish_products()?;
+                Ok(r)
+            }
+            Err(e) => {
+                self.abort_products();
+                Err(e)
+            }
+        }
+    }
+}
+
+fn stat_method(s: Stat) -> &'static str {
+    match s {
+        Stat::Mean => "mean",
+        Stat::Max => "maximum",
+        Stat::Min => "minimum",
+        Stat::Sum => "sum",
+        Stat::Count => "count",
+    }
+}
+
+/// The chunks a block of `leads` × `rows` (all columns) covers.
+fn chunk_count(info: &CubeInfo, leads: usize, rows: usize, planes: usize) -> u64 {
+    let c = info.chunks;
+    (leads.div_ceil(c.lead) * rows.div_ceil(c.y) * info.grid.width.div_ceil(c.x) * planes) as u64
+}

@@ -1,0 +1,722 @@
+//! Multidimensional sources read through GDAL.
+//!
+//! - **GRIB** is read message by message through GDAL's raster API (one band per message):
+//!   a variable is a parameter (`GRIB_ELEMENT`) on one kind of level; its time is the message's
+//!   valid time; several levels of one kind make a level dimension (`isobaricInhPa`,
+//!   `heightAboveGround`, as cfgrib names them); ensemble members make a `number` dimension —
+//!   GDAL does not report a GRIB 1 message's member, so it is read from ECMWF's local section.
+//!   Units are kept as the file has them (`GRIB_NORMALIZE_UNITS=NO`: kelvin, not Celsius).
+//!   Names are cfgrib's (`2T` → `t2m`, `10U` → `u10`, `Z` → `z`).
+//! - **NetCDF and Zarr** go through GDAL's multidimensional API: every array with a time
+//!   dimension first and y, x last; `scale_factor` / `add_offset` and the fill value applied.
+
+use std::collections::BTreeMap;
+use std::ffi::{CStr, CString};
+use std::io::{Read, Seek, SeekFrom};
+use std::ops::Range;
+
+use gdal::{Dataset, DatasetOptions, GdalOpenFlags, Metadata};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::time::TimeUnits;
+use super::{Axis, CubeGrid, CubeVariable};
+use crate::error::{Error, Result};
+use crate::source::gdal_path;
+
+/// One source file's header: its grid, time steps and variables, and how to read them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CubeSource {
+    pub url: String,
+    pub grid: CubeGrid,
+    /// Instants of the time steps, in file order.
+    pub times: Vec<i64>,
+    pub variables: Vec<SourceVariable>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceVariable {
+    pub variable: CubeVariable,
+    pub access: Access,
+}
+
+/// Where a variable's values are in the file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Access {
+    /// GRIB: the 1-based band of each (time, axes...) combination, row-major; 0 = absent.
+    Bands { bands: Vec<u32> },
+    /// A multidimensional array (time, axes..., y, x).
+    Array {
+        name: String,
+        /// The y dimension runs south to north in the file.
+        flip_y: bool,
+        scale: f64,
+        offset: f64,
+        nodata: Option<f64>,
+    },
+}
+
+fn grib_config() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = gdal::config::set_config_option("GRIB_NORMALIZE_UNITS", "NO");
+    });
+}
+
+/// Whether a path names a GRIB file (by extension).
+fn is_grib(path: &str) -> bool {
+    let p = path.to_ascii_lowercase();
+    [".grib", ".grb", ".grib2", ".grb2", ".grib1"]
+        .iter()
+        .any(|e| p.ends_with(e))
+}
+
+impl CubeSource {
+    /// Reads the header of a NetCDF, GRIB or Zarr source. `variables` (empty: all) selects by
+    /// name; an unknown name is an error listing what the file has.
+    pub fn open(url: &str, variables: &[String]) -> Result<CubeSource> {
+        let path = gdal_path(url)?;
+        if url.starts_with("file://") || !url.contains("://") {
+            let local = url.trim_start_matches("file://");
+            if !std::path::Path::new(local).exists() {
+                return Err(Error::source(url, "no such file or directory"));
+            }
+        }
+        let mut source = if is_grib(&path) {
+            grib_header(url, &path)?
+        } else {
+            mdim_header(url, &path)?
+        };
+        if source.times.is_empty() {
+            return Err(Error::source(url, "has no time steps"));
+        }
+        if !variables.is_empty() {
+            let have: Vec<String> = source.variables.iter().map(|v| v.variable.name.clone()).collect();
+            for v in variables {
+                if !have.contains(v) {
+                    return Err(Error::source(
+                        url,
+                        format!("unknown variable {v:?} (it has {})", have.join(", ")),
+                    ));
+                }
+            }
+            source.variables.retain(|v| variables.contains(&v.variable.name));
+            source
+                .variables
+                .sort_by_key(|v| variables.iter().position(|n| *n == v.variable.name));
+        }
+        Ok(source)
+    }
+
+    pub fn variable(&self, name: &str) -> Option<&SourceVariable> {
+        self.variables.iter().find(|v| v.variable.name == name)
+    }
+}
+
+// ---- GRIB -------------------------------------------------------------------------------------
+
+/// cfgrib's name of an ECMWF parameter as GDAL reports it: `2T` → `t2m`, `10U` → `u10`.
+fn grib_name(element: &str) -> String {
+    let e = element.to_ascii_lowercase();
+    let digits: String = e.chars().take_while(|c| c.is_ascii_digit()).collect();
+    let rest = &e[digits.len()..];
+    match (digits.as_str(), rest.is_empty()) {
+        ("", _) | (_, true) => e,
+        ("2", false) => format!("{rest}2m"),
+        (d, false) => format!("{rest}{d}"),
+    }
+}
+
+/// A GRIB level from `GRIB_SHORT_NAME` (`500-ISBL`): the coordinate name and value.
+fn grib_level(short_name: &str) -> (String, Option<f64>) {
+    let Some((value, kind)) = short_name.split_once('-') else {
+        return (short_name.to_string(), None);
+    };
+    let value: Option<f64> = value.parse().ok();
+    match kind {
+        // GRIB 1 gives hPa, GRIB 2 Pa.
+        "ISBL" => (
+            "isobaricInhPa".into(),
+            value.map(|v| if v > 1100.0 { v / 100.0 } else { v }),
+        ),
+        "HTGL" => ("heightAboveGround".into(), value),
+        "SFC" => ("surface".into(), value),
+        k => (format!("level_{}", k.to_ascii_lowercase()), value),
+    }
+}
+
+/// The ensemble member of each message of a GRIB 1 file, from ECMWF's local definition 1
+/// (octet 50 of section 1); `None` when a message is not GRIB 1 with that section.
+fn grib1_members(path: &str) -> Option<Vec<i64>> {
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    let mut members = Vec::new();
+    let mut offset = 0u64;
+    let mut head = [0u8; 60];
+    while offset + 8 <= len {
+        f.seek(SeekFrom::Start(offset)).ok()?;
+        let n = (len - offset).min(60) as usize;
+        f.read_exact(&mut head[..n]).ok()?;
+        if &head[..4] != b"GRIB" || head[7] != 1 || n < 58 {
+            return None;
+        }
+        let total = u64::from(head[4]) << 16 | u64::from(head[5]) << 8 | u64::from(head[6]);
+        let pds = &head[8..];
+        let pds_len = usize::from(pds[0]) << 16 | usize::from(pds[1]) << 8 | usize::from(pds[2]);
+        // centre 98 (ECMWF), local definition 1 (ensemble): perturbation number at octet 50.
+        if pds[4] != 98 || pds_len < 50 || pds[40] != 1 {
+            return None;
+        }
+        members.push(i64::from(pds[49]));
+        offset += total.max(8);
+    }
+    Some(members)
+}
+
+fn grib_header(url: &str, path: &str) -> Result<CubeSource> {
+    grib_config();
+    let ds = Dataset::open(path).map_err(|e| Error::source(url, format!("cannot open: {e}")))?;
+    let grid = dataset_grid(url, &ds)?;
+    let count = ds.raster_count();
+    let members = if count > 0 { grib1_members(path) } else { None };
+    let members = members.filter(|m| m.len() == count);
+
+    struct Msg {
+        band: u32,
+        time: i64,
+        level: Option<f64>,
+        member: i64,
+    }
+    // (element, level kind) → messages, in file order of first appearance.
+    let mut groups: Vec<((String, String), Vec<Msg>, Map<String, Value>)> = Vec::new();
+    for b in 1..=count {
+        let band = ds.rasterband(b).map_err(|e| Error::source(url, e))?;
+        let md = |k: &str| band.metadata_item(k, "");
+        let element = md("GRIB_ELEMENT").ok_or_else(|| {
+            Error::source(url, format!("message {b} has no GRIB_ELEMENT: not a GRIB file GDAL understands"))
+        })?;
+        let time: i64 = md("GRIB_VALID_TIME")
+            .and_then(|v| v.trim().split_whitespace().next().and_then(|s| s.parse().ok()))
+            .ok_or_else(|| Error::source(url, format!("message {b} has no valid time")))?;
+        let (kind, level) = grib_level(&md("GRIB_SHORT_NAME").unwrap_or_default());
+        let member = members.as_ref().map_or(0, |m| m[b - 1]);
+        let msg = Msg {
+            band: b as u32,
+            time,
+            level,
+            member,
+        };
+        let key = (element.clone(), kind);
+        match groups.iter_mut().find(|g| g.0 == key) {
+            Some(g) => g.1.push(msg),
+            None => {
+                let mut attrs = Map::new();
+                let comment = md("GRIB_COMMENT").unwrap_or_default();
+                let long_name = comment.split(" [").next().unwrap_or("").trim().to_string();
+                let units = md("GRIB_UNIT").unwrap_or_default();
+                let units = units.trim().trim_start_matches('[').trim_end_matches(']').to_string();
+                if !long_name.is_empty() {
+                    attrs.insert("long_name".into(), json!(long_name));
+                }
+                if !units.is_empty() {
+                    attrs.insert("units".into(), json!(units));
+                }
+                attrs.insert("GRIB_ELEMENT".into(), json!(element));
+                groups.push((key, vec![msg], attrs));
+            }
+        }
+    }
+    if groups.is_empty() {
+        return Err(Error::source(url, "has no GRIB messages"));
+    }
+
+    let mut times: Vec<i64> = groups.iter().flat_map(|g| g.1.iter().map(|m| m.time)).collect();
+    times.sort_unstable();
+    times.dedup();
+    let mut names: BTreeMap<String, usize> = BTreeMap::new();
+    for g in &groups {
+        *names.entry(grib_name(&g.0.0)).or_default() += 1;
+    }
+    let mut variables = Vec::new();
+    for ((element, kind), msgs, attrs) in groups {
+        let mut name = grib_name(&element);
+        if names[&name] > 1 {
+            name = format!("{name}_{kind}");
+        }
+        let mut levels: Vec<f64> = msgs.iter().filter_map(|m| m.level).collect();
+        levels.sort_by(|a, b| b.total_cmp(a));
+        levels.dedup();
+        let mut numbers: Vec<i64> = msgs.iter().map(|m| m.member).collect();
+        numbers.sort_unstable();
+        numbers.dedup();
+        let mut axes = Vec::new();
+        if numbers.len() > 1 {
+            axes.push(Axis {
+                name: "number".into(),
+                values: numbers.iter().map(|&n| n as f64).collect(),
+                attrs: Map::from_iter([("long_name".into(), json!("ensemble member numerical id"))]),
+            });
+        }
+        let has_levels = levels.len() > 1;
+        if has_levels {
+            let mut a = Map::new();
+            if kind == "isobaricInhPa" {
+                a.insert("units".into(), json!("hPa"));
+                a.insert("long_name".into(), json!("pressure"));
+                a.insert("positive".into(), json!("down"));
+            }
+            axes.push(Axis {
+                name: kind.clone(),
+                values: levels.clone(),
+                attrs: a,
+            });
+        }
+        let per_time = numbers.len().max(1) * if has_levels { levels.len() } else { 1 };
+        let mut bands = vec![0u32; times.len() * per_time];
+        for m in &msgs {
+            let t = times.binary_search(&m.time).unwrap_or(0);
+            let n = if numbers.len() > 1 {
+                numbers.binary_search(&m.member).unwrap_or(0)
+            } else {
+                0
+            };
+            let l = if has_levels {
+                levels.iter().position(|v| Some(*v) == m.level).unwrap_or(0)
+            } else {
+                0
+            };
+            let nl = if has_levels { levels.len() } else { 1 };
+            let slot = &mut bands[t * per_time + n * nl + l];
+            if *slot != 0 {
+                return Err(Error::source(
+                    url,
+                    format!(
+                        "variable {name}: messages {} and {} are for the same time, level and member",
+                        slot, m.band
+                    ),
+                ));
+            }
+            *slot = m.band;
+        }
+        variables.push(SourceVariable {
+            variable: CubeVariable { name, attrs, axes },
+            access: Access::Bands { bands },
+        });
+    }
+    Ok(CubeSource {
+        url: url.to_string(),
+        grid,
+        times,
+        variables,
+    })
+}
+
+fn dataset_grid(url: &str, ds: &Dataset) -> Result<CubeGrid> {
+    let (width, height) = ds.raster_size();
+    let gt = ds
+        .geo_transform()
+        .map_err(|e| Error::source(url, format!("has no geotransform: {e}")))?;
+    if gt[2] != 0.0 || gt[4] != 0.0 || gt[5] >= 0.0 {
+        return Err(Error::source(url, "the grid is rotated or not north-up"));
+    }
+    let crs_wkt = ds.spatial_ref().and_then(|s| s.to_wkt()).unwrap_or_default();
+    Ok(CubeGrid {
+        width,
+        height,
+        geo_transform: gt,
+        crs_wkt,
+    })
+}
+
+// ---- NetCDF / Zarr ----------------------------------------------------------------------------
+
+fn open_mdim(url: &str, path: &str) -> Result<Dataset> {
+    Dataset::open_ex(
+        path,
+        DatasetOptions {
+            open_flags: GdalOpenFlags::GDAL_OF_MULTIDIM_RASTER,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| Error::source(url, format!("cannot open as a multidimensional dataset: {e}")))
+}
+
+/// What the raw GDAL multidimensional API gives beyond the `gdal` crate: the scale, offset and
+/// attributes of an array.
+struct ArrayExtras {
+    scale: f64,
+    offset: f64,
+    attrs: Map<String, Value>,
+}
+
+fn array_extras(ds: &Dataset, name: &str) -> Option<ArrayExtras> {
+    let cname = CString::new(name).ok()?;
+    // SAFETY: every handle is checked for null and released; strings are copied out before
+    // their owners are released.
+    unsafe {
+        let group = gdal_sys::GDALDatasetGetRootGroup(ds.c_dataset());
+        if group.is_null() {
+            return None;
+        }
+        let array = gdal_sys::GDALGroupOpenMDArray(group, cname.as_ptr(), std::ptr::null_mut());
+        gdal_sys::GDALGroupRelease(group);
+        if array.is_null() {
+            return None;
+        }
+        let mut has = 0;
+        let scale = gdal_sys::GDALMDArrayGetScale(array, &mut has);
+        let scale = if has != 0 { scale } else { 1.0 };
+        let offset = gdal_sys::GDALMDArrayGetOffset(array, &mut has);
+        let offset = if has != 0 { offset } else { 0.0 };
+        let mut attrs = Map::new();
+        let mut n = 0usize;
+        let list = gdal_sys::GDALMDArrayGetAttributes(array, &mut n, std::ptr::null_mut());
+        if !list.is_null() {
+            for &a in std::slice::from_raw_parts(list, n) {
+                let key = CStr::from_ptr(gdal_sys::GDALAttributeGetName(a))
+                    .to_string_lossy()
+                    .into_owned();
+                let dt = gdal_sys::GDALAttributeGetDataType(a);
+                let class = gdal_sys::GDALExtendedDataTypeGetClass(dt);
+                gdal_sys::GDALExtendedDataTypeRelease(dt);
+                let value = if class == gdal_sys::GDALExtendedDataTypeClass::GEDTC_STRING {
+                    let s = gdal_sys::GDALAttributeReadAsString(a);
+                    if s.is_null() {
+                        continue;
+                    }
+                    json!(CStr::from_ptr(s).to_string_lossy())
+                } else if class == gdal_sys::GDALExtendedDataTypeClass::GEDTC_NUMERIC {
+                    let mut count = 0usize;
+                    let values = gdal_sys::GDALAttributeReadAsDoubleArray(a, &mut count);
+                    if values.is_null() {
+                        continue;
+                    }
+                    let v: Vec<f64> = std::slice::from_raw_parts(values, count).to_vec();
+                    gdal_sys::VSIFree(values.cast());
+                    if v.len() == 1 { json!(v[0]) } else { json!(v) }
+                } else {
+                    continue;
+                };
+                if !matches!(
+                    key.as_str(),
+                    "_FillValue" | "missing_value" | "scale_factor" | "add_offset" | "coordinates"
+                        | "grid_mapping" | "_ARRAY_DIMENSIONS" | "DIMENSION_LIST"
+                ) {
+                    attrs.insert(key, value);
+                }
+            }
+            gdal_sys::GDALReleaseAttributes(list, n);
+        }
+        gdal_sys::GDALMDArrayRelease(array);
+        Some(ArrayExtras {
+            scale,
+            offset,
+            attrs,
+        })
+    }
+}
+
+fn is_time_dim(name: &str) -> bool {
+    matches!(name, "time" | "valid_time" | "t" | "TIME")
+}
+
+fn is_y_dim(name: &str) -> bool {
+    matches!(name, "y" | "lat" | "latitude" | "rlat" | "Y")
+}
+
+fn is_x_dim(name: &str) -> bool {
+    matches!(name, "x" | "lon" | "longitude" | "rlon" | "X")
+}
+
+/// The values of a dimension's indexing variable, or 0, 1, ... when it has none.
+fn dim_values(dim: &gdal::raster::Dimension) -> Vec<f64> {
+    let n = dim.size();
+    let var = dim.indexing_variable();
+    var.read_as::<f64>(vec![0], vec![n])
+        .unwrap_or_else(|_| (0..n).map(|i| i as f64).collect())
+}
+
+
+/// A regular axis: (first centre, step), or an error naming the axis.
+fn regular(url: &str, name: &str, v: &[f64]) -> Result<(f64, f64)> {
+    if v.len() < 2 {
+        return Err(Error::source(url, format!("dimension {name} has fewer than 2 values")));
+    }
+    let step = (v[v.len() - 1] - v[0]) / (v.len() - 1) as f64;
+    let tol = step.abs() * 1e-4;
+    if step == 0.0 || v.windows(2).any(|w| ((w[1] - w[0]) - step).abs() > tol) {
+        return Err(Error::source(url, format!("dimension {name} is not regularly spaced")));
+    }
+    Ok((v[0], step))
+}
+
+fn mdim_header(url: &str, path: &str) -> Result<CubeSource> {
+    let ds = open_mdim(url, path)?;
+    let root = ds.root_group().map_err(|e| Error::source(url, e))?;
+    let names = root.array_names(Default::default());
+    let mut grid: Option<(CubeGrid, bool, String, String)> = None;
+    let mut times: Option<(String, Vec<i64>)> = None;
+    let mut variables = Vec::new();
+    let mut seen_dims = Vec::new();
+    for name in &names {
+        let array = root
+            .open_md_array(name, Default::default())
+            .map_err(|e| Error::source(url, format!("cannot open array {name}: {e}")))?;
+        let dims = array.dimensions().map_err(|e| Error::source(url, e))?;
+        let dnames: Vec<String> = dims.iter().map(|d| d.name()).collect();
+        seen_dims.push(format!("{name}({})", dnames.join(", ")));
+        if dims.len() < 3 {
+            continue;
+        }
+        let n = dims.len();
+        if !is_time_dim(&dnames[0])
+            || !is_y_dim(&dnames[n - 2])
+            || !is_x_dim(&dnames[n - 1])
+        {
+            continue;
+        }
+        // The grid, from the first data array's y and x.
+        if grid.is_none() {
+            let ys = dim_values(&dims[n - 2]);
+            let xs = dim_values(&dims[n - 1]);
+            let (y0, dy) = regular(url, &dnames[n - 2], &ys)?;
+            let (x0, dx) = regular(url, &dnames[n - 1], &xs)?;
+            let flip_y = dy > 0.0;
+            let north = if flip_y { ys[ys.len() - 1] } else { y0 };
+            let crs_wkt = array
+                .spatial_reference()
+                .ok()
+                .and_then(|s| s.to_wkt().ok())
+                .filter(|w| !w.is_empty())
+                .or_else(|| {
+                    let geo = dnames[n - 1].starts_with("lon") && dnames[n - 2].starts_with("lat");
+                    geo.then(|| crate::source::parse_crs("EPSG:4326").ok().map(|c| c.wkt))
+                        .flatten()
+                })
+                .unwrap_or_default();
+            let g = CubeGrid {
+                width: xs.len(),
+                height: ys.len(),
+                geo_transform: [x0 - dx / 2.0, dx, 0.0, north + dy.abs() / 2.0, 0.0, -dy.abs()],
+                crs_wkt,
+            };
+            grid = Some((g, flip_y, dnames[n - 2].clone(), dnames[n - 1].clone()));
+        }
+        let (g, flip_y, yname, xname) = grid.as_ref().map(|g| (&g.0, g.1, &g.2, &g.3)).ok_or_else(|| {
+            Error::Internal("no grid".into())
+        })?;
+        if dnames[n - 2] != *yname || dnames[n - 1] != *xname || dims[n - 2].size() != g.height
+            || dims[n - 1].size() != g.width
+        {
+            return Err(Error::source(
+                url,
+                format!("array {name} is on another grid than the file's first array"),
+            ));
+        }
+        // Time.
+        let tdim = &dims[0];
+        let tvar = tdim.indexing_variable();
+        let mut units = tvar.unit();
+        if units.is_empty() {
+            units = tvar.attribute("units").map(|a| a.read_as_string()).unwrap_or_default();
+        }
+        let calendar = tvar.attribute("calendar").ok().map(|a| a.read_as_string());
+        let tu = TimeUnits::parse(&units, calendar.as_deref())
+            .map_err(|e| Error::source(url, format!("time of {name}: {e}")))?;
+        let instants: Vec<i64> = dim_values(tdim).into_iter().map(|v| tu.instant(v)).collect();
+        match &times {
+            None => times = Some((dnames[0].clone(), instants)),
+            Some((tn, t)) if *tn == dnames[0] && *t == instants => {}
+            Some((tn, _)) => {
+                return Err(Error::source(
+                    url,
+                    format!("array {name} has another time axis ({}) than {tn}", dnames[0]),
+                ));
+            }
+        }
+        let axes = dims[1..n - 2]
+            .iter()
+            .map(|d| Axis {
+                name: d.name(),
+                values: dim_values(d),
+                attrs: Map::new(),
+            })
+            .collect();
+        let extras = array_extras(&ds, name);
+        let (scale, offset, mut attrs) = extras
+            .map(|e| (e.scale, e.offset, e.attrs))
+            .unwrap_or((1.0, 0.0, Map::new()));
+        let unit = array.unit();
+        if !unit.is_empty() {
+            attrs.entry("units").or_insert(json!(unit));
+        }
+        variables.push(SourceVariable {
+            variable: CubeVariable {
+                name: name.clone(),
+                attrs,
+                axes,
+            },
+            access: Access::Array {
+                name: name.clone(),
+                flip_y,
+                scale,
+                offset,
+                nodata: array.no_data_value_as_double(),
+            },
+        });
+    }
+    let (Some((grid, ..)), Some((_, times))) = (grid, times) else {
+        return Err(Error::source(
+            url,
+            format!(
+                "has no array with dims (time, ..., y, x) (arrays: {})",
+                seen_dims.join("; ")
+            ),
+        ));
+    };
+    Ok(CubeSource {
+        url: url.to_string(),
+        grid,
+        times,
+        variables,
+    })
+}
+
+// ---- Reading ----------------------------------------------------------------------------------
+
+/// An open source, for reading blocks. Not shared between threads (GDAL handles are not).
+pub struct SourceReader<'a> {
+    source: &'a CubeSource,
+    dataset: Dataset,
+}
+
+impl std::fmt::Debug for SourceReader<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceReader").field("url", &self.source.url).finish()
+    }
+}
+
+impl<'a> SourceReader<'a> {
+    pub fn open(source: &'a CubeSource) -> Result<SourceReader<'a>> {
+        let path = gdal_path(&source.url)?;
+        let dataset = if is_grib(&path) {
+            grib_config();
+            Dataset::open(&path).map_err(|e| Error::source(&source.url, format!("cannot open: {e}")))?
+        } else {
+            open_mdim(&source.url, &path)?
+        };
+        Ok(SourceReader { source, dataset })
+    }
+
+    /// Reads `times` (indices into the file's time steps) × every (member, level) × `rows` × all
+    /// columns of a variable into `out` (row-major, NaN where the file has no value).
+    pub fn read(
+        &self,
+        var: &SourceVariable,
+        times: Range<usize>,
+        rows: Range<usize>,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let url = &self.source.url;
+        let grid = &self.source.grid;
+        let w = grid.width;
+        let h = rows.len();
+        let planes = var.variable.axes_len();
+        let need = times.len() * planes * h * w;
+        if out.len() != need {
+            return Err(Error::Internal(format!("read buffer of {} for {need} values", out.len())));
+        }
+        match &var.access {
+            Access::Bands { bands } => {
+                for (i, t) in times.clone().enumerate() {
+                    for p in 0..planes {
+                        let b = bands[t * planes + p];
+                        let dst = &mut out[(i * planes + p) * h * w..][..h * w];
+                        if b == 0 {
+                            dst.fill(f32::NAN);
+                            continue;
+                        }
+                        let band = self.dataset.rasterband(b as usize).map_err(|e| Error::source(url, e))?;
+                        band.read_into_slice::<f32>(
+                            (0, rows.start as isize),
+                            (w, h),
+                            (w, h),
+                            dst,
+                            None,
+                        )
+                        .map_err(|e| Error::source(url, format!("cannot read message {b}: {e}")))?;
+                        if let Some(nd) = band.no_data_value() {
+                            let nd = nd as f32;
+                            dst.iter_mut().filter(|v| **v == nd).for_each(|v| *v = f32::NAN);
+                        }
+                    }
+                }
+            }
+            Access::Array {
+                name,
+                flip_y,
+                scale,
+                offset,
+                nodata,
+            } => {
+                let root = self.dataset.root_group().map_err(|e| Error::source(url, e))?;
+                let array = root
+                    .open_md_array(name, Default::default())
+                    .map_err(|e| Error::source(url, format!("cannot open array {name}: {e}")))?;
+                let row0 = if *flip_y { grid.height - rows.end } else { rows.start };
+                let mut start = vec![times.start as u64];
+                let mut count = vec![times.len()];
+                for a in &var.variable.axes {
+                    start.push(0);
+                    count.push(a.values.len());
+                }
+                start.extend([row0 as u64, 0]);
+                count.extend([h, w]);
+                if *scale == 1.0 && *offset == 0.0 && !flip_y {
+                    array
+                        .read_into_slice::<f32>(out, start, count)
+                        .map_err(|e| Error::source(url, format!("cannot read {name}: {e}")))?;
+                    if let Some(nd) = nodata.filter(|n| !n.is_nan()) {
+                        let nd = nd as f32;
+                        out.iter_mut().filter(|v| **v == nd).for_each(|v| *v = f32::NAN);
+                    }
+                    return Ok(());
+                }
+                let raw = array
+                    .read_as::<f64>(start, count)
+                    .map_err(|e| Error::source(url, format!("cannot read {name}: {e}")))?;
+                for (plane, src) in out.chunks_mut(h * w).zip(raw.chunks(h * w)) {
+                    for r in 0..h {
+                        let sr = if *flip_y { h - 1 - r } else { r };
+                        for c in 0..w {
+                            let v = src[sr * w + c];
+                            plane[r * w + c] = if Some(v) == *nodata || v.is_nan() {
+                                f32::NAN
+                            } else {
+                                (v * scale + offset) as f32
+                            };
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grib_names_are_cfgribs() {
+        assert_eq!(grib_name("2T"), "t2m");
+        assert_eq!(grib_name("10U"), "u10");
+        assert_eq!(grib_name("Z"), "z");
+        assert_eq!(grib_name("CAPE"), "cape");
+        assert_eq!(grib_level("500-ISBL"), ("isobaricInhPa".into(), Some(500.0)));
+        assert_eq!(grib_level("85000-ISBL"), ("isobaricInhPa".into(), Some(850.0)));
+        assert_eq!(grib_level("2-HTGL"), ("heightAboveGround".into(), Some(2.0)));
+    }
+}

@@ -1,0 +1,338 @@
+//! Temporal operations as accumulators over time steps, one slot per output step or group:
+//! resample to a period (xarray's `resample(time=...)`: left-closed, left-labelled bins from
+//! the first step's midnight — or month, year — on), climatology by month, season or day of
+//! year (`groupby("time.month")`), and the statistics they apply, skipping NaN as xarray does.
+
+use serde::{Deserialize, Serialize};
+
+use super::time::{Civil, days_from_civil};
+use crate::error::{Error, Result};
+
+/// A statistic over the steps of a period or group, NaN skipped (xarray's `skipna=True`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stat {
+    /// NaN where a cell has no value in the period.
+    Mean,
+    Max,
+    Min,
+    /// 0 where a cell has no value in the period.
+    Sum,
+    /// The number of values.
+    Count,
+}
+
+impl Stat {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stat::Mean => "mean",
+            Stat::Max => "max",
+            Stat::Min => "min",
+            Stat::Sum => "sum",
+            Stat::Count => "count",
+        }
+    }
+}
+
+/// A resampling frequency: `6h`, `1D`, `1M` (month starts, xarray's `MS`), `1Y` (`YS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Freq {
+    Hours(u32),
+    Days(u32),
+    Months(u32),
+    Years(u32),
+}
+
+impl Freq {
+    pub fn parse(text: &str) -> Result<Freq> {
+        let t = text.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let n: u32 = if split == 0 { 1 } else { t[..split].parse().unwrap_or(0) };
+        let bad = || {
+            Error::invalid(format!(
+                "resample frequency {text:?} is not one of Nh, ND, NM (or NMS), NY (or NYS), e.g. 6h, 1D, 1M, 1Y"
+            ))
+        };
+        if n == 0 {
+            return Err(bad());
+        }
+        Ok(match &t[split..] {
+            "h" | "H" => Freq::Hours(n),
+            "D" | "d" => Freq::Days(n),
+            "M" | "MS" => Freq::Months(n),
+            "Y" | "YS" | "A" | "AS" => Freq::Years(n),
+            _ => return Err(bad()),
+        })
+    }
+}
+
+/// The bins of a resample: bin k starts at `label(k)`; bins are anchored at the first step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Periods {
+    pub freq: Freq,
+    /// Midnight of the first step's day (hours, days); its month (months) or year (years) as
+    /// a month count since year 0.
+    origin: i64,
+}
+
+impl Periods {
+    pub fn new(freq: Freq, first: i64) -> Periods {
+        let c = Civil::of(first);
+        let origin = match freq {
+            Freq::Hours(_) | Freq::Days(_) => first.div_euclid(86400) * 86400,
+            Freq::Months(_) => c.year * 12 + i64::from(c.month) - 1,
+            Freq::Years(_) => c.year * 12,
+        };
+        Periods { freq, origin }
+    }
+
+    /// The bin of an instant.
+    pub fn index(&self, t: i64) -> i64 {
+        match self.freq {
+            Freq::Hours(n) => (t - self.origin).div_euclid(3600 * i64::from(n)),
+            Freq::Days(n) => (t - self.origin).div_euclid(86400 * i64::from(n)),
+            Freq::Months(n) => {
+                let c = Civil::of(t);
+                (c.year * 12 + i64::from(c.month) - 1 - self.origin).div_euclid(i64::from(n))
+            }
+            Freq::Years(n) => (Civil::of(t).year * 12 - self.origin).div_euclid(12 * i64::from(n)),
+        }
+    }
+
+    /// The start (label) of bin k.
+    pub fn label(&self, k: i64) -> i64 {
+        let months = |m: i64| {
+            let (y, mo) = (m.div_euclid(12), m.rem_euclid(12) as u32 + 1);
+            days_from_civil(y, mo, 1) * 86400
+        };
+        match self.freq {
+            Freq::Hours(n) => self.origin + k * 3600 * i64::from(n),
+            Freq::Days(n) => self.origin + k * 86400 * i64::from(n),
+            Freq::Months(n) => months(self.origin + k * i64::from(n)),
+            Freq::Years(n) => months(self.origin + k * 12 * i64::from(n)),
+        }
+    }
+}
+
+/// The groups of a climatology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupBy {
+    Month,
+    Season,
+    Dayofyear,
+}
+
+pub const SEASONS: [&str; 4] = ["DJF", "JJA", "MAM", "SON"];
+
+impl GroupBy {
+    /// The group of an instant: month 1..12, season index into [`SEASONS`] (xarray's sorted
+    /// order), day of year 1..366.
+    pub fn key(self, t: i64) -> u32 {
+        let c = Civil::of(t);
+        match self {
+            GroupBy::Month => c.month,
+            GroupBy::Season => match c.month {
+                12 | 1 | 2 => 0,
+                6..=8 => 1,
+                3..=5 => 2,
+                _ => 3,
+            },
+            GroupBy::Dayofyear => c.day_of_year(),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupBy::Month => "month",
+            GroupBy::Season => "season",
+            GroupBy::Dayofyear => "dayofyear",
+        }
+    }
+}
+
+/// Per slot and cell: what a statistic needs (sums in f64).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accumulator {
+    pub stat: Stat,
+    pub cells: usize,
+    pub slots: usize,
+    sum: Vec<f64>,
+    count: Vec<u32>,
+    extreme: Vec<f32>,
+}
+
+impl Accumulator {
+    pub fn new(stat: Stat, slots: usize, cells: usize) -> Accumulator {
+        let n = slots * cells;
+        let (sum, count, extreme) = match stat {
+            Stat::Mean => (vec![0.0; n], vec![0; n], Vec::new()),
+            Stat::Sum => (vec![0.0; n], Vec::new(), Vec::new()),
+            Stat::Count => (Vec::new(), vec![0; n], Vec::new()),
+            Stat::Max | Stat::Min => (Vec::new(), Vec::new(), vec![f32::NAN; n]),
+        };
+        Accumulator {
+            stat,
+            cells,
+            slots,
+            sum,
+            count,
+            extreme,
+        }
+    }
+
+    /// Folds one step's values (`cells` of them) into `slot`.
+    pub fn add(&mut self, slot: usize, values: &[f32]) {
+        let r = slot * self.cells..(slot + 1) * self.cells;
+        match self.stat {
+            Stat::Mean => {
+                for ((s, c), &v) in self.sum[r.clone()].iter_mut().zip(&mut self.count[r]).zip(values) {
+                    if !v.is_nan() {
+                        *s += f64::from(v);
+                        *c += 1;
+                    }
+                }
+            }
+            Stat::Sum => {
+                for (s, &v) in self.sum[r].iter_mut().zip(values) {
+                    if !v.is_nan() {
+                        *s += f64::from(v);
+                    }
+                }
+            }
+            Stat::Count => {
+                for (c, &v) in self.count[r].iter_mut().zip(values) {
+                    *c += u32::from(!v.is_nan());
+                }
+            }
+            Stat::Max => {
+                for (m, &v) in self.extreme[r].iter_mut().zip(values) {
+                    if v > *m || m.is_nan() {
+                        *m = v;
+                    }
+                }
+            }
+            Stat::Min => {
+                for (m, &v) in self.extreme[r].iter_mut().zip(values) {
+                    if v < *m || m.is_nan() {
+                        *m = v;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Combines another accumulator of the same shape (a partial over other steps).
+    pub fn merge(&mut self, other: &Accumulator) {
+        for (a, b) in self.sum.iter_mut().zip(&other.sum) {
+            *a += b;
+        }
+        for (a, b) in self.count.iter_mut().zip(&other.count) {
+            *a += b;
+        }
+        let max = self.stat == Stat::Max;
+        for (a, &b) in self.extreme.iter_mut().zip(&other.extreme) {
+            if a.is_nan() || (max && b > *a) || (!max && b < *a) {
+                *a = b;
+            }
+        }
+    }
+
+    /// The statistic of `slot`, one value per cell.
+    pub fn finish_slot(&self, slot: usize, out: &mut [f32]) {
+        let r = slot * self.cells..(slot + 1) * self.cells;
+        match self.stat {
+            Stat::Mean => {
+                for ((o, &s), &c) in out.iter_mut().zip(&self.sum[r.clone()]).zip(&self.count[r]) {
+                    *o = if c == 0 { f32::NAN } else { (s / f64::from(c)) as f32 };
+                }
+            }
+            Stat::Sum => {
+                for (o, &s) in out.iter_mut().zip(&self.sum[r]) {
+                    *o = s as f32;
+                }
+            }
+            Stat::Count => {
+                for (o, &c) in out.iter_mut().zip(&self.count[r]) {
+                    *o = c as f32;
+                }
+            }
+            Stat::Max | Stat::Min => out.copy_from_slice(&self.extreme[r]),
+        }
+    }
+
+    /// Little-endian bytes: sums, counts, extremes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(self.sum.len() * 8 + self.count.len() * 4 + self.extreme.len() * 4);
+        b.extend(self.sum.iter().flat_map(|v| v.to_le_bytes()));
+        b.extend(self.count.iter().flat_map(|v| v.to_le_bytes()));
+        b.extend(self.extreme.iter().flat_map(|v| v.to_le_bytes()));
+        b
+    }
+
+    pub fn from_bytes(stat: Stat, slots: usize, cells: usize, bytes: &[u8]) -> Result<Accumulator> {
+        let mut a = Accumulator::new(stat, slots, cells);
+        let need = a.sum.len() * 8 + a.count.len() * 4 + a.extreme.len() * 4;
+        if bytes.len() != need {
+            return Err(Error::Internal(format!("partial of {} bytes, want {need}", bytes.len())));
+        }
+        let (s, rest) = bytes.split_at(a.sum.len() * 8);
+        let (c, e) = rest.split_at(a.count.len() * 4);
+        for (v, b) in a.sum.iter_mut().zip(s.chunks_exact(8)) {
+            *v = f64::from_le_bytes(b.try_into().unwrap_or_default());
+        }
+        for (v, b) in a.count.iter_mut().zip(c.chunks_exact(4)) {
+            *v = u32::from_le_bytes(b.try_into().unwrap_or_default());
+        }
+        for (v, b) in a.extreme.iter_mut().zip(e.chunks_exact(4)) {
+            *v = f32::from_le_bytes(b.try_into().unwrap_or_default());
+        }
+        Ok(a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cube::time::parse_instant;
+
+    #[test]
+    fn periods_are_left_closed_and_left_labelled() -> Result<()> {
+        let t0 = parse_instant("2019-03-01T05:00")?;
+        let d = Periods::new(Freq::parse("1D")?, t0);
+        assert_eq!(d.index(parse_instant("2019-03-01T23:00")?), 0);
+        assert_eq!(d.index(parse_instant("2019-03-02T00:00")?), 1);
+        assert_eq!(d.label(1), parse_instant("2019-03-02")?);
+        let m = Periods::new(Freq::parse("1M")?, t0);
+        assert_eq!(m.index(parse_instant("2020-02-29T23:00")?), 11);
+        assert_eq!(m.label(11), parse_instant("2020-02-01")?);
+        let h = Periods::new(Freq::parse("6h")?, t0);
+        assert_eq!(h.index(t0), 0);
+        assert_eq!(h.label(1), parse_instant("2019-03-01T06:00")?);
+        let y = Periods::new(Freq::parse("1Y")?, t0);
+        assert_eq!(y.label(y.index(parse_instant("2021-07-01")?)), parse_instant("2021-01-01")?);
+        assert!(Freq::parse("1W").is_err());
+        assert!(Freq::parse("0D").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn statistics_skip_nan_and_merge() {
+        let mut a = Accumulator::new(Stat::Mean, 1, 2);
+        a.add(0, &[1.0, f32::NAN]);
+        let mut b = Accumulator::new(Stat::Mean, 1, 2);
+        b.add(0, &[3.0, f32::NAN]);
+        a.merge(&b);
+        let mut out = [0.0; 2];
+        a.finish_slot(0, &mut out);
+        assert_eq!(out[0], 2.0);
+        assert!(out[1].is_nan());
+        let mut m = Accumulator::new(Stat::Max, 1, 2);
+        m.add(0, &[f32::NAN, 1.0]);
+        m.add(0, &[2.0, f32::NAN]);
+        let round = Accumulator::from_bytes(Stat::Max, 1, 2, &m.to_bytes()).expect("bytes");
+        round.finish_slot(0, &mut out);
+        assert_eq!(out, [2.0, 1.0]);
+        assert_eq!(GroupBy::Season.key(parse_instant("2019-12-05").unwrap_or(0)), 0);
+    }
+}
