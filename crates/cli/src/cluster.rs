@@ -52,6 +52,21 @@ impl JobClient {
             .job_id)
     }
 
+    pub async fn read_cube(
+        &mut self,
+        request: pb::ReadCubeRequest,
+    ) -> Result<tessera_core::cube::Subset> {
+        let r = self.req(request);
+        let response = self
+            .inner
+            .clone()
+            .max_decoding_message_size(1 << 30)
+            .read_cube(r)
+            .await
+            .map_err(status)?;
+        Ok(tessera_proto::from_proto::subset(response.into_inner())?)
+    }
+
     pub async fn list(&mut self) -> Result<Vec<JobStatus>> {
         let r = self.req(pb::ListJobsRequest {});
         let jobs = self

@@ -7,6 +7,7 @@
 mod cluster;
 mod dem;
 mod progress;
+mod read;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +48,8 @@ enum Command {
         #[command(subcommand)]
         command: LayerCommand,
     },
+    /// Read a space-time layer by variables, time range and bbox, or by origin/shape.
+    Read(read::ReadArgs),
     /// Run a job spec here: a coordinator and workers in this process over loopback gRPC.
     Run {
         job: PathBuf,
@@ -270,6 +273,7 @@ fn run(cli: Cli) -> Result<()> {
             cluster::print_summary(&status);
             cluster::exit_for(&status)
         }
+        Command::Read(args) => runtime()?.block_on(read::run(args, tls_ca.as_deref())),
         Command::Dem { command } => runtime()?.block_on(dem::run(command, quiet)),
         Command::Coordinator {
             listen,

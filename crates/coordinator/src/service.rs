@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 
 use crate::journal::{JobEnd, JobRecord, Journal};
 use crate::plan::{cube_source_tasks, source_tasks, tile_tasks};
-use tessera_core::cube::{CubePlan, CubeSource, CubeSpec};
+use tessera_core::cube::{CubePlan, CubeReader, CubeSource, CubeSpec, Selection};
 use crate::scheduler::{ReportOutcome, Scheduler, SchedulerConfig};
 use tessera_proto::{PROTOCOL_VERSION, from_proto, pb};
 
@@ -627,6 +627,42 @@ impl pb::job_service_server::JobService for JobApi {
         Ok(Response::new(pb::ListJobsResponse {
             jobs: jobs.iter().map(pb::JobStatus::from).collect(),
         }))
+    }
+
+    async fn read_cube(
+        &self,
+        req: Request<pb::ReadCubeRequest>,
+    ) -> Result<Response<pb::ReadCubeResponse>, Status> {
+        self.0.check_token(&req)?;
+        let r = req.into_inner();
+        let url = self
+            .0
+            .resolve_output(&r.layer)
+            .map_err(|s| Status::new(s.code(), s.message().replace("output.url", "layer")))?;
+        let subset = blocking(move || {
+            let reader = CubeReader::open(&url)?;
+            if !r.origin.is_empty() || !r.shape.is_empty() {
+                let [var] = r.variables.as_slice() else {
+                    return Err(tessera_core::Error::InvalidArgument(
+                        "origin/shape reads one variable: name it".into(),
+                    ));
+                };
+                return reader.region(var, &r.origin, &r.shape);
+            }
+            let selection = Selection {
+                variables: r.variables,
+                time: (!r.time.is_empty())
+                    .then(|| Selection::parse_time(&r.time))
+                    .transpose()?,
+                bbox: (!r.bbox.is_empty())
+                    .then(|| Selection::parse_bbox(&r.bbox))
+                    .transpose()?,
+            };
+            reader.select(&selection)
+        })
+        .await
+        .map_err(status_of)?;
+        Ok(Response::new(tessera_proto::to_proto::subset(&subset)))
     }
 }
 

@@ -73,3 +73,15 @@ pub fn report(worker: WorkerId, r: &TaskReport) -> pb::ReportTaskRequest {
         outcome: Some(outcome),
     }
 }
+
+/// A cube subset: its header as JSON, its values as float32 little-endian bytes.
+pub fn subset(s: &tessera_core::cube::Subset) -> pb::ReadCubeResponse {
+    pb::ReadCubeResponse {
+        header_json: serde_json::to_vec(s).unwrap_or_default(),
+        values: s
+            .variables
+            .iter()
+            .map(|v| v.values.iter().flat_map(|x| x.to_le_bytes()).collect())
+            .collect(),
+    }
+}

@@ -51,18 +51,19 @@ impl Selection {
     }
 }
 
-/// One variable of a subset.
-#[derive(Debug, Clone, PartialEq)]
+/// One variable of a subset. Serialized without its values (they travel as raw bytes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubsetVariable {
     pub variable: CubeVariable,
     pub dims: Vec<String>,
     pub shape: Vec<usize>,
     /// Row-major over `dims`.
+    #[serde(skip)]
     pub values: Vec<f32>,
 }
 
 /// A selection read from a cube: the coordinates it kept and the arrays.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Subset {
     pub lead: Lead,
     pub grid: CubeGrid,
@@ -153,18 +154,56 @@ impl CubeReader {
             geo_transform: [g[0] + cols.start as f64 * g[1], g[1], 0.0, g[3] + rows.start as f64 * g[5], 0.0, g[5]],
             crs_wkt: grid.crs_wkt.clone(),
         };
-        let sub_lead = match &info.lead {
-            Lead::Time(t) => Lead::Time(t[lead.clone()].to_vec()),
-            Lead::Month(m) => Lead::Month(m[lead.clone()].to_vec()),
-            Lead::Dayofyear(m) => Lead::Dayofyear(m[lead.clone()].to_vec()),
-            Lead::Season(s) => Lead::Season(s[lead.clone()].to_vec()),
-        };
         Ok(Subset {
-            lead: sub_lead,
+            lead: slice_lead(&info.lead, lead),
             grid: sub_grid,
             origin: (rows.start, cols.start),
             variables,
         })
+    }
+}
+
+impl CubeReader {
+    /// Origin/shape access on the model (lead, axes..., y, x) of one variable, as a subset with
+    /// the coordinates of the region.
+    pub fn region(&self, var: &str, origin: &[u64], shape: &[u64]) -> Result<Subset> {
+        let info = self.info();
+        let (_, v) = info.variable(var)?;
+        let values = self.read_region(var, origin, shape)?;
+        let range = |i: usize| origin[i] as usize..(origin[i] + shape[i]) as usize;
+        let k = origin.len();
+        let (rows, cols) = (range(k - 2), range(k - 1));
+        let mut variable = v.clone();
+        for (i, a) in variable.axes.iter_mut().enumerate() {
+            a.values = a.values[range(i + 1)].to_vec();
+        }
+        let g = info.grid.geo_transform;
+        let lead = range(0);
+        Ok(Subset {
+            lead: slice_lead(&info.lead, lead),
+            grid: CubeGrid {
+                width: cols.len(),
+                height: rows.len(),
+                geo_transform: [g[0] + cols.start as f64 * g[1], g[1], 0.0, g[3] + rows.start as f64 * g[5], 0.0, g[5]],
+                crs_wkt: info.grid.crs_wkt.clone(),
+            },
+            origin: (rows.start, cols.start),
+            variables: vec![SubsetVariable {
+                dims: info.dims(v),
+                shape: shape.iter().map(|&s| s as usize).collect(),
+                variable,
+                values,
+            }],
+        })
+    }
+}
+
+fn slice_lead(lead: &Lead, r: Range<usize>) -> Lead {
+    match lead {
+        Lead::Time(t) => Lead::Time(t[r].to_vec()),
+        Lead::Month(m) => Lead::Month(m[r].to_vec()),
+        Lead::Dayofyear(m) => Lead::Dayofyear(m[r].to_vec()),
+        Lead::Season(s) => Lead::Season(s[r].to_vec()),
     }
 }
 
@@ -196,6 +235,36 @@ impl Subset {
                 Err(e)
             }
         }
+    }
+
+    /// One line per variable: dims, shape, and the minimum, mean and maximum of its values.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        let lead = match &self.lead {
+            Lead::Time(t) if !t.is_empty() => format!(
+                "time {} .. {} ({} steps)",
+                format_instant(t[0]),
+                format_instant(t[t.len() - 1]),
+                t.len()
+            ),
+            l => format!("{} ({} values)", l.name(), l.len()),
+        };
+        let g = &self.grid;
+        out.push_str(&format!("{lead}; grid {}x{} from cell ({}, {})\n", g.width, g.height, self.origin.1, self.origin.0));
+        for v in &self.variables {
+            let finite: Vec<f64> = v.values.iter().filter(|x| !x.is_nan()).map(|&x| f64::from(x)).collect();
+            let (lo, hi) = finite.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+            let mean = finite.iter().sum::<f64>() / finite.len().max(1) as f64;
+            let dims: Vec<String> = v.dims.iter().zip(&v.shape).map(|(d, n)| format!("{d}: {n}")).collect();
+            out.push_str(&format!(
+                "{} ({}): min {lo} mean {mean:.6} max {hi}, {} of {} values set\n",
+                v.variable.name,
+                dims.join(", "),
+                finite.len(),
+                v.values.len()
+            ));
+        }
+        out
     }
 
     /// Writes the subset as CSV, one row per cell and time (xarray's `to_dataframe()` order):

@@ -5,7 +5,8 @@
 //!   valid time; several levels of one kind make a level dimension (`isobaricInhPa`,
 //!   `heightAboveGround`, as cfgrib names them); ensemble members make a `number` dimension —
 //!   GDAL does not report a GRIB 1 message's member, so it is read from ECMWF's local section.
-//!   Units are kept as the file has them (`GRIB_NORMALIZE_UNITS=NO`: kelvin, not Celsius).
+//!   Units and longitudes are kept as the file has them (`GRIB_NORMALIZE_UNITS=NO`: kelvin,
+//!   not Celsius; `GRIB_ADJUST_LONGITUDE_RANGE=NO`: 0..360 stays 0..360).
 //!   Names are cfgrib's (`2T` → `t2m`, `10U` → `u10`, `Z` → `z`).
 //! - **NetCDF and Zarr** go through GDAL's multidimensional API: every array with a time
 //!   dimension first and y, x last; `scale_factor` / `add_offset` and the fill value applied.
@@ -61,6 +62,8 @@ fn grib_config() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let _ = gdal::config::set_config_option("GRIB_NORMALIZE_UNITS", "NO");
+        // Keep the file's longitudes (0..360 for ERA5) as cfgrib does.
+        let _ = gdal::config::set_config_option("GRIB_ADJUST_LONGITUDE_RANGE", "NO");
     });
 }
 
@@ -146,8 +149,10 @@ fn grib_level(short_name: &str) -> (String, Option<f64>) {
     }
 }
 
-/// The ensemble member of each message of a GRIB 1 file, from ECMWF's local definition 1
-/// (octet 50 of section 1); `None` when a message is not GRIB 1 with that section.
+/// The ensemble member of each message of a GRIB 1 file, from ECMWF's local section (local
+/// definitions 1 and 36 — the ensemble and ERA5's EDA — hold the perturbation number at octet
+/// 50 of section 1); `None` when a message is not GRIB 1 with such a section. Messages may be
+/// padded (ECMWF pads to 120 bytes), so the next one is searched for after each.
 fn grib1_members(path: &str) -> Option<Vec<i64>> {
     let mut f = std::fs::File::open(path).ok()?;
     let len = f.metadata().ok()?.len();
@@ -158,14 +163,28 @@ fn grib1_members(path: &str) -> Option<Vec<i64>> {
         f.seek(SeekFrom::Start(offset)).ok()?;
         let n = (len - offset).min(60) as usize;
         f.read_exact(&mut head[..n]).ok()?;
-        if &head[..4] != b"GRIB" || head[7] != 1 || n < 58 {
+        if &head[..4] != b"GRIB" {
+            // Padding after a message: the next one starts at a later "GRIB", if any.
+            let mut rest = Vec::new();
+            f.seek(SeekFrom::Start(offset)).ok()?;
+            f.by_ref().take(4096).read_to_end(&mut rest).ok()?;
+            match rest.windows(4).position(|w| w == b"GRIB") {
+                Some(p) if p > 0 => {
+                    offset += p as u64;
+                    continue;
+                }
+                _ if rest.iter().all(|&b| b == 0) => break,
+                _ => return None,
+            }
+        }
+        if head[7] != 1 || n < 58 {
             return None;
         }
         let total = u64::from(head[4]) << 16 | u64::from(head[5]) << 8 | u64::from(head[6]);
         let pds = &head[8..];
         let pds_len = usize::from(pds[0]) << 16 | usize::from(pds[1]) << 8 | usize::from(pds[2]);
         // centre 98 (ECMWF), local definition 1 (ensemble): perturbation number at octet 50.
-        if pds[4] != 98 || pds_len < 50 || pds[40] != 1 {
+        if pds[4] != 98 || pds_len < 51 || !matches!(pds[40], 1 | 36) {
             return None;
         }
         members.push(i64::from(pds[49]));
