@@ -367,6 +367,8 @@ struct ArrayExtras {
     scale: f64,
     offset: f64,
     attrs: Map<String, Value>,
+    /// The array's CRS (the `gdal` crate panics on an array without one, so it is read here).
+    crs_wkt: Option<String>,
 }
 
 fn array_extras(ds: &Dataset, name: &str) -> Option<ArrayExtras> {
@@ -427,11 +429,24 @@ fn array_extras(ds: &Dataset, name: &str) -> Option<ArrayExtras> {
             }
             gdal_sys::GDALReleaseAttributes(list, n);
         }
+        let mut crs_wkt = None;
+        let srs = gdal_sys::GDALMDArrayGetSpatialRef(array);
+        if !srs.is_null() {
+            let mut wkt: *mut std::ffi::c_char = std::ptr::null_mut();
+            if gdal_sys::OSRExportToWkt(srs, &mut wkt) == 0 && !wkt.is_null() {
+                crs_wkt = Some(CStr::from_ptr(wkt).to_string_lossy().into_owned());
+            }
+            if !wkt.is_null() {
+                gdal_sys::VSIFree(wkt.cast());
+            }
+            gdal_sys::OSRDestroySpatialReference(srs);
+        }
         gdal_sys::GDALMDArrayRelease(array);
         Some(ArrayExtras {
             scale,
             offset,
             attrs,
+            crs_wkt,
         })
     }
 }
@@ -503,10 +518,8 @@ fn mdim_header(url: &str, path: &str) -> Result<CubeSource> {
             let (x0, dx) = regular(url, &dnames[n - 1], &xs)?;
             let flip_y = dy > 0.0;
             let north = if flip_y { ys[ys.len() - 1] } else { y0 };
-            let crs_wkt = array
-                .spatial_reference()
-                .ok()
-                .and_then(|s| s.to_wkt().ok())
+            let crs_wkt = array_extras(&ds, name)
+                .and_then(|e| e.crs_wkt)
                 .filter(|w| !w.is_empty())
                 .or_else(|| {
                     let geo = dnames[n - 1].starts_with("lon") && dnames[n - 2].starts_with("lat");
