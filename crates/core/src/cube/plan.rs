@@ -330,9 +330,9 @@ pub struct CubePlan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum CubeTask {
-    Map { block: usize },
+    Map { block: usize, var: usize },
     Climatology { band: usize },
-    Anomaly { block: usize },
+    Anomaly { block: usize, var: usize },
 }
 
 fn gcd(a: usize, b: usize) -> usize {
@@ -608,12 +608,17 @@ impl CubePlan {
         let bands: Vec<Range<usize>> = (0..grid.height).step_by(band_rows).map(|r| r..(r + band_rows).min(grid.height)).collect();
         let band_bytes = row_bytes * band_rows;
         let piece_steps = (budget / band_bytes).max(1);
-        // Blocks: runs of block cuts, merged up to the budget.
+        // Blocks: runs of block cuts, long enough that each reads many pieces (a piece shared
+        // by two blocks is read twice), short enough for at least 4 map tasks (blocks × bands
+        // × variables) and at most 16 pieces each.
+        let per_block = bands.len() * variables.len().max(1);
+        let wanted_blocks = 4usize.div_ceil(per_block).max(1);
+        let target = (n / wanted_blocks).clamp(piece_steps.min(n), (16 * piece_steps).max(1));
         let block_cuts: Vec<usize> = (0..=n).filter(|&i| block_cut[i]).collect();
         let mut spans = Vec::new();
         let mut start = 0;
         for w in block_cuts.windows(2) {
-            if w[1] - start > piece_steps && w[0] > start {
+            if w[1] - start > target && w[0] > start {
                 spans.push(start..w[0]);
                 start = w[0];
             }
@@ -644,9 +649,9 @@ impl CubePlan {
     pub fn stage_tasks(&self, stage: u32) -> Vec<CubeTask> {
         let anomalies = self.products.iter().any(|p| matches!(p.op, ProductOp::Anomaly(_)));
         match stage {
-            1 => (0..self.blocks.len()).map(|block| CubeTask::Map { block }).collect(),
+            1 => self.block_vars().map(|(block, var)| CubeTask::Map { block, var }).collect(),
             2 if !self.climatologies.is_empty() => (0..self.bands.len()).map(|band| CubeTask::Climatology { band }).collect(),
-            3 if anomalies => (0..self.blocks.len()).map(|block| CubeTask::Anomaly { block }).collect(),
+            3 if anomalies => self.block_vars().map(|(block, var)| CubeTask::Anomaly { block, var }).collect(),
             _ => Vec::new(),
         }
     }
@@ -684,10 +689,19 @@ impl CubePlan {
     /// Runs one task; returns (chunks written, bytes of values written).
     pub fn run(&self, task: CubeTask) -> Result<(u64, u64)> {
         match task {
-            CubeTask::Map { block } => self.map_block(self.block(block)?, false),
-            CubeTask::Anomaly { block } => self.map_block(self.block(block)?, true),
+            CubeTask::Map { block, var } => self.map_block(self.block(block)?, self.var(var)?, false),
+            CubeTask::Anomaly { block, var } => self.map_block(self.block(block)?, self.var(var)?, true),
             CubeTask::Climatology { band } => self.reduce_band(band),
         }
+    }
+
+    /// Every (block, variable) pair: the unit of map work.
+    fn block_vars(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        (0..self.blocks.len()).flat_map(move |b| (0..self.variables.len()).map(move |v| (b, v)))
+    }
+
+    fn var(&self, i: usize) -> Result<usize> {
+        (i < self.variables.len()).then_some(i).ok_or_else(|| Error::Internal(format!("no variable {i}")))
     }
 
     fn block(&self, i: usize) -> Result<Block> {
@@ -696,20 +710,31 @@ impl CubePlan {
 
     /// The pieces of a block: ranges ending on piece cuts, each at most `piece_steps` long
     /// where the cuts allow.
-    fn pieces(&self, b: Block) -> Vec<Range<usize>> {
+    fn pieces(&self, b: Block, v: usize) -> Vec<Range<usize>> {
+        let allowed = |i: usize| i == b.t1 || self.piece_cuts.binary_search(&i).is_ok();
+        // A piece that ends where a source file or a source chunk ends decodes each source
+        // chunk once.
+        let name = &self.variables[v].name;
+        let preferred = |i: usize| {
+            if i == b.t1 || i == 0 {
+                return true;
+            }
+            let ((s, j), (sp, _)) = (self.steps[i], self.steps[i - 1]);
+            let block = self.sources[s as usize].variable(name).map_or(1, |sv| sv.time_block.max(1));
+            s != sp || j as usize % block == 0
+        };
         let mut out = Vec::new();
         let mut start = b.t0;
-        let cuts: Vec<usize> = self.piece_cuts.iter().copied().filter(|&c| c > b.t0 && c <= b.t1).collect();
-        let mut prev = b.t0;
-        for &c in &cuts {
-            if c - start > self.piece_steps && prev > start {
-                out.push(start..prev);
-                start = prev;
-            }
-            prev = c;
-        }
-        if b.t1 > start {
-            out.push(start..b.t1);
+        while start < b.t1 {
+            let limit = (start + self.piece_steps).min(b.t1);
+            let end = (start + 1..=limit)
+                .rev()
+                .find(|&i| allowed(i) && preferred(i))
+                .or_else(|| (start + 1..=limit).rev().find(|&i| allowed(i)))
+                .or_else(|| (limit + 1..=b.t1).find(|&i| allowed(i)))
+                .unwrap_or(b.t1);
+            out.push(start..end);
+            start = end;
         }
         out
     }
@@ -743,11 +768,15 @@ impl CubePlan {
         format!("clim{c}/v{var}/b{band}")
     }
 
-    /// Stage 1 (or 3 with `anomaly`): one block through every product.
-    fn map_block(&self, b: Block, anomaly: bool) -> Result<(u64, u64)> {
+    /// Stage 1 (or 3 with `anomaly`): one variable of one block through every product, read
+    /// once, in pieces; resample periods are written as their output chunks complete.
+    fn map_block(&self, b: Block, v: usize, anomaly: bool) -> Result<(u64, u64)> {
         let band = self.bands[b.band].clone();
         let rows = band.len();
         let w = self.grid.width;
+        let var = &self.variables[v];
+        let planes = var.axes_len();
+        let cells = planes * rows * w;
         let scratch = Store::open(&self.scratch)?;
         let writers: Vec<CubeWriter> = self
             .products
@@ -757,178 +786,177 @@ impl CubePlan {
         let needs_halo = !anomaly && self.products.iter().any(|p| matches!(p.op, ProductOp::Gradient(_)));
         let have = if needs_halo { band.start.saturating_sub(1)..(band.end + 1).min(self.grid.height) } else { band.clone() };
         let halo_top = band.start - have.start;
+        let have_rows = have.len();
         let mut readers = BTreeMap::new();
         let (mut chunks, mut bytes) = (0u64, 0u64);
-        let ys = self.grid.ys();
-        let xs = self.grid.xs();
-        for (v, var) in self.variables.iter().enumerate() {
-            let planes = var.axes_len();
-            let cells = planes * rows * w;
-            // Outputs of this variable, per product.
-            let wanted = |p: &PlannedProduct| -> Vec<(usize, OutKind)> {
-                p.outputs.iter().enumerate().filter(|(_, o)| o.input == v).map(|(i, o)| (i, o.kind)).collect()
-            };
-            // Resample accumulators for this block.
-            let mut resamples: Vec<(usize, Periods, usize, usize, Vec<(usize, Accumulator)>)> = Vec::new();
-            let mut clims: Vec<(usize, Accumulator)> = Vec::new();
-            let mut anomaly_means: Vec<(GroupBy, Vec<u32>, Vec<f32>)> = Vec::new();
-            if !anomaly {
-                for (pi, p) in self.products.iter().enumerate() {
-                    if let ProductOp::Resample(r) = &p.op {
-                        let per = Periods::new(Freq::parse(&r.freq)?, self.times[0]);
-                        let base = per.index(self.times[0]);
-                        let o0 = (per.index(self.times[b.t0]) - base) as usize;
-                        let o1 = if b.t1 == self.times.len() { p.info.lead.len() } else { (per.index(self.times[b.t1]) - base) as usize };
-                        let accs = wanted(p)
-                            .into_iter()
-                            .filter_map(|(i, k)| match k {
-                                OutKind::Stat(s) => Some((i, Accumulator::new(s, o1 - o0, cells))),
-                                _ => None,
-                            })
-                            .collect::<Vec<_>>();
-                        if !accs.is_empty() {
-                            resamples.push((pi, per, o0, o1, accs));
-                        }
+        let (ys, xs) = (self.grid.ys(), self.grid.xs());
+        let wanted = |p: &PlannedProduct| -> Vec<(usize, OutKind)> {
+            p.outputs.iter().enumerate().filter(|(_, o)| o.input == v).map(|(i, o)| (i, o.kind)).collect()
+        };
+
+        let mut resamples: Vec<Resampling> = Vec::new();
+        let mut clims: Vec<(usize, Accumulator)> = Vec::new();
+        let mut anomaly_means: Vec<(GroupBy, Vec<u32>, Vec<f32>)> = Vec::new();
+        if anomaly {
+            for (ci, c) in self.climatologies.iter().enumerate().filter(|(_, c)| c.for_anomaly) {
+                let key = format!("{}.mean", self.clim_key(ci, v, b.band));
+                let data = block_on(scratch.get(&key))?.ok_or_else(|| Error::Internal(format!("climatology {key} is missing")))?;
+                let mean: Vec<f32> = data.chunks_exact(4).map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]])).collect();
+                anomaly_means.push((c.by, c.groups.clone(), mean));
+            }
+        } else {
+            for (pi, p) in self.products.iter().enumerate() {
+                if let ProductOp::Resample(r) = &p.op {
+                    let stats: Vec<(usize, Stat)> = wanted(p)
+                        .into_iter()
+                        .filter_map(|(i, k)| match k {
+                            OutKind::Stat(s) => Some((i, s)),
+                            _ => None,
+                        })
+                        .collect();
+                    if stats.is_empty() {
+                        continue;
                     }
-                }
-                for (ci, c) in self.climatologies.iter().enumerate() {
-                    clims.push((ci, Accumulator::new(c.stat, c.groups.len(), cells)));
-                }
-            } else {
-                for (ci, c) in self.climatologies.iter().enumerate().filter(|(_, c)| c.for_anomaly) {
-                    let key = format!("{}.mean", self.clim_key(ci, v, b.band));
-                    let data = block_on(scratch.get(&key))?
-                        .ok_or_else(|| Error::Internal(format!("climatology {key} is missing")))?;
-                    let mean: Vec<f32> = data.chunks_exact(4).map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]])).collect();
-                    anomaly_means.push((c.by, c.groups.clone(), mean));
+                    let periods = Periods::new(Freq::parse(&r.freq)?, self.times[0]);
+                    let base = periods.index(self.times[0]);
+                    let o0 = (periods.index(self.times[b.t0]) - base) as usize;
+                    let o1 = if b.t1 == self.times.len() { p.info.lead.len() } else { (periods.index(self.times[b.t1]) - base) as usize };
+                    resamples.push(Resampling { product: pi, periods, base, chunk: p.info.chunks.lead, next: o0, end: o1, stats, accs: Vec::new() });
                 }
             }
-            for piece in self.pieces(b) {
-                let steps = piece.len();
-                let data = self.read(&mut readers, v, piece.clone(), have.clone())?;
-                let have_rows = have.len();
-                // The band's rows of step s, plane p.
-                let core = |s: usize, p: usize| -> &[f32] {
-                    let base = ((s * planes + p) * have_rows + halo_top) * w;
-                    &data[base..base + rows * w]
-                };
-                let mut core_block: Option<Vec<f32>> = None;
-                let core_all = || -> Vec<f32> {
-                    if halo_top == 0 && have_rows == rows {
-                        return data.clone();
+            for (ci, c) in self.climatologies.iter().enumerate() {
+                clims.push((ci, Accumulator::new(c.stat, c.groups.len(), cells)));
+            }
+        }
+        for r in &mut resamples {
+            r.start_chunk(cells);
+        }
+
+        for piece in self.pieces(b, v) {
+            let steps = piece.len();
+            let data = self.read(&mut readers, v, piece.clone(), have.clone())?;
+            // The band's rows of step s, plane p.
+            let core = |s: usize, p: usize| -> &[f32] {
+                let base = ((s * planes + p) * have_rows + halo_top) * w;
+                &data[base..base + rows * w]
+            };
+            let core_all = || -> Vec<f32> {
+                if have_rows == rows {
+                    return data.clone();
+                }
+                let mut out = Vec::with_capacity(steps * cells);
+                for s in 0..steps {
+                    for p in 0..planes {
+                        out.extend_from_slice(core(s, p));
                     }
-                    let mut out = Vec::with_capacity(steps * cells);
-                    for s in 0..steps {
-                        for p in 0..planes {
-                            out.extend_from_slice(core(s, p));
+                }
+                out
+            };
+            for (pi, p) in self.products.iter().enumerate() {
+                for (oi, kind) in wanted(p) {
+                    let out = match (kind, anomaly) {
+                        (OutKind::Copy, false) => Some(core_all()),
+                        (OutKind::Anomaly, true) => {
+                            let ProductOp::Anomaly(a) = &p.op else { continue };
+                            let (_, groups, mean) = anomaly_means
+                                .iter()
+                                .find(|m| m.0 == a.by)
+                                .ok_or_else(|| Error::Internal("no climatology for the anomaly".into()))?;
+                            let mut out = Vec::with_capacity(steps * cells);
+                            for s in 0..steps {
+                                let g = groups.binary_search(&a.by.key(self.times[piece.start + s])).unwrap_or(0);
+                                for p in 0..planes {
+                                    let m = &mean[(g * planes + p) * rows * w..][..rows * w];
+                                    out.extend(core(s, p).iter().zip(m).map(|(x, m)| x - m));
+                                }
+                            }
+                            Some(out)
                         }
-                    }
-                    out
-                };
-                for (pi, p) in self.products.iter().enumerate() {
-                    for (oi, kind) in wanted(p) {
-                        let out = match (kind, anomaly) {
-                            (OutKind::Copy, false) => {
-                                if core_block.is_none() {
-                                    core_block = Some(core_all());
-                                }
-                                core_block.as_deref().map(<[f32]>::to_vec)
-                            }
-                            (OutKind::Anomaly, true) => {
-                                let ProductOp::Anomaly(a) = &p.op else { continue };
-                                let (_, groups, mean) = anomaly_means
-                                    .iter()
-                                    .find(|m| m.0 == a.by)
-                                    .ok_or_else(|| Error::Internal("no climatology for the anomaly".into()))?;
-                                let mut out = Vec::with_capacity(steps * cells);
-                                for s in 0..steps {
-                                    let g = groups.binary_search(&a.by.key(self.times[piece.start + s])).unwrap_or(0);
-                                    for p in 0..planes {
-                                        let m = &mean[(g * planes + p) * rows * w..][..rows * w];
-                                        out.extend(core(s, p).iter().zip(m).map(|(x, m)| x - m));
+                        (OutKind::Dx | OutKind::Dy | OutKind::Magnitude, false) => {
+                            let ProductOp::Gradient(g) = &p.op else { continue };
+                            let mut out = vec![0f32; steps * cells];
+                            let mut dx = vec![0f32; rows * w];
+                            let mut dy = vec![0f32; rows * w];
+                            for s in 0..steps {
+                                for pl in 0..planes {
+                                    let plane = &data[(s * planes + pl) * have_rows * w..][..have_rows * w];
+                                    let o = &mut out[(s * planes + pl) * rows * w..][..rows * w];
+                                    if kind != OutKind::Dy {
+                                        d_dx(core(s, pl), w, rows, &xs, &mut dx);
                                     }
-                                }
-                                Some(out)
-                            }
-                            (OutKind::Dx | OutKind::Dy | OutKind::Magnitude, false) => {
-                                let ProductOp::Gradient(g) = &p.op else { continue };
-                                let mut out = vec![0f32; steps * cells];
-                                let mut dx = vec![0f32; rows * w];
-                                let mut dy = vec![0f32; rows * w];
-                                for s in 0..steps {
-                                    for pl in 0..planes {
-                                        let plane = &data[(s * planes + pl) * have_rows * w..][..have_rows * w];
-                                        let o = &mut out[(s * planes + pl) * rows * w..][..rows * w];
-                                        if kind != OutKind::Dy {
-                                            d_dx(core(s, pl), w, rows, &xs, &mut dx);
-                                        }
-                                        if kind != OutKind::Dx {
-                                            d_dy(plane, w, have.clone(), &ys, band.clone(), &mut dy);
-                                        }
-                                        if g.per == Per::Metre {
-                                            self.per_metre(&mut dx, &mut dy, band.clone(), &ys);
-                                        }
-                                        match kind {
-                                            OutKind::Dx => o.copy_from_slice(&dx),
-                                            OutKind::Dy => o.copy_from_slice(&dy),
-                                            _ => {
-                                                for ((o, a), b) in o.iter_mut().zip(&dx).zip(&dy) {
-                                                    *o = (f64::from(*a).hypot(f64::from(*b))) as f32;
-                                                }
+                                    if kind != OutKind::Dx {
+                                        d_dy(plane, w, have.clone(), &ys, band.clone(), &mut dy);
+                                    }
+                                    if g.per == Per::Metre {
+                                        self.per_metre(&mut dx, &mut dy, band.clone(), &ys);
+                                    }
+                                    match kind {
+                                        OutKind::Dx => o.copy_from_slice(&dx),
+                                        OutKind::Dy => o.copy_from_slice(&dy),
+                                        _ => {
+                                            for ((o, a), b) in o.iter_mut().zip(&dx).zip(&dy) {
+                                                *o = (f64::from(*a).hypot(f64::from(*b))) as f32;
                                             }
                                         }
                                     }
                                 }
-                                Some(out)
                             }
-                            _ => None,
-                        };
-                        if let Some(out) = out {
-                            writers[pi].write_block(oi, piece.start, band.start, steps, rows, &out)?;
-                            chunks += chunk_count(&p.info, steps, rows, planes);
-                            bytes += (out.len() * 4) as u64;
+                            Some(out)
                         }
+                        _ => None,
+                    };
+                    if let Some(out) = out {
+                        writers[pi].write_block(oi, piece.start, band.start, steps, rows, &out)?;
+                        chunks += chunk_count(&p.info, steps, rows, planes);
+                        bytes += (out.len() * 4) as u64;
                     }
                 }
-                // Accumulate resamples and climatologies step by step.
-                let mut step_buf = vec![0f32; cells];
-                for s in 0..steps {
-                    if resamples.is_empty() && clims.is_empty() {
-                        break;
-                    }
+            }
+            if resamples.is_empty() && clims.is_empty() {
+                continue;
+            }
+            // Resample and climatology: fold step by step (one contiguous step when there is
+            // no halo and no member/level planes, else gathered).
+            let mut gathered = vec![0f32; if planes == 1 && have_rows == rows { 0 } else { cells }];
+            for s in 0..steps {
+                let step: &[f32] = if gathered.is_empty() {
+                    core(s, 0)
+                } else {
                     for p in 0..planes {
-                        step_buf[p * rows * w..(p + 1) * rows * w].copy_from_slice(core(s, p));
+                        gathered[p * rows * w..(p + 1) * rows * w].copy_from_slice(core(s, p));
                     }
-                    let t = self.times[piece.start + s];
-                    for (_, per, o0, _, accs) in &mut resamples {
-                        let slot = (per.index(t) - per.index(self.times[0])) as usize - *o0;
-                        for (_, a) in accs.iter_mut() {
-                            a.add(slot, &step_buf);
-                        }
+                    &gathered
+                };
+                let t = self.times[piece.start + s];
+                for r in &mut resamples {
+                    let o = (r.periods.index(t) - r.base) as usize;
+                    while o >= r.chunk_end() {
+                        let (c, n) = r.flush(&writers[r.product], &self.products[r.product].info, band.start, rows, planes, cells)?;
+                        chunks += c;
+                        bytes += n;
                     }
-                    for (ci, a) in &mut clims {
-                        let c = &self.climatologies[*ci];
-                        let slot = c.groups.binary_search(&c.by.key(t)).unwrap_or(0);
-                        a.add(slot, &step_buf);
+                    let slot = o - r.next;
+                    for (_, a) in &mut r.accs {
+                        a.add(slot, step);
                     }
                 }
-            }
-            for (pi, _, o0, o1, accs) in &resamples {
-                let slots = o1 - o0;
-                for (oi, a) in accs {
-                    let mut out = vec![0f32; slots * cells];
-                    for s in 0..slots {
-                        a.finish_slot(s, &mut out[s * cells..(s + 1) * cells]);
-                    }
-                    writers[*pi].write_block(*oi, *o0, band.start, slots, rows, &out)?;
-                    chunks += chunk_count(&self.products[*pi].info, slots, rows, planes);
-                    bytes += (out.len() * 4) as u64;
+                for (ci, a) in &mut clims {
+                    let c = &self.climatologies[*ci];
+                    let slot = c.groups.binary_search(&c.by.key(t)).unwrap_or(0);
+                    a.add(slot, step);
                 }
             }
-            for (ci, a) in &clims {
-                let key = format!("{}/t{}", self.clim_key(*ci, v, b.band), b.t0);
-                block_on(scratch.put(&key, Bytes::from(a.to_bytes())))?;
+        }
+        for r in &mut resamples {
+            while r.next < r.end {
+                let (c, n) = r.flush(&writers[r.product], &self.products[r.product].info, band.start, rows, planes, cells)?;
+                chunks += c;
+                bytes += n;
             }
+        }
+        for (ci, a) in &clims {
+            let key = format!("{}/t{}", self.clim_key(*ci, v, b.band), b.t0);
+            block_on(scratch.put(&key, Bytes::from(a.to_bytes())))?;
         }
         Ok((chunks, bytes))
     }
@@ -1007,6 +1035,51 @@ impl CubePlan {
                 Err(e)
             }
         }
+    }
+}
+
+/// A resample in progress within a block: accumulators for one output chunk at a time.
+struct Resampling {
+    product: usize,
+    periods: Periods,
+    base: i64,
+    chunk: usize,
+    /// The first output step of the chunk being accumulated.
+    next: usize,
+    /// The block's output end.
+    end: usize,
+    stats: Vec<(usize, Stat)>,
+    accs: Vec<(usize, Accumulator)>,
+}
+
+impl Resampling {
+    fn chunk_end(&self) -> usize {
+        ((self.next / self.chunk + 1) * self.chunk).min(self.end)
+    }
+
+    fn start_chunk(&mut self, cells: usize) {
+        let slots = self.chunk_end() - self.next;
+        self.accs = self.stats.iter().map(|&(i, s)| (i, Accumulator::new(s, slots, cells))).collect();
+    }
+
+    /// Writes the chunk being accumulated and starts the next.
+    fn flush(&mut self, writer: &CubeWriter, info: &CubeInfo, row0: usize, rows: usize, planes: usize, cells: usize) -> Result<(u64, u64)> {
+        let slots = self.chunk_end() - self.next;
+        let (mut chunks, mut bytes) = (0, 0);
+        let mut out = vec![0f32; slots * cells];
+        for (oi, a) in &self.accs {
+            for s in 0..slots {
+                a.finish_slot(s, &mut out[s * cells..(s + 1) * cells]);
+            }
+            writer.write_block(*oi, self.next, row0, slots, rows, &out)?;
+            chunks += chunk_count(info, slots, rows, planes);
+            bytes += (out.len() * 4) as u64;
+        }
+        self.next += slots;
+        if self.next < self.end {
+            self.start_chunk(cells);
+        }
+        Ok((chunks, bytes))
     }
 }
 

@@ -39,6 +39,13 @@ pub struct CubeSource {
 pub struct SourceVariable {
     pub variable: CubeVariable,
     pub access: Access,
+    /// Time steps per stored chunk (1 for GRIB): reads that end on these decode each once.
+    #[serde(default = "one")]
+    pub time_block: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// Where a variable's values are in the file.
@@ -321,6 +328,7 @@ fn grib_header(url: &str, path: &str) -> Result<CubeSource> {
         variables.push(SourceVariable {
             variable: CubeVariable { name, attrs, axes },
             access: Access::Bands { bands },
+            time_block: 1,
         });
     }
     Ok(CubeSource {
@@ -369,6 +377,8 @@ struct ArrayExtras {
     attrs: Map<String, Value>,
     /// The array's CRS (the `gdal` crate panics on an array without one, so it is read here).
     crs_wkt: Option<String>,
+    /// The chunk length along the first dim.
+    time_block: usize,
 }
 
 fn array_extras(ds: &Dataset, name: &str) -> Option<ArrayExtras> {
@@ -441,8 +451,18 @@ fn array_extras(ds: &Dataset, name: &str) -> Option<ArrayExtras> {
             }
             gdal_sys::OSRDestroySpatialReference(srs);
         }
+        let mut dims = 0usize;
+        let sizes = gdal_sys::GDALMDArrayGetBlockSize(array, &mut dims);
+        let mut time_block = 1;
+        if !sizes.is_null() {
+            if dims > 0 {
+                time_block = (*sizes).max(1) as usize;
+            }
+            gdal_sys::VSIFree(sizes.cast());
+        }
         gdal_sys::GDALMDArrayRelease(array);
         Some(ArrayExtras {
+            time_block,
             scale,
             offset,
             attrs,
@@ -576,9 +596,9 @@ fn mdim_header(url: &str, path: &str) -> Result<CubeSource> {
             })
             .collect();
         let extras = array_extras(&ds, name);
-        let (scale, offset, mut attrs) = extras
-            .map(|e| (e.scale, e.offset, e.attrs))
-            .unwrap_or((1.0, 0.0, Map::new()));
+        let (scale, offset, time_block, mut attrs) = extras
+            .map(|e| (e.scale, e.offset, e.time_block, e.attrs))
+            .unwrap_or((1.0, 0.0, 1, Map::new()));
         let unit = array.unit();
         if !unit.is_empty() {
             attrs.entry("units").or_insert(json!(unit));
@@ -596,6 +616,7 @@ fn mdim_header(url: &str, path: &str) -> Result<CubeSource> {
                 offset,
                 nodata: array.no_data_value_as_double(),
             },
+            time_block,
         });
     }
     let (Some((grid, ..)), Some((_, times))) = (grid, times) else {

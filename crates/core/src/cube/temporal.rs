@@ -185,19 +185,17 @@ impl Accumulator {
     pub fn add(&mut self, slot: usize, values: &[f32]) {
         let r = slot * self.cells..(slot + 1) * self.cells;
         match self.stat {
+            // Written without branches so that the loops vectorise.
             Stat::Mean => {
                 for ((s, c), &v) in self.sum[r.clone()].iter_mut().zip(&mut self.count[r]).zip(values) {
-                    if !v.is_nan() {
-                        *s += f64::from(v);
-                        *c += 1;
-                    }
+                    let ok = !v.is_nan();
+                    *s += if ok { f64::from(v) } else { 0.0 };
+                    *c += u32::from(ok);
                 }
             }
             Stat::Sum => {
                 for (s, &v) in self.sum[r].iter_mut().zip(values) {
-                    if !v.is_nan() {
-                        *s += f64::from(v);
-                    }
+                    *s += if v.is_nan() { 0.0 } else { f64::from(v) };
                 }
             }
             Stat::Count => {
@@ -207,16 +205,12 @@ impl Accumulator {
             }
             Stat::Max => {
                 for (m, &v) in self.extreme[r].iter_mut().zip(values) {
-                    if v > *m || m.is_nan() {
-                        *m = v;
-                    }
+                    *m = if v > *m || m.is_nan() { v } else { *m };
                 }
             }
             Stat::Min => {
                 for (m, &v) in self.extreme[r].iter_mut().zip(values) {
-                    if v < *m || m.is_nan() {
-                        *m = v;
-                    }
+                    *m = if v < *m || m.is_nan() { v } else { *m };
                 }
             }
         }
