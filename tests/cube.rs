@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use tessera_tests::{manifest_dir, python_with, shared_data, start_coordinator, tessera, tessera_ok, temp_dir};
+use tessera_tests::{
+    manifest_dir, python_with, shared_data, start_coordinator, temp_dir, tessera, tessera_ok,
+};
 
 fn reanalysis(name: &str) -> Option<PathBuf> {
     let p = shared_data("reanalysis")?.join(name);
@@ -22,14 +24,22 @@ fn reanalysis(name: &str) -> Option<PathBuf> {
 /// Runs tests/python/cube_reference.py and parses its `key=value` lines.
 fn reference(python: &str, args: &[&str]) -> BTreeMap<String, String> {
     let script = manifest_dir().join("tests/python/cube_reference.py");
-    let out = Command::new(python).arg(script).args(args).output().expect("run python");
+    let out = Command::new(python)
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run python");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let values: BTreeMap<String, String> = stdout
         .lines()
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    assert!(!values.is_empty(), "reference {args:?} printed nothing:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !values.is_empty(),
+        "reference {args:?} printed nothing:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     eprintln!("reference {}: {values:?}", args[0]);
     values
 }
@@ -39,7 +49,10 @@ fn number(values: &BTreeMap<String, String>, key: &str) -> f64 {
 }
 
 fn write_job(dir: &Path, sources: &[&Path], extra_cube: &str, products: &str) -> PathBuf {
-    let list: Vec<String> = sources.iter().map(|s| format!("{:?}", s.display().to_string())).collect();
+    let list: Vec<String> = sources
+        .iter()
+        .map(|s| format!("{:?}", s.display().to_string()))
+        .collect();
     let yaml = format!(
         "version: 1\nsources: [{}]\noutput: {{url: {}, overwrite: true}}\ncube:\n{extra_cube}  products:\n{products}",
         list.join(", "),
@@ -73,7 +86,9 @@ fn split_grib(path: &Path, per: usize, dir: &Path) -> Vec<PathBuf> {
             i += 1;
             continue;
         }
-        let len = (usize::from(bytes[i + 4]) << 16) | (usize::from(bytes[i + 5]) << 8) | usize::from(bytes[i + 6]);
+        let len = (usize::from(bytes[i + 4]) << 16)
+            | (usize::from(bytes[i + 5]) << 8)
+            | usize::from(bytes[i + 6]);
         messages.push(&bytes[i..(i + len).min(bytes.len())]);
         i += len.max(8);
     }
@@ -90,7 +105,10 @@ fn split_grib(path: &Path, per: usize, dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn daily_mean_max_min_equal_xarray_resample() {
-    let (Some(grib), Some(py)) = (reanalysis("era5-2mt-2019-03-uk.grib"), python_with(&["xarray", "cfgrib"])) else {
+    let (Some(grib), Some(py)) = (
+        reanalysis("era5-2mt-2019-03-uk.grib"),
+        python_with(&["xarray", "cfgrib"]),
+    ) else {
         return;
     };
     let dir = temp_dir();
@@ -101,7 +119,14 @@ fn daily_mean_max_min_equal_xarray_resample() {
         "    daily: {resample: {freq: 1D, stats: {t2m: [mean, max, min]}}, chunks: {time: 8, y: 16, x: 20}}\n",
     );
     run_job(&job);
-    let r = reference(&py, &["resample", grib.to_str().unwrap(), dir.path().join("out/daily").to_str().unwrap()]);
+    let r = reference(
+        &py,
+        &[
+            "resample",
+            grib.to_str().unwrap(),
+            dir.path().join("out/daily").to_str().unwrap(),
+        ],
+    );
     for s in ["mean", "max", "min"] {
         assert_eq!(r[&format!("{s}_times")], "True", "{s}: labels differ");
         assert!(number(&r, &format!("{s}_rel")) <= 1e-6, "{s}: {r:?}");
@@ -112,7 +137,10 @@ fn daily_mean_max_min_equal_xarray_resample() {
 
 #[test]
 fn climatology_over_several_files_equals_xarray_groupby() {
-    let (Some(grib), Some(py)) = (reanalysis("era5-2mt-2019-03-uk.grib"), python_with(&["xarray", "cfgrib"])) else {
+    let (Some(grib), Some(py)) = (
+        reanalysis("era5-2mt-2019-03-uk.grib"),
+        python_with(&["xarray", "cfgrib"]),
+    ) else {
         return;
     };
     let dir = temp_dir();
@@ -133,7 +161,17 @@ fn climatology_over_several_files_equals_xarray_groupby() {
             "dayofyear" => "doy",
             b => b,
         };
-        let mut args = vec!["climatology", dir.path().join("out").join(name).to_str().unwrap().to_string().leak() as &str, by];
+        let mut args = vec![
+            "climatology",
+            dir.path()
+                .join("out")
+                .join(name)
+                .to_str()
+                .unwrap()
+                .to_string()
+                .leak() as &str,
+            by,
+        ];
         args.extend(&srcs);
         let r = reference(&py, &args);
         assert_eq!(r["t2m_groups"], "True", "{by}: groups differ");
@@ -143,7 +181,9 @@ fn climatology_over_several_files_equals_xarray_groupby() {
 
 #[test]
 fn multi_year_climatology_from_zarr_files_equals_xarray() {
-    let Some(py) = python_with(&["xarray", "zarr", "numcodecs", "pandas"]) else { return };
+    let Some(py) = python_with(&["xarray", "zarr", "numcodecs", "pandas"]) else {
+        return;
+    };
     let dir = temp_dir();
     let synth = manifest_dir().join("bench/python/era5_synth.py");
     // Two Zarr files: 2019-11-20 for 1000 h and 2020-12-25 for 900 h (crossing a year end).
@@ -166,7 +206,16 @@ fn multi_year_climatology_from_zarr_files_equals_xarray() {
     run_job(&job);
     for by in ["month", "season"] {
         let layer = dir.path().join("out").join(by);
-        let r = reference(&py, &["climatology", layer.to_str().unwrap(), by, b.to_str().unwrap(), a.to_str().unwrap()]);
+        let r = reference(
+            &py,
+            &[
+                "climatology",
+                layer.to_str().unwrap(),
+                by,
+                b.to_str().unwrap(),
+                a.to_str().unwrap(),
+            ],
+        );
         assert_eq!(r["cape_groups"], "True");
         assert!(number(&r, "rel") <= 1e-6, "{by}: {r:?}");
     }
@@ -174,7 +223,10 @@ fn multi_year_climatology_from_zarr_files_equals_xarray() {
 
 #[test]
 fn gradient_equals_xarray_differentiate() {
-    let (Some(grib), Some(py)) = (reanalysis("era5-2mt-2019-03-uk.grib"), python_with(&["xarray", "cfgrib"])) else {
+    let (Some(grib), Some(py)) = (
+        reanalysis("era5-2mt-2019-03-uk.grib"),
+        python_with(&["xarray", "cfgrib"]),
+    ) else {
         return;
     };
     let dir = temp_dir();
@@ -189,10 +241,19 @@ fn gradient_equals_xarray_differentiate() {
     let out = dir.path().join("out");
     let r = reference(
         &py,
-        &["gradient", grib.to_str().unwrap(), out.join("grad").to_str().unwrap(), out.join("metre").to_str().unwrap()],
+        &[
+            "gradient",
+            grib.to_str().unwrap(),
+            out.join("grad").to_str().unwrap(),
+            out.join("metre").to_str().unwrap(),
+        ],
     );
     for k in ["t2m_dx", "t2m_dy"] {
-        assert_eq!(r[&format!("{k}_exact")], "True", "{k} is numpy's arithmetic: {r:?}");
+        assert_eq!(
+            r[&format!("{k}_exact")],
+            "True",
+            "{k} is numpy's arithmetic: {r:?}"
+        );
     }
     for k in ["metre_dx_rel", "metre_dy_rel", "metre_mag_rel"] {
         assert!(number(&r, k) <= 1e-6, "{k}: {r:?}");
@@ -201,16 +262,30 @@ fn gradient_equals_xarray_differentiate() {
 
 #[test]
 fn read_by_bbox_and_time_equals_xarray_sel_here_and_over_grpc() {
-    let (Some(grib), Some(py)) = (reanalysis("era5-2mt-2019-03-uk.grib"), python_with(&["xarray", "cfgrib", "pandas"])) else {
+    let (Some(grib), Some(py)) = (
+        reanalysis("era5-2mt-2019-03-uk.grib"),
+        python_with(&["xarray", "cfgrib", "pandas"]),
+    ) else {
         return;
     };
     let dir = temp_dir();
-    let job = write_job(dir.path(), &[&grib], "", "    hourly: {ingest: {}, chunks: {time: 48, y: 10, x: 10}}\n");
+    let job = write_job(
+        dir.path(),
+        &[&grib],
+        "",
+        "    hourly: {ingest: {}, chunks: {time: 48, y: 10, x: 10}}\n",
+    );
     run_job(&job);
     let layer = dir.path().join("out/hourly");
     let layer = layer.to_str().unwrap();
     let (zarr, csv) = (dir.path().join("sub.zarr"), dir.path().join("sub.csv"));
-    let sel = ["--vars", "t2m", "--time", "2019-03-04/2019-03-07", "--bbox=-3.1,50.4,-0.9,52.6"];
+    let sel = [
+        "--vars",
+        "t2m",
+        "--time",
+        "2019-03-04/2019-03-07",
+        "--bbox=-3.1,50.4,-0.9,52.6",
+    ];
     for out in [&zarr, &csv] {
         let mut args = vec!["read", layer];
         args.extend(sel);
@@ -219,7 +294,18 @@ fn read_by_bbox_and_time_equals_xarray_sel_here_and_over_grpc() {
     }
     let r = reference(
         &py,
-        &["sel", grib.to_str().unwrap(), zarr.to_str().unwrap(), csv.to_str().unwrap(), "2019-03-04", "2019-03-07", "-3.1", "50.4", "-0.9", "52.6"],
+        &[
+            "sel",
+            grib.to_str().unwrap(),
+            zarr.to_str().unwrap(),
+            csv.to_str().unwrap(),
+            "2019-03-04",
+            "2019-03-07",
+            "-3.1",
+            "50.4",
+            "-0.9",
+            "52.6",
+        ],
     );
     assert_eq!(r["shape"], "96x9x9");
     for k in ["zarr_exact", "coords_exact", "csv_exact"] {
@@ -239,15 +325,25 @@ fn read_by_bbox_and_time_equals_xarray_sel_here_and_over_grpc() {
     let outside = tessera(&["read", "/etc", "--coordinator", url.as_str()]);
     let _ = coordinator.kill();
     let _ = coordinator.wait();
-    assert!(remote.status.success(), "{}", String::from_utf8_lossy(&remote.stderr));
-    assert_eq!(remote.stdout, std::fs::read(&csv).expect("csv"), "gRPC read differs from the local one");
+    assert!(
+        remote.status.success(),
+        "{}",
+        String::from_utf8_lossy(&remote.stderr)
+    );
+    assert_eq!(
+        remote.stdout,
+        std::fs::read(&csv).expect("csv"),
+        "gRPC read differs from the local one"
+    );
     let err = String::from_utf8_lossy(&outside.stderr);
     assert!(err.contains("outside the coordinator's store"), "{err}");
 }
 
 #[test]
 fn levels_and_members_ingest_and_read_back_by_origin_and_shape() {
-    let Some(grib) = reanalysis("era5-levels-members.grib") else { return };
+    let Some(grib) = reanalysis("era5-levels-members.grib") else {
+        return;
+    };
     let dir = temp_dir();
     let job = write_job(dir.path(), &[&grib], "", "    ens: {ingest: {}}\n");
     run_job(&job);
@@ -259,15 +355,48 @@ fn levels_and_members_ingest_and_read_back_by_origin_and_shape() {
         "{summary}"
     );
     let csv = dir.path().join("region.csv");
-    tessera_ok(&["read", layer, "--vars", "t", "--origin", "1,2,1,10,20", "--shape", "2,3,1,2,2", "--out", csv.to_str().unwrap()]);
+    tessera_ok(&[
+        "read",
+        layer,
+        "--vars",
+        "t",
+        "--origin",
+        "1,2,1,10,20",
+        "--shape",
+        "2,3,1,2,2",
+        "--out",
+        csv.to_str().unwrap(),
+    ]);
     let text = std::fs::read_to_string(&csv).expect("csv");
     assert_eq!(text.lines().count(), 1 + 2 * 3 * 2 * 2);
-    assert!(text.starts_with("time,number,isobaricInhPa,latitude,longitude,t\n2017-01-01T12:00:00,2,500,60,60,"), "{text}");
+    assert!(
+        text.starts_with(
+            "time,number,isobaricInhPa,latitude,longitude,t\n2017-01-01T12:00:00,2,500,60,60,"
+        ),
+        "{text}"
+    );
     // Outside the array: an error naming the dim.
-    let out = tessera(&["read", layer, "--vars", "t", "--origin", "0,0,0,0,0", "--shape", "5,1,1,1,1"]);
+    let out = tessera(&[
+        "read",
+        layer,
+        "--vars",
+        "t",
+        "--origin",
+        "0,0,0,0,0",
+        "--shape",
+        "5,1,1,1,1",
+    ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("t: time 0..5 is outside 0..4"));
     if let Some(py) = python_with(&["xarray", "cfgrib", "pandas"]) {
-        let r = reference(&py, &["members", grib.to_str().unwrap(), layer, csv.to_str().unwrap()]);
+        let r = reference(
+            &py,
+            &[
+                "members",
+                grib.to_str().unwrap(),
+                layer,
+                csv.to_str().unwrap(),
+            ],
+        );
         assert_eq!(r["z_exact"], "True");
         assert_eq!(r["t_exact"], "True");
         assert_eq!(r["levels"], "850,500");
@@ -278,7 +407,10 @@ fn levels_and_members_ingest_and_read_back_by_origin_and_shape() {
 
 #[test]
 fn bad_input_gets_a_clear_error_and_leaves_nothing() {
-    let (Some(grib), Some(levels)) = (reanalysis("era5-2mt-2019-03-uk.grib"), reanalysis("era5-levels-members.grib")) else {
+    let (Some(grib), Some(levels)) = (
+        reanalysis("era5-2mt-2019-03-uk.grib"),
+        reanalysis("era5-levels-members.grib"),
+    ) else {
         return;
     };
     let dir = temp_dir();
@@ -286,20 +418,49 @@ fn bad_input_gets_a_clear_error_and_leaves_nothing() {
     let daily = "    daily: {resample: {freq: 1D, stat: mean}}\n";
 
     let err = job_fails(&write_job(d, &[&grib], "  variables: [tp]\n", daily));
-    assert!(err.contains("unknown variable \"tp\" (it has t2m)"), "{err}");
-    assert!(!d.join("out/daily").exists(), "nothing is written for a failed plan");
+    assert!(
+        err.contains("unknown variable \"tp\" (it has t2m)"),
+        "{err}"
+    );
+    assert!(
+        !d.join("out/daily").exists(),
+        "nothing is written for a failed plan"
+    );
 
     let err = job_fails(&write_job(d, &[&grib, &levels], "", daily));
-    assert!(err.contains("grids differ") && err.contains("era5-2mt-2019-03-uk.grib") && err.contains("era5-levels-members.grib"), "{err}");
+    assert!(
+        err.contains("grids differ")
+            && err.contains("era5-2mt-2019-03-uk.grib")
+            && err.contains("era5-levels-members.grib"),
+        "{err}"
+    );
 
     let err = job_fails(&write_job(d, &[&grib, &grib], "", daily));
-    assert!(err.contains("time step 2019-03-01T00:00:00 is twice in") , "{err}");
+    assert!(
+        err.contains("time step 2019-03-01T00:00:00 is twice in"),
+        "{err}"
+    );
     // ... unless a rule is given.
-    run_job(&write_job(d, &[&grib, &grib], "  duplicates: first\n", daily));
+    run_job(&write_job(
+        d,
+        &[&grib, &grib],
+        "  duplicates: first\n",
+        daily,
+    ));
 
-    let err = job_fails(&write_job(d, &[&grib], "", "    daily: {resample: {freq: 1W, stat: mean}}\n"));
+    let err = job_fails(&write_job(
+        d,
+        &[&grib],
+        "",
+        "    daily: {resample: {freq: 1W, stat: mean}}\n",
+    ));
     assert!(err.contains("resample frequency \"1W\""), "{err}");
-    let err = job_fails(&write_job(d, &[&grib], "", "    d: {resample: {freq: 1D, stats: {tp: sum}}}\n"));
+    let err = job_fails(&write_job(
+        d,
+        &[&grib],
+        "",
+        "    d: {resample: {freq: 1D, stats: {tp: sum}}}\n",
+    ));
     assert!(err.contains("unknown variable \"tp\""), "{err}");
 
     let truncated = d.join("truncated.grib");
@@ -311,9 +472,18 @@ fn bad_input_gets_a_clear_error_and_leaves_nothing() {
     let layer = d.join("out/daily");
     let layer = layer.to_str().unwrap();
     for (args, want) in [
-        (vec!["--vars", "tp"], "unknown variable \"tp\" (the layer has t2m)"),
-        (vec!["--time", "2020-01-01/2020-01-31"], "is outside the data (2019-03-01T00:00:00 .. 2019-03-31T00:00:00)"),
-        (vec!["--bbox", "100,10,110,20"], "bbox 100,10,110,20 misses the grid"),
+        (
+            vec!["--vars", "tp"],
+            "unknown variable \"tp\" (the layer has t2m)",
+        ),
+        (
+            vec!["--time", "2020-01-01/2020-01-31"],
+            "is outside the data (2019-03-01T00:00:00 .. 2019-03-31T00:00:00)",
+        ),
+        (
+            vec!["--bbox", "100,10,110,20"],
+            "bbox 100,10,110,20 misses the grid",
+        ),
         (vec!["--time", "March"], "cannot read time \"March\""),
     ] {
         let mut a = vec!["read", layer];
@@ -321,6 +491,9 @@ fn bad_input_gets_a_clear_error_and_leaves_nothing() {
         let out = tessera(&a);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{err}");
-        assert!(err.starts_with("error: ") && err.contains(want), "{a:?}: {err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(want),
+            "{a:?}: {err}"
+        );
     }
 }

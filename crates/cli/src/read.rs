@@ -40,14 +40,13 @@ pub struct ReadArgs {
 }
 
 pub async fn run(args: ReadArgs, tls_ca: Option<&std::path::Path>) -> Result<()> {
-    if args.time.is_some() || args.bbox.is_some() {
-        if !args.origin.is_empty() {
-            bail!("--origin/--shape and --time/--bbox are two ways to select; use one");
-        }
+    if (args.time.is_some() || args.bbox.is_some()) && !args.origin.is_empty() {
+        bail!("--origin/--shape and --time/--bbox are two ways to select; use one");
     }
     let subset = match &args.coordinator {
         Some(url) => {
-            let mut client = crate::cluster::JobClient::connect(url, args.token.clone(), tls_ca).await?;
+            let mut client =
+                crate::cluster::JobClient::connect(url, args.token.clone(), tls_ca).await?;
             client
                 .read_cube(tessera_proto::pb::ReadCubeRequest {
                     layer: args.layer.clone(),
@@ -60,7 +59,14 @@ pub async fn run(args: ReadArgs, tls_ca: Option<&std::path::Path>) -> Result<()>
                 .await?
         }
         None => {
-            let a = (args.layer.clone(), args.vars.clone(), args.time.clone(), args.bbox.clone(), args.origin.clone(), args.shape.clone());
+            let a = (
+                args.layer.clone(),
+                args.vars.clone(),
+                args.time.clone(),
+                args.bbox.clone(),
+                args.origin.clone(),
+                args.shape.clone(),
+            );
             tokio::task::spawn_blocking(move || read_here(a)).await??
         }
     };
@@ -76,7 +82,7 @@ fn emit(subset: &Subset, out: Option<PathBuf>, overwrite: bool) -> Result<()> {
         Some(p) => {
             let name = p.to_string_lossy().to_string();
             if name.ends_with(".csv") {
-                write_csv_file(&subset, p)?;
+                write_csv_file(subset, p)?;
             } else if name.trim_end_matches('/').ends_with(".zarr") {
                 let url = std::path::absolute(p)?.to_string_lossy().to_string();
                 subset.write_zarr(&url, 3, overwrite)?;
@@ -89,7 +95,14 @@ fn emit(subset: &Subset, out: Option<PathBuf>, overwrite: bool) -> Result<()> {
     Ok(())
 }
 
-type Request = (String, Vec<String>, Option<String>, Option<String>, Vec<u64>, Vec<u64>);
+type Request = (
+    String,
+    Vec<String>,
+    Option<String>,
+    Option<String>,
+    Vec<u64>,
+    Vec<u64>,
+);
 
 fn read_here((layer, vars, time, bbox, origin, shape): Request) -> Result<Subset> {
     let reader = CubeReader::open(&layer)?;
@@ -109,7 +122,10 @@ fn read_here((layer, vars, time, bbox, origin, shape): Request) -> Result<Subset
 
 /// Writes CSV next to the target and renames it, so a failure leaves no half-written file.
 fn write_csv_file(subset: &Subset, path: &std::path::Path) -> Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     {
         let mut w = std::io::BufWriter::new(tmp.as_file_mut());

@@ -17,8 +17,8 @@ use tonic::{Request, Response, Status};
 
 use crate::journal::{JobEnd, JobRecord, Journal};
 use crate::plan::{cube_source_tasks, source_tasks, tile_tasks};
-use tessera_core::cube::{CubePlan, CubeReader, CubeSource, CubeSpec, Selection};
 use crate::scheduler::{ReportOutcome, Scheduler, SchedulerConfig};
+use tessera_core::cube::{CubePlan, CubeReader, CubeSource, CubeSpec, Selection};
 use tessera_proto::{PROTOCOL_VERSION, from_proto, pb};
 
 /// How long a lease request with nothing to lease waits for work before answering empty.
@@ -331,7 +331,9 @@ impl Coordinator {
         job: JobId,
         outputs: Vec<TaskOutput>,
     ) -> tessera_core::Result<()> {
-        let cube_spec = lock(&self.records).get(&job).and_then(|r| r.spec.cube.clone());
+        let cube_spec = lock(&self.records)
+            .get(&job)
+            .and_then(|r| r.spec.cube.clone());
         if let Some(spec) = cube_spec {
             return self.cube_reduce(job, spec, outputs).await;
         }

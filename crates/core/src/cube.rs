@@ -44,13 +44,17 @@ impl CubeGrid {
     /// Cell-centre x coordinates, west to east.
     pub fn xs(&self) -> Vec<f64> {
         let g = &self.geo_transform;
-        (0..self.width).map(|c| g[0] + (c as f64 + 0.5) * g[1]).collect()
+        (0..self.width)
+            .map(|c| g[0] + (c as f64 + 0.5) * g[1])
+            .collect()
     }
 
     /// Cell-centre y coordinates, north to south.
     pub fn ys(&self) -> Vec<f64> {
         let g = &self.geo_transform;
-        (0..self.height).map(|r| g[3] + (r as f64 + 0.5) * g[5]).collect()
+        (0..self.height)
+            .map(|r| g[3] + (r as f64 + 0.5) * g[5])
+            .collect()
     }
 
     pub fn is_geographic(&self) -> bool {
@@ -60,7 +64,11 @@ impl CubeGrid {
     /// The names of the y and x dimensions: `latitude`/`longitude` on a geographic grid (as
     /// cfgrib and ERA5's NetCDF name them), `y`/`x` otherwise.
     pub fn dim_names(&self) -> (&'static str, &'static str) {
-        if self.is_geographic() { ("latitude", "longitude") } else { ("y", "x") }
+        if self.is_geographic() {
+            ("latitude", "longitude")
+        } else {
+            ("y", "x")
+        }
     }
 
     /// Whether two grids are the same to within a millionth of a cell.
@@ -79,12 +87,7 @@ impl CubeGrid {
         let g = &self.geo_transform;
         format!(
             "{}x{} cells of {}x{} from ({}, {})",
-            self.width,
-            self.height,
-            g[1],
-            -g[5],
-            g[0],
-            g[3]
+            self.width, self.height, g[1], -g[5], g[0], g[3]
         )
     }
 }

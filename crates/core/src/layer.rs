@@ -78,7 +78,8 @@ impl AsyncToSyncBlockOn for BlockOn {
     }
 }
 
-pub(crate) type SyncStorage = AsyncToSyncStorageAdapter<AsyncObjectStore<Arc<dyn ObjectStore>>, BlockOn>;
+pub(crate) type SyncStorage =
+    AsyncToSyncStorageAdapter<AsyncObjectStore<Arc<dyn ObjectStore>>, BlockOn>;
 pub(crate) type ZarrArray = Array<SyncStorage>;
 
 pub(crate) fn zarr_storage(store: &Store) -> Arc<SyncStorage> {

@@ -112,12 +112,27 @@ pub fn subset(r: pb::ReadCubeResponse) -> Result<tessera_core::cube::Subset, Pro
     let mut s: tessera_core::cube::Subset =
         serde_json::from_slice(&r.header_json).map_err(|e| bad("header_json", e))?;
     if s.variables.len() != r.values.len() {
-        return Err(bad("values", format!("{} arrays for {} variables", r.values.len(), s.variables.len())));
+        return Err(bad(
+            "values",
+            format!(
+                "{} arrays for {} variables",
+                r.values.len(),
+                s.variables.len()
+            ),
+        ));
     }
     for (v, bytes) in s.variables.iter_mut().zip(r.values) {
         let n: usize = v.shape.iter().product();
         if bytes.len() != n * 4 {
-            return Err(bad("values", format!("{} bytes for {} values of {}", bytes.len(), n, v.variable.name)));
+            return Err(bad(
+                "values",
+                format!(
+                    "{} bytes for {} values of {}",
+                    bytes.len(),
+                    n,
+                    v.variable.name
+                ),
+            ));
         }
         v.values = bytes
             .chunks_exact(4)

@@ -21,53 +21,67 @@ pub enum Per {
     Metre,
 }
 
-/// numpy's `gradient` of `f` along a line with coordinates `x`, writing `out[i]` for each `i`.
-/// `stride` is the distance between consecutive line elements in `f` and `out`.
-fn gradient_line(f: &[f32], x: &[f64], stride: usize, start: usize, out: &mut [f32], ostart: usize, ostride: usize, rows: std::ops::Range<usize>) {
+/// numpy's `gradient` of the line `f` with coordinates `x`, at the positions `at`.
+fn gradient_line(f: &[f32], x: &[f64], out: &mut [f32], at: std::ops::Range<usize>) {
     let n = x.len();
     if n < 2 {
-        for i in rows {
-            out[ostart + i * ostride] = f32::NAN;
-        }
+        out[at].fill(f32::NAN);
         return;
     }
     let d0 = x[1] - x[0];
     let uniform = x.windows(2).all(|w| w[1] - w[0] == d0);
-    let at = |i: usize| f[start + i * stride];
-    for i in rows {
+    for i in at {
         let v = if i == 0 {
-            f64::from(at(1) - at(0)) / (x[1] - x[0])
+            f64::from(f[1] - f[0]) / (x[1] - x[0])
         } else if i == n - 1 {
-            f64::from(at(n - 1) - at(n - 2)) / (x[n - 1] - x[n - 2])
+            f64::from(f[n - 1] - f[n - 2]) / (x[n - 1] - x[n - 2])
         } else if uniform {
-            f64::from(at(i + 1) - at(i - 1)) / (2.0 * d0)
+            f64::from(f[i + 1] - f[i - 1]) / (2.0 * d0)
         } else {
             let hs = x[i] - x[i - 1];
             let hd = x[i + 1] - x[i];
-            let (a, b, c) = (-hd / (hs * (hd + hs)), (hd - hs) / (hd * hs), hs / (hd * (hd + hs)));
-            a * f64::from(at(i - 1)) + b * f64::from(at(i)) + c * f64::from(at(i + 1))
+            let (a, b, c) = (
+                -hd / (hs * (hd + hs)),
+                (hd - hs) / (hd * hs),
+                hs / (hd * (hd + hs)),
+            );
+            a * f64::from(f[i - 1]) + b * f64::from(f[i]) + c * f64::from(f[i + 1])
         };
-        out[ostart + i * ostride] = v as f32;
+        out[i] = v as f32;
     }
 }
 
 /// d/dx of a plane of `h` × `w` cells (all columns of the grid).
 pub fn d_dx(plane: &[f32], w: usize, h: usize, xs: &[f64], out: &mut [f32]) {
     for r in 0..h {
-        gradient_line(plane, xs, 1, r * w, out, r * w, 1, 0..w);
+        gradient_line(
+            &plane[r * w..(r + 1) * w],
+            xs,
+            &mut out[r * w..(r + 1) * w],
+            0..w,
+        );
     }
 }
 
 /// d/dy of rows `rows` of the grid, given `plane` holding grid rows `have` (which includes the
 /// rows next to `rows` where the grid has them); `out` holds `rows`.
-pub fn d_dy(plane: &[f32], w: usize, have: std::ops::Range<usize>, ys: &[f64], rows: std::ops::Range<usize>, out: &mut [f32]) {
-    // A line per column over the rows we have; coordinates of the whole grid for the edge rule.
+pub fn d_dy(
+    plane: &[f32],
+    w: usize,
+    have: std::ops::Range<usize>,
+    ys: &[f64],
+    rows: std::ops::Range<usize>,
+    out: &mut [f32],
+) {
+    // A line per column over the whole grid's rows (NaN where we hold none), so the edge rule
+    // follows the grid, not the band.
+    let mut line = vec![f32::NAN; ys.len()];
+    let mut col = vec![0f32; ys.len()];
     for c in 0..w {
-        let line: Vec<f32> = (0..ys.len())
-            .map(|r| if have.contains(&r) { plane[(r - have.start) * w + c] } else { f32::NAN })
-            .collect();
-        let mut col = vec![0f32; ys.len()];
-        gradient_line(&line, ys, 1, 0, &mut col, 0, 1, rows.clone());
+        for r in have.clone() {
+            line[r] = plane[(r - have.start) * w + c];
+        }
+        gradient_line(&line, ys, &mut col, rows.clone());
         for (i, r) in rows.clone().enumerate() {
             out[i * w + c] = col[r];
         }

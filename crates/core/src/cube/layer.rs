@@ -46,14 +46,23 @@ fn i64_bytes(v: &[i64]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
+/// Coordinate chunks: (object key, little-endian bytes).
+type CoordinateChunks = Vec<(String, Vec<u8>)>;
+
 /// Every metadata document and coordinate chunk of a cube, keyed by object key.
-fn documents(info: &CubeInfo, zstd_level: i32) -> (BTreeMap<String, Value>, Vec<(String, Vec<u8>)>) {
+fn documents(info: &CubeInfo, zstd_level: i32) -> (BTreeMap<String, Value>, CoordinateChunks) {
     let mut docs = BTreeMap::new();
     let mut chunks = Vec::new();
     docs.insert(".zgroup".into(), json!({ "zarr_format": 2 }));
-    docs.insert(".zattrs".into(), json!({ "Conventions": "CF-1.8", "tessera_cube": info }));
+    docs.insert(
+        ".zattrs".into(),
+        json!({ "Conventions": "CF-1.8", "tessera_cube": info }),
+    );
     let mut coord = |name: &str, dtype: &str, n: usize, bytes: Vec<u8>, attrs: Value| {
-        docs.insert(format!("{name}/.zarray"), raw_zarray(&[n], dtype, Value::Null));
+        docs.insert(
+            format!("{name}/.zarray"),
+            raw_zarray(&[n], dtype, Value::Null),
+        );
         let mut a = attrs;
         a["_ARRAY_DIMENSIONS"] = json!([name]);
         docs.insert(format!("{name}/.zattrs"), a);
@@ -77,7 +86,12 @@ fn documents(info: &CubeInfo, zstd_level: i32) -> (BTreeMap<String, Value>, Vec<
             coord(lead.name(), "<i8", m.len(), i64_bytes(&v), json!({}));
         }
         Lead::Season(s) => {
-            let width = s.iter().map(|x| x.chars().count()).max().unwrap_or(1).max(1);
+            let width = s
+                .iter()
+                .map(|x| x.chars().count())
+                .max()
+                .unwrap_or(1)
+                .max(1);
             let mut bytes = Vec::new();
             for x in s {
                 let mut cs: Vec<char> = x.chars().collect();
@@ -119,8 +133,16 @@ fn documents(info: &CubeInfo, zstd_level: i32) -> (BTreeMap<String, Value>, Vec<
             }
         }
     }
-    let gt = grid.geo_transform.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>().join(" ");
-    docs.insert("spatial_ref/.zarray".into(), raw_zarray(&[], "<i4", json!(0)));
+    let gt = grid
+        .geo_transform
+        .iter()
+        .map(|v| format!("{v:?}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    docs.insert(
+        "spatial_ref/.zarray".into(),
+        raw_zarray(&[], "<i4", json!(0)),
+    );
     docs.insert(
         "spatial_ref/.zattrs".into(),
         json!({"_ARRAY_DIMENSIONS": [], "crs_wkt": grid.crs_wkt, "spatial_ref": grid.crs_wkt, "GeoTransform": gt}),
@@ -148,24 +170,34 @@ pub struct CubeWriter {
     info: CubeInfo,
     arrays: Vec<ZarrArray>,
     documents: BTreeMap<String, Value>,
-    coordinates: Vec<(String, Vec<u8>)>,
+    coordinates: CoordinateChunks,
 }
 
 impl std::fmt::Debug for CubeWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CubeWriter").field("url", &self.store.url()).finish()
+        f.debug_struct("CubeWriter")
+            .field("url", &self.store.url())
+            .finish()
     }
 }
 
 impl CubeWriter {
     /// Creates the cube's group, arrays and coordinates; refuses to replace an existing store
     /// unless `overwrite`.
-    pub fn create(url: &str, info: CubeInfo, zstd_level: i32, overwrite: bool) -> Result<CubeWriter> {
+    pub fn create(
+        url: &str,
+        info: CubeInfo,
+        zstd_level: i32,
+        overwrite: bool,
+    ) -> Result<CubeWriter> {
         let store = Store::open(url)?;
         let existing = block_on(store.list(""))?;
         if !existing.is_empty() {
             if !overwrite {
-                return Err(Error::layer(url, "already exists (set overwrite to replace it)"));
+                return Err(Error::layer(
+                    url,
+                    "already exists (set overwrite to replace it)",
+                ));
             }
             block_on(store.delete_all())?;
         }
@@ -177,13 +209,23 @@ impl CubeWriter {
     /// Opens a cube that `create` made, to write chunks or to finish it. Writes nothing.
     pub fn attach(url: &str, info: CubeInfo, zstd_level: i32) -> Result<CubeWriter> {
         let store = Store::open(url)?;
-        let info = CubeInfo { complete: false, ..info };
+        let info = CubeInfo {
+            complete: false,
+            ..info
+        };
         let (documents, coordinates) = documents(&info, zstd_level);
         let storage = zarr_storage(&store);
         let arrays = info
             .variables
             .iter()
-            .map(|v| zarr_array(&store, &storage, &v.name, &documents[&format!("{}/.zarray", v.name)]))
+            .map(|v| {
+                zarr_array(
+                    &store,
+                    &storage,
+                    &v.name,
+                    &documents[&format!("{}/.zarray", v.name)],
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(CubeWriter {
             store,
@@ -196,7 +238,8 @@ impl CubeWriter {
 
     pub fn write_metadata(&self) -> Result<()> {
         for (key, doc) in &self.documents {
-            let bytes = serde_json::to_vec_pretty(doc).map_err(|e| Error::Internal(e.to_string()))?;
+            let bytes =
+                serde_json::to_vec_pretty(doc).map_err(|e| Error::Internal(e.to_string()))?;
             block_on(self.store.put(key, Bytes::from(bytes)))?;
         }
         for (key, bytes) in &self.coordinates {
@@ -216,13 +259,28 @@ impl CubeWriter {
     /// Writes a block of variable `var`: `data` is (lead, axes..., rows, all columns) row-major,
     /// starting at lead index `lead0` and row `row0`, both on chunk boundaries; the block ends
     /// on a chunk boundary or at the end of the array. Chunks are encoded in parallel.
-    pub fn write_block(&self, var: usize, lead0: usize, row0: usize, leads: usize, rows: usize, data: &[f32]) -> Result<()> {
+    pub fn write_block(
+        &self,
+        var: usize,
+        lead0: usize,
+        row0: usize,
+        leads: usize,
+        rows: usize,
+        data: &[f32],
+    ) -> Result<()> {
         let v = &self.info.variables[var];
         let array = &self.arrays[var];
-        let Chunks { lead: cl, y: cy, x: cx } = self.info.chunks;
+        let Chunks {
+            lead: cl,
+            y: cy,
+            x: cx,
+        } = self.info.chunks;
         let planes = v.axes_len();
         let w = self.info.grid.width;
-        if lead0 % cl != 0 || row0 % cy != 0 || data.len() != leads * planes * rows * w {
+        if !lead0.is_multiple_of(cl)
+            || !row0.is_multiple_of(cy)
+            || data.len() != leads * planes * rows * w
+        {
             return Err(Error::Internal(format!(
                 "block at lead {lead0}, row {row0} of {leads}x{planes}x{rows}x{w} is not chunk-aligned or has {} values",
                 data.len()
@@ -261,7 +319,10 @@ impl CubeWriter {
                 return Ok(());
             }
             array.store_chunk(&index, chunk).map_err(|e| {
-                Error::storage(self.store.url(), format!("cannot write chunk {index:?} of {}: {e}", v.name))
+                Error::storage(
+                    self.store.url(),
+                    format!("cannot write chunk {index:?} of {}: {e}", v.name),
+                )
             })
         })
     }
@@ -271,11 +332,18 @@ impl CubeWriter {
         self.info.complete = true;
         let root = json!({ "Conventions": "CF-1.8", "tessera_cube": self.info });
         self.documents.insert(".zattrs".into(), root.clone());
-        block_on(self.store.put(".zattrs", Bytes::from(serde_json::to_vec_pretty(&root).map_err(|e| Error::Internal(e.to_string()))?)))?;
+        block_on(self.store.put(
+            ".zattrs",
+            Bytes::from(
+                serde_json::to_vec_pretty(&root).map_err(|e| Error::Internal(e.to_string()))?,
+            ),
+        ))?;
         let consolidated = json!({ "zarr_consolidated_format": 1, "metadata": self.documents });
         block_on(self.store.put(
             ".zmetadata",
-            Bytes::from(serde_json::to_vec(&consolidated).map_err(|e| Error::Internal(e.to_string()))?),
+            Bytes::from(
+                serde_json::to_vec(&consolidated).map_err(|e| Error::Internal(e.to_string()))?,
+            ),
         ))?;
         Ok(self.info)
     }
@@ -295,7 +363,9 @@ pub struct CubeReader {
 
 impl std::fmt::Debug for CubeReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CubeReader").field("url", &self.store.url()).finish()
+        f.debug_struct("CubeReader")
+            .field("url", &self.store.url())
+            .finish()
     }
 }
 
@@ -310,18 +380,30 @@ impl CubeReader {
             };
             return Err(Error::layer(url, msg));
         };
-        let consolidated: Value =
-            serde_json::from_slice(&bytes).map_err(|e| Error::layer(url, format!("bad .zmetadata: {e}")))?;
+        let consolidated: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::layer(url, format!("bad .zmetadata: {e}")))?;
         let docs = consolidated
             .get("metadata")
             .ok_or_else(|| Error::layer(url, ".zmetadata has no `metadata`"))?;
-        let attrs = docs.get(".zattrs").and_then(|a| a.get("tessera_cube")).ok_or_else(|| {
-            Error::layer(url, "is not a Tessera space-time layer (no `tessera_cube` attributes)")
-        })?;
-        let info: CubeInfo =
-            serde_json::from_value(attrs.clone()).map_err(|e| Error::layer(url, format!("bad cube attributes: {e}")))?;
+        let attrs = docs
+            .get(".zattrs")
+            .and_then(|a| a.get("tessera_cube"))
+            .ok_or_else(|| {
+                Error::layer(
+                    url,
+                    "is not a Tessera space-time layer (no `tessera_cube` attributes)",
+                )
+            })?;
+        let info: CubeInfo = serde_json::from_value(attrs.clone())
+            .map_err(|e| Error::layer(url, format!("bad cube attributes: {e}")))?;
         if info.format_version > CUBE_FORMAT_VERSION {
-            return Err(Error::layer(url, format!("has cube format version {}, newer than this Tessera reads", info.format_version)));
+            return Err(Error::layer(
+                url,
+                format!(
+                    "has cube format version {}, newer than this Tessera reads",
+                    info.format_version
+                ),
+            ));
         }
         if !info.complete {
             return Err(Error::layer(url, "is incomplete"));
@@ -337,7 +419,11 @@ impl CubeReader {
                 zarr_array(&store, &storage, &v.name, doc)
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(CubeReader { store, info, arrays })
+        Ok(CubeReader {
+            store,
+            info,
+            arrays,
+        })
     }
 
     pub fn info(&self) -> &CubeInfo {
@@ -361,7 +447,12 @@ impl CubeReader {
 }
 
 /// Checks an origin/shape against a variable's dims.
-pub fn check_region(info: &CubeInfo, v: &CubeVariable, origin: &[u64], shape: &[u64]) -> Result<()> {
+pub fn check_region(
+    info: &CubeInfo,
+    v: &CubeVariable,
+    origin: &[u64],
+    shape: &[u64],
+) -> Result<()> {
     let dims = info.dims(v);
     let full = info.shape(v);
     if origin.len() != dims.len() || shape.len() != dims.len() {

@@ -183,7 +183,9 @@ impl<'de> Deserialize<'de> for ProductSpec {
         use serde::de::Error as _;
         let v = Value::deserialize(d)?;
         let Value::Object(map) = v else {
-            return Err(D::Error::custom(format!("a product is a map with one of {PRODUCT_OPS}")));
+            return Err(D::Error::custom(format!(
+                "a product is a map with one of {PRODUCT_OPS}"
+            )));
         };
         let mut chunks = ChunkSpec::default();
         let mut url = None;
@@ -192,16 +194,23 @@ impl<'de> Deserialize<'de> for ProductSpec {
             let body = if v.is_null() { json!({}) } else { v };
             let parsed = match k.as_str() {
                 "chunks" => {
-                    chunks = serde_json::from_value(body).map_err(|e| D::Error::custom(format!("chunks: {e}")))?;
+                    chunks = serde_json::from_value(body)
+                        .map_err(|e| D::Error::custom(format!("chunks: {e}")))?;
                     continue;
                 }
                 "url" => {
-                    url = Some(body.as_str().ok_or_else(|| D::Error::custom("url: not a string"))?.to_string());
+                    url = Some(
+                        body.as_str()
+                            .ok_or_else(|| D::Error::custom("url: not a string"))?
+                            .to_string(),
+                    );
                     continue;
                 }
                 "ingest" | "rechunk" => {
                     if body.as_object().is_some_and(|m| !m.is_empty()) {
-                        return Err(D::Error::custom(format!("{k} takes no parameters (chunks go beside it)")));
+                        return Err(D::Error::custom(format!(
+                            "{k} takes no parameters (chunks go beside it)"
+                        )));
                     }
                     Ok(ProductOp::Ingest)
                 }
@@ -217,10 +226,13 @@ impl<'de> Deserialize<'de> for ProductSpec {
             };
             let parsed = parsed.map_err(|e| D::Error::custom(format!("{k}: {e}")))?;
             if op.replace(parsed).is_some() {
-                return Err(D::Error::custom(format!("a product has one operation ({PRODUCT_OPS})")));
+                return Err(D::Error::custom(format!(
+                    "a product has one operation ({PRODUCT_OPS})"
+                )));
             }
         }
-        let op = op.ok_or_else(|| D::Error::custom(format!("a product needs one of {PRODUCT_OPS}")))?;
+        let op =
+            op.ok_or_else(|| D::Error::custom(format!("a product needs one of {PRODUCT_OPS}")))?;
         Ok(ProductSpec { op, chunks, url })
     }
 }
@@ -229,22 +241,34 @@ impl CubeSpec {
     /// Checks what can be checked without the sources.
     pub fn validate(&self) -> Result<()> {
         if self.products.is_empty() {
-            return Err(Error::invalid("cube.products: at least one product is needed"));
+            return Err(Error::invalid(
+                "cube.products: at least one product is needed",
+            ));
         }
         if self.memory_mb == 0 {
             return Err(Error::invalid("cube.memory_mb: must be at least 1"));
         }
         for (name, p) in &self.products {
             if name.is_empty() || name.starts_with(['_', '.']) || name.contains(['/', '\\']) {
-                return Err(Error::invalid(format!("cube.products: bad product name {name:?}")));
+                return Err(Error::invalid(format!(
+                    "cube.products: bad product name {name:?}"
+                )));
             }
-            for (dim, c) in [("time", p.chunks.time), ("y", p.chunks.y), ("x", p.chunks.x)] {
+            for (dim, c) in [
+                ("time", p.chunks.time),
+                ("y", p.chunks.y),
+                ("x", p.chunks.x),
+            ] {
                 if c == Some(0) {
-                    return Err(Error::invalid(format!("cube.products.{name}.chunks.{dim}: must be at least 1")));
+                    return Err(Error::invalid(format!(
+                        "cube.products.{name}.chunks.{dim}: must be at least 1"
+                    )));
                 }
             }
             if let ProductOp::Resample(r) = &p.op {
-                Freq::parse(&r.freq).map_err(|e| Error::invalid(format!("cube.products.{name}.resample.freq: {e}")))?;
+                Freq::parse(&r.freq).map_err(|e| {
+                    Error::invalid(format!("cube.products.{name}.resample.freq: {e}"))
+                })?;
                 if r.stats.is_empty() && r.stat.is_none() {
                     return Err(Error::invalid(format!(
                         "cube.products.{name}.resample: give `stat` (for every variable) or `stats` per variable"
@@ -335,6 +359,9 @@ pub enum CubeTask {
     Anomaly { block: usize, var: usize },
 }
 
+/// For each step of a cube: (source, step in that source).
+type Steps = Vec<(u32, u32)>;
+
 fn gcd(a: usize, b: usize) -> usize {
     if b == 0 { a } else { gcd(b, a % b) }
 }
@@ -344,7 +371,10 @@ fn lcm(a: usize, b: usize) -> usize {
 }
 
 /// Sorts the sources along time and checks that they fit together.
-fn concatenate(mut sources: Vec<CubeSource>, duplicates: Duplicates) -> Result<(Vec<CubeSource>, Vec<(u32, u32)>, Vec<i64>)> {
+fn concatenate(
+    mut sources: Vec<CubeSource>,
+    duplicates: Duplicates,
+) -> Result<(Vec<CubeSource>, Steps, Vec<i64>)> {
     sources.sort_by(|a, b| {
         let fa = a.times.iter().min();
         let fb = b.times.iter().min();
@@ -361,7 +391,12 @@ fn concatenate(mut sources: Vec<CubeSource>, duplicates: Duplicates) -> Result<(
                 s.grid.describe()
             )));
         }
-        let names = |c: &CubeSource| c.variables.iter().map(|v| v.variable.name.clone()).collect::<Vec<_>>();
+        let names = |c: &CubeSource| {
+            c.variables
+                .iter()
+                .map(|v| v.variable.name.clone())
+                .collect::<Vec<_>>()
+        };
         if names(s) != names(first) {
             return Err(Error::invalid(format!(
                 "variables differ: {} has {}, {} has {}",
@@ -372,7 +407,12 @@ fn concatenate(mut sources: Vec<CubeSource>, duplicates: Duplicates) -> Result<(
             )));
         }
         for (a, b) in first.variables.iter().zip(&s.variables) {
-            let axes = |v: &CubeVariable| v.axes.iter().map(|a| (a.name.clone(), a.values.clone())).collect::<Vec<_>>();
+            let axes = |v: &CubeVariable| {
+                v.axes
+                    .iter()
+                    .map(|a| (a.name.clone(), a.values.clone()))
+                    .collect::<Vec<_>>()
+            };
             if axes(&a.variable) != axes(&b.variable) {
                 return Err(Error::invalid(format!(
                     "{}: levels or members differ between {} and {}",
@@ -384,7 +424,12 @@ fn concatenate(mut sources: Vec<CubeSource>, duplicates: Duplicates) -> Result<(
     let mut all: Vec<(i64, u32, u32)> = sources
         .iter()
         .enumerate()
-        .flat_map(|(i, s)| s.times.iter().enumerate().map(move |(j, &t)| (t, i as u32, j as u32)))
+        .flat_map(|(i, s)| {
+            s.times
+                .iter()
+                .enumerate()
+                .map(move |(j, &t)| (t, i as u32, j as u32))
+        })
         .collect();
     all.sort();
     let mut steps: Vec<(u32, u32)> = Vec::with_capacity(all.len());
@@ -395,7 +440,11 @@ fn concatenate(mut sources: Vec<CubeSource>, duplicates: Duplicates) -> Result<(
             match duplicates {
                 Duplicates::Error => {
                     let (a, b) = (&sources[prev.0 as usize].url, &sources[s as usize].url);
-                    let place = if a == b { format!("twice in {a}") } else { format!("in both {a} and {b}") };
+                    let place = if a == b {
+                        format!("twice in {a}")
+                    } else {
+                        format!("in both {a} and {b}")
+                    };
                     return Err(Error::invalid(format!(
                         "time step {} is {place} (set cube.duplicates to first or last to keep one)",
                         format_instant(t)
@@ -422,22 +471,32 @@ fn default_lead_chunk(steps: usize, y: usize, x: usize) -> usize {
 
 impl CubePlan {
     /// The reduce: sources' headers → products, blocks and stages.
-    pub fn new(spec: &CubeSpec, output_root: &str, zstd_level: i32, sources: Vec<CubeSource>) -> Result<CubePlan> {
+    pub fn new(
+        spec: &CubeSpec,
+        output_root: &str,
+        zstd_level: i32,
+        sources: Vec<CubeSource>,
+    ) -> Result<CubePlan> {
         spec.validate()?;
         if sources.is_empty() {
             return Err(Error::invalid("no sources"));
         }
         let (sources, steps, times) = concatenate(sources, spec.duplicates)?;
         let grid = sources[0].grid.clone();
-        let variables: Vec<CubeVariable> = sources[0].variables.iter().map(|v| v.variable.clone()).collect();
-        let var_index = |name: &str, product: &str| {
-            variables.iter().position(|v| v.name == name).ok_or_else(|| {
+        let variables: Vec<CubeVariable> = sources[0]
+            .variables
+            .iter()
+            .map(|v| v.variable.clone())
+            .collect();
+        let var_index =
+            |name: &str, product: &str| {
+                variables.iter().position(|v| v.name == name).ok_or_else(|| {
                 Error::invalid(format!(
                     "cube.products.{product}: unknown variable {name:?} (the sources have {})",
                     variables.iter().map(|v| v.name.as_str()).collect::<Vec<_>>().join(", ")
                 ))
             })
-        };
+            };
         let root = output_root.trim_end_matches('/');
         let mut products = Vec::new();
         let mut climatologies: Vec<ClimJob> = Vec::new();
@@ -452,7 +511,15 @@ impl CubePlan {
             let cx = p.chunks.x.unwrap_or(256).min(grid.width);
             let mut outputs = Vec::new();
             let mut out_vars = Vec::new();
-            let plain = |i: usize, v: &CubeVariable| (OutVar { input: i, kind: OutKind::Copy }, v.clone());
+            let plain = |i: usize, v: &CubeVariable| {
+                (
+                    OutVar {
+                        input: i,
+                        kind: OutKind::Copy,
+                    },
+                    v.clone(),
+                )
+            };
             let lead = match &p.op {
                 ProductOp::Ingest => {
                     for (i, v) in variables.iter().enumerate() {
@@ -466,12 +533,24 @@ impl CubePlan {
                     for (i, v) in variables.iter().enumerate() {
                         let (mut o, mut v) = plain(i, v);
                         o.kind = OutKind::Anomaly;
-                        v.attrs.insert("cell_methods".into(), json!(format!("time: anomaly from {} mean", a.by.name())));
+                        v.attrs.insert(
+                            "cell_methods".into(),
+                            json!(format!("time: anomaly from {} mean", a.by.name())),
+                        );
                         outputs.push(o);
                         out_vars.push(v);
                     }
-                    if !climatologies.iter().any(|c| c.by == a.by && c.stat == Stat::Mean && c.for_anomaly) {
-                        climatologies.push(ClimJob { by: a.by, stat: Stat::Mean, product: None, groups: groups_of(a.by), for_anomaly: true });
+                    if !climatologies
+                        .iter()
+                        .any(|c| c.by == a.by && c.stat == Stat::Mean && c.for_anomaly)
+                    {
+                        climatologies.push(ClimJob {
+                            by: a.by,
+                            stat: Stat::Mean,
+                            product: None,
+                            groups: groups_of(a.by),
+                            for_anomaly: true,
+                        });
                     }
                     Lead::Time(times.clone())
                 }
@@ -492,11 +571,17 @@ impl CubePlan {
                             if stats.len() > 1 {
                                 ov.name = format!("{}_{}", v.name, s.name());
                             }
-                            ov.attrs.insert("cell_methods".into(), json!(format!("time: {} ({})", stat_method(*s), r.freq)));
+                            ov.attrs.insert(
+                                "cell_methods".into(),
+                                json!(format!("time: {} ({})", stat_method(*s), r.freq)),
+                            );
                             if *s == Stat::Count {
                                 ov.attrs.remove("units");
                             }
-                            outputs.push(OutVar { input: i, kind: OutKind::Stat(*s) });
+                            outputs.push(OutVar {
+                                input: i,
+                                kind: OutKind::Stat(*s),
+                            });
                             out_vars.push(ov);
                         }
                     }
@@ -504,22 +589,44 @@ impl CubePlan {
                 }
                 ProductOp::Climatology(c) => {
                     let groups = groups_of(c.by);
-                    climatologies.push(ClimJob { by: c.by, stat: c.stat, product: Some(products.len()), groups: groups.clone(), for_anomaly: false });
+                    climatologies.push(ClimJob {
+                        by: c.by,
+                        stat: c.stat,
+                        product: Some(products.len()),
+                        groups: groups.clone(),
+                        for_anomaly: false,
+                    });
                     for (i, v) in variables.iter().enumerate() {
                         let (mut o, mut v) = plain(i, v);
                         o.kind = OutKind::Stat(c.stat);
-                        v.attrs.insert("cell_methods".into(), json!(format!("time: {} within {}s", stat_method(c.stat), c.by.name())));
+                        v.attrs.insert(
+                            "cell_methods".into(),
+                            json!(format!(
+                                "time: {} within {}s",
+                                stat_method(c.stat),
+                                c.by.name()
+                            )),
+                        );
                         outputs.push(o);
                         out_vars.push(v);
                     }
                     match c.by {
                         GroupBy::Month => Lead::Month(groups),
                         GroupBy::Dayofyear => Lead::Dayofyear(groups),
-                        GroupBy::Season => Lead::Season(groups.iter().map(|&g| SEASONS[g as usize].to_string()).collect()),
+                        GroupBy::Season => Lead::Season(
+                            groups
+                                .iter()
+                                .map(|&g| SEASONS[g as usize].to_string())
+                                .collect(),
+                        ),
                     }
                 }
                 ProductOp::Gradient(g) => {
-                    let names: Vec<String> = if g.variables.is_empty() { variables.iter().map(|v| v.name.clone()).collect() } else { g.variables.clone() };
+                    let names: Vec<String> = if g.variables.is_empty() {
+                        variables.iter().map(|v| v.name.clone()).collect()
+                    } else {
+                        g.variables.clone()
+                    };
                     let unit = match (g.per, grid.is_geographic()) {
                         (Per::Metre, _) => "m".to_string(),
                         (Per::Coordinate, true) => "degree".to_string(),
@@ -528,12 +635,25 @@ impl CubePlan {
                     for n in &names {
                         let i = var_index(n, name)?;
                         let v = &variables[i];
-                        let units = v.attrs.get("units").and_then(|u| u.as_str()).unwrap_or("1").to_string();
-                        for (suffix, kind, what) in [("dx", OutKind::Dx, "x"), ("dy", OutKind::Dy, "y"), ("gradient", OutKind::Magnitude, "magnitude")] {
+                        let units = v
+                            .attrs
+                            .get("units")
+                            .and_then(|u| u.as_str())
+                            .unwrap_or("1")
+                            .to_string();
+                        for (suffix, kind, what) in [
+                            ("dx", OutKind::Dx, "x"),
+                            ("dy", OutKind::Dy, "y"),
+                            ("gradient", OutKind::Magnitude, "magnitude"),
+                        ] {
                             let mut ov = v.clone();
                             ov.name = format!("{}_{suffix}", v.name);
-                            ov.attrs.insert("units".into(), json!(format!("{units} {unit}-1")));
-                            ov.attrs.insert("long_name".into(), json!(format!("gradient of {} ({what})", v.name)));
+                            ov.attrs
+                                .insert("units".into(), json!(format!("{units} {unit}-1")));
+                            ov.attrs.insert(
+                                "long_name".into(),
+                                json!(format!("gradient of {} ({what})", v.name)),
+                            );
                             outputs.push(OutVar { input: i, kind });
                             out_vars.push(ov);
                         }
@@ -554,19 +674,33 @@ impl CubePlan {
                 grid: grid.clone(),
                 lead,
                 variables: out_vars,
-                chunks: Chunks { lead: cl.max(1), y: cy.max(1), x: cx.max(1) },
+                chunks: Chunks {
+                    lead: cl.max(1),
+                    y: cy.max(1),
+                    x: cx.max(1),
+                },
                 sources: src_urls,
                 complete: false,
             };
             let url = p.url.clone().unwrap_or_else(|| format!("{root}/{name}"));
-            products.push(PlannedProduct { name: name.clone(), url, op: p.op.clone(), info, outputs });
+            products.push(PlannedProduct {
+                name: name.clone(),
+                url,
+                op: p.op.clone(),
+                info,
+                outputs,
+            });
         }
 
         // Bands: multiples of every product's y chunk; as tall as the budget allows.
         let budget = spec.memory_mb as usize * (1 << 20);
         let max_planes = variables.iter().map(|v| v.axes_len()).max().unwrap_or(1);
         let row_bytes = grid.width * max_planes * 4;
-        let y_unit = products.iter().map(|p| p.info.chunks.y).fold(1, lcm).min(grid.height);
+        let y_unit = products
+            .iter()
+            .map(|p| p.info.chunks.y)
+            .fold(1, lcm)
+            .min(grid.height);
         let n = times.len();
         // Time cuts: where every product's output chunks may start.
         let out_index = |p: &PlannedProduct, i: usize| -> usize {
@@ -596,7 +730,12 @@ impl CubePlan {
         }
         // The shortest piece a block can have bounds the band height.
         let cuts: Vec<usize> = (0..=n).filter(|&i| piece_cut[i]).collect();
-        let min_piece = cuts.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(n).max(1);
+        let min_piece = cuts
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or(n)
+            .max(1);
         let mut band_rows = (budget / (row_bytes * min_piece).max(1)) / y_unit * y_unit;
         if band_rows == 0 {
             return Err(Error::invalid(format!(
@@ -605,15 +744,18 @@ impl CubePlan {
             )));
         }
         band_rows = band_rows.min(grid.height);
-        let bands: Vec<Range<usize>> = (0..grid.height).step_by(band_rows).map(|r| r..(r + band_rows).min(grid.height)).collect();
+        let bands: Vec<Range<usize>> = (0..grid.height)
+            .step_by(band_rows)
+            .map(|r| r..(r + band_rows).min(grid.height))
+            .collect();
         let band_bytes = row_bytes * band_rows;
         let piece_steps = (budget / band_bytes).max(1);
         // Blocks: runs of block cuts, long enough that each reads many pieces (a piece shared
         // by two blocks is read twice), short enough for at least 4 map tasks (blocks × bands
-        // × variables) and at most 16 pieces each.
+        // × variables) and at most 64 pieces each.
         let per_block = bands.len() * variables.len().max(1);
         let wanted_blocks = 4usize.div_ceil(per_block).max(1);
-        let target = (n / wanted_blocks).clamp(piece_steps.min(n), (16 * piece_steps).max(1));
+        let target = (n / wanted_blocks).clamp(piece_steps.min(n), (64 * piece_steps).max(1));
         let block_cuts: Vec<usize> = (0..=n).filter(|&i| block_cut[i]).collect();
         let mut spans = Vec::new();
         let mut start = 0;
@@ -626,7 +768,13 @@ impl CubePlan {
         spans.push(start..n);
         let blocks = spans
             .iter()
-            .flat_map(|s| (0..bands.len()).map(move |b| Block { t0: s.start, t1: s.end, band: b }))
+            .flat_map(|s| {
+                (0..bands.len()).map(move |b| Block {
+                    t0: s.start,
+                    t1: s.end,
+                    band: b,
+                })
+            })
             .collect();
         Ok(CubePlan {
             sources,
@@ -647,11 +795,22 @@ impl CubePlan {
 
     /// The tasks of a stage (1 map, 2 climatology, 3 anomaly); empty when the job has none.
     pub fn stage_tasks(&self, stage: u32) -> Vec<CubeTask> {
-        let anomalies = self.products.iter().any(|p| matches!(p.op, ProductOp::Anomaly(_)));
+        let anomalies = self
+            .products
+            .iter()
+            .any(|p| matches!(p.op, ProductOp::Anomaly(_)));
         match stage {
-            1 => self.block_vars().map(|(block, var)| CubeTask::Map { block, var }).collect(),
-            2 if !self.climatologies.is_empty() => (0..self.bands.len()).map(|band| CubeTask::Climatology { band }).collect(),
-            3 if anomalies => self.block_vars().map(|(block, var)| CubeTask::Anomaly { block, var }).collect(),
+            1 => self
+                .block_vars()
+                .map(|(block, var)| CubeTask::Map { block, var })
+                .collect(),
+            2 if !self.climatologies.is_empty() => (0..self.bands.len())
+                .map(|band| CubeTask::Climatology { band })
+                .collect(),
+            3 if anomalies => self
+                .block_vars()
+                .map(|(block, var)| CubeTask::Anomaly { block, var })
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -689,8 +848,12 @@ impl CubePlan {
     /// Runs one task; returns (chunks written, bytes of values written).
     pub fn run(&self, task: CubeTask) -> Result<(u64, u64)> {
         match task {
-            CubeTask::Map { block, var } => self.map_block(self.block(block)?, self.var(var)?, false),
-            CubeTask::Anomaly { block, var } => self.map_block(self.block(block)?, self.var(var)?, true),
+            CubeTask::Map { block, var } => {
+                self.map_block(self.block(block)?, self.var(var)?, false)
+            }
+            CubeTask::Anomaly { block, var } => {
+                self.map_block(self.block(block)?, self.var(var)?, true)
+            }
             CubeTask::Climatology { band } => self.reduce_band(band),
         }
     }
@@ -701,11 +864,16 @@ impl CubePlan {
     }
 
     fn var(&self, i: usize) -> Result<usize> {
-        (i < self.variables.len()).then_some(i).ok_or_else(|| Error::Internal(format!("no variable {i}")))
+        (i < self.variables.len())
+            .then_some(i)
+            .ok_or_else(|| Error::Internal(format!("no variable {i}")))
     }
 
     fn block(&self, i: usize) -> Result<Block> {
-        self.blocks.get(i).copied().ok_or_else(|| Error::Internal(format!("no block {i}")))
+        self.blocks
+            .get(i)
+            .copied()
+            .ok_or_else(|| Error::Internal(format!("no block {i}")))
     }
 
     /// The pieces of a block: ranges ending on piece cuts, each at most `piece_steps` long
@@ -720,8 +888,10 @@ impl CubePlan {
                 return true;
             }
             let ((s, j), (sp, _)) = (self.steps[i], self.steps[i - 1]);
-            let block = self.sources[s as usize].variable(name).map_or(1, |sv| sv.time_block.max(1));
-            s != sp || j as usize % block == 0
+            let block = self.sources[s as usize]
+                .variable(name)
+                .map_or(1, |sv| sv.time_block.max(1));
+            s != sp || (j as usize).is_multiple_of(block)
         };
         let mut out = Vec::new();
         let mut start = b.t0;
@@ -740,15 +910,25 @@ impl CubePlan {
     }
 
     /// Reads steps `times` × rows `rows` of variable `v` from the sources.
-    fn read<'a>(&'a self, readers: &mut BTreeMap<u32, SourceReader<'a>>, v: usize, times: Range<usize>, rows: Range<usize>) -> Result<Vec<f32>> {
+    fn read<'a>(
+        &'a self,
+        readers: &mut BTreeMap<u32, SourceReader<'a>>,
+        v: usize,
+        times: Range<usize>,
+        rows: Range<usize>,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
         let var = &self.variables[v];
         let plane = var.axes_len() * rows.len() * self.grid.width;
-        let mut out = vec![0f32; times.len() * plane];
+        out.resize(times.len() * plane, 0.0);
         let mut i = times.start;
         while i < times.end {
             let (s, j) = self.steps[i];
             let mut k = i + 1;
-            while k < times.end && self.steps[k].0 == s && self.steps[k].1 == self.steps[k - 1].1 + 1 {
+            while k < times.end
+                && self.steps[k].0 == s
+                && self.steps[k].1 == self.steps[k - 1].1 + 1
+            {
                 k += 1;
             }
             let source = &self.sources[s as usize];
@@ -756,12 +936,19 @@ impl CubePlan {
                 e.insert(SourceReader::open(source)?);
             }
             let reader = &readers[&s];
-            let sv = source.variable(&var.name).ok_or_else(|| Error::source(&source.url, format!("has no variable {}", var.name)))?;
+            let sv = source.variable(&var.name).ok_or_else(|| {
+                Error::source(&source.url, format!("has no variable {}", var.name))
+            })?;
             let j = j as usize;
-            reader.read(sv, j..j + (k - i), rows.clone(), &mut out[(i - times.start) * plane..(k - times.start) * plane])?;
+            reader.read(
+                sv,
+                j..j + (k - i),
+                rows.clone(),
+                &mut out[(i - times.start) * plane..(k - times.start) * plane],
+            )?;
             i = k;
         }
-        Ok(out)
+        Ok(())
     }
 
     fn clim_key(&self, c: usize, var: usize, band: usize) -> String {
@@ -783,25 +970,47 @@ impl CubePlan {
             .iter()
             .map(|p| CubeWriter::attach(&p.url, p.info.clone(), self.zstd_level))
             .collect::<Result<_>>()?;
-        let needs_halo = !anomaly && self.products.iter().any(|p| matches!(p.op, ProductOp::Gradient(_)));
-        let have = if needs_halo { band.start.saturating_sub(1)..(band.end + 1).min(self.grid.height) } else { band.clone() };
+        let needs_halo = !anomaly
+            && self
+                .products
+                .iter()
+                .any(|p| matches!(p.op, ProductOp::Gradient(_)));
+        let have = if needs_halo {
+            band.start.saturating_sub(1)..(band.end + 1).min(self.grid.height)
+        } else {
+            band.clone()
+        };
         let halo_top = band.start - have.start;
         let have_rows = have.len();
         let mut readers = BTreeMap::new();
         let (mut chunks, mut bytes) = (0u64, 0u64);
         let (ys, xs) = (self.grid.ys(), self.grid.xs());
         let wanted = |p: &PlannedProduct| -> Vec<(usize, OutKind)> {
-            p.outputs.iter().enumerate().filter(|(_, o)| o.input == v).map(|(i, o)| (i, o.kind)).collect()
+            p.outputs
+                .iter()
+                .enumerate()
+                .filter(|(_, o)| o.input == v)
+                .map(|(i, o)| (i, o.kind))
+                .collect()
         };
 
         let mut resamples: Vec<Resampling> = Vec::new();
         let mut clims: Vec<(usize, Accumulator)> = Vec::new();
         let mut anomaly_means: Vec<(GroupBy, Vec<u32>, Vec<f32>)> = Vec::new();
         if anomaly {
-            for (ci, c) in self.climatologies.iter().enumerate().filter(|(_, c)| c.for_anomaly) {
+            for (ci, c) in self
+                .climatologies
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.for_anomaly)
+            {
                 let key = format!("{}.mean", self.clim_key(ci, v, b.band));
-                let data = block_on(scratch.get(&key))?.ok_or_else(|| Error::Internal(format!("climatology {key} is missing")))?;
-                let mean: Vec<f32> = data.chunks_exact(4).map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]])).collect();
+                let data = block_on(scratch.get(&key))?
+                    .ok_or_else(|| Error::Internal(format!("climatology {key} is missing")))?;
+                let mean: Vec<f32> = data
+                    .chunks_exact(4)
+                    .map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+                    .collect();
                 anomaly_means.push((c.by, c.groups.clone(), mean));
             }
         } else {
@@ -820,8 +1029,21 @@ impl CubePlan {
                     let periods = Periods::new(Freq::parse(&r.freq)?, self.times[0]);
                     let base = periods.index(self.times[0]);
                     let o0 = (periods.index(self.times[b.t0]) - base) as usize;
-                    let o1 = if b.t1 == self.times.len() { p.info.lead.len() } else { (periods.index(self.times[b.t1]) - base) as usize };
-                    resamples.push(Resampling { product: pi, periods, base, chunk: p.info.chunks.lead, next: o0, end: o1, stats, accs: Vec::new() });
+                    let o1 = if b.t1 == self.times.len() {
+                        p.info.lead.len()
+                    } else {
+                        (periods.index(self.times[b.t1]) - base) as usize
+                    };
+                    resamples.push(Resampling {
+                        product: pi,
+                        periods,
+                        base,
+                        chunk: p.info.chunks.lead,
+                        next: o0,
+                        end: o1,
+                        stats,
+                        accs: Vec::new(),
+                    });
                 }
             }
             for (ci, c) in self.climatologies.iter().enumerate() {
@@ -832,9 +1054,12 @@ impl CubePlan {
             r.start_chunk(cells);
         }
 
+        // One buffer for every piece (a fresh allocation per piece costs page faults).
+        let mut data = Vec::new();
         for piece in self.pieces(b, v) {
             let steps = piece.len();
-            let data = self.read(&mut readers, v, piece.clone(), have.clone())?;
+            self.read(&mut readers, v, piece.clone(), have.clone(), &mut data)?;
+            let data = &data;
             // The band's rows of step s, plane p.
             let core = |s: usize, p: usize| -> &[f32] {
                 let base = ((s * planes + p) * have_rows + halo_top) * w;
@@ -857,14 +1082,18 @@ impl CubePlan {
                     let out = match (kind, anomaly) {
                         (OutKind::Copy, false) => Some(core_all()),
                         (OutKind::Anomaly, true) => {
-                            let ProductOp::Anomaly(a) = &p.op else { continue };
-                            let (_, groups, mean) = anomaly_means
-                                .iter()
-                                .find(|m| m.0 == a.by)
-                                .ok_or_else(|| Error::Internal("no climatology for the anomaly".into()))?;
+                            let ProductOp::Anomaly(a) = &p.op else {
+                                continue;
+                            };
+                            let (_, groups, mean) =
+                                anomaly_means.iter().find(|m| m.0 == a.by).ok_or_else(|| {
+                                    Error::Internal("no climatology for the anomaly".into())
+                                })?;
                             let mut out = Vec::with_capacity(steps * cells);
                             for s in 0..steps {
-                                let g = groups.binary_search(&a.by.key(self.times[piece.start + s])).unwrap_or(0);
+                                let g = groups
+                                    .binary_search(&a.by.key(self.times[piece.start + s]))
+                                    .unwrap_or(0);
                                 for p in 0..planes {
                                     let m = &mean[(g * planes + p) * rows * w..][..rows * w];
                                     out.extend(core(s, p).iter().zip(m).map(|(x, m)| x - m));
@@ -873,13 +1102,16 @@ impl CubePlan {
                             Some(out)
                         }
                         (OutKind::Dx | OutKind::Dy | OutKind::Magnitude, false) => {
-                            let ProductOp::Gradient(g) = &p.op else { continue };
+                            let ProductOp::Gradient(g) = &p.op else {
+                                continue;
+                            };
                             let mut out = vec![0f32; steps * cells];
                             let mut dx = vec![0f32; rows * w];
                             let mut dy = vec![0f32; rows * w];
                             for s in 0..steps {
                                 for pl in 0..planes {
-                                    let plane = &data[(s * planes + pl) * have_rows * w..][..have_rows * w];
+                                    let plane =
+                                        &data[(s * planes + pl) * have_rows * w..][..have_rows * w];
                                     let o = &mut out[(s * planes + pl) * rows * w..][..rows * w];
                                     if kind != OutKind::Dy {
                                         d_dx(core(s, pl), w, rows, &xs, &mut dx);
@@ -917,7 +1149,14 @@ impl CubePlan {
             }
             // Resample and climatology: fold step by step (one contiguous step when there is
             // no halo and no member/level planes, else gathered).
-            let mut gathered = vec![0f32; if planes == 1 && have_rows == rows { 0 } else { cells }];
+            let mut gathered = vec![
+                0f32;
+                if planes == 1 && have_rows == rows {
+                    0
+                } else {
+                    cells
+                }
+            ];
             for s in 0..steps {
                 let step: &[f32] = if gathered.is_empty() {
                     core(s, 0)
@@ -931,7 +1170,14 @@ impl CubePlan {
                 for r in &mut resamples {
                     let o = (r.periods.index(t) - r.base) as usize;
                     while o >= r.chunk_end() {
-                        let (c, n) = r.flush(&writers[r.product], &self.products[r.product].info, band.start, rows, planes, cells)?;
+                        let (c, n) = r.flush(
+                            &writers[r.product],
+                            &self.products[r.product].info,
+                            band.start,
+                            rows,
+                            planes,
+                            cells,
+                        )?;
                         chunks += c;
                         bytes += n;
                     }
@@ -949,7 +1195,14 @@ impl CubePlan {
         }
         for r in &mut resamples {
             while r.next < r.end {
-                let (c, n) = r.flush(&writers[r.product], &self.products[r.product].info, band.start, rows, planes, cells)?;
+                let (c, n) = r.flush(
+                    &writers[r.product],
+                    &self.products[r.product].info,
+                    band.start,
+                    rows,
+                    planes,
+                    cells,
+                )?;
                 chunks += c;
                 bytes += n;
             }
@@ -966,7 +1219,11 @@ impl CubePlan {
         let geo = self.grid.is_geographic();
         let k = EARTH_RADIUS * std::f64::consts::PI / 180.0;
         for (i, r) in band.enumerate() {
-            let (fx, fy) = if geo { (k * ys[r].to_radians().cos(), k) } else { (1.0, 1.0) };
+            let (fx, fy) = if geo {
+                (k * ys[r].to_radians().cos(), k)
+            } else {
+                (1.0, 1.0)
+            };
             for c in 0..w {
                 dx[i * w + c] = (f64::from(dx[i * w + c]) / fx) as f32;
                 dy[i * w + c] = (f64::from(dy[i * w + c]) / fy) as f32;
@@ -984,7 +1241,13 @@ impl CubePlan {
         for (ci, c) in self.climatologies.iter().enumerate() {
             let writer = c
                 .product
-                .map(|p| CubeWriter::attach(&self.products[p].url, self.products[p].info.clone(), self.zstd_level))
+                .map(|p| {
+                    CubeWriter::attach(
+                        &self.products[p].url,
+                        self.products[p].info.clone(),
+                        self.zstd_level,
+                    )
+                })
                 .transpose()?;
             for (v, var) in self.variables.iter().enumerate() {
                 let planes = var.axes_len();
@@ -992,9 +1255,15 @@ impl CubePlan {
                 let mut total = Accumulator::new(c.stat, c.groups.len(), cells);
                 for b in self.blocks.iter().filter(|b| b.band == band_index) {
                     let key = format!("{}/t{}", self.clim_key(ci, v, band_index), b.t0);
-                    let data = block_on(scratch.get(&key))?
-                        .ok_or_else(|| Error::Internal(format!("climatology partial {key} is missing")))?;
-                    total.merge(&Accumulator::from_bytes(c.stat, c.groups.len(), cells, &data)?);
+                    let data = block_on(scratch.get(&key))?.ok_or_else(|| {
+                        Error::Internal(format!("climatology partial {key} is missing"))
+                    })?;
+                    total.merge(&Accumulator::from_bytes(
+                        c.stat,
+                        c.groups.len(),
+                        cells,
+                        &data,
+                    )?);
                 }
                 let mut out = vec![0f32; c.groups.len() * cells];
                 for g in 0..c.groups.len() {
@@ -1006,7 +1275,11 @@ impl CubePlan {
                     block_on(scratch.put(&key, Bytes::from(raw)))?;
                 }
                 if let (Some(wr), Some(p)) = (&writer, c.product) {
-                    let oi = self.products[p].outputs.iter().position(|o| o.input == v).unwrap_or(v);
+                    let oi = self.products[p]
+                        .outputs
+                        .iter()
+                        .position(|o| o.input == v)
+                        .unwrap_or(v);
                     wr.write_block(oi, 0, band.start, c.groups.len(), rows, &out)?;
                     chunks += chunk_count(&self.products[p].info, c.groups.len(), rows, planes);
                     bytes += (out.len() * 4) as u64;
@@ -1022,7 +1295,10 @@ impl CubePlan {
         self.create_products(overwrite)?;
         let result = (1..=3).try_fold((0u64, 0u64), |acc, stage| {
             let tasks = self.stage_tasks(stage);
-            let r: Vec<(u64, u64)> = tasks.par_iter().map(|t| self.run(*t)).collect::<Result<_>>()?;
+            let r: Vec<(u64, u64)> = tasks
+                .par_iter()
+                .map(|t| self.run(*t))
+                .collect::<Result<_>>()?;
             Ok::<_, Error>(r.iter().fold(acc, |a, b| (a.0 + b.0, a.1 + b.1)))
         });
         match result {
@@ -1059,11 +1335,23 @@ impl Resampling {
 
     fn start_chunk(&mut self, cells: usize) {
         let slots = self.chunk_end() - self.next;
-        self.accs = self.stats.iter().map(|&(i, s)| (i, Accumulator::new(s, slots, cells))).collect();
+        self.accs = self
+            .stats
+            .iter()
+            .map(|&(i, s)| (i, Accumulator::new(s, slots, cells)))
+            .collect();
     }
 
     /// Writes the chunk being accumulated and starts the next.
-    fn flush(&mut self, writer: &CubeWriter, info: &CubeInfo, row0: usize, rows: usize, planes: usize, cells: usize) -> Result<(u64, u64)> {
+    fn flush(
+        &mut self,
+        writer: &CubeWriter,
+        info: &CubeInfo,
+        row0: usize,
+        rows: usize,
+        planes: usize,
+        cells: usize,
+    ) -> Result<(u64, u64)> {
         let slots = self.chunk_end() - self.next;
         let (mut chunks, mut bytes) = (0, 0);
         let mut out = vec![0f32; slots * cells];

@@ -32,7 +32,9 @@ impl Selection {
             end += 86_399;
         }
         if end < start {
-            return Err(Error::invalid(format!("time range {text:?} ends before it starts")));
+            return Err(Error::invalid(format!(
+                "time range {text:?} ends before it starts"
+            )));
         }
         Ok((start, end))
     }
@@ -46,7 +48,9 @@ impl Selection {
             .map_err(|_| Error::invalid(format!("bbox {text:?} is not xmin,ymin,xmax,ymax")))?;
         match v.as_slice() {
             [a, b, c, d] if a <= c && b <= d => Ok([*a, *b, *c, *d]),
-            _ => Err(Error::invalid(format!("bbox {text:?} is not xmin,ymin,xmax,ymax with min <= max"))),
+            _ => Err(Error::invalid(format!(
+                "bbox {text:?} is not xmin,ymin,xmax,ymax with min <= max"
+            ))),
         }
     }
 }
@@ -76,7 +80,10 @@ fn lead_range(lead: &Lead, time: Option<(i64, i64)>) -> Result<Range<usize>> {
     let n = lead.len();
     let Some((a, b)) = time else { return Ok(0..n) };
     let Some(times) = lead.times() else {
-        return Err(Error::invalid(format!("the layer has no time dimension (it is by {})", lead.name())));
+        return Err(Error::invalid(format!(
+            "the layer has no time dimension (it is by {})",
+            lead.name()
+        )));
     };
     let start = times.partition_point(|&t| t < a);
     let end = times.partition_point(|&t| t <= b);
@@ -93,7 +100,9 @@ fn lead_range(lead: &Lead, time: Option<(i64, i64)>) -> Result<Range<usize>> {
 }
 
 fn axis_range(values: &[f64], lo: f64, hi: f64) -> Range<usize> {
-    let inside: Vec<usize> = (0..values.len()).filter(|&i| values[i] >= lo && values[i] <= hi).collect();
+    let inside: Vec<usize> = (0..values.len())
+        .filter(|&i| values[i] >= lo && values[i] <= hi)
+        .collect();
     match (inside.first(), inside.last()) {
         (Some(&a), Some(&b)) => a..b + 1,
         _ => 0..0,
@@ -105,7 +114,11 @@ impl CubeReader {
     pub fn select(&self, sel: &Selection) -> Result<Subset> {
         let info = self.info();
         let grid = &info.grid;
-        let names = if sel.variables.is_empty() { info.variable_names() } else { sel.variables.clone() };
+        let names = if sel.variables.is_empty() {
+            info.variable_names()
+        } else {
+            sel.variables.clone()
+        };
         for n in &names {
             info.variable(n)?;
         }
@@ -151,7 +164,14 @@ impl CubeReader {
         let sub_grid = CubeGrid {
             width: cols.len(),
             height: rows.len(),
-            geo_transform: [g[0] + cols.start as f64 * g[1], g[1], 0.0, g[3] + rows.start as f64 * g[5], 0.0, g[5]],
+            geo_transform: [
+                g[0] + cols.start as f64 * g[1],
+                g[1],
+                0.0,
+                g[3] + rows.start as f64 * g[5],
+                0.0,
+                g[5],
+            ],
             crs_wkt: grid.crs_wkt.clone(),
         };
         Ok(Subset {
@@ -184,7 +204,14 @@ impl CubeReader {
             grid: CubeGrid {
                 width: cols.len(),
                 height: rows.len(),
-                geo_transform: [g[0] + cols.start as f64 * g[1], g[1], 0.0, g[3] + rows.start as f64 * g[5], 0.0, g[5]],
+                geo_transform: [
+                    g[0] + cols.start as f64 * g[1],
+                    g[1],
+                    0.0,
+                    g[3] + rows.start as f64 * g[5],
+                    0.0,
+                    g[5],
+                ],
                 crs_wkt: info.grid.crs_wkt.clone(),
             },
             origin: (rows.start, cols.start),
@@ -216,7 +243,10 @@ impl Subset {
             lead: self.lead.clone(),
             variables: self.variables.iter().map(|v| v.variable.clone()).collect(),
             chunks: Chunks {
-                lead: self.lead.len().clamp(1, ((1 << 20) / (self.grid.width * self.grid.height).max(1)).max(1)),
+                lead: self.lead.len().clamp(
+                    1,
+                    ((1 << 20) / (self.grid.width * self.grid.height).max(1)).max(1),
+                ),
                 y: self.grid.height.clamp(1, 256),
                 x: self.grid.width.clamp(1, 256),
             },
@@ -225,9 +255,10 @@ impl Subset {
         };
         let writer = CubeWriter::create(url, info, zstd_level, overwrite)?;
         let rows = self.grid.height;
-        let written = self.variables.iter().enumerate().try_for_each(|(i, v)| {
-            writer.write_block(i, 0, 0, self.lead.len(), rows, &v.values)
-        });
+        let written =
+            self.variables.iter().enumerate().try_for_each(|(i, v)| {
+                writer.write_block(i, 0, 0, self.lead.len(), rows, &v.values)
+            });
         match written {
             Ok(()) => writer.finish().map(drop),
             Err(e) => {
@@ -250,12 +281,29 @@ impl Subset {
             l => format!("{} ({} values)", l.name(), l.len()),
         };
         let g = &self.grid;
-        out.push_str(&format!("{lead}; grid {}x{} from cell ({}, {})\n", g.width, g.height, self.origin.1, self.origin.0));
+        out.push_str(&format!(
+            "{lead}; grid {}x{} from cell ({}, {})\n",
+            g.width, g.height, self.origin.1, self.origin.0
+        ));
         for v in &self.variables {
-            let finite: Vec<f64> = v.values.iter().filter(|x| !x.is_nan()).map(|&x| f64::from(x)).collect();
-            let (lo, hi) = finite.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+            let finite: Vec<f64> = v
+                .values
+                .iter()
+                .filter(|x| !x.is_nan())
+                .map(|&x| f64::from(x))
+                .collect();
+            let (lo, hi) = finite
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+                    (a.min(x), b.max(x))
+                });
             let mean = finite.iter().sum::<f64>() / finite.len().max(1) as f64;
-            let dims: Vec<String> = v.dims.iter().zip(&v.shape).map(|(d, n)| format!("{d}: {n}")).collect();
+            let dims: Vec<String> = v
+                .dims
+                .iter()
+                .zip(&v.shape)
+                .map(|(d, n)| format!("{d}: {n}"))
+                .collect();
             out.push_str(&format!(
                 "{} ({}): min {lo} mean {mean:.6} max {hi}, {} of {} values set\n",
                 v.variable.name,
@@ -270,9 +318,17 @@ impl Subset {
     /// Writes the subset as CSV, one row per cell and time (xarray's `to_dataframe()` order):
     /// `time,[axes...],y,x,var1,var2,...`. Variables must share their dims.
     pub fn write_csv(&self, out: &mut dyn Write) -> Result<()> {
-        let Some(first) = self.variables.first() else { return Ok(()) };
-        if self.variables.iter().any(|v| v.dims != first.dims || v.shape != first.shape) {
-            return Err(Error::invalid("CSV needs variables with the same dims; select them with --vars"));
+        let Some(first) = self.variables.first() else {
+            return Ok(());
+        };
+        if self
+            .variables
+            .iter()
+            .any(|v| v.dims != first.dims || v.shape != first.shape)
+        {
+            return Err(Error::invalid(
+                "CSV needs variables with the same dims; select them with --vars",
+            ));
         }
         let io = |e: std::io::Error| Error::Internal(format!("cannot write CSV: {e}"));
         let mut header = first.dims.clone();

@@ -102,7 +102,11 @@ impl CubeSource {
             return Err(Error::source(url, "has no time steps"));
         }
         if !variables.is_empty() {
-            let have: Vec<String> = source.variables.iter().map(|v| v.variable.name.clone()).collect();
+            let have: Vec<String> = source
+                .variables
+                .iter()
+                .map(|v| v.variable.name.clone())
+                .collect();
             for v in variables {
                 if !have.contains(v) {
                     return Err(Error::source(
@@ -111,7 +115,9 @@ impl CubeSource {
                     ));
                 }
             }
-            source.variables.retain(|v| variables.contains(&v.variable.name));
+            source
+                .variables
+                .retain(|v| variables.contains(&v.variable.name));
             source
                 .variables
                 .sort_by_key(|v| variables.iter().position(|n| *n == v.variable.name));
@@ -215,15 +221,19 @@ fn grib_header(url: &str, path: &str) -> Result<CubeSource> {
         member: i64,
     }
     // (element, level kind) → messages, in file order of first appearance.
-    let mut groups: Vec<((String, String), Vec<Msg>, Map<String, Value>)> = Vec::new();
+    type Group = ((String, String), Vec<Msg>, Map<String, Value>);
+    let mut groups: Vec<Group> = Vec::new();
     for b in 1..=count {
         let band = ds.rasterband(b).map_err(|e| Error::source(url, e))?;
         let md = |k: &str| band.metadata_item(k, "");
         let element = md("GRIB_ELEMENT").ok_or_else(|| {
-            Error::source(url, format!("message {b} has no GRIB_ELEMENT: not a GRIB file GDAL understands"))
+            Error::source(
+                url,
+                format!("message {b} has no GRIB_ELEMENT: not a GRIB file GDAL understands"),
+            )
         })?;
         let time: i64 = md("GRIB_VALID_TIME")
-            .and_then(|v| v.trim().split_whitespace().next().and_then(|s| s.parse().ok()))
+            .and_then(|v| v.split_whitespace().next().and_then(|s| s.parse().ok()))
             .ok_or_else(|| Error::source(url, format!("message {b} has no valid time")))?;
         let (kind, level) = grib_level(&md("GRIB_SHORT_NAME").unwrap_or_default());
         let member = members.as_ref().map_or(0, |m| m[b - 1]);
@@ -241,7 +251,11 @@ fn grib_header(url: &str, path: &str) -> Result<CubeSource> {
                 let comment = md("GRIB_COMMENT").unwrap_or_default();
                 let long_name = comment.split(" [").next().unwrap_or("").trim().to_string();
                 let units = md("GRIB_UNIT").unwrap_or_default();
-                let units = units.trim().trim_start_matches('[').trim_end_matches(']').to_string();
+                let units = units
+                    .trim()
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string();
                 if !long_name.is_empty() {
                     attrs.insert("long_name".into(), json!(long_name));
                 }
@@ -257,7 +271,10 @@ fn grib_header(url: &str, path: &str) -> Result<CubeSource> {
         return Err(Error::source(url, "has no GRIB messages"));
     }
 
-    let mut times: Vec<i64> = groups.iter().flat_map(|g| g.1.iter().map(|m| m.time)).collect();
+    let mut times: Vec<i64> = groups
+        .iter()
+        .flat_map(|g| g.1.iter().map(|m| m.time))
+        .collect();
     times.sort_unstable();
     times.dedup();
     let mut names: BTreeMap<String, usize> = BTreeMap::new();
@@ -281,7 +298,10 @@ fn grib_header(url: &str, path: &str) -> Result<CubeSource> {
             axes.push(Axis {
                 name: "number".into(),
                 values: numbers.iter().map(|&n| n as f64).collect(),
-                attrs: Map::from_iter([("long_name".into(), json!("ensemble member numerical id"))]),
+                attrs: Map::from_iter([(
+                    "long_name".into(),
+                    json!("ensemble member numerical id"),
+                )]),
             });
         }
         let has_levels = levels.len() > 1;
@@ -347,7 +367,10 @@ fn dataset_grid(url: &str, ds: &Dataset) -> Result<CubeGrid> {
     if gt[2] != 0.0 || gt[4] != 0.0 || gt[5] >= 0.0 {
         return Err(Error::source(url, "the grid is rotated or not north-up"));
     }
-    let crs_wkt = ds.spatial_ref().and_then(|s| s.to_wkt()).unwrap_or_default();
+    let crs_wkt = ds
+        .spatial_ref()
+        .and_then(|s| s.to_wkt())
+        .unwrap_or_default();
     Ok(CubeGrid {
         width,
         height,
@@ -366,7 +389,12 @@ fn open_mdim(url: &str, path: &str) -> Result<Dataset> {
             ..Default::default()
         },
     )
-    .map_err(|e| Error::source(url, format!("cannot open as a multidimensional dataset: {e}")))
+    .map_err(|e| {
+        Error::source(
+            url,
+            format!("cannot open as a multidimensional dataset: {e}"),
+        )
+    })
 }
 
 /// What the raw GDAL multidimensional API gives beyond the `gdal` crate: the scale, offset and
@@ -431,8 +459,14 @@ fn array_extras(ds: &Dataset, name: &str) -> Option<ArrayExtras> {
                 };
                 if !matches!(
                     key.as_str(),
-                    "_FillValue" | "missing_value" | "scale_factor" | "add_offset" | "coordinates"
-                        | "grid_mapping" | "_ARRAY_DIMENSIONS" | "DIMENSION_LIST"
+                    "_FillValue"
+                        | "missing_value"
+                        | "scale_factor"
+                        | "add_offset"
+                        | "coordinates"
+                        | "grid_mapping"
+                        | "_ARRAY_DIMENSIONS"
+                        | "DIMENSION_LIST"
                 ) {
                     attrs.insert(key, value);
                 }
@@ -491,16 +525,21 @@ fn dim_values(dim: &gdal::raster::Dimension) -> Vec<f64> {
         .unwrap_or_else(|_| (0..n).map(|i| i as f64).collect())
 }
 
-
 /// A regular axis: (first centre, step), or an error naming the axis.
 fn regular(url: &str, name: &str, v: &[f64]) -> Result<(f64, f64)> {
     if v.len() < 2 {
-        return Err(Error::source(url, format!("dimension {name} has fewer than 2 values")));
+        return Err(Error::source(
+            url,
+            format!("dimension {name} has fewer than 2 values"),
+        ));
     }
     let step = (v[v.len() - 1] - v[0]) / (v.len() - 1) as f64;
     let tol = step.abs() * 1e-4;
     if step == 0.0 || v.windows(2).any(|w| ((w[1] - w[0]) - step).abs() > tol) {
-        return Err(Error::source(url, format!("dimension {name} is not regularly spaced")));
+        return Err(Error::source(
+            url,
+            format!("dimension {name} is not regularly spaced"),
+        ));
     }
     Ok((v[0], step))
 }
@@ -524,10 +563,7 @@ fn mdim_header(url: &str, path: &str) -> Result<CubeSource> {
             continue;
         }
         let n = dims.len();
-        if !is_time_dim(&dnames[0])
-            || !is_y_dim(&dnames[n - 2])
-            || !is_x_dim(&dnames[n - 1])
-        {
+        if !is_time_dim(&dnames[0]) || !is_y_dim(&dnames[n - 2]) || !is_x_dim(&dnames[n - 1]) {
             continue;
         }
         // The grid, from the first data array's y and x.
@@ -550,15 +586,25 @@ fn mdim_header(url: &str, path: &str) -> Result<CubeSource> {
             let g = CubeGrid {
                 width: xs.len(),
                 height: ys.len(),
-                geo_transform: [x0 - dx / 2.0, dx, 0.0, north + dy.abs() / 2.0, 0.0, -dy.abs()],
+                geo_transform: [
+                    x0 - dx / 2.0,
+                    dx,
+                    0.0,
+                    north + dy.abs() / 2.0,
+                    0.0,
+                    -dy.abs(),
+                ],
                 crs_wkt,
             };
             grid = Some((g, flip_y, dnames[n - 2].clone(), dnames[n - 1].clone()));
         }
-        let (g, flip_y, yname, xname) = grid.as_ref().map(|g| (&g.0, g.1, &g.2, &g.3)).ok_or_else(|| {
-            Error::Internal("no grid".into())
-        })?;
-        if dnames[n - 2] != *yname || dnames[n - 1] != *xname || dims[n - 2].size() != g.height
+        let (g, flip_y, yname, xname) = grid
+            .as_ref()
+            .map(|g| (&g.0, g.1, &g.2, &g.3))
+            .ok_or_else(|| Error::Internal("no grid".into()))?;
+        if dnames[n - 2] != *yname
+            || dnames[n - 1] != *xname
+            || dims[n - 2].size() != g.height
             || dims[n - 1].size() != g.width
         {
             return Err(Error::source(
@@ -571,19 +617,28 @@ fn mdim_header(url: &str, path: &str) -> Result<CubeSource> {
         let tvar = tdim.indexing_variable();
         let mut units = tvar.unit();
         if units.is_empty() {
-            units = tvar.attribute("units").map(|a| a.read_as_string()).unwrap_or_default();
+            units = tvar
+                .attribute("units")
+                .map(|a| a.read_as_string())
+                .unwrap_or_default();
         }
         let calendar = tvar.attribute("calendar").ok().map(|a| a.read_as_string());
         let tu = TimeUnits::parse(&units, calendar.as_deref())
             .map_err(|e| Error::source(url, format!("time of {name}: {e}")))?;
-        let instants: Vec<i64> = dim_values(tdim).into_iter().map(|v| tu.instant(v)).collect();
+        let instants: Vec<i64> = dim_values(tdim)
+            .into_iter()
+            .map(|v| tu.instant(v))
+            .collect();
         match &times {
             None => times = Some((dnames[0].clone(), instants)),
             Some((tn, t)) if *tn == dnames[0] && *t == instants => {}
             Some((tn, _)) => {
                 return Err(Error::source(
                     url,
-                    format!("array {name} has another time axis ({}) than {tn}", dnames[0]),
+                    format!(
+                        "array {name} has another time axis ({}) than {tn}",
+                        dnames[0]
+                    ),
                 ));
             }
         }
@@ -638,15 +693,77 @@ fn mdim_header(url: &str, path: &str) -> Result<CubeSource> {
 
 // ---- Reading ----------------------------------------------------------------------------------
 
+/// A GDAL multidimensional array handle, released on drop.
+struct RawArray(gdal_sys::GDALMDArrayH);
+
+impl Drop for RawArray {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from GDALGroupOpenMDArray and is released once.
+        unsafe { gdal_sys::GDALMDArrayRelease(self.0) }
+    }
+}
+
+impl RawArray {
+    fn open(ds: &Dataset, name: &str) -> Option<RawArray> {
+        let cname = CString::new(name).ok()?;
+        // SAFETY: null handles are checked; the group is released after the array is opened.
+        unsafe {
+            let group = gdal_sys::GDALDatasetGetRootGroup(ds.c_dataset());
+            if group.is_null() {
+                return None;
+            }
+            let array = gdal_sys::GDALGroupOpenMDArray(group, cname.as_ptr(), std::ptr::null_mut());
+            gdal_sys::GDALGroupRelease(group);
+            (!array.is_null()).then_some(RawArray(array))
+        }
+    }
+
+    /// Reads a hyperslab into `out` as `T` (f32 or f64), converting as GDAL does.
+    fn read<T: gdal::raster::GdalType>(
+        &self,
+        start: &[u64],
+        count: &[usize],
+        out: &mut [T],
+    ) -> bool {
+        if out.len() != count.iter().product::<usize>() || start.len() != count.len() {
+            return false;
+        }
+        // SAFETY: `out` holds exactly the hyperslab's elements of type T, which the buffer data
+        // type describes; start and count have one entry per dimension.
+        unsafe {
+            let dt = gdal_sys::GDALExtendedDataTypeCreate(T::gdal_ordinal());
+            let ok = gdal_sys::GDALMDArrayRead(
+                self.0,
+                start.as_ptr(),
+                count.as_ptr(),
+                std::ptr::null(),
+                std::ptr::null(),
+                dt,
+                out.as_mut_ptr().cast(),
+                out.as_ptr().cast(),
+                std::mem::size_of_val(out),
+            );
+            gdal_sys::GDALExtendedDataTypeRelease(dt);
+            ok != 0
+        }
+    }
+}
+
 /// An open source, for reading blocks. Not shared between threads (GDAL handles are not).
+/// Arrays stay open between reads, so GDAL's decoded chunks and buffers are reused.
 pub struct SourceReader<'a> {
     source: &'a CubeSource,
+    // Declared before `dataset`: arrays are released before the dataset closes.
+    arrays: std::cell::RefCell<BTreeMap<String, RawArray>>,
+    scratch: std::cell::RefCell<Vec<f64>>,
     dataset: Dataset,
 }
 
 impl std::fmt::Debug for SourceReader<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SourceReader").field("url", &self.source.url).finish()
+        f.debug_struct("SourceReader")
+            .field("url", &self.source.url)
+            .finish()
     }
 }
 
@@ -655,11 +772,17 @@ impl<'a> SourceReader<'a> {
         let path = gdal_path(&source.url)?;
         let dataset = if is_grib(&path) {
             grib_config();
-            Dataset::open(&path).map_err(|e| Error::source(&source.url, format!("cannot open: {e}")))?
+            Dataset::open(&path)
+                .map_err(|e| Error::source(&source.url, format!("cannot open: {e}")))?
         } else {
             open_mdim(&source.url, &path)?
         };
-        Ok(SourceReader { source, dataset })
+        Ok(SourceReader {
+            source,
+            arrays: Default::default(),
+            scratch: Default::default(),
+            dataset,
+        })
     }
 
     /// Reads `times` (indices into the file's time steps) × every (member, level) × `rows` × all
@@ -678,7 +801,10 @@ impl<'a> SourceReader<'a> {
         let planes = var.variable.axes_len();
         let need = times.len() * planes * h * w;
         if out.len() != need {
-            return Err(Error::Internal(format!("read buffer of {} for {need} values", out.len())));
+            return Err(Error::Internal(format!(
+                "read buffer of {} for {need} values",
+                out.len()
+            )));
         }
         match &var.access {
             Access::Bands { bands } => {
@@ -690,7 +816,10 @@ impl<'a> SourceReader<'a> {
                             dst.fill(f32::NAN);
                             continue;
                         }
-                        let band = self.dataset.rasterband(b as usize).map_err(|e| Error::source(url, e))?;
+                        let band = self
+                            .dataset
+                            .rasterband(b as usize)
+                            .map_err(|e| Error::source(url, e))?;
                         band.read_into_slice::<f32>(
                             (0, rows.start as isize),
                             (w, h),
@@ -701,7 +830,9 @@ impl<'a> SourceReader<'a> {
                         .map_err(|e| Error::source(url, format!("cannot read message {b}: {e}")))?;
                         if let Some(nd) = band.no_data_value() {
                             let nd = nd as f32;
-                            dst.iter_mut().filter(|v| **v == nd).for_each(|v| *v = f32::NAN);
+                            dst.iter_mut()
+                                .filter(|v| **v == nd)
+                                .for_each(|v| *v = f32::NAN);
                         }
                     }
                 }
@@ -713,11 +844,18 @@ impl<'a> SourceReader<'a> {
                 offset,
                 nodata,
             } => {
-                let root = self.dataset.root_group().map_err(|e| Error::source(url, e))?;
-                let array = root
-                    .open_md_array(name, Default::default())
-                    .map_err(|e| Error::source(url, format!("cannot open array {name}: {e}")))?;
-                let row0 = if *flip_y { grid.height - rows.end } else { rows.start };
+                let mut arrays = self.arrays.borrow_mut();
+                if !arrays.contains_key(name) {
+                    let a = RawArray::open(&self.dataset, name)
+                        .ok_or_else(|| Error::source(url, format!("cannot open array {name}")))?;
+                    arrays.insert(name.clone(), a);
+                }
+                let array = &arrays[name];
+                let row0 = if *flip_y {
+                    grid.height - rows.end
+                } else {
+                    rows.start
+                };
                 let mut start = vec![times.start as u64];
                 let mut count = vec![times.len()];
                 for a in &var.variable.axes {
@@ -726,19 +864,25 @@ impl<'a> SourceReader<'a> {
                 }
                 start.extend([row0 as u64, 0]);
                 count.extend([h, w]);
+                let failed =
+                    || Error::source(url, format!("cannot read {name} at time steps {times:?}"));
                 if *scale == 1.0 && *offset == 0.0 && !flip_y {
-                    array
-                        .read_into_slice::<f32>(out, start, count)
-                        .map_err(|e| Error::source(url, format!("cannot read {name}: {e}")))?;
+                    if !array.read::<f32>(&start, &count, out) {
+                        return Err(failed());
+                    }
                     if let Some(nd) = nodata.filter(|n| !n.is_nan()) {
                         let nd = nd as f32;
-                        out.iter_mut().filter(|v| **v == nd).for_each(|v| *v = f32::NAN);
+                        out.iter_mut()
+                            .filter(|v| **v == nd)
+                            .for_each(|v| *v = f32::NAN);
                     }
                     return Ok(());
                 }
-                let raw = array
-                    .read_as::<f64>(start, count)
-                    .map_err(|e| Error::source(url, format!("cannot read {name}: {e}")))?;
+                let mut raw = self.scratch.borrow_mut();
+                raw.resize(need, 0.0);
+                if !array.read::<f64>(&start, &count, &mut raw) {
+                    return Err(failed());
+                }
                 for (plane, src) in out.chunks_mut(h * w).zip(raw.chunks(h * w)) {
                     for r in 0..h {
                         let sr = if *flip_y { h - 1 - r } else { r };
@@ -768,8 +912,17 @@ mod tests {
         assert_eq!(grib_name("10U"), "u10");
         assert_eq!(grib_name("Z"), "z");
         assert_eq!(grib_name("CAPE"), "cape");
-        assert_eq!(grib_level("500-ISBL"), ("isobaricInhPa".into(), Some(500.0)));
-        assert_eq!(grib_level("85000-ISBL"), ("isobaricInhPa".into(), Some(850.0)));
-        assert_eq!(grib_level("2-HTGL"), ("heightAboveGround".into(), Some(2.0)));
+        assert_eq!(
+            grib_level("500-ISBL"),
+            ("isobaricInhPa".into(), Some(500.0))
+        );
+        assert_eq!(
+            grib_level("85000-ISBL"),
+            ("isobaricInhPa".into(), Some(850.0))
+        );
+        assert_eq!(
+            grib_level("2-HTGL"),
+            ("heightAboveGround".into(), Some(2.0))
+        );
     }
 }

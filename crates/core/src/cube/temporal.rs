@@ -47,7 +47,11 @@ impl Freq {
     pub fn parse(text: &str) -> Result<Freq> {
         let t = text.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-        let n: u32 = if split == 0 { 1 } else { t[..split].parse().unwrap_or(0) };
+        let n: u32 = if split == 0 {
+            1
+        } else {
+            t[..split].parse().unwrap_or(0)
+        };
         let bad = || {
             Error::invalid(format!(
                 "resample frequency {text:?} is not one of Nh, ND, NM (or NMS), NY (or NYS), e.g. 6h, 1D, 1M, 1Y"
@@ -187,7 +191,11 @@ impl Accumulator {
         match self.stat {
             // Written without branches so that the loops vectorise.
             Stat::Mean => {
-                for ((s, c), &v) in self.sum[r.clone()].iter_mut().zip(&mut self.count[r]).zip(values) {
+                for ((s, c), &v) in self.sum[r.clone()]
+                    .iter_mut()
+                    .zip(&mut self.count[r])
+                    .zip(values)
+                {
                     let ok = !v.is_nan();
                     *s += if ok { f64::from(v) } else { 0.0 };
                     *c += u32::from(ok);
@@ -238,7 +246,11 @@ impl Accumulator {
         match self.stat {
             Stat::Mean => {
                 for ((o, &s), &c) in out.iter_mut().zip(&self.sum[r.clone()]).zip(&self.count[r]) {
-                    *o = if c == 0 { f32::NAN } else { (s / f64::from(c)) as f32 };
+                    *o = if c == 0 {
+                        f32::NAN
+                    } else {
+                        (s / f64::from(c)) as f32
+                    };
                 }
             }
             Stat::Sum => {
@@ -257,7 +269,8 @@ impl Accumulator {
 
     /// Little-endian bytes: sums, counts, extremes.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(self.sum.len() * 8 + self.count.len() * 4 + self.extreme.len() * 4);
+        let mut b =
+            Vec::with_capacity(self.sum.len() * 8 + self.count.len() * 4 + self.extreme.len() * 4);
         b.extend(self.sum.iter().flat_map(|v| v.to_le_bytes()));
         b.extend(self.count.iter().flat_map(|v| v.to_le_bytes()));
         b.extend(self.extreme.iter().flat_map(|v| v.to_le_bytes()));
@@ -268,7 +281,10 @@ impl Accumulator {
         let mut a = Accumulator::new(stat, slots, cells);
         let need = a.sum.len() * 8 + a.count.len() * 4 + a.extreme.len() * 4;
         if bytes.len() != need {
-            return Err(Error::Internal(format!("partial of {} bytes, want {need}", bytes.len())));
+            return Err(Error::Internal(format!(
+                "partial of {} bytes, want {need}",
+                bytes.len()
+            )));
         }
         let (s, rest) = bytes.split_at(a.sum.len() * 8);
         let (c, e) = rest.split_at(a.count.len() * 4);
@@ -304,7 +320,10 @@ mod tests {
         assert_eq!(h.index(t0), 0);
         assert_eq!(h.label(1), parse_instant("2019-03-01T06:00")?);
         let y = Periods::new(Freq::parse("1Y")?, t0);
-        assert_eq!(y.label(y.index(parse_instant("2021-07-01")?)), parse_instant("2021-01-01")?);
+        assert_eq!(
+            y.label(y.index(parse_instant("2021-07-01")?)),
+            parse_instant("2021-01-01")?
+        );
         assert!(Freq::parse("1W").is_err());
         assert!(Freq::parse("0D").is_err());
         Ok(())
@@ -327,6 +346,9 @@ mod tests {
         let round = Accumulator::from_bytes(Stat::Max, 1, 2, &m.to_bytes()).expect("bytes");
         round.finish_slot(0, &mut out);
         assert_eq!(out, [2.0, 1.0]);
-        assert_eq!(GroupBy::Season.key(parse_instant("2019-12-05").unwrap_or(0)), 0);
+        assert_eq!(
+            GroupBy::Season.key(parse_instant("2019-12-05").unwrap_or(0)),
+            0
+        );
     }
 }

@@ -78,7 +78,11 @@ pub fn format_instant(instant: i64) -> String {
 
 /// Parses `YYYY-MM-DD`, `YYYY-MM-DDTHH[:MM[:SS[.fff]]]` (or with a space for `T`), as UTC.
 pub fn parse_instant(text: &str) -> Result<i64> {
-    let bad = || Error::invalid(format!("cannot read time {text:?} (want YYYY-MM-DD[THH:MM:SS])"));
+    let bad = || {
+        Error::invalid(format!(
+            "cannot read time {text:?} (want YYYY-MM-DD[THH:MM:SS])"
+        ))
+    };
     let t = text.trim().trim_end_matches('Z');
     let (date, clock) = match t.find(['T', ' ']) {
         Some(i) => (&t[..i], t[i + 1..].trim()),
@@ -125,16 +129,21 @@ impl TimeUnits {
     pub fn parse(units: &str, calendar: Option<&str>) -> Result<TimeUnits> {
         if let Some(c) = calendar {
             let c = c.trim().to_ascii_lowercase();
-            if !matches!(c.as_str(), "standard" | "gregorian" | "proleptic_gregorian" | "") {
+            if !matches!(
+                c.as_str(),
+                "standard" | "gregorian" | "proleptic_gregorian" | ""
+            ) {
                 return Err(Error::invalid(format!(
                     "time calendar {c:?} is not supported (standard, gregorian and proleptic_gregorian are)"
                 )));
             }
         }
         let lower = units.trim().to_ascii_lowercase();
-        let (unit, reference) = lower
-            .split_once(" since ")
-            .ok_or_else(|| Error::invalid(format!("time units {units:?} are not CF's '<unit> since <date>'")))?;
+        let (unit, reference) = lower.split_once(" since ").ok_or_else(|| {
+            Error::invalid(format!(
+                "time units {units:?} are not CF's '<unit> since <date>'"
+            ))
+        })?;
         let unit = match unit.trim() {
             "seconds" | "second" | "secs" | "sec" | "s" => 1.0,
             "minutes" | "minute" | "mins" | "min" => 60.0,
@@ -144,13 +153,21 @@ impl TimeUnits {
             "microseconds" | "microsecond" | "us" => 1e-6,
             "nanoseconds" | "nanosecond" | "ns" => 1e-9,
             other => {
-                return Err(Error::invalid(format!("time unit {other:?} in {units:?} is not supported")));
+                return Err(Error::invalid(format!(
+                    "time unit {other:?} in {units:?} is not supported"
+                )));
             }
         };
         // "1900-01-01 00:00:0.0", "1970-01-01T00:00:00Z", "2000-1-1"
-        let reference = reference.trim().trim_end_matches(" utc").trim_end_matches("+00:00");
-        let epoch = parse_instant(reference)
-            .map_err(|_| Error::invalid(format!("cannot read the reference date of time units {units:?}")))?;
+        let reference = reference
+            .trim()
+            .trim_end_matches(" utc")
+            .trim_end_matches("+00:00");
+        let epoch = parse_instant(reference).map_err(|_| {
+            Error::invalid(format!(
+                "cannot read the reference date of time units {units:?}"
+            ))
+        })?;
         Ok(TimeUnits { unit, epoch })
     }
 
@@ -183,7 +200,10 @@ mod tests {
         assert_eq!(days_from_civil(2019, 3, 1), 17_956);
         assert_eq!(days_in_month(2020, 2), 29);
         assert_eq!(days_in_month(1900, 2), 28);
-        assert_eq!(Civil::of(parse_instant("2020-12-31").unwrap_or(0)).day_of_year(), 366);
+        assert_eq!(
+            Civil::of(parse_instant("2020-12-31").unwrap_or(0)).day_of_year(),
+            366
+        );
     }
 
     #[test]

@@ -235,12 +235,10 @@ impl JobSpec {
 
     /// A short name for listings.
     pub fn display_name(&self) -> String {
-        self.name
-            .clone()
-            .unwrap_or_else(|| match self.cube {
-                Some(_) => format!("cube → {}", self.output.url),
-                None => format!("ingest → {}", self.output.url),
-            })
+        self.name.clone().unwrap_or_else(|| match self.cube {
+            Some(_) => format!("cube → {}", self.output.url),
+            None => format!("ingest → {}", self.output.url),
+        })
     }
 }
 

@@ -29,7 +29,13 @@ pub(crate) fn fill_value(t: DataType, v: f64) -> Value {
     }
 }
 
-pub(crate) fn zarray(shape: &[u64], chunks: &[u64], t: DataType, fill: Value, zstd_level: i32) -> Value {
+pub(crate) fn zarray(
+    shape: &[u64],
+    chunks: &[u64],
+    t: DataType,
+    fill: Value,
+    zstd_level: i32,
+) -> Value {
     json!({
         "zarr_format": 2,
         "shape": shape,
