@@ -54,4 +54,18 @@ echo "== sky view factor of the DSM (16 azimuths, 50 m radius), tiled with exact
 if command -v gdalinfo >/dev/null 2>&1; then
     gdalinfo -stats "$out/dsm-svf.tif" | grep -E "Size is|STATISTICS_(MINIMUM|MEAN|MAXIMUM)"
 fi
+echo "== a synthetic hourly reanalysis cube (a year of t2m and tp, 49 x 33 cells at 0.25°) → daily stats, monthly climatology"
+"$bin" synth cube "$out/reanalysis.zarr" --steps 8760 --overwrite
+cat > "$out/era5-like.yaml" <<YAML
+version: 1
+name: synthetic-reanalysis
+sources: [$out/reanalysis.zarr]
+output: {url: $out/cube, overwrite: true}
+cube:
+  products:
+    daily: {resample: {freq: 1D, stats: {t2m: [mean, max], tp: sum}}, chunks: {time: 32}}
+    climatology: {climatology: {by: month}}
+YAML
+"$bin" run "$out/era5-like.yaml"
+"$bin" read "$out/cube/daily" --time 2019-07-01/2019-07-07 --bbox=-3,50,0,60
 echo "done: outputs in $out"

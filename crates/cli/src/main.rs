@@ -154,6 +154,21 @@ enum SynthCommand {
         #[arg(long, default_value = "EPSG:32633")]
         crs: String,
     },
+    /// An hourly reanalysis-like cube (t2m, tp on a 0.25° grid) as a space-time layer.
+    Cube {
+        out: PathBuf,
+        #[arg(long, default_value_t = 24 * 365)]
+        steps: usize,
+        #[arg(long, default_value_t = 33)]
+        rows: usize,
+        #[arg(long, default_value_t = 49)]
+        cols: usize,
+        /// The first hour (UTC).
+        #[arg(long, default_value = "2019-01-01")]
+        start: String,
+        #[arg(long)]
+        overwrite: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -374,6 +389,32 @@ fn run(cli: Cli) -> Result<()> {
             synth.write_geotiff(&out, progress.as_ref())?;
             eprintln!(
                 "wrote {} ({cols} x {rows} cells, seed {seed})",
+                out.display()
+            );
+            Ok(())
+        }
+        Command::Synth {
+            command:
+                SynthCommand::Cube {
+                    out,
+                    steps,
+                    rows,
+                    cols,
+                    start,
+                    overwrite,
+                },
+        } => {
+            let start = tessera_core::cube::time::parse_instant(&start)?;
+            let cube = tessera_core::synth::SynthCube {
+                steps,
+                rows,
+                cols,
+                start: start - start.rem_euclid(3600),
+            };
+            let url = std::path::absolute(&out)?.to_string_lossy().to_string();
+            cube.write(&url, overwrite)?;
+            eprintln!(
+                "wrote {} ({steps} hourly steps of {cols} x {rows} cells: t2m, tp)",
                 out.display()
             );
             Ok(())
