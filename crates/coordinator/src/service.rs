@@ -451,6 +451,11 @@ impl Coordinator {
             return Ok(());
         }
         blocking(move || plan.finish_products()).await?;
+        self.succeed(job).await
+    }
+
+    /// Journals a job's success and marks it done.
+    async fn succeed(&self, job: JobId) -> tessera_core::Result<()> {
         self.journal
             .put_end(
                 job,
@@ -477,18 +482,7 @@ impl Coordinator {
                 .map(drop)
         })
         .await?;
-        self.journal
-            .put_end(
-                job,
-                &JobEnd {
-                    state: JobState::Succeeded,
-                    error: None,
-                },
-            )
-            .await?;
-        lock(&self.sched).succeed(job, self.now());
-        self.notify();
-        Ok(())
+        self.succeed(job).await
     }
 
     pub fn status(&self, job: JobId) -> Option<JobStatus> {

@@ -57,6 +57,24 @@ impl CubeGrid {
             .collect()
     }
 
+    /// The grid of a window of rows and columns.
+    pub fn window(&self, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) -> CubeGrid {
+        let g = self.geo_transform;
+        CubeGrid {
+            width: cols.len(),
+            height: rows.len(),
+            geo_transform: [
+                g[0] + cols.start as f64 * g[1],
+                g[1],
+                0.0,
+                g[3] + rows.start as f64 * g[5],
+                0.0,
+                g[5],
+            ],
+            crs_wkt: self.crs_wkt.clone(),
+        }
+    }
+
     pub fn is_geographic(&self) -> bool {
         crate::layer::is_geographic_wkt(&self.crs_wkt)
     }

@@ -351,22 +351,30 @@ pub struct LayerReader {
     arrays: Vec<ZarrArray>,
 }
 
+/// The documents of a complete Zarr group's `.zmetadata`; a missing one is named as an
+/// incomplete layer (a `.zgroup` without it) or as no layer at all.
+pub(crate) fn consolidated_metadata(store: &Store, url: &str) -> Result<Value> {
+    let Some(bytes) = block_on(store.get(".zmetadata"))? else {
+        let msg = if block_on(store.exists(".zgroup"))? {
+            "is incomplete (no .zmetadata: the write that made it did not finish)"
+        } else {
+            "not found (no Zarr group at this URL)"
+        };
+        return Err(Error::layer(url, msg));
+    };
+    let mut consolidated: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::layer(url, format!("bad .zmetadata: {e}")))?;
+    consolidated
+        .get_mut("metadata")
+        .map(Value::take)
+        .ok_or_else(|| Error::layer(url, ".zmetadata has no `metadata`"))
+}
+
 impl LayerReader {
     pub fn open(url: &str) -> Result<LayerReader> {
         let store = Store::open(url)?;
-        let Some(bytes) = block_on(store.get(".zmetadata"))? else {
-            let msg = if block_on(store.exists(".zgroup"))? {
-                "is incomplete (no .zmetadata: the write that made it did not finish)"
-            } else {
-                "not found (no Zarr group at this URL)"
-            };
-            return Err(Error::layer(url, msg));
-        };
-        let consolidated: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::layer(url, format!("bad .zmetadata: {e}")))?;
-        let docs = consolidated
-            .get("metadata")
-            .ok_or_else(|| Error::layer(url, ".zmetadata has no `metadata`"))?;
+        let consolidated = consolidated_metadata(&store, url)?;
+        let docs = &consolidated;
         let tessera = docs
             .get(".zattrs")
             .and_then(|a| a.get("tessera"))

@@ -23,7 +23,9 @@ use zarrs::array::ArraySubset;
 use super::time::layer_time_units;
 use super::{Chunks, CubeInfo, CubeVariable, Lead};
 use crate::error::{Error, Result};
-use crate::layer::{SyncStorage, ZarrArray, zarr_array, zarr_storage, zarray};
+use crate::layer::{
+    SyncStorage, ZarrArray, consolidated_metadata, zarr_array, zarr_storage, zarray,
+};
 use crate::model::DataType;
 use crate::store::{Store, block_on};
 
@@ -372,19 +374,8 @@ impl std::fmt::Debug for CubeReader {
 impl CubeReader {
     pub fn open(url: &str) -> Result<CubeReader> {
         let store = Store::open(url)?;
-        let Some(bytes) = block_on(store.get(".zmetadata"))? else {
-            let msg = if block_on(store.exists(".zgroup"))? {
-                "is incomplete (no .zmetadata: the job that wrote it did not finish)"
-            } else {
-                "not found (no Zarr group at this URL)"
-            };
-            return Err(Error::layer(url, msg));
-        };
-        let consolidated: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::layer(url, format!("bad .zmetadata: {e}")))?;
-        let docs = consolidated
-            .get("metadata")
-            .ok_or_else(|| Error::layer(url, ".zmetadata has no `metadata`"))?;
+        let consolidated = consolidated_metadata(&store, url)?;
+        let docs = &consolidated;
         let attrs = docs
             .get(".zattrs")
             .and_then(|a| a.get("tessera_cube"))

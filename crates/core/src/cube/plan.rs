@@ -1169,18 +1169,17 @@ impl CubePlan {
                 let t = self.times[piece.start + s];
                 for r in &mut resamples {
                     let o = (r.periods.index(t) - r.base) as usize;
-                    while o >= r.chunk_end() {
-                        let (c, n) = r.flush(
-                            &writers[r.product],
-                            &self.products[r.product].info,
-                            band.start,
-                            rows,
-                            planes,
-                            cells,
-                        )?;
-                        chunks += c;
-                        bytes += n;
-                    }
+                    let (c, n) = r.flush_until(
+                        o + 1,
+                        &writers[r.product],
+                        &self.products[r.product].info,
+                        band.start,
+                        rows,
+                        planes,
+                        cells,
+                    )?;
+                    chunks += c;
+                    bytes += n;
                     let slot = o - r.next;
                     for (_, a) in &mut r.accs {
                         a.add(slot, step);
@@ -1194,18 +1193,17 @@ impl CubePlan {
             }
         }
         for r in &mut resamples {
-            while r.next < r.end {
-                let (c, n) = r.flush(
-                    &writers[r.product],
-                    &self.products[r.product].info,
-                    band.start,
-                    rows,
-                    planes,
-                    cells,
-                )?;
-                chunks += c;
-                bytes += n;
-            }
+            let (c, n) = r.flush_until(
+                r.end + 1,
+                &writers[r.product],
+                &self.products[r.product].info,
+                band.start,
+                rows,
+                planes,
+                cells,
+            )?;
+            chunks += c;
+            bytes += n;
         }
         for (ci, a) in &clims {
             let key = format!("{}/t{}", self.clim_key(*ci, v, b.band), b.t0);
@@ -1340,6 +1338,28 @@ impl Resampling {
             .iter()
             .map(|&(i, s)| (i, Accumulator::new(s, slots, cells)))
             .collect();
+    }
+
+    /// Writes every chunk that ends before output step `upto`: with `upto = o + 1`, the
+    /// chunks before the one step `o` falls in; with `end + 1`, all.
+    #[allow(clippy::too_many_arguments)]
+    fn flush_until(
+        &mut self,
+        upto: usize,
+        writer: &CubeWriter,
+        info: &CubeInfo,
+        row0: usize,
+        rows: usize,
+        planes: usize,
+        cells: usize,
+    ) -> Result<(u64, u64)> {
+        let (mut chunks, mut bytes) = (0, 0);
+        while self.next < self.end && self.chunk_end() < upto {
+            let (c, n) = self.flush(writer, info, row0, rows, planes, cells)?;
+            chunks += c;
+            bytes += n;
+        }
+        Ok((chunks, bytes))
     }
 
     /// Writes the chunk being accumulated and starts the next.

@@ -160,23 +160,9 @@ impl CubeReader {
                 values,
             });
         }
-        let g = grid.geo_transform;
-        let sub_grid = CubeGrid {
-            width: cols.len(),
-            height: rows.len(),
-            geo_transform: [
-                g[0] + cols.start as f64 * g[1],
-                g[1],
-                0.0,
-                g[3] + rows.start as f64 * g[5],
-                0.0,
-                g[5],
-            ],
-            crs_wkt: grid.crs_wkt.clone(),
-        };
         Ok(Subset {
             lead: slice_lead(&info.lead, lead),
-            grid: sub_grid,
+            grid: grid.window(rows.clone(), cols.clone()),
             origin: (rows.start, cols.start),
             variables,
         })
@@ -197,23 +183,9 @@ impl CubeReader {
         for (i, a) in variable.axes.iter_mut().enumerate() {
             a.values = a.values[range(i + 1)].to_vec();
         }
-        let g = info.grid.geo_transform;
-        let lead = range(0);
         Ok(Subset {
-            lead: slice_lead(&info.lead, lead),
-            grid: CubeGrid {
-                width: cols.len(),
-                height: rows.len(),
-                geo_transform: [
-                    g[0] + cols.start as f64 * g[1],
-                    g[1],
-                    0.0,
-                    g[3] + rows.start as f64 * g[5],
-                    0.0,
-                    g[5],
-                ],
-                crs_wkt: info.grid.crs_wkt.clone(),
-            },
+            lead: slice_lead(&info.lead, range(0)),
+            grid: info.grid.window(rows.clone(), cols.clone()),
             origin: (rows.start, cols.start),
             variables: vec![SubsetVariable {
                 dims: info.dims(v),

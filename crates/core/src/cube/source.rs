@@ -410,19 +410,11 @@ struct ArrayExtras {
 }
 
 fn array_extras(ds: &Dataset, name: &str) -> Option<ArrayExtras> {
-    let cname = CString::new(name).ok()?;
-    // SAFETY: every handle is checked for null and released; strings are copied out before
-    // their owners are released.
+    let raw = RawArray::open(ds, name)?;
+    let array = raw.0;
+    // SAFETY: the array handle is valid while `raw` lives; every other handle is checked for
+    // null and released; strings are copied out before their owners are released.
     unsafe {
-        let group = gdal_sys::GDALDatasetGetRootGroup(ds.c_dataset());
-        if group.is_null() {
-            return None;
-        }
-        let array = gdal_sys::GDALGroupOpenMDArray(group, cname.as_ptr(), std::ptr::null_mut());
-        gdal_sys::GDALGroupRelease(group);
-        if array.is_null() {
-            return None;
-        }
         let mut has = 0;
         let scale = gdal_sys::GDALMDArrayGetScale(array, &mut has);
         let scale = if has != 0 { scale } else { 1.0 };
@@ -494,7 +486,6 @@ fn array_extras(ds: &Dataset, name: &str) -> Option<ArrayExtras> {
             }
             gdal_sys::VSIFree(sizes.cast());
         }
-        gdal_sys::GDALMDArrayRelease(array);
         Some(ArrayExtras {
             time_block,
             scale,
