@@ -81,6 +81,22 @@ pub fn status_of(e: tessera_core::Error) -> Status {
     }
 }
 
+/// The source headers the tasks of a header stage returned.
+fn headers<T: serde::de::DeserializeOwned>(
+    outputs: Vec<TaskOutput>,
+) -> tessera_core::Result<Vec<T>> {
+    outputs
+        .into_iter()
+        .map(|o| {
+            let v = o.result.ok_or_else(|| {
+                tessera_core::Error::Internal("a source task returned no header".into())
+            })?;
+            serde_json::from_value(v)
+                .map_err(|e| tessera_core::Error::Internal(format!("bad source header: {e}")))
+        })
+        .collect()
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> tessera_core::Result<T> + Send + 'static,
 ) -> tessera_core::Result<T> {
@@ -337,16 +353,7 @@ impl Coordinator {
         if let Some(spec) = cube_spec {
             return self.cube_reduce(job, spec, outputs).await;
         }
-        let sources: Vec<PlannedSource> = outputs
-            .into_iter()
-            .map(|o| {
-                let v = o.result.ok_or_else(|| {
-                    tessera_core::Error::Internal("a source task returned no header".into())
-                })?;
-                serde_json::from_value(v)
-                    .map_err(|e| tessera_core::Error::Internal(format!("bad source header: {e}")))
-            })
-            .collect::<tessera_core::Result<_>>()?;
+        let sources: Vec<PlannedSource> = headers(outputs)?;
         let options = self.stage_plan(job)?.options;
         let plan = blocking(move || plan_from_sources(sources, &options)).await?;
         self.journal.put_plan(job, &plan).await?;
@@ -398,16 +405,7 @@ impl Coordinator {
         spec: CubeSpec,
         outputs: Vec<TaskOutput>,
     ) -> tessera_core::Result<()> {
-        let sources: Vec<CubeSource> = outputs
-            .into_iter()
-            .map(|o| {
-                let v = o.result.ok_or_else(|| {
-                    tessera_core::Error::Internal("a source task returned no header".into())
-                })?;
-                serde_json::from_value(v)
-                    .map_err(|e| tessera_core::Error::Internal(format!("bad cube header: {e}")))
-            })
-            .collect::<tessera_core::Result<_>>()?;
+        let sources: Vec<CubeSource> = headers(outputs)?;
         let sp = self.stage_plan(job)?;
         let overwrite = sp.options.write.overwrite || lock(&self.resumed).remove(&job);
         let (url, zstd) = (sp.output_url.clone(), sp.options.write.zstd_level);

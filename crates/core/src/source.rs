@@ -157,14 +157,7 @@ impl GdalSource {
     pub fn open(url: &str) -> Result<GdalSource> {
         limit_block_cache();
         let path = gdal_path(url)?;
-        if !source_exists(url, &path)? {
-            let what = if url.starts_with("s3://") {
-                "no such object"
-            } else {
-                "no such file"
-            };
-            return Err(Error::source(url, what));
-        }
+        check_exists(url, &path)?;
         let options = DatasetOptions {
             open_flags: GdalOpenFlags::GDAL_OF_RASTER | GdalOpenFlags::GDAL_OF_READONLY,
             ..Default::default()
@@ -378,6 +371,19 @@ impl Reprojection {
 
 /// Whether the source exists: on disk, or in S3 by a HEAD request through the same
 /// configuration the layers use. Other GDAL paths (`/vsicurl/`, subdatasets) are left to GDAL.
+/// An error naming a source that does not exist (a file, or an object in S3).
+pub(crate) fn check_exists(url: &str, path: &str) -> Result<()> {
+    if source_exists(url, path)? {
+        return Ok(());
+    }
+    let what = if url.starts_with("s3://") {
+        "no such object"
+    } else {
+        "no such file"
+    };
+    Err(Error::source(url, what))
+}
+
 fn source_exists(url: &str, path: &str) -> Result<bool> {
     if let Some(rest) = url.strip_prefix("s3://") {
         let Some((bucket, key)) = rest.split_once('/') else {

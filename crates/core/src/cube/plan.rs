@@ -703,15 +703,7 @@ impl CubePlan {
             .min(grid.height);
         let n = times.len();
         // Time cuts: where every product's output chunks may start.
-        let out_index = |p: &PlannedProduct, i: usize| -> usize {
-            match &p.op {
-                ProductOp::Resample(r) => {
-                    let per = Periods::new(Freq::parse(&r.freq).unwrap_or(Freq::Days(1)), times[0]);
-                    (per.index(times[i]) - per.index(times[0])) as usize
-                }
-                _ => i,
-            }
-        };
+
         let mut block_cut = vec![true; n + 1];
         let mut piece_cut = vec![true; n + 1];
         for p in &products {
@@ -720,8 +712,17 @@ impl CubePlan {
             }
             let cl = p.info.chunks.lead;
             let time_aligned = !matches!(p.op, ProductOp::Resample(_));
+            // The output step of each input step: its period for a resample, itself otherwise.
+            let periods = match &p.op {
+                ProductOp::Resample(r) => Some(Periods::new(Freq::parse(&r.freq)?, times[0])),
+                _ => None,
+            };
+            let out_index = |i: usize| match &periods {
+                Some(per) => (per.index(times[i]) - per.index(times[0])) as usize,
+                None => i,
+            };
             for i in 1..n {
-                let cut = out_index(p, i) / cl != out_index(p, i - 1) / cl;
+                let cut = out_index(i) / cl != out_index(i - 1) / cl;
                 block_cut[i] &= cut;
                 if time_aligned {
                     piece_cut[i] &= cut;
@@ -1169,15 +1170,8 @@ impl CubePlan {
                 let t = self.times[piece.start + s];
                 for r in &mut resamples {
                     let o = (r.periods.index(t) - r.base) as usize;
-                    let (c, n) = r.flush_until(
-                        o + 1,
-                        &writers[r.product],
-                        &self.products[r.product].info,
-                        band.start,
-                        rows,
-                        planes,
-                        cells,
-                    )?;
+                    let (c, n) =
+                        r.flush_until(o + 1, &writers[r.product], band.start, rows, planes)?;
                     chunks += c;
                     bytes += n;
                     let slot = o - r.next;
@@ -1193,15 +1187,7 @@ impl CubePlan {
             }
         }
         for r in &mut resamples {
-            let (c, n) = r.flush_until(
-                r.end + 1,
-                &writers[r.product],
-                &self.products[r.product].info,
-                band.start,
-                rows,
-                planes,
-                cells,
-            )?;
+            let (c, n) = r.flush_until(r.end + 1, &writers[r.product], band.start, rows, planes)?;
             chunks += c;
             bytes += n;
         }
@@ -1341,21 +1327,19 @@ impl Resampling {
     }
 
     /// Writes every chunk that ends before output step `upto`: with `upto = o + 1`, the
-    /// chunks before the one step `o` falls in; with `end + 1`, all.
-    #[allow(clippy::too_many_arguments)]
+    /// chunks before the one step `o` falls in; with `end + 1`, all. The block holds `rows`
+    /// rows from `row0` and `planes` member/level planes.
     fn flush_until(
         &mut self,
         upto: usize,
         writer: &CubeWriter,
-        info: &CubeInfo,
         row0: usize,
         rows: usize,
         planes: usize,
-        cells: usize,
     ) -> Result<(u64, u64)> {
         let (mut chunks, mut bytes) = (0, 0);
         while self.next < self.end && self.chunk_end() < upto {
-            let (c, n) = self.flush(writer, info, row0, rows, planes, cells)?;
+            let (c, n) = self.flush(writer, row0, rows, planes)?;
             chunks += c;
             bytes += n;
         }
@@ -1366,12 +1350,12 @@ impl Resampling {
     fn flush(
         &mut self,
         writer: &CubeWriter,
-        info: &CubeInfo,
         row0: usize,
         rows: usize,
         planes: usize,
-        cells: usize,
     ) -> Result<(u64, u64)> {
+        let info = writer.info();
+        let cells = planes * rows * info.grid.width;
         let slots = self.chunk_end() - self.next;
         let (mut chunks, mut bytes) = (0, 0);
         let mut out = vec![0f32; slots * cells];

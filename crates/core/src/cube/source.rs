@@ -87,12 +87,7 @@ impl CubeSource {
     /// name; an unknown name is an error listing what the file has.
     pub fn open(url: &str, variables: &[String]) -> Result<CubeSource> {
         let path = gdal_path(url)?;
-        if url.starts_with("file://") || !url.contains("://") {
-            let local = url.trim_start_matches("file://");
-            if !std::path::Path::new(local).exists() {
-                return Err(Error::source(url, "no such file or directory"));
-            }
-        }
+        crate::source::check_exists(url, &path)?;
         let mut source = if is_grib(&path) {
             grib_header(url, &path)?
         } else {
