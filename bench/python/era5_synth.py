@@ -39,7 +39,7 @@ base = {"cape": 400 + 300 * np.sin(3 * xx + 2 * yy), "cin": -50 + 30 * np.cos(4 
         "k_index": 20 + 8 * np.sin(5 * xx * yy), "blh": 700 + 300 * np.cos(2 * xx - yy)}
 for t0 in range(0, steps, chunk):
     t1 = min(steps, t0 + chunk)
-    hours = np.arange(t0, t1, dtype="f4")[:, None, None] + np.float32(time[0].dayofyear * 24)
+    hours = np.arange(t0, t1, dtype="f4")[:, None, None] + np.float32(time[0].day_of_year * 24)
     diurnal = np.sin(2 * np.pi * hours / 24.0)
     seasonal = np.sin(2 * np.pi * hours / 8760.0)
     for v, b in base.items():

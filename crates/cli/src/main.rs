@@ -234,6 +234,7 @@ enum LayerCommand {
 }
 
 fn main() -> ExitCode {
+    tessera_core::tune_allocator();
     let cli = Cli::parse();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(

@@ -10,6 +10,8 @@
 //!   Names are cfgrib's (`2T` → `t2m`, `10U` → `u10`, `Z` → `z`).
 //! - **NetCDF and Zarr** go through GDAL's multidimensional API: every array with a time
 //!   dimension first and y, x last; `scale_factor` / `add_offset` and the fill value applied.
+//!   The values of a local Zarr v2 array with zstd or no compression are then streamed chunk
+//!   by chunk without GDAL ([`zarr`](super::zarr)), with the same conversions.
 
 use std::collections::BTreeMap;
 use std::ffi::{CStr, CString};
@@ -21,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::time::TimeUnits;
+use super::zarr::{Convert, ZarrArray, local_group};
 use super::{Axis, CubeGrid, CubeVariable};
 use crate::error::{Error, Result};
 use crate::source::gdal_path;
@@ -736,13 +739,18 @@ impl RawArray {
 }
 
 /// An open source, for reading blocks. Not shared between threads (GDAL handles are not).
-/// Arrays stay open between reads, so GDAL's decoded chunks and buffers are reused.
+/// Arrays stay open between reads, so GDAL's decoded chunks and buffers are reused; arrays of
+/// a local Zarr v2 group that [`zarr`](super::zarr) reads are streamed without GDAL, which is
+/// then not opened at all.
 pub struct SourceReader<'a> {
     source: &'a CubeSource,
+    path: String,
+    zarr_group: Option<std::path::PathBuf>,
+    zarr: std::cell::RefCell<BTreeMap<String, Option<std::rc::Rc<ZarrArray>>>>,
     // Declared before `dataset`: arrays are released before the dataset closes.
     arrays: std::cell::RefCell<BTreeMap<String, RawArray>>,
     scratch: std::cell::RefCell<Vec<f64>>,
-    dataset: Dataset,
+    dataset: std::cell::OnceCell<Dataset>,
 }
 
 impl std::fmt::Debug for SourceReader<'_> {
@@ -756,19 +764,48 @@ impl std::fmt::Debug for SourceReader<'_> {
 impl<'a> SourceReader<'a> {
     pub fn open(source: &'a CubeSource) -> Result<SourceReader<'a>> {
         let path = gdal_path(&source.url)?;
-        let dataset = if is_grib(&path) {
-            grib_config();
-            Dataset::open(&path)
-                .map_err(|e| Error::source(&source.url, format!("cannot open: {e}")))?
-        } else {
-            open_mdim(&source.url, &path)?
-        };
+        let zarr_group = local_group(&source.url);
         Ok(SourceReader {
             source,
+            path,
+            zarr_group,
+            zarr: Default::default(),
             arrays: Default::default(),
             scratch: Default::default(),
-            dataset,
+            dataset: Default::default(),
         })
+    }
+
+    /// The GDAL dataset, opened on first use.
+    fn dataset(&self) -> Result<&Dataset> {
+        if let Some(ds) = self.dataset.get() {
+            return Ok(ds);
+        }
+        let ds = if is_grib(&self.path) {
+            grib_config();
+            Dataset::open(&self.path)
+                .map_err(|e| Error::source(&self.source.url, format!("cannot open: {e}")))?
+        } else {
+            open_mdim(&self.source.url, &self.path)?
+        };
+        Ok(self.dataset.get_or_init(|| ds))
+    }
+
+    /// The streamed Zarr array behind `var`, when there is one of the shape the header gave.
+    fn zarr_array(&self, name: &str, var: &SourceVariable) -> Option<std::rc::Rc<ZarrArray>> {
+        let group = self.zarr_group.as_ref()?;
+        let mut arrays = self.zarr.borrow_mut();
+        arrays
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                let a = ZarrArray::open(group, name)?;
+                let g = &self.source.grid;
+                let mut shape = vec![self.source.times.len()];
+                shape.extend(var.variable.axes.iter().map(|a| a.values.len()));
+                shape.extend([g.height, g.width]);
+                (a.shape() == shape.as_slice()).then(|| std::rc::Rc::new(a))
+            })
+            .clone()
     }
 
     /// Reads `times` (indices into the file's time steps) × every (member, level) × `rows` × all
@@ -803,7 +840,7 @@ impl<'a> SourceReader<'a> {
                             continue;
                         }
                         let band = self
-                            .dataset
+                            .dataset()?
                             .rasterband(b as usize)
                             .map_err(|e| Error::source(url, e))?;
                         band.read_into_slice::<f32>(
@@ -830,18 +867,26 @@ impl<'a> SourceReader<'a> {
                 offset,
                 nodata,
             } => {
-                let mut arrays = self.arrays.borrow_mut();
-                if !arrays.contains_key(name) {
-                    let a = RawArray::open(&self.dataset, name)
-                        .ok_or_else(|| Error::source(url, format!("cannot open array {name}")))?;
-                    arrays.insert(name.clone(), a);
-                }
-                let array = &arrays[name];
                 let row0 = if *flip_y {
                     grid.height - rows.end
                 } else {
                     rows.start
                 };
+                if let Some(z) = self.zarr_array(name, var) {
+                    let convert = Convert {
+                        scale: *scale,
+                        offset: *offset,
+                        nodata: *nodata,
+                    };
+                    return z.read(times, row0..row0 + h, *flip_y, convert, out);
+                }
+                let mut arrays = self.arrays.borrow_mut();
+                if !arrays.contains_key(name) {
+                    let a = RawArray::open(self.dataset()?, name)
+                        .ok_or_else(|| Error::source(url, format!("cannot open array {name}")))?;
+                    arrays.insert(name.clone(), a);
+                }
+                let array = &arrays[name];
                 let mut start = vec![times.start as u64];
                 let mut count = vec![times.len()];
                 for a in &var.variable.axes {

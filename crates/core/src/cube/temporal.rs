@@ -187,6 +187,24 @@ impl Accumulator {
 
     /// Folds one step's values (`cells` of them) into `slot`.
     pub fn add(&mut self, slot: usize, values: &[f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, as just checked.
+            return unsafe { self.add_avx2(slot, values) };
+        }
+        self.add_any(slot, values)
+    }
+
+    /// [`add`](Self::add) compiled for AVX2 (4 f64 or 8 f32 lanes instead of SSE2's 2 or 4):
+    /// the fold is a tenth of a resample's CPU.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn add_avx2(&mut self, slot: usize, values: &[f32]) {
+        self.add_any(slot, values)
+    }
+
+    #[inline(always)]
+    fn add_any(&mut self, slot: usize, values: &[f32]) {
         let r = slot * self.cells..(slot + 1) * self.cells;
         match self.stat {
             // Written without branches so that the loops vectorise.

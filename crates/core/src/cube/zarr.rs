@@ -1,0 +1,875 @@
+//! Local Zarr v2 sources read without GDAL, as streams.
+//!
+//! A Zarr v2 chunk is one zstd frame (or raw bytes) of a C-order box whose first dim is time,
+//! so the frame decodes step by step: a map task reads a year of a variable through a window
+//! of a few MB instead of holding decoded and compressed chunks of 60 + 45 MB (what GDAL's
+//! whole-chunk reads cost). Each chunk file is read ahead on its own thread while the task
+//! decodes, and read with `O_DIRECT` where it is not in the page cache (`mincore` says which
+//! pages are; `RWF_NOWAIT` would start readahead as it asks): an archive is read once per
+//! job, and filling the page cache with it costs more CPU than reading it (on the bench
+//! machine 1.7 GB cold took 2.4 s, 1.7 s of it in the kernel, buffered; 1.2 s, 0.2 s direct).
+//! Blocks the page cache holds are read from it.
+//!
+//! Arrays this does not cover (Zarr v3, other codecs, filters, F order, big-endian types) go
+//! through GDAL as before.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, Read};
+use std::ops::Range;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// Bytes read from a chunk file at a time; a stream keeps up to `DEPTH + 2` blocks.
+const BLOCK: usize = 2 << 20;
+const DEPTH: usize = 2;
+/// `O_DIRECT` alignment of offsets, lengths and buffer addresses.
+const ALIGN: usize = 4096;
+
+/// An element type, little-endian.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dtype {
+    F4,
+    F8,
+    I1,
+    U1,
+    I2,
+    U2,
+    I4,
+    U4,
+}
+
+impl Dtype {
+    fn parse(s: &str) -> Option<Dtype> {
+        if !cfg!(target_endian = "little") {
+            return None;
+        }
+        Some(match s {
+            "<f4" => Dtype::F4,
+            "<f8" => Dtype::F8,
+            "|i1" => Dtype::I1,
+            "|u1" => Dtype::U1,
+            "<i2" => Dtype::I2,
+            "<u2" => Dtype::U2,
+            "<i4" => Dtype::I4,
+            "<u4" => Dtype::U4,
+            _ => return None,
+        })
+    }
+
+    fn size(self) -> usize {
+        match self {
+            Dtype::I1 | Dtype::U1 => 1,
+            Dtype::I2 | Dtype::U2 => 2,
+            Dtype::F4 | Dtype::I4 | Dtype::U4 => 4,
+            Dtype::F8 => 8,
+        }
+    }
+
+    /// Element `i` of `b`.
+    fn get(self, b: &[u8], i: usize) -> f64 {
+        let n = self.size();
+        let e = &b[i * n..i * n + n];
+        match self {
+            Dtype::F4 => f64::from(f32::from_le_bytes([e[0], e[1], e[2], e[3]])),
+            Dtype::F8 => f64::from_le_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]),
+            Dtype::I1 => f64::from(e[0] as i8),
+            Dtype::U1 => f64::from(e[0]),
+            Dtype::I2 => f64::from(i16::from_le_bytes([e[0], e[1]])),
+            Dtype::U2 => f64::from(u16::from_le_bytes([e[0], e[1]])),
+            Dtype::I4 => f64::from(i32::from_le_bytes([e[0], e[1], e[2], e[3]])),
+            Dtype::U4 => f64::from(u32::from_le_bytes([e[0], e[1], e[2], e[3]])),
+        }
+    }
+}
+
+/// How stored values become the cube's: `NaN` where the value is the fill value, else
+/// `value × scale + offset`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Convert {
+    pub scale: f64,
+    pub offset: f64,
+    pub nodata: Option<f64>,
+}
+
+impl Convert {
+    fn is_identity(&self) -> bool {
+        self.scale == 1.0 && self.offset == 0.0
+    }
+
+    fn value(&self, v: f64) -> f32 {
+        if v.is_nan() || Some(v) == self.nodata {
+            f32::NAN
+        } else {
+            (v * self.scale + self.offset) as f32
+        }
+    }
+
+    /// Converts the stored run `src` (`dst.len()` elements) into `dst`.
+    fn run(&self, dtype: Dtype, src: &[u8], dst: &mut [f32]) {
+        if dtype == Dtype::F4 && self.is_identity() {
+            let nd = self.nodata.filter(|n| !n.is_nan()).map(|n| n as f32);
+            for (d, e) in dst.iter_mut().zip(src.chunks_exact(4)) {
+                let v = f32::from_le_bytes([e[0], e[1], e[2], e[3]]);
+                *d = if Some(v) == nd { f32::NAN } else { v };
+            }
+        } else {
+            for (i, d) in dst.iter_mut().enumerate() {
+                *d = self.value(dtype.get(src, i));
+            }
+        }
+    }
+}
+
+/// A Zarr v2 array in a local directory that this module can read.
+#[derive(Debug)]
+pub(super) struct ZarrArray {
+    dir: PathBuf,
+    shape: Vec<usize>,
+    chunks: Vec<usize>,
+    dtype: Dtype,
+    zstd: bool,
+    separator: char,
+    fill: f64,
+    streams: std::cell::RefCell<HashMap<Vec<usize>, ChunkStream>>,
+    scratch: std::cell::RefCell<Vec<u8>>,
+}
+
+/// The directory of a local Zarr group named by a source URL (a path or `file://`).
+pub(super) fn local_group(url: &str) -> Option<PathBuf> {
+    let path = match url.strip_prefix("file://") {
+        Some(p) => p,
+        None if url.contains("://") => return None,
+        None => url,
+    };
+    let dir = Path::new(path);
+    (dir.join(".zgroup").is_file() || dir.join(".zmetadata").is_file()).then(|| dir.to_path_buf())
+}
+
+impl ZarrArray {
+    /// The array `name` of the group at `group`, when its `.zarray` is one this module reads
+    /// (v2, C order, no filters, zstd or no compressor, a little-endian number type).
+    pub(super) fn open(group: &Path, name: &str) -> Option<ZarrArray> {
+        let dir = group.join(name);
+        let meta: Value = serde_json::from_slice(&std::fs::read(dir.join(".zarray")).ok()?).ok()?;
+        let usizes = |k: &str| -> Option<Vec<usize>> {
+            meta.get(k)?
+                .as_array()?
+                .iter()
+                .map(|v| v.as_u64().map(|n| n as usize))
+                .collect()
+        };
+        let (shape, chunks) = (usizes("shape")?, usizes("chunks")?);
+        let plain_filters = match meta.get("filters") {
+            None | Some(Value::Null) => true,
+            Some(Value::Array(a)) => a.is_empty(),
+            _ => false,
+        };
+        let zstd = match meta.get("compressor") {
+            None | Some(Value::Null) => false,
+            Some(c) if c.get("id").and_then(Value::as_str) == Some("zstd") => true,
+            _ => return None,
+        };
+        let separator = match meta.get("dimension_separator").and_then(Value::as_str) {
+            None | Some(".") => '.',
+            Some("/") => '/',
+            _ => return None,
+        };
+        let fill = match meta.get("fill_value") {
+            Some(Value::Number(n)) => n.as_f64()?,
+            Some(Value::String(s)) if s == "Infinity" => f64::INFINITY,
+            Some(Value::String(s)) if s == "-Infinity" => f64::NEG_INFINITY,
+            _ => f64::NAN,
+        };
+        let ok = meta.get("zarr_format").and_then(Value::as_u64) == Some(2)
+            && meta.get("order").and_then(Value::as_str) == Some("C")
+            && plain_filters
+            && shape.len() >= 3
+            && shape.len() == chunks.len()
+            && chunks.iter().all(|&c| c > 0);
+        let dtype = Dtype::parse(meta.get("dtype")?.as_str()?)?;
+        ok.then(|| ZarrArray {
+            dir,
+            shape,
+            chunks,
+            dtype,
+            zstd,
+            separator,
+            fill,
+            streams: Default::default(),
+            scratch: Default::default(),
+        })
+    }
+
+    pub(super) fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn chunk_path(&self, index: &[usize]) -> PathBuf {
+        let sep = self.separator.to_string();
+        let key: Vec<String> = index.iter().map(|i| i.to_string()).collect();
+        self.dir.join(key.join(&sep))
+    }
+
+    /// Reads steps `times` × every plane of the middle dims × file rows `rows` × all columns
+    /// into `out` ([step][plane][row][column]; rows reversed with `flip_y`).
+    pub(super) fn read(
+        &self,
+        times: Range<usize>,
+        rows: Range<usize>,
+        flip_y: bool,
+        convert: Convert,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let nd = self.shape.len();
+        let (h, w) = (rows.len(), self.shape[nd - 1]);
+        let planes: usize = self.shape[1..nd - 2].iter().product();
+        if out.len() != times.len() * planes * h * w
+            || times.end > self.shape[0]
+            || rows.end > self.shape[nd - 2]
+        {
+            return Err(Error::Internal(format!(
+                "zarr read of {times:?} × {rows:?} into {} values",
+                out.len()
+            )));
+        }
+        // The wanted box in array coordinates, past the time dim.
+        let mut want: Vec<Range<usize>> = self.shape[1..].iter().map(|&n| 0..n).collect();
+        want[nd - 3] = rows.clone();
+        // Chunk indices along each dim past time that the box touches.
+        let spans: Vec<Range<usize>> = want
+            .iter()
+            .zip(&self.chunks[1..])
+            .map(|(r, &c)| r.start / c..r.end.div_ceil(c))
+            .collect();
+        let ct = self.chunks[0];
+        let slab: usize = self.chunks[1..].iter().product::<usize>() * self.dtype.size();
+        // One spatial chunk that is exactly the wanted box, f32 as stored: decode into `out`.
+        let whole = self.dtype == Dtype::F4
+            && convert.is_identity()
+            && convert.nodata.is_none_or(f64::is_nan)
+            && !flip_y
+            && want
+                .iter()
+                .zip(&self.chunks[1..])
+                .all(|(r, &c)| r.start == 0 && r.end == c);
+        let mut streams = self.streams.borrow_mut();
+        let mut scratch = self.scratch.borrow_mut();
+        let mut kept = Vec::new();
+        let step_len = planes * h * w;
+        let dtype = self.dtype;
+        for tc in times.start / ct..times.end.div_ceil(ct) {
+            let s0 = times.start.max(tc * ct);
+            let s1 = times.end.min((tc + 1) * ct);
+            let dst0 = (s0 - times.start) * step_len;
+            for rest in box_indices(&spans) {
+                let mut index = vec![tc];
+                index.extend(&rest);
+                let path = self.chunk_path(&index);
+                let dst = &mut out[dst0..dst0 + (s1 - s0) * step_len];
+                let runs = self.runs(&rest, &want, flip_y);
+                if !path.exists() {
+                    let v = convert.value(self.fill);
+                    for step in dst.chunks_mut(step_len) {
+                        for r in &runs {
+                            step[r.to..r.to + r.len].fill(v);
+                        }
+                    }
+                    continue;
+                }
+                let first = s0 - tc * ct;
+                let mut stream = match streams.remove(&index) {
+                    Some(s) if s.next_step <= first => s,
+                    _ => ChunkStream::open(&path, self.zstd)?,
+                };
+                let fail = |e: std::io::Error| {
+                    Error::source(
+                        path.display().to_string(),
+                        format!("cannot decode the Zarr chunk: {e}"),
+                    )
+                };
+                scratch.resize(slab, 0);
+                while stream.next_step < first {
+                    stream.read_steps(&mut scratch, 1).map_err(fail)?;
+                }
+                if whole {
+                    // SAFETY: any bit pattern is a valid f32, and the byte view covers exactly
+                    // `dst`'s memory while `dst` is not otherwise used.
+                    let bytes = unsafe {
+                        std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<u8>(), dst.len() * 4)
+                    };
+                    stream.read_steps(bytes, s1 - s0).map_err(fail)?;
+                } else {
+                    for step in dst.chunks_mut(step_len) {
+                        stream.read_steps(&mut scratch, 1).map_err(fail)?;
+                        for r in &runs {
+                            let n = r.len * dtype.size();
+                            let src = &scratch[r.at * dtype.size()..][..n];
+                            convert.run(dtype, src, &mut step[r.to..r.to + r.len]);
+                        }
+                    }
+                }
+                // A stream with steps past this read stays open for the next read.
+                if s1 == times.end && stream.next_step < ct {
+                    streams.insert(index.clone(), stream);
+                    kept.push(index);
+                }
+            }
+        }
+        streams.retain(|k, _| kept.contains(k));
+        Ok(())
+    }
+
+    /// The x-runs of the chunk at chunk index `rest` (past time) inside the wanted box.
+    fn runs(&self, rest: &[usize], want: &[Range<usize>], flip_y: bool) -> Vec<Run> {
+        let n = want.len();
+        let origin: Vec<usize> = rest
+            .iter()
+            .zip(&self.chunks[1..])
+            .map(|(i, c)| i * c)
+            .collect();
+        let spans: Vec<Range<usize>> = (0..n)
+            .map(|d| want[d].start.max(origin[d])..want[d].end.min(origin[d] + self.chunks[d + 1]))
+            .collect();
+        if spans.iter().any(|s| s.is_empty()) {
+            return Vec::new();
+        }
+        let (h, w) = (want[n - 2].len(), want[n - 1].len());
+        let x = &spans[n - 1];
+        box_indices(&spans[..n - 1])
+            .into_iter()
+            .map(|i| {
+                let mut at = 0;
+                for d in 0..n - 1 {
+                    at = at * self.chunks[d + 1] + (i[d] - origin[d]);
+                }
+                at = at * self.chunks[n] + (x.start - origin[n - 1]);
+                let mut plane = 0;
+                for d in 0..n - 2 {
+                    plane = plane * want[d].len() + (i[d] - want[d].start);
+                }
+                let y = i[n - 2] - want[n - 2].start;
+                let row = if flip_y { h - 1 - y } else { y };
+                Run {
+                    at,
+                    to: (plane * h + row) * w + (x.start - want[n - 1].start),
+                    len: x.len(),
+                }
+            })
+            .collect()
+    }
+}
+
+/// A run of values along x: `len` elements from element `at` of a chunk's step slab to element
+/// `to` of an output step.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    at: usize,
+    to: usize,
+    len: usize,
+}
+
+/// Every index in the box `spans`, row-major.
+fn box_indices(spans: &[Range<usize>]) -> Vec<Vec<usize>> {
+    let mut out = vec![Vec::new()];
+    for s in spans {
+        out = out
+            .into_iter()
+            .flat_map(|p| {
+                s.clone().map(move |i| {
+                    let mut q = p.clone();
+                    q.push(i);
+                    q
+                })
+            })
+            .collect();
+    }
+    out
+}
+
+/// One chunk file being decoded step by step.
+struct ChunkStream {
+    /// The step (within the chunk) the next read yields.
+    next_step: usize,
+    reader: Box<dyn Read>,
+}
+
+impl std::fmt::Debug for ChunkStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkStream")
+            .field("next_step", &self.next_step)
+            .finish()
+    }
+}
+
+impl ChunkStream {
+    fn open(path: &Path, zstd: bool) -> Result<ChunkStream> {
+        let blocks = Prefetch::start(path)
+            .map_err(|e| Error::source(path.display().to_string(), format!("cannot open: {e}")))?;
+        let reader: Box<dyn Read> = if zstd {
+            Box::new(
+                zstd::stream::read::Decoder::with_buffer(blocks).map_err(|e| {
+                    Error::source(path.display().to_string(), format!("cannot decode: {e}"))
+                })?,
+            )
+        } else {
+            Box::new(blocks)
+        };
+        Ok(ChunkStream {
+            next_step: 0,
+            reader,
+        })
+    }
+
+    /// Fills `buf` with the next `steps` steps.
+    fn read_steps(&mut self, buf: &mut [u8], steps: usize) -> std::io::Result<()> {
+        self.reader.read_exact(buf).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                std::io::Error::new(e.kind(), "the chunk is shorter than its shape (truncated?)")
+            } else {
+                e
+            }
+        })?;
+        self.next_step += steps;
+        Ok(())
+    }
+}
+
+/// A block of file bytes in an `O_DIRECT`-aligned window of a vector.
+struct Block {
+    data: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl Block {
+    fn new() -> Block {
+        let data = vec![0u8; BLOCK + ALIGN];
+        let start = data.as_ptr().align_offset(ALIGN);
+        Block {
+            data,
+            start,
+            len: 0,
+        }
+    }
+
+    fn window(&mut self) -> &mut [u8] {
+        &mut self.data[self.start..self.start + BLOCK]
+    }
+}
+
+/// A file read ahead on its own thread, block by block, as a `BufRead`.
+struct Prefetch {
+    full: mpsc::Receiver<std::io::Result<Block>>,
+    empty: mpsc::SyncSender<Block>,
+    current: Option<Block>,
+    pos: usize,
+    done: bool,
+}
+
+impl Prefetch {
+    fn start(path: &Path) -> std::io::Result<Prefetch> {
+        let buffered = File::open(path)?;
+        // tmpfs and some file systems refuse O_DIRECT: then everything is read buffered.
+        let direct = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+            .ok();
+        let resident = if direct.is_some() {
+            resident_pages(&buffered)
+        } else {
+            None
+        };
+        let page = page_size();
+        let (full_tx, full) = mpsc::sync_channel(DEPTH);
+        let (empty, empty_rx) = mpsc::sync_channel::<Block>(DEPTH + 2);
+        std::thread::Builder::new()
+            .name("tessera-prefetch".into())
+            .spawn(move || {
+                let mut made = 0;
+                let mut offset = 0u64;
+                loop {
+                    let mut block = match empty_rx.try_recv() {
+                        Ok(b) => b,
+                        Err(_) if made < DEPTH + 2 => {
+                            made += 1;
+                            Block::new()
+                        }
+                        Err(_) => match empty_rx.recv() {
+                            Ok(b) => b,
+                            Err(_) => return,
+                        },
+                    };
+                    // Cached when every page of the block is (or when residency is unknown).
+                    let first = offset as usize / page;
+                    let cached = resident.as_ref().is_none_or(|r| {
+                        r.iter().skip(first).take(BLOCK / page).all(|p| p & 1 == 1)
+                    });
+                    match read_block(&buffered, direct.as_ref(), cached, block.window(), offset) {
+                        Ok(n) => {
+                            block.len = n;
+                            offset += n as u64;
+                            let last = n < BLOCK;
+                            if full_tx.send(Ok(block)).is_err() || last {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            let _ = full_tx.send(Err(e));
+                            return;
+                        }
+                    }
+                }
+            })?;
+        Ok(Prefetch {
+            full,
+            empty,
+            current: None,
+            pos: 0,
+            done: false,
+        })
+    }
+}
+
+/// Reads `buf.len()` bytes at `offset` (fewer at the end of the file): through the page cache
+/// when it holds them (`cached`), else directly when `direct` is open.
+fn read_block(
+    buffered: &File,
+    direct: Option<&File>,
+    cached: bool,
+    buf: &mut [u8],
+    offset: u64,
+) -> std::io::Result<usize> {
+    let (file, is_direct) = match direct {
+        Some(d) if !cached => (d, true),
+        _ => (buffered, false),
+    };
+    let mut n = 0;
+    while n < buf.len() {
+        let k = file.read_at(&mut buf[n..], offset + n as u64)?;
+        if k == 0 {
+            break;
+        }
+        n += k;
+        // A direct read ends short only at the end of the file.
+        if is_direct && k % ALIGN != 0 {
+            break;
+        }
+    }
+    Ok(n)
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+        .ok()
+        .filter(|&p| p > 0)
+        .unwrap_or(ALIGN)
+}
+
+/// Which pages of a file the page cache holds (one byte a page, bit 0 set when resident),
+/// from `mincore` on a mapping that is never touched; `None` when that cannot be asked.
+fn resident_pages(file: &File) -> Option<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let len = usize::try_from(file.metadata().ok()?.len()).ok()?;
+    if len == 0 {
+        return Some(Vec::new());
+    }
+    // SAFETY: a read-only shared mapping of the whole file is made, queried and unmapped; its
+    // memory is never read, so no page is faulted in, and `pages` has one byte per page.
+    unsafe {
+        let map = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        );
+        if map == libc::MAP_FAILED {
+            return None;
+        }
+        let mut pages = vec![0u8; len.div_ceil(page_size())];
+        let ok = libc::mincore(map, len, pages.as_mut_ptr()) == 0;
+        libc::munmap(map, len);
+        ok.then_some(pages)
+    }
+}
+
+impl Read for Prefetch {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = {
+            let avail = self.fill_buf()?;
+            let n = avail.len().min(out.len());
+            out[..n].copy_from_slice(&avail[..n]);
+            n
+        };
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for Prefetch {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        let spent = self.current.as_ref().is_none_or(|b| self.pos >= b.len);
+        if spent && !self.done {
+            if let Some(b) = self.current.take() {
+                let _ = self.empty.try_send(b);
+            }
+            match self.full.recv() {
+                Ok(Ok(b)) => {
+                    self.done = b.len < BLOCK;
+                    self.current = Some(b);
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => self.done = true,
+            }
+        }
+        Ok(match &self.current {
+            Some(b) => &b.data[b.start + self.pos..b.start + b.len],
+            None => &[],
+        })
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos += n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes a Zarr v2 array of `shape` in `chunks` whose element at index i is `value(i)`
+    /// (flat C-order index), stored as `dtype`; chunks in `skip` are left out.
+    fn write_array(
+        dir: &Path,
+        shape: &[usize],
+        chunks: &[usize],
+        dtype: &str,
+        zstd: bool,
+        skip: &[Vec<usize>],
+        value: impl Fn(usize) -> f64,
+    ) {
+        std::fs::create_dir_all(dir).unwrap();
+        let compressor = if zstd {
+            r#"{"id": "zstd", "level": 1}"#
+        } else {
+            "null"
+        };
+        let meta = format!(
+            r#"{{"zarr_format": 2, "shape": {shape:?}, "chunks": {chunks:?}, "dtype": "{dtype}",
+                "order": "C", "filters": null, "fill_value": -9, "compressor": {compressor}}}"#
+        );
+        std::fs::write(dir.join(".zarray"), meta).unwrap();
+        let grid: Vec<Range<usize>> = shape
+            .iter()
+            .zip(chunks)
+            .map(|(&n, &c)| 0..n.div_ceil(c))
+            .collect();
+        for index in box_indices(&grid) {
+            if skip.contains(&index) {
+                continue;
+            }
+            let boxed: Vec<Range<usize>> = chunks.iter().map(|&c| 0..c).collect();
+            let mut bytes = Vec::new();
+            for local in box_indices(&boxed) {
+                let global: Vec<usize> = local
+                    .iter()
+                    .zip(&index)
+                    .zip(chunks)
+                    .map(|((l, i), c)| i * c + l)
+                    .collect();
+                let inside = global.iter().zip(shape).all(|(g, n)| g < n);
+                let flat = global.iter().zip(shape).fold(0, |a, (g, n)| a * n + g);
+                let v = if inside { value(flat) } else { -9.0 };
+                match dtype {
+                    "<f4" => bytes.extend((v as f32).to_le_bytes()),
+                    "<i2" => bytes.extend((v as i16).to_le_bytes()),
+                    _ => unreachable!(),
+                }
+            }
+            if zstd {
+                bytes = zstd::bulk::compress(&bytes, 1).unwrap();
+            }
+            let key: Vec<String> = index.iter().map(|i| i.to_string()).collect();
+            std::fs::write(dir.join(key.join(".")), bytes).unwrap();
+        }
+    }
+
+    /// What `read` must give, from `value` directly.
+    fn expected(
+        shape: &[usize],
+        times: Range<usize>,
+        rows: Range<usize>,
+        flip_y: bool,
+        value: impl Fn(usize) -> f64,
+    ) -> Vec<f32> {
+        let n = shape.len();
+        let planes: usize = shape[1..n - 2].iter().product();
+        let (h, w) = (rows.len(), shape[n - 1]);
+        let mut out = Vec::new();
+        for t in times {
+            for p in 0..planes {
+                for r in 0..h {
+                    let y = if flip_y {
+                        rows.end - 1 - r
+                    } else {
+                        rows.start + r
+                    };
+                    for x in 0..w {
+                        out.push(value(((t * planes + p) * shape[n - 2] + y) * w + x) as f32);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn streams_equal_the_array_in_any_chunking() {
+        let tmp = tempfile::tempdir().unwrap();
+        let shape = [7, 2, 9, 11];
+        let value = |i: usize| (i as f64) * 0.5 - 3.0;
+        let cases: [(&str, [usize; 4], bool); 4] = [
+            ("a", [3, 1, 4, 5], true),
+            ("b", [7, 2, 9, 11], true),
+            ("c", [2, 2, 9, 4], false),
+            ("d", [4, 1, 2, 11], true),
+        ];
+        for (name, chunks, zstd) in cases {
+            let dir = tmp.path().join(name);
+            write_array(&dir, &shape, &chunks, "<f4", zstd, &[], value);
+            let a = ZarrArray::open(tmp.path(), name).unwrap();
+            let id = Convert {
+                scale: 1.0,
+                offset: 0.0,
+                nodata: None,
+            };
+            for (times, rows, flip) in [
+                (0..7, 0..9, false),
+                (1..6, 2..7, false),
+                (2..3, 3..9, true),
+                (0..7, 0..9, true),
+            ] {
+                let mut out = vec![0f32; times.len() * 2 * rows.len() * 11];
+                a.read(times.clone(), rows.clone(), flip, id, &mut out)
+                    .unwrap();
+                let want = expected(&shape, times.clone(), rows.clone(), flip, value);
+                assert_eq!(out, want, "{name} {times:?} {rows:?} flip {flip}");
+            }
+            // Consecutive pieces continue the open streams and give the same values.
+            let mut whole = Vec::new();
+            for piece in [0..2, 2..3, 3..7] {
+                let mut out = vec![0f32; piece.len() * 2 * 9 * 11];
+                a.read(piece, 0..9, false, id, &mut out).unwrap();
+                whole.extend(out);
+            }
+            assert_eq!(
+                whole,
+                expected(&shape, 0..7, 0..9, false, value),
+                "{name} pieces"
+            );
+        }
+    }
+
+    #[test]
+    fn integers_are_scaled_and_fill_and_missing_chunks_are_nan() {
+        let tmp = tempfile::tempdir().unwrap();
+        let shape = [4, 1, 6, 5];
+        let value = |i: usize| {
+            if i.is_multiple_of(7) {
+                -9.0
+            } else {
+                (i % 50) as f64
+            }
+        };
+        write_array(
+            &tmp.path().join("v"),
+            &shape,
+            &[2, 1, 3, 5],
+            "<i2",
+            true,
+            &[vec![1, 0, 1, 0]],
+            value,
+        );
+        let a = ZarrArray::open(tmp.path(), "v").unwrap();
+        let convert = Convert {
+            scale: 0.5,
+            offset: 100.0,
+            nodata: Some(-9.0),
+        };
+        let mut out = vec![0f32; 4 * 6 * 5];
+        a.read(0..4, 0..6, false, convert, &mut out).unwrap();
+        for t in 0..4 {
+            for y in 0..6 {
+                for x in 0..5 {
+                    let i = (t * 6 + y) * 5 + x;
+                    let missing = t >= 2 && y >= 3;
+                    let v = value(i);
+                    let want = if missing || v == -9.0 {
+                        f32::NAN
+                    } else {
+                        (v * 0.5 + 100.0) as f32
+                    };
+                    assert!(
+                        out[i] == want || (out[i].is_nan() && want.is_nan()),
+                        "{t} {y} {x}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_truncated_chunk_is_an_error_naming_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_array(
+            &tmp.path().join("v"),
+            &[4, 1, 3, 3],
+            &[4, 1, 3, 3],
+            "<f4",
+            true,
+            &[],
+            |i| i as f64,
+        );
+        let chunk = tmp.path().join("v").join("0.0.0.0");
+        let bytes = std::fs::read(&chunk).unwrap();
+        std::fs::write(&chunk, &bytes[..bytes.len() / 2]).unwrap();
+        let a = ZarrArray::open(tmp.path(), "v").unwrap();
+        let id = Convert {
+            scale: 1.0,
+            offset: 0.0,
+            nodata: None,
+        };
+        let mut out = vec![0f32; 4 * 9];
+        let e = a
+            .read(0..4, 0..3, false, id, &mut out)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("0.0.0.0") && e.contains("cannot decode"), "{e}");
+    }
+
+    #[test]
+    fn unsupported_arrays_are_left_to_gdal() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("v");
+        std::fs::create_dir_all(&dir).unwrap();
+        for meta in [
+            r#"{"zarr_format": 2, "shape": [2,3,3], "chunks": [2,3,3], "dtype": "<f4", "order": "F", "filters": null, "fill_value": null, "compressor": null}"#,
+            r#"{"zarr_format": 2, "shape": [2,3,3], "chunks": [2,3,3], "dtype": "<f4", "order": "C", "filters": null, "fill_value": null, "compressor": {"id": "blosc"}}"#,
+            r#"{"zarr_format": 2, "shape": [2,3,3], "chunks": [2,3,3], "dtype": ">f4", "order": "C", "filters": null, "fill_value": null, "compressor": null}"#,
+            r#"{"zarr_format": 2, "shape": [2,3,3], "chunks": [2,3,3], "dtype": "<f4", "order": "C", "filters": [{"id": "delta"}], "fill_value": null, "compressor": null}"#,
+        ] {
+            std::fs::write(dir.join(".zarray"), meta).unwrap();
+            assert!(ZarrArray::open(tmp.path(), "v").is_none(), "{meta}");
+        }
+    }
+}
