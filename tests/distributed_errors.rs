@@ -1,6 +1,6 @@
 //! Bad input to a coordinator gets a clear error and writes nothing: malformed YAML, an unknown
-//! operation, a glob that matches nothing, an output outside the store, a wrong or missing
-//! token, a worker with the wrong protocol version.
+//! operation, a glob that matches nothing, an output outside the store, an output another job
+//! is still writing, a wrong or missing token, a worker with the wrong protocol version.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -117,21 +117,28 @@ fn a_coordinator_refuses_bad_jobs_tokens_and_workers() {
         "{text}"
     );
 
-    // With the token, the good job runs.
+    // With the token, the good job is taken (no worker yet: it waits) ...
+    let submitted = tessera_ok(&["submit", &good, "--coordinator", &url, "--token", "s3cret"]);
+    let id = String::from_utf8_lossy(&submitted.stdout)
+        .trim()
+        .to_string();
+    // ... and while it has not ended, a job writing inside its output is refused, naming it.
+    let inner = job(
+        "inner.yaml",
+        format!("version: 1\nsources: [{dem}]\noutput: {{url: {out}/inner}}\n"),
+    );
+    let err = submit(&inner, Some("s3cret"));
+    assert!(
+        err.contains("is being written by job") && err.contains(&id),
+        "{err}"
+    );
+    // With a worker, the good job runs.
     procs.0.push(start_worker(
         &url,
         &tmp.path().join("w.log"),
         &["--token", "s3cret"],
     ));
-    let done = tessera_ok(&[
-        "submit",
-        &good,
-        "--coordinator",
-        &url,
-        "--token",
-        "s3cret",
-        "--watch",
-    ]);
+    let done = tessera_ok(&["watch", &id, "--coordinator", &url, "--token", "s3cret"]);
     assert!(String::from_utf8_lossy(&done.stderr).contains("Succeeded"));
     wait_until(10, "the layer", || store.join("out/.zmetadata").exists());
     let jobs = String::from_utf8_lossy(

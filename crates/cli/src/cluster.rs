@@ -274,6 +274,21 @@ pub async fn run_spec(
         tls: None,
     })
     .await?;
+    // An interrupted run of a job writing this output, resumed from the journal, is replaced
+    // by this one (before any worker can take a task of it).
+    let output = coordinator
+        .resolve_output(&spec.output.url)
+        .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+    for j in coordinator.writers_of(&output) {
+        eprintln!(
+            "note: job {} ({}), interrupted earlier, was writing this output; this run replaces it",
+            j.id, j.name
+        );
+        coordinator
+            .cancel(j.id)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;

@@ -184,6 +184,12 @@ impl Coordinator {
     pub async fn submit(self: &Arc<Self>, yaml: &str) -> Result<JobId, Status> {
         let spec = JobSpec::from_yaml(yaml).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let output_url = self.resolve_output(&spec.output.url)?;
+        if let Some(j) = self.writers_of(&output_url).first() {
+            return Err(Status::failed_precondition(format!(
+                "output.url: `{}` is being written by job {} ({}), which has not ended; wait for it, cancel it, or write elsewhere",
+                spec.output.url, j.id, j.name
+            )));
+        }
         spec.ingest_options().map_err(status_of)?;
         let patterns = spec.sources.clone();
         let sources = blocking(move || expand_sources(&patterns))
@@ -487,6 +493,42 @@ impl Coordinator {
         lock(&self.sched).status(job, self.now())
     }
 
+    /// The jobs that have not ended and write `output_url`, inside it or around it: two jobs
+    /// writing one layer would replace each other's chunks and scratch.
+    pub fn writers_of(&self, output_url: &str) -> Vec<JobStatus> {
+        let a = output_url.trim_end_matches('/');
+        let nested = |b: &str| {
+            let b = b.trim_end_matches('/');
+            a == b || a.starts_with(&format!("{b}/")) || b.starts_with(&format!("{a}/"))
+        };
+        lock(&self.sched)
+            .jobs(self.now())
+            .into_iter()
+            .filter(|j| !j.state.is_terminal() && nested(&j.output))
+            .collect()
+    }
+
+    /// Cancels a job: no task of it is leased again, and its end is journalled.
+    pub async fn cancel(&self, job: JobId) -> Result<JobStatus, Status> {
+        let now = self.now();
+        if !lock(&self.sched).cancel(job, now) {
+            return Err(Status::not_found(format!("no job {job}")));
+        }
+        self.journal
+            .put_end(
+                job,
+                &JobEnd {
+                    state: JobState::Cancelled,
+                    error: None,
+                },
+            )
+            .await
+            .map_err(status_of)?;
+        self.notify();
+        self.status(job)
+            .ok_or_else(|| Status::not_found(format!("no job {job}")))
+    }
+
     /// Tasks leased more than once in the current stage of a job (re-executions).
     pub fn extra_leases(&self, job: JobId) -> u64 {
         lock(&self.sched).extra_leases(job)
@@ -589,26 +631,7 @@ impl pb::job_service_server::JobService for JobApi {
     ) -> Result<Response<pb::JobStatus>, Status> {
         self.0.check_token(&req)?;
         let job = from_proto::job_id(&req.get_ref().job_id)?;
-        let now = self.0.now();
-        if !lock(&self.0.sched).cancel(job, now) {
-            return Err(Status::not_found(format!("no job {job}")));
-        }
-        self.0
-            .journal
-            .put_end(
-                job,
-                &JobEnd {
-                    state: JobState::Cancelled,
-                    error: None,
-                },
-            )
-            .await
-            .map_err(status_of)?;
-        self.0.notify();
-        let status = self
-            .0
-            .status(job)
-            .ok_or_else(|| Status::not_found(format!("no job {job}")))?;
+        let status = self.0.cancel(job).await?;
         Ok(Response::new(pb::JobStatus::from(&status)))
     }
 
