@@ -264,7 +264,7 @@ fn gradient_equals_xarray_differentiate() {
 fn read_by_bbox_and_time_equals_xarray_sel_here_and_over_grpc() {
     let (Some(grib), Some(py)) = (
         reanalysis("era5-2mt-2019-03-uk.grib"),
-        python_with(&["xarray", "cfgrib", "pandas"]),
+        python_with(&["xarray", "cfgrib", "pandas", "netCDF4"]),
     ) else {
         return;
     };
@@ -278,7 +278,11 @@ fn read_by_bbox_and_time_equals_xarray_sel_here_and_over_grpc() {
     run_job(&job);
     let layer = dir.path().join("out/hourly");
     let layer = layer.to_str().unwrap();
-    let (zarr, csv) = (dir.path().join("sub.zarr"), dir.path().join("sub.csv"));
+    let (zarr, csv, nc) = (
+        dir.path().join("sub.zarr"),
+        dir.path().join("sub.csv"),
+        dir.path().join("sub.nc"),
+    );
     let sel = [
         "--vars",
         "t2m",
@@ -286,7 +290,7 @@ fn read_by_bbox_and_time_equals_xarray_sel_here_and_over_grpc() {
         "2019-03-04/2019-03-07",
         "--bbox=-3.1,50.4,-0.9,52.6",
     ];
-    for out in [&zarr, &csv] {
+    for out in [&zarr, &csv, &nc] {
         let mut args = vec!["read", layer];
         args.extend(sel);
         args.extend(["--out", out.to_str().unwrap()]);
@@ -299,6 +303,7 @@ fn read_by_bbox_and_time_equals_xarray_sel_here_and_over_grpc() {
             grib.to_str().unwrap(),
             zarr.to_str().unwrap(),
             csv.to_str().unwrap(),
+            nc.to_str().unwrap(),
             "2019-03-04",
             "2019-03-07",
             "-3.1",
@@ -308,7 +313,7 @@ fn read_by_bbox_and_time_equals_xarray_sel_here_and_over_grpc() {
         ],
     );
     assert_eq!(r["shape"], "96x9x9");
-    for k in ["zarr_exact", "coords_exact", "csv_exact"] {
+    for k in ["zarr_exact", "coords_exact", "csv_exact", "nc_exact"] {
         assert_eq!(r[k], "True", "{k}: {r:?}");
     }
 
@@ -387,7 +392,17 @@ fn levels_and_members_ingest_and_read_back_by_origin_and_shape() {
         "5,1,1,1,1",
     ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("t: time 0..5 is outside 0..4"));
-    if let Some(py) = python_with(&["xarray", "cfgrib", "pandas"]) {
+    // The whole 5-D layer as NetCDF; written again only with --overwrite.
+    let nc = dir.path().join("ens.nc");
+    let nc = nc.to_str().unwrap();
+    tessera_ok(&["read", layer, "--out", nc]);
+    let again = tessera(&["read", layer, "--out", nc]);
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("exists (pass --overwrite"),
+        "{again:?}"
+    );
+    tessera_ok(&["read", layer, "--out", nc, "--overwrite"]);
+    if let Some(py) = python_with(&["xarray", "cfgrib", "pandas", "netCDF4"]) {
         let r = reference(
             &py,
             &[
@@ -395,8 +410,11 @@ fn levels_and_members_ingest_and_read_back_by_origin_and_shape() {
                 grib.to_str().unwrap(),
                 layer,
                 csv.to_str().unwrap(),
+                nc,
             ],
         );
+        assert_eq!(r["z_nc_exact"], "True");
+        assert_eq!(r["t_nc_exact"], "True");
         assert_eq!(r["z_exact"], "True");
         assert_eq!(r["t_exact"], "True");
         assert_eq!(r["levels"], "850,500");

@@ -3,8 +3,8 @@
   resample GRIB LAYER            daily mean/max/min vs resample(time='1D')
   climatology LAYER BY SRC...    groupby('time.BY').mean() over the sources concatenated
   gradient GRIB LAYER            differentiate('longitude' / 'latitude'), and per metre
-  sel GRIB ZARR CSV T0 T1 X0 Y0 X1 Y1    .sel() subset vs a read written as Zarr and CSV
-  members GRIB LAYER             the level/member file vs the ingested layer
+  sel GRIB ZARR CSV NC T0 T1 X0 Y0 X1 Y1   .sel() subset vs a read written as Zarr, CSV, NetCDF
+  members GRIB LAYER CSV NC      the level/member file vs the ingested layer, a region, NetCDF
 """
 import os
 import sys
@@ -67,7 +67,7 @@ elif cmd == "gradient":
         out(metre_dx_rel=rel(m.t2m_dx.values, ref_x.values), metre_dy_rel=rel(m.t2m_dy.values, ref_y.values),
             metre_mag_rel=rel(m.t2m_gradient.values, mag.values))
 elif cmd == "sel":
-    path, zarr_out, csv_out, t0, t1, x0, y0, x1, y1 = args
+    path, zarr_out, csv_out, nc_out, t0, t1, x0, y0, x1, y1 = args
     t = grib(path).t2m
     ref = t.sel(time=slice(t0, t1), longitude=slice(float(x0), float(x1)), latitude=slice(float(y1), float(y0)))
     z = xr.open_zarr(zarr_out).t2m
@@ -79,7 +79,12 @@ elif cmd == "sel":
         and bool((c.latitude.values == df.latitude.values).all()) \
         and bool((c.longitude.values == df.longitude.values).all()) \
         and bool((pd.to_datetime(c.time).values == df.time.values).all())
-    out(shape="x".join(map(str, ref.shape)), zarr_exact=same, coords_exact=coords, csv_exact=csv_same)
+    n = xr.open_dataset(nc_out).t2m
+    nc_same = n.shape == ref.shape and bool((n.values == ref.values).all()) \
+        and all(bool((n[c].values == ref[c].values).all()) for c in ["time", "latitude", "longitude"]) \
+        and n.attrs.get("units") == ref.attrs.get("units")
+    out(shape="x".join(map(str, ref.shape)), zarr_exact=same, coords_exact=coords, csv_exact=csv_same,
+        nc_exact=nc_same)
 elif cmd == "members":
     src = grib(args[0])
     z = xr.open_zarr(args[1])
@@ -92,5 +97,12 @@ elif cmd == "members":
     c = pd.read_csv(args[2])
     ref = src.t.transpose("time", "number", "isobaricInhPa", "latitude", "longitude")[1:3, 2:5, 1:2, 10:12, 20:22]
     out(region_exact=bool((c.t.values.astype("f4") == ref.values.ravel()).all()))
+    # the whole layer written as NetCDF
+    n = xr.open_dataset(args[3])
+    for v in ["z", "t"]:
+        ref = src[v].transpose("time", "number", "isobaricInhPa", "latitude", "longitude")
+        out(**{f"{v}_nc_exact": bool(n[v].shape == ref.shape and (n[v].values == ref.values).all()
+                                     and (n.number.values == ref.number.values).all()
+                                     and (n.isobaricInhPa.values == ref.isobaricInhPa.values).all())})
 sys.stdout.flush()
 os._exit(0)

@@ -26,7 +26,8 @@ pub struct ReadArgs {
     origin: Vec<u64>,
     #[arg(long, value_delimiter = ',', requires = "origin")]
     shape: Vec<u64>,
-    /// Write the subset: `.zarr` (a Tessera layer), `.csv`, or `-` for CSV on stdout.
+    /// Write the subset: `.zarr` (a Tessera layer), `.nc` (NetCDF-4), `.csv`, or `-` for CSV
+    /// on stdout.
     #[arg(long)]
     out: Option<PathBuf>,
     /// Replace an existing --out.
@@ -83,11 +84,13 @@ fn emit(subset: &Subset, out: Option<PathBuf>, overwrite: bool) -> Result<()> {
             let name = p.to_string_lossy().to_string();
             if name.ends_with(".csv") {
                 write_csv_file(subset, p)?;
+            } else if name.ends_with(".nc") {
+                subset.write_netcdf(p, overwrite)?;
             } else if name.trim_end_matches('/').ends_with(".zarr") {
                 let url = std::path::absolute(p)?.to_string_lossy().to_string();
                 subset.write_zarr(&url, 3, overwrite)?;
             } else {
-                bail!("--out {name}: write .zarr or .csv (or - for CSV on stdout)");
+                bail!("--out {name}: write .zarr, .nc or .csv (or - for CSV on stdout)");
             }
             eprint!("{}", subset.summary());
         }

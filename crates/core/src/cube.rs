@@ -14,6 +14,7 @@
 
 pub mod gradient;
 pub mod layer;
+mod netcdf;
 pub mod plan;
 pub mod read;
 pub mod source;
