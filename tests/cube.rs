@@ -180,7 +180,7 @@ fn climatology_over_several_files_equals_xarray_groupby() {
 }
 
 #[test]
-fn multi_year_climatology_from_zarr_files_equals_xarray() {
+fn multi_year_climatology_and_rechunk_from_zarr_files_equal_xarray() {
     let Some(py) = python_with(&["xarray", "zarr", "numcodecs", "pandas"]) else {
         return;
     };
@@ -201,9 +201,23 @@ fn multi_year_climatology_from_zarr_files_equals_xarray() {
         dir.path(),
         &[&b, &a],
         "  variables: [cape, blh]\n  memory_mb: 1\n",
-        "    month: {climatology: {by: month}}\n    season: {climatology: {by: season, stat: mean}}\n",
+        // 1900 steps × 13 rows × 17 columns × 4 B is more than 1 MB: the rechunk goes through
+        // intermediate objects and a last stage.
+        "    month: {climatology: {by: month}}\n    season: {climatology: {by: season, stat: mean}}\n    ts: {rechunk: {}, chunks: {time: 1900, y: 5, x: 4}}\n",
     );
     run_job(&job);
+    let ts = dir.path().join("out/ts");
+    let r = reference(
+        &py,
+        &[
+            "rechunk",
+            ts.to_str().unwrap(),
+            b.to_str().unwrap(),
+            a.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r["chunks"], "1900,5,4", "{r:?}");
+    assert_eq!(r["exact"], "True", "{r:?}");
     for by in ["month", "season"] {
         let layer = dir.path().join("out").join(by);
         let r = reference(

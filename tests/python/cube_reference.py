@@ -4,6 +4,7 @@
   climatology LAYER BY SRC...    groupby('time.BY').mean() over the sources concatenated
   gradient GRIB LAYER            differentiate('longitude' / 'latitude'), and per metre
   sel GRIB ZARR CSV NC T0 T1 X0 Y0 X1 Y1   .sel() subset vs a read written as Zarr, CSV, NetCDF
+  rechunk LAYER SRC...           the layer's chunks, and its values vs the sources concatenated
   members GRIB LAYER CSV NC      the level/member file vs the ingested layer, a region, NetCDF
 """
 import os
@@ -51,6 +52,13 @@ elif cmd == "climatology":
         worst = max(worst, rel(c[v].values, ref.values))
         out(**{f"{v}_groups": bool((c[by].values == ref[by].values).all())})
     out(rel=worst)
+elif cmd == "rechunk":
+    layer, srcs = args[0], args[1:]
+    ds = xr.concat([xr.open_zarr(p) for p in srcs], dim="time").sortby("time")
+    c = xr.open_zarr(layer)
+    exact = all(c[v].shape == ds[v].shape and bool(np.array_equal(c[v].values, ds[v].values, equal_nan=True))
+                for v in c.data_vars) and bool((c.time.values == ds.time.values).all())
+    out(chunks=",".join(str(x) for x in c[list(c.data_vars)[0]].encoding["chunks"]), exact=exact)
 elif cmd == "gradient":
     t = grib(args[0]).t2m
     g = xr.open_zarr(args[1])

@@ -438,7 +438,7 @@ impl Coordinator {
         plan: CubePlan,
         after: u32,
     ) -> tessera_core::Result<()> {
-        for stage in after + 1..=3 {
+        for stage in after + 1..=CubePlan::LAST_STAGE {
             let tasks: Vec<(TaskPayload, u64)> = plan
                 .stage_tasks(stage)
                 .into_iter()

@@ -271,7 +271,6 @@ impl CubeWriter {
         data: &[f32],
     ) -> Result<()> {
         let v = &self.info.variables[var];
-        let array = &self.arrays[var];
         let Chunks {
             lead: cl,
             y: cy,
@@ -298,7 +297,6 @@ impl CubeWriter {
                 }
             }
         }
-        let axes_shape: Vec<usize> = v.axes.iter().map(|a| a.values.len()).collect();
         jobs.par_iter().try_for_each(|&(t0, p, r0, c0)| {
             let mut chunk = vec![f32::NAN; cl * cy * cx];
             for dt in 0..cl.min(leads - t0) {
@@ -308,24 +306,38 @@ impl CubeWriter {
                     chunk[(dt * cy + dr) * cx..][..n].copy_from_slice(src);
                 }
             }
-            let mut index = vec![((lead0 + t0) / cl) as u64];
-            let mut rest = p;
-            let mut plane_index = vec![0u64; axes_shape.len()];
-            for (i, n) in axes_shape.iter().enumerate().rev() {
-                plane_index[i] = (rest % n) as u64;
-                rest /= n;
-            }
-            index.extend(plane_index);
-            index.extend([((row0 + r0) / cy) as u64, (c0 / cx) as u64]);
-            if chunk.iter().all(|x| x.is_nan()) {
-                return Ok(());
-            }
-            array.store_chunk(&index, chunk).map_err(|e| {
-                Error::storage(
-                    self.store.url(),
-                    format!("cannot write chunk {index:?} of {}: {e}", v.name),
-                )
-            })
+            self.write_chunk(
+                var,
+                [(lead0 + t0) / cl, p, (row0 + r0) / cy, c0 / cx],
+                chunk,
+            )
+        })
+    }
+
+    /// Writes one chunk of a variable: `at` is (lead chunk, plane, row chunk, column chunk),
+    /// `chunk` the chunk's values (lead, y, x), NaN-padded past the edges. An all-NaN chunk is
+    /// not stored (it reads as the fill value).
+    pub fn write_chunk(&self, var: usize, at: [usize; 4], chunk: Vec<f32>) -> Result<()> {
+        let v = &self.info.variables[var];
+        let [lead, p, row, col] = at;
+        let axes_shape: Vec<usize> = v.axes.iter().map(|a| a.values.len()).collect();
+        let mut index = vec![lead as u64];
+        let mut rest = p;
+        let mut plane_index = vec![0u64; axes_shape.len()];
+        for (i, n) in axes_shape.iter().enumerate().rev() {
+            plane_index[i] = (rest % n) as u64;
+            rest /= n;
+        }
+        index.extend(plane_index);
+        index.extend([row as u64, col as u64]);
+        if chunk.iter().all(|x| x.is_nan()) {
+            return Ok(());
+        }
+        self.arrays[var].store_chunk(&index, chunk).map_err(|e| {
+            Error::storage(
+                self.store.url(),
+                format!("cannot write chunk {index:?} of {}: {e}", v.name),
+            )
         })
     }
 

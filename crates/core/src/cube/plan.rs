@@ -308,6 +308,10 @@ pub struct PlannedProduct {
     pub op: ProductOp,
     pub info: CubeInfo,
     pub outputs: Vec<OutVar>,
+    /// Written through intermediate objects and a last stage (a rechunk whose target time
+    /// chunks do not fit the memory budget one band at a time).
+    #[serde(default)]
+    pub staged: bool,
 }
 
 /// A unit of map work: a time range and a band of rows.
@@ -354,9 +358,25 @@ pub struct CubePlan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum CubeTask {
-    Map { block: usize, var: usize },
-    Climatology { band: usize },
-    Anomaly { block: usize, var: usize },
+    Map {
+        block: usize,
+        var: usize,
+    },
+    Climatology {
+        band: usize,
+    },
+    Anomaly {
+        block: usize,
+        var: usize,
+    },
+    /// Stage 4: the chunks of a staged product's output `var` at lead chunk `chunk` and row
+    /// chunk `row`, from the map stage's intermediate objects.
+    Rechunk {
+        product: usize,
+        var: usize,
+        chunk: usize,
+        row: usize,
+    },
 }
 
 /// For each step of a cube: (source, step in that source).
@@ -689,6 +709,7 @@ impl CubePlan {
                 op: p.op.clone(),
                 info,
                 outputs,
+                staged: false,
             });
         }
 
@@ -702,48 +723,81 @@ impl CubePlan {
             .fold(1, lcm)
             .min(grid.height);
         let n = times.len();
-        // Time cuts: where every product's output chunks may start.
-
-        let mut block_cut = vec![true; n + 1];
-        let mut piece_cut = vec![true; n + 1];
-        for p in &products {
-            if matches!(p.op, ProductOp::Climatology(_)) {
-                continue;
-            }
-            let cl = p.info.chunks.lead;
-            let time_aligned = !matches!(p.op, ProductOp::Resample(_));
-            // The output step of each input step: its period for a resample, itself otherwise.
-            let periods = match &p.op {
-                ProductOp::Resample(r) => Some(Periods::new(Freq::parse(&r.freq)?, times[0])),
-                _ => None,
-            };
-            let out_index = |i: usize| match &periods {
-                Some(per) => (per.index(times[i]) - per.index(times[0])) as usize,
-                None => i,
-            };
-            for i in 1..n {
-                let cut = out_index(i) / cl != out_index(i - 1) / cl;
-                block_cut[i] &= cut;
-                if time_aligned {
-                    piece_cut[i] &= cut;
+        // Time cuts: where every product's output chunks may start (staged products write
+        // intermediate objects per piece, so they cut nothing).
+        let cuts_of = |products: &[PlannedProduct]| -> Result<(Vec<bool>, Vec<bool>)> {
+            let mut block_cut = vec![true; n + 1];
+            let mut piece_cut = vec![true; n + 1];
+            for p in products {
+                if matches!(p.op, ProductOp::Climatology(_)) || p.staged {
+                    continue;
+                }
+                let cl = p.info.chunks.lead;
+                let time_aligned = !matches!(p.op, ProductOp::Resample(_));
+                // The output step of each input step: its period for a resample, else itself.
+                let periods = match &p.op {
+                    ProductOp::Resample(r) => Some(Periods::new(Freq::parse(&r.freq)?, times[0])),
+                    _ => None,
+                };
+                let out_index = |i: usize| match &periods {
+                    Some(per) => (per.index(times[i]) - per.index(times[0])) as usize,
+                    None => i,
+                };
+                for i in 1..n {
+                    let cut = out_index(i) / cl != out_index(i - 1) / cl;
+                    block_cut[i] &= cut;
+                    if time_aligned {
+                        piece_cut[i] &= cut;
+                    }
                 }
             }
+            Ok((block_cut, piece_cut))
+        };
+        // The longest piece the cuts force bounds the band height.
+        let rows_for = |piece_cut: &[bool]| -> (usize, usize) {
+            let cuts: Vec<usize> = (0..=n).filter(|&i| piece_cut[i]).collect();
+            let min_piece = cuts
+                .windows(2)
+                .map(|w| w[1] - w[0])
+                .max()
+                .unwrap_or(n)
+                .max(1);
+            let rows = (budget / (row_bytes * min_piece).max(1)) / y_unit * y_unit;
+            (rows, min_piece)
+        };
+        let (mut block_cut, mut piece_cut) = cuts_of(&products)?;
+        let (mut band_rows, mut min_piece) = rows_for(&piece_cut);
+        if band_rows == 0 && products.iter().any(|p| matches!(p.op, ProductOp::Ingest)) {
+            // Rechunker's way: the map stage writes each piece as intermediate objects (one per
+            // target row and column chunk), and a last stage assembles each target chunk.
+            for p in &mut products {
+                p.staged = matches!(p.op, ProductOp::Ingest);
+            }
+            (block_cut, piece_cut) = cuts_of(&products)?;
+            (band_rows, min_piece) = rows_for(&piece_cut);
         }
-        // The shortest piece a block can have bounds the band height.
-        let cuts: Vec<usize> = (0..=n).filter(|&i| piece_cut[i]).collect();
-        let min_piece = cuts
-            .windows(2)
-            .map(|w| w[1] - w[0])
-            .max()
-            .unwrap_or(n)
-            .max(1);
-        let mut band_rows = (budget / (row_bytes * min_piece).max(1)) / y_unit * y_unit;
         if band_rows == 0 {
             return Err(Error::invalid(format!(
                 "cube.memory_mb: {} MB cannot hold one time chunk of {min_piece} steps × {y_unit} rows × {} columns (raise memory_mb or use smaller time chunks)",
                 spec.memory_mb, grid.width
             )));
         }
+        for p in products.iter().filter(|p| p.staged) {
+            let c = &p.info.chunks;
+            let bytes = c.lead * c.y * c.x * 4;
+            if bytes > budget {
+                return Err(Error::invalid(format!(
+                    "cube.products.{}: one chunk ({} × {} × {}) is {} MB, more than cube.memory_mb ({} MB)",
+                    p.name,
+                    c.lead,
+                    c.y,
+                    c.x,
+                    bytes.div_ceil(1 << 20),
+                    spec.memory_mb
+                )));
+            }
+        }
+        let cuts: Vec<usize> = (0..=n).filter(|&i| piece_cut[i]).collect();
         band_rows = band_rows.min(grid.height);
         let bands: Vec<Range<usize>> = (0..grid.height)
             .step_by(band_rows)
@@ -794,7 +848,11 @@ impl CubePlan {
         })
     }
 
-    /// The tasks of a stage (1 map, 2 climatology, 3 anomaly); empty when the job has none.
+    /// The last stage a cube job can have.
+    pub const LAST_STAGE: u32 = 4;
+
+    /// The tasks of a stage (1 map, 2 climatology, 3 anomaly, 4 rechunk); empty when the job
+    /// has none.
     pub fn stage_tasks(&self, stage: u32) -> Vec<CubeTask> {
         let anomalies = self
             .products
@@ -812,6 +870,25 @@ impl CubePlan {
                 .block_vars()
                 .map(|(block, var)| CubeTask::Anomaly { block, var })
                 .collect(),
+            4 => {
+                let mut tasks = Vec::new();
+                for (product, p) in self.products.iter().enumerate().filter(|(_, p)| p.staged) {
+                    let c = &p.info.chunks;
+                    for var in 0..p.outputs.len() {
+                        for chunk in 0..self.times.len().div_ceil(c.lead) {
+                            for row in 0..self.grid.height.div_ceil(c.y) {
+                                tasks.push(CubeTask::Rechunk {
+                                    product,
+                                    var,
+                                    chunk,
+                                    row,
+                                });
+                            }
+                        }
+                    }
+                }
+                tasks
+            }
             _ => Vec::new(),
         }
     }
@@ -856,6 +933,12 @@ impl CubePlan {
                 self.map_block(self.block(block)?, self.var(var)?, true)
             }
             CubeTask::Climatology { band } => self.reduce_band(band),
+            CubeTask::Rechunk {
+                product,
+                var,
+                chunk,
+                row,
+            } => self.assemble(product, var, chunk, row),
         }
     }
 
@@ -1139,6 +1222,18 @@ impl CubePlan {
                         _ => None,
                     };
                     if let Some(out) = out {
+                        if p.staged {
+                            self.put_intermediate(
+                                &scratch,
+                                pi,
+                                oi,
+                                piece.clone(),
+                                band.clone(),
+                                planes,
+                                &out,
+                            )?;
+                            continue;
+                        }
                         writers[pi].write_block(oi, piece.start, band.start, steps, rows, &out)?;
                         chunks += chunk_count(&p.info, steps, rows, planes);
                         bytes += (out.len() * 4) as u64;
@@ -1194,6 +1289,129 @@ impl CubePlan {
         for (ci, a) in &clims {
             let key = format!("{}/t{}", self.clim_key(*ci, v, b.band), b.t0);
             block_on(scratch.put(&key, Bytes::from(a.to_bytes())))?;
+        }
+        Ok((chunks, bytes))
+    }
+
+    fn intermediate_key(
+        &self,
+        product: usize,
+        var: usize,
+        row: usize,
+        col: usize,
+        t0: usize,
+    ) -> String {
+        format!("rechunk{product}/o{var}/y{row}/x{col}/t{t0}")
+    }
+
+    /// Stage 1 for a staged product: one piece of a band as one object per target (row chunk,
+    /// column chunk), values (step, plane, row, column), zstd level 1.
+    #[allow(clippy::too_many_arguments)]
+    fn put_intermediate(
+        &self,
+        scratch: &Store,
+        product: usize,
+        var: usize,
+        piece: Range<usize>,
+        band: Range<usize>,
+        planes: usize,
+        data: &[f32],
+    ) -> Result<()> {
+        let Chunks { y: cy, x: cx, .. } = self.products[product].info.chunks;
+        let (w, rows) = (self.grid.width, band.len());
+        for r0 in band.clone().step_by(cy) {
+            let rh = cy.min(band.end - r0);
+            for c0 in (0..w).step_by(cx) {
+                let cw = cx.min(w - c0);
+                let mut bytes = Vec::with_capacity(piece.len() * planes * rh * cw * 4);
+                for s in 0..piece.len() {
+                    for p in 0..planes {
+                        for r in 0..rh {
+                            let at = ((s * planes + p) * rows + (r0 - band.start) + r) * w + c0;
+                            for v in &data[at..at + cw] {
+                                bytes.extend(v.to_le_bytes());
+                            }
+                        }
+                    }
+                }
+                let packed = zstd::bulk::compress(&bytes, 1)
+                    .map_err(|e| Error::Internal(format!("cannot compress: {e}")))?;
+                let key = self.intermediate_key(product, var, r0 / cy, c0 / cx, piece.start);
+                block_on(scratch.put(&key, Bytes::from(packed)))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stage 4: the target chunks of one (lead chunk, row chunk) of a staged product's output,
+    /// column chunk by column chunk, from the intermediate objects of the pieces that overlap.
+    fn assemble(&self, product: usize, var: usize, chunk: usize, row: usize) -> Result<(u64, u64)> {
+        let p = self
+            .products
+            .get(product)
+            .filter(|p| p.staged && var < p.outputs.len())
+            .ok_or_else(|| Error::Internal(format!("no staged product {product}/{var}")))?;
+        let Chunks {
+            lead: ct,
+            y: cy,
+            x: cx,
+        } = p.info.chunks;
+        let (n, w) = (self.times.len(), self.grid.width);
+        let t = chunk * ct..((chunk + 1) * ct).min(n);
+        let r0 = row * cy;
+        let rh = cy.min(self.grid.height.saturating_sub(r0));
+        let input = p.outputs[var].input;
+        let planes = self.variables[input].axes_len();
+        let band = self
+            .bands
+            .iter()
+            .position(|b| b.contains(&r0))
+            .ok_or_else(|| Error::Internal(format!("no band holds row {r0}")))?;
+        let pieces: Vec<Range<usize>> = self
+            .blocks
+            .iter()
+            .filter(|b| b.band == band && b.t0 < t.end && b.t1 > t.start)
+            .flat_map(|&b| self.pieces(b, input))
+            .filter(|q| q.start < t.end && q.end > t.start)
+            .collect();
+        let scratch = Store::open(&self.scratch)?;
+        let writer = CubeWriter::attach(&p.url, p.info.clone(), self.zstd_level)?;
+        let (mut chunks, mut bytes) = (0u64, 0u64);
+        for c0 in (0..w).step_by(cx) {
+            let cw = cx.min(w - c0);
+            let mut out = vec![vec![f32::NAN; ct * cy * cx]; planes];
+            for q in &pieces {
+                let key = self.intermediate_key(product, var, row, c0 / cx, q.start);
+                let packed = block_on(scratch.get(&key))?
+                    .ok_or_else(|| Error::Internal(format!("intermediate {key} is missing")))?;
+                let raw = zstd::bulk::decompress(&packed, q.len() * planes * rh * cw * 4)
+                    .map_err(|e| Error::Internal(format!("intermediate {key}: {e}")))?;
+                if raw.len() != q.len() * planes * rh * cw * 4 {
+                    return Err(Error::Internal(format!(
+                        "intermediate {key} has {} bytes",
+                        raw.len()
+                    )));
+                }
+                for s in q.start.max(t.start)..q.end.min(t.end) {
+                    for (pl, o) in out.iter_mut().enumerate() {
+                        for r in 0..rh {
+                            let from = (((s - q.start) * planes + pl) * rh + r) * cw * 4;
+                            let to = ((s - t.start) * cy + r) * cx;
+                            for (d, b) in o[to..to + cw]
+                                .iter_mut()
+                                .zip(raw[from..from + cw * 4].chunks_exact(4))
+                            {
+                                *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                            }
+                        }
+                    }
+                }
+            }
+            for (pl, o) in out.into_iter().enumerate() {
+                writer.write_chunk(var, [chunk, pl, row, c0 / cx], o)?;
+                chunks += 1;
+                bytes += (t.len() * rh * cw * 4) as u64;
+            }
         }
         Ok((chunks, bytes))
     }
@@ -1277,7 +1495,7 @@ impl CubePlan {
     pub fn run_all(&self, overwrite: bool) -> Result<(u64, u64)> {
         use rayon::prelude::*;
         self.create_products(overwrite)?;
-        let result = (1..=3).try_fold((0u64, 0u64), |acc, stage| {
+        let result = (1..=Self::LAST_STAGE).try_fold((0u64, 0u64), |acc, stage| {
             let tasks = self.stage_tasks(stage);
             let r: Vec<(u64, u64)> = tasks
                 .par_iter()
@@ -1389,4 +1607,87 @@ fn stat_method(s: Stat) -> &'static str {
 fn chunk_count(info: &CubeInfo, leads: usize, rows: usize, planes: usize) -> u64 {
     let c = info.chunks;
     (leads.div_ceil(c.lead) * rows.div_ceil(c.y) * info.grid.width.div_ceil(c.x) * planes) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cube::source::{Access, SourceVariable};
+    use serde_json::Map;
+
+    /// A source header of `steps` hourly steps on a `w` × `h` grid with variables `names`.
+    fn source(steps: usize, w: usize, h: usize, names: &[&str]) -> CubeSource {
+        CubeSource {
+            url: "mem.zarr".into(),
+            grid: CubeGrid {
+                width: w,
+                height: h,
+                geo_transform: [0.0, 1.0, 0.0, 0.0, 0.0, -1.0],
+                crs_wkt: String::new(),
+            },
+            times: (0..steps as i64).map(|i| i * 3600).collect(),
+            variables: names
+                .iter()
+                .map(|n| SourceVariable {
+                    variable: CubeVariable {
+                        name: n.to_string(),
+                        attrs: Map::new(),
+                        axes: Vec::new(),
+                    },
+                    access: Access::Array {
+                        name: n.to_string(),
+                        flip_y: false,
+                        scale: 1.0,
+                        offset: 0.0,
+                        nodata: None,
+                    },
+                    time_block: 24,
+                })
+                .collect(),
+        }
+    }
+
+    fn spec(yaml: &str) -> CubeSpec {
+        serde_yaml::from_str(yaml).expect("spec")
+    }
+
+    #[test]
+    fn a_rechunk_goes_through_intermediates_only_when_the_budget_requires_it() {
+        // 8760 steps × 10 rows × 1440 columns × 4 B = 505 MB per band of one target row chunk.
+        let big = spec(
+            "memory_mb: 64\nproducts:\n  ts: {rechunk: {}, chunks: {time: 8760, y: 10, x: 10}}\n",
+        );
+        let plan =
+            CubePlan::new(&big, "/o", 3, vec![source(8760, 1440, 30, &["t2m"])]).expect("plan");
+        assert!(plan.products[0].staged);
+        // One last-stage task per (variable, lead chunk, row chunk): O(target chunks / columns).
+        assert_eq!(plan.stage_tasks(4).len(), 3);
+        // Map-stage memory stays within the budget: a band × a piece.
+        let rows = plan.bands[0].len();
+        assert!(
+            rows * 1440 * 4 * plan.piece_steps <= 64 << 20,
+            "{rows} rows × {}",
+            plan.piece_steps
+        );
+
+        let small = spec(
+            "memory_mb: 64\nproducts:\n  ts: {rechunk: {}, chunks: {time: 100, y: 10, x: 10}}\n",
+        );
+        let plan =
+            CubePlan::new(&small, "/o", 3, vec![source(8760, 1440, 30, &["t2m"])]).expect("plan");
+        assert!(!plan.products[0].staged);
+        assert!(plan.stage_tasks(4).is_empty());
+
+        // A target chunk that alone exceeds the budget cannot be assembled: a clear error.
+        let huge = spec(
+            "memory_mb: 64\nproducts:\n  ts: {rechunk: {}, chunks: {time: 8760, y: 30, x: 1440}}\n",
+        );
+        let e = CubePlan::new(&huge, "/o", 3, vec![source(8760, 1440, 30, &["t2m"])])
+            .expect_err("too big")
+            .to_string();
+        assert!(
+            e.contains("cube.products.ts: one chunk (8760 × 30 × 1440) is 1444 MB"),
+            "{e}"
+        );
+    }
 }
