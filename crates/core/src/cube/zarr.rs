@@ -238,6 +238,9 @@ impl ZarrArray {
                 out.len()
             )));
         }
+        if times.is_empty() || rows.is_empty() {
+            return Ok(());
+        }
         // The wanted box in array coordinates, past the time dim.
         let mut want: Vec<Range<usize>> = self.shape[1..].iter().map(|&n| 0..n).collect();
         want[nd - 3] = rows.clone();
