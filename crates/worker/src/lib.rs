@@ -303,28 +303,16 @@ async fn execute(
             let plan = stage_plan(client, plans, task.job, task.stage).await?;
             let url = url.clone();
             spawn_cpu(move || {
-                let planned = plan_source(&url, &plan.options)?;
-                let result = serde_json::to_value(&planned)
-                    .map_err(|e| tessera_core::Error::Internal(e.to_string()))?;
-                Ok(TaskOutput {
-                    tiles: 0,
-                    bytes: 0,
-                    result: Some(result),
-                })
+                header_output(serde_json::to_value(plan_source(&url, &plan.options)?))
             })
             .await
         }
         TaskPayload::ReadCubeSource { url, variables } => {
             let (url, variables) = (url.clone(), variables.clone());
             spawn_cpu(move || {
-                let header = tessera_core::cube::CubeSource::open(&url, &variables)?;
-                let result = serde_json::to_value(&header)
-                    .map_err(|e| tessera_core::Error::Internal(e.to_string()))?;
-                Ok(TaskOutput {
-                    tiles: 0,
-                    bytes: 0,
-                    result: Some(result),
-                })
+                header_output(serde_json::to_value(tessera_core::cube::CubeSource::open(
+                    &url, &variables,
+                )?))
             })
             .await
         }
@@ -366,6 +354,19 @@ async fn execute(
             .await
         }
     }
+}
+
+/// The output of a header task (a raster or cube source read for the reduce): its header as
+/// JSON, no tiles.
+fn header_output(
+    header: serde_json::Result<serde_json::Value>,
+) -> tessera_core::Result<TaskOutput> {
+    let result = header.map_err(|e| tessera_core::Error::Internal(e.to_string()))?;
+    Ok(TaskOutput {
+        tiles: 0,
+        bytes: 0,
+        result: Some(result),
+    })
 }
 
 /// Runs CPU work off the async runtime and classifies its error.
