@@ -370,40 +370,73 @@ pub(crate) fn consolidated_metadata(store: &Store, url: &str) -> Result<Value> {
         .ok_or_else(|| Error::layer(url, ".zmetadata has no `metadata`"))
 }
 
+/// What a layer's root attributes hold: the key they are under, what such a layer is called,
+/// the newest format version this Tessera reads, and the fields every reader checks.
+pub(crate) trait RootInfo: serde::de::DeserializeOwned {
+    const KEY: &'static str;
+    const KIND: &'static str;
+    const READS_VERSION: u32;
+    fn format_version(&self) -> u32;
+    fn complete(&self) -> bool;
+}
+
+impl RootInfo for LayerInfo {
+    const KEY: &'static str = "tessera";
+    const KIND: &'static str = "Tessera layer";
+    const READS_VERSION: u32 = FORMAT_VERSION;
+    fn format_version(&self) -> u32 {
+        self.format_version
+    }
+    fn complete(&self) -> bool {
+        self.complete
+    }
+}
+
+/// A layer's root attributes from its consolidated documents: present, readable, of a format
+/// version this Tessera reads, and complete; each failure an error naming the layer.
+pub(crate) fn root_info<T: RootInfo>(docs: &Value, url: &str) -> Result<T> {
+    let attrs = docs
+        .get(".zattrs")
+        .and_then(|a| a.get(T::KEY))
+        .ok_or_else(|| {
+            Error::layer(
+                url,
+                format!(
+                    "is a Zarr group but not a {} (no `{}` attributes)",
+                    T::KIND,
+                    T::KEY
+                ),
+            )
+        })?;
+    let info: T = serde_json::from_value(attrs.clone())
+        .map_err(|e| Error::layer(url, format!("bad `{}` attributes: {e}", T::KEY)))?;
+    if info.format_version() > T::READS_VERSION {
+        return Err(Error::layer(
+            url,
+            format!(
+                "has format version {}, newer than this Tessera reads ({})",
+                info.format_version(),
+                T::READS_VERSION
+            ),
+        ));
+    }
+    if !info.complete() {
+        return Err(Error::layer(url, "is incomplete"));
+    }
+    Ok(info)
+}
+
 impl LayerReader {
     pub fn open(url: &str) -> Result<LayerReader> {
         let store = Store::open(url)?;
         let consolidated = consolidated_metadata(&store, url)?;
-        let docs = &consolidated;
-        let tessera = docs
-            .get(".zattrs")
-            .and_then(|a| a.get("tessera"))
-            .ok_or_else(|| {
-                Error::layer(
-                    url,
-                    "is a Zarr group but not a Tessera layer (no `tessera` attributes)",
-                )
-            })?;
-        let info: LayerInfo = serde_json::from_value(tessera.clone())
-            .map_err(|e| Error::layer(url, format!("bad Tessera attributes: {e}")))?;
-        if info.format_version > FORMAT_VERSION {
-            return Err(Error::layer(
-                url,
-                format!(
-                    "has format version {}, newer than this Tessera reads ({FORMAT_VERSION})",
-                    info.format_version
-                ),
-            ));
-        }
-        if !info.complete {
-            return Err(Error::layer(url, "is incomplete"));
-        }
+        let info: LayerInfo = root_info(&consolidated, url)?;
         let storage = zarr_storage(&store);
         let arrays = info
             .bands
             .iter()
             .map(|b| {
-                let doc = docs
+                let doc = consolidated
                     .get(format!("{b}/.zarray"))
                     .ok_or_else(|| Error::layer(url, format!("band array {b} is missing")))?;
                 zarr_array(&store, &storage, b, doc)

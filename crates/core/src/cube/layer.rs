@@ -24,7 +24,8 @@ use super::time::layer_time_units;
 use super::{Chunks, CubeInfo, CubeVariable, Lead};
 use crate::error::{Error, Result};
 use crate::layer::{
-    SyncStorage, ZarrArray, consolidated_metadata, zarr_array, zarr_storage, zarray,
+    RootInfo, SyncStorage, ZarrArray, consolidated_metadata, root_info, zarr_array, zarr_storage,
+    zarray,
 };
 use crate::model::DataType;
 use crate::store::{Store, block_on};
@@ -383,34 +384,24 @@ impl std::fmt::Debug for CubeReader {
     }
 }
 
+impl RootInfo for CubeInfo {
+    const KEY: &'static str = "tessera_cube";
+    const KIND: &'static str = "Tessera space-time layer";
+    const READS_VERSION: u32 = CUBE_FORMAT_VERSION;
+    fn format_version(&self) -> u32 {
+        self.format_version
+    }
+    fn complete(&self) -> bool {
+        self.complete
+    }
+}
+
 impl CubeReader {
     pub fn open(url: &str) -> Result<CubeReader> {
         let store = Store::open(url)?;
         let consolidated = consolidated_metadata(&store, url)?;
         let docs = &consolidated;
-        let attrs = docs
-            .get(".zattrs")
-            .and_then(|a| a.get("tessera_cube"))
-            .ok_or_else(|| {
-                Error::layer(
-                    url,
-                    "is not a Tessera space-time layer (no `tessera_cube` attributes)",
-                )
-            })?;
-        let info: CubeInfo = serde_json::from_value(attrs.clone())
-            .map_err(|e| Error::layer(url, format!("bad cube attributes: {e}")))?;
-        if info.format_version > CUBE_FORMAT_VERSION {
-            return Err(Error::layer(
-                url,
-                format!(
-                    "has cube format version {}, newer than this Tessera reads",
-                    info.format_version
-                ),
-            ));
-        }
-        if !info.complete {
-            return Err(Error::layer(url, "is incomplete"));
-        }
+        let info: CubeInfo = root_info(docs, url)?;
         let storage: Arc<SyncStorage> = zarr_storage(&store);
         let arrays = info
             .variables
