@@ -17,11 +17,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rayon::prelude::*;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use zarrs::array::ArraySubset;
 
 use super::time::layer_time_units;
-use super::{Chunks, CubeInfo, CubeVariable, Lead};
+use super::{Chunks, CubeGrid, CubeInfo, CubeVariable, Lead};
 use crate::error::{Error, Result};
 use crate::layer::{
     RootInfo, SyncStorage, ZarrArray, consolidated_metadata, root_info, zarr_array, zarr_storage,
@@ -81,7 +81,7 @@ fn documents(info: &CubeInfo, zstd_level: i32) -> (BTreeMap<String, Value>, Coor
                 "<i8",
                 t.len(),
                 i64_bytes(&v),
-                json!({"units": units, "calendar": "proleptic_gregorian", "standard_name": "time", "long_name": "time", "axis": "T"}),
+                Value::Object(time_attrs(units)),
             );
         }
         Lead::Month(m) | Lead::Dayofyear(m) => {
@@ -108,20 +108,9 @@ fn documents(info: &CubeInfo, zstd_level: i32) -> (BTreeMap<String, Value>, Coor
     }
     let grid = &info.grid;
     let (yname, xname) = grid.dim_names();
-    let geo = grid.is_geographic();
-    let (xa, ya) = if geo {
-        (
-            json!({"units": "degrees_east", "standard_name": "longitude", "long_name": "longitude", "axis": "X"}),
-            json!({"units": "degrees_north", "standard_name": "latitude", "long_name": "latitude", "axis": "Y"}),
-        )
-    } else {
-        (
-            json!({"standard_name": "projection_x_coordinate", "long_name": "x coordinate of projection", "axis": "X"}),
-            json!({"standard_name": "projection_y_coordinate", "long_name": "y coordinate of projection", "axis": "Y"}),
-        )
-    };
-    coord(xname, "<f8", grid.width, f64_bytes(&grid.xs()), xa);
-    coord(yname, "<f8", grid.height, f64_bytes(&grid.ys()), ya);
+    let (xa, ya) = xy_attrs(grid);
+    coord(xname, "<f8", grid.width, f64_bytes(&grid.xs()), Value::Object(xa));
+    coord(yname, "<f8", grid.height, f64_bytes(&grid.ys()), Value::Object(ya));
     let mut axes_done: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for v in &info.variables {
         for a in &v.axes {
@@ -164,6 +153,57 @@ fn documents(info: &CubeInfo, zstd_level: i32) -> (BTreeMap<String, Value>, Coor
         docs.insert(format!("{}/.zattrs", v.name), attrs);
     }
     (docs, chunks)
+}
+
+/// CF attributes of the time coordinate, in `units`.
+pub(super) fn time_attrs(units: &str) -> Map<String, Value> {
+    strings(&[
+        ("units", units),
+        ("calendar", "proleptic_gregorian"),
+        ("standard_name", "time"),
+        ("long_name", "time"),
+        ("axis", "T"),
+    ])
+}
+
+/// CF attributes of a grid's x and y coordinates: longitude and latitude on a geographic grid.
+pub(super) fn xy_attrs(grid: &CubeGrid) -> (Map<String, Value>, Map<String, Value>) {
+    if grid.is_geographic() {
+        (
+            strings(&[
+                ("units", "degrees_east"),
+                ("standard_name", "longitude"),
+                ("long_name", "longitude"),
+                ("axis", "X"),
+            ]),
+            strings(&[
+                ("units", "degrees_north"),
+                ("standard_name", "latitude"),
+                ("long_name", "latitude"),
+                ("axis", "Y"),
+            ]),
+        )
+    } else {
+        (
+            strings(&[
+                ("standard_name", "projection_x_coordinate"),
+                ("long_name", "x coordinate of projection"),
+                ("axis", "X"),
+            ]),
+            strings(&[
+                ("standard_name", "projection_y_coordinate"),
+                ("long_name", "y coordinate of projection"),
+                ("axis", "Y"),
+            ]),
+        )
+    }
+}
+
+fn strings(pairs: &[(&str, &str)]) -> Map<String, Value> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+        .collect()
 }
 
 /// Writes a cube: metadata and coordinates first, then chunks from any number of tasks, then

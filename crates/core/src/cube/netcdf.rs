@@ -11,6 +11,7 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use super::Lead;
+use super::layer::{time_attrs, xy_attrs};
 use super::read::Subset;
 use super::time::layer_time_units;
 use crate::error::{Error, Result};
@@ -270,13 +271,6 @@ unsafe fn write_attribute(array: gdal_sys::GDALMDArrayH, key: &str, v: &Value) -
     Ok(())
 }
 
-fn attrs(pairs: &[(&str, &str)]) -> Map<String, Value> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
-        .collect()
-}
-
 impl Subset {
     /// Writes the subset as a NetCDF-4 file at `path` (replaced only with `overwrite`).
     pub fn write_netcdf(&self, path: &Path, overwrite: bool) -> Result<()> {
@@ -353,13 +347,7 @@ impl Subset {
             Lead::Time(t) => {
                 let (units, per) = layer_time_units(t);
                 let v: Vec<f64> = t.iter().map(|&s| s as f64 / per as f64).collect();
-                let a = attrs(&[
-                    ("units", units),
-                    ("calendar", "proleptic_gregorian"),
-                    ("standard_name", "time"),
-                    ("long_name", "time"),
-                    ("axis", "T"),
-                ]);
+                let a = time_attrs(units);
                 f.write_array("time", &["time"], Values::f64(&v), &[], &a, none)?;
             }
             Lead::Month(m) | Lead::Dayofyear(m) => {
@@ -412,27 +400,7 @@ impl Subset {
         }
         let g = &self.grid;
         let (yname, xname) = g.dim_names();
-        let (ya, xa) = if g.is_geographic() {
-            (
-                attrs(&[
-                    ("units", "degrees_north"),
-                    ("standard_name", "latitude"),
-                    ("long_name", "latitude"),
-                    ("axis", "Y"),
-                ]),
-                attrs(&[
-                    ("units", "degrees_east"),
-                    ("standard_name", "longitude"),
-                    ("long_name", "longitude"),
-                    ("axis", "X"),
-                ]),
-            )
-        } else {
-            (
-                attrs(&[("standard_name", "projection_y_coordinate"), ("axis", "Y")]),
-                attrs(&[("standard_name", "projection_x_coordinate"), ("axis", "X")]),
-            )
-        };
+        let (xa, ya) = xy_attrs(g);
         f.create_dim(yname, "HORIZONTAL_Y", g.height)?;
         f.create_dim(xname, "HORIZONTAL_X", g.width)?;
         let (ys, xs) = (g.ys(), g.xs());
