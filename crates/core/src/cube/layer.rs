@@ -109,8 +109,20 @@ fn documents(info: &CubeInfo, zstd_level: i32) -> (BTreeMap<String, Value>, Coor
     let grid = &info.grid;
     let (yname, xname) = grid.dim_names();
     let (xa, ya) = xy_attrs(grid);
-    coord(xname, "<f8", grid.width, f64_bytes(&grid.xs()), Value::Object(xa));
-    coord(yname, "<f8", grid.height, f64_bytes(&grid.ys()), Value::Object(ya));
+    coord(
+        xname,
+        "<f8",
+        grid.width,
+        f64_bytes(&grid.xs()),
+        Value::Object(xa),
+    );
+    coord(
+        yname,
+        "<f8",
+        grid.height,
+        f64_bytes(&grid.ys()),
+        Value::Object(ya),
+    );
     let mut axes_done: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for v in &info.variables {
         for a in &v.axes {

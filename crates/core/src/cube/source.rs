@@ -764,7 +764,7 @@ impl std::fmt::Debug for SourceReader<'_> {
 impl<'a> SourceReader<'a> {
     pub fn open(source: &'a CubeSource) -> Result<SourceReader<'a>> {
         let path = gdal_path(&source.url)?;
-        let zarr_group = local_group(&source.url);
+        let zarr_group = local_group(&path);
         Ok(SourceReader {
             source,
             path,

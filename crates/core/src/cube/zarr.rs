@@ -140,13 +140,11 @@ pub(super) struct ZarrArray {
     scratch: std::cell::RefCell<Vec<u8>>,
 }
 
-/// The directory of a local Zarr group named by a source URL (a path or `file://`).
-pub(super) fn local_group(url: &str) -> Option<PathBuf> {
-    let path = match url.strip_prefix("file://") {
-        Some(p) => p,
-        None if url.contains("://") => return None,
-        None => url,
-    };
+/// The directory of a local Zarr group, from a source's GDAL path ([`gdal_path`]: a `/vsis3/`
+/// path is no local directory, so S3 sources stay with GDAL).
+///
+/// [`gdal_path`]: crate::source::gdal_path
+pub(super) fn local_group(path: &str) -> Option<PathBuf> {
     let dir = Path::new(path);
     (dir.join(".zgroup").is_file() || dir.join(".zmetadata").is_file()).then(|| dir.to_path_buf())
 }
