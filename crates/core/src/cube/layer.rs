@@ -12,6 +12,7 @@
 //! Chunks are (time chunk, 1 per member and level, y chunk, x chunk); chunk (t, ..., r, c)
 //! holds the `SpaceTimeKey` (c, r, instant of its first step). Each chunk is one atomic PUT.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -223,7 +224,7 @@ fn strings(pairs: &[(&str, &str)]) -> Map<String, Value> {
 pub struct CubeWriter {
     store: Store,
     info: CubeInfo,
-    arrays: Vec<ZarrArray>,
+    zstd_level: i32,
     documents: BTreeMap<String, Value>,
     coordinates: CoordinateChunks,
 }
@@ -269,23 +270,10 @@ impl CubeWriter {
             ..info
         };
         let (documents, coordinates) = documents(&info, zstd_level);
-        let storage = zarr_storage(&store);
-        let arrays = info
-            .variables
-            .iter()
-            .map(|v| {
-                zarr_array(
-                    &store,
-                    &storage,
-                    &v.name,
-                    &documents[&format!("{}/.zarray", v.name)],
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
         Ok(CubeWriter {
             store,
             info,
-            arrays,
+            zstd_level,
             documents,
             coordinates,
         })
@@ -351,47 +339,57 @@ impl CubeWriter {
             }
         }
         jobs.par_iter().try_for_each(|&(t0, p, r0, c0)| {
-            let mut chunk = vec![f32::NAN; cl * cy * cx];
-            for dt in 0..cl.min(leads - t0) {
-                for dr in 0..cy.min(rows - r0) {
-                    let n = cx.min(w - c0);
-                    let src = &data[(((t0 + dt) * planes + p) * rows + r0 + dr) * w + c0..][..n];
-                    chunk[(dt * cy + dr) * cx..][..n].copy_from_slice(src);
+            CHUNK.with_borrow_mut(|chunk| {
+                chunk.clear();
+                chunk.resize(cl * cy * cx, f32::NAN);
+                for dt in 0..cl.min(leads - t0) {
+                    for dr in 0..cy.min(rows - r0) {
+                        let n = cx.min(w - c0);
+                        let src =
+                            &data[(((t0 + dt) * planes + p) * rows + r0 + dr) * w + c0..][..n];
+                        chunk[(dt * cy + dr) * cx..][..n].copy_from_slice(src);
+                    }
                 }
-            }
-            self.write_chunk(
-                var,
-                [(lead0 + t0) / cl, p, (row0 + r0) / cy, c0 / cx],
-                chunk,
-            )
+                self.write_chunk(
+                    var,
+                    [(lead0 + t0) / cl, p, (row0 + r0) / cy, c0 / cx],
+                    chunk,
+                )
+            })
         })
     }
 
     /// Writes one chunk of a variable: `at` is (lead chunk, plane, row chunk, column chunk),
     /// `chunk` the chunk's values (lead, y, x), NaN-padded past the edges. An all-NaN chunk is
     /// not stored (it reads as the fill value).
-    pub fn write_chunk(&self, var: usize, at: [usize; 4], chunk: Vec<f32>) -> Result<()> {
+    pub fn write_chunk(&self, var: usize, at: [usize; 4], chunk: &[f32]) -> Result<()> {
         let v = &self.info.variables[var];
         let [lead, p, row, col] = at;
-        let axes_shape: Vec<usize> = v.axes.iter().map(|a| a.values.len()).collect();
-        let mut index = vec![lead as u64];
+        let mut index = vec![lead];
         let mut rest = p;
-        let mut plane_index = vec![0u64; axes_shape.len()];
-        for (i, n) in axes_shape.iter().enumerate().rev() {
-            plane_index[i] = (rest % n) as u64;
+        let mut plane_index: Vec<usize> = v.axes.iter().map(|_| 0).collect();
+        for (i, a) in v.axes.iter().enumerate().rev() {
+            let n = a.values.len().max(1);
+            plane_index[i] = rest % n;
             rest /= n;
         }
         index.extend(plane_index);
-        index.extend([row as u64, col as u64]);
+        index.extend([row, col]);
         if chunk.iter().all(|x| x.is_nan()) {
             return Ok(());
         }
-        self.arrays[var].store_chunk(&index, chunk).map_err(|e| {
+        // The array's `.zarray` says: Zarr v2, "." separated keys, "<f4" in C order, one
+        // zstd frame at the cube's level.
+        let key: Vec<String> = index.iter().map(usize::to_string).collect();
+        let key = format!("{}/{}", v.name, key.join("."));
+        let failed = |e: String| {
             Error::storage(
                 self.store.url(),
                 format!("cannot write chunk {index:?} of {}: {e}", v.name),
             )
-        })
+        };
+        let frame = compress_f32(chunk, self.zstd_level).map_err(|e| failed(e.to_string()))?;
+        block_on(self.store.put(&key, Bytes::from(frame)))
     }
 
     /// Marks the cube complete: root attributes and consolidated metadata, written last.
@@ -419,6 +417,36 @@ impl CubeWriter {
     pub fn abort(self) -> Result<()> {
         block_on(self.store.delete_all())
     }
+}
+
+thread_local! {
+    /// A chunk being gathered for writing, kept for the next (fresh memory costs page faults).
+    static CHUNK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// A zstd context at a level, kept between chunks for the same reason.
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { RefCell::new(None) };
+}
+
+/// `values` as little-endian bytes in one zstd frame (with its content size, no checksum).
+fn compress_f32(values: &[f32], level: i32) -> std::io::Result<Vec<u8>> {
+    let bytes: std::borrow::Cow<'_, [u8]> = if cfg!(target_endian = "little") {
+        // SAFETY: an f32 slice is readable as bytes (4 per value, no padding), and on a
+        // little-endian machine those bytes are the values' little-endian encoding.
+        std::borrow::Cow::Borrowed(unsafe {
+            std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values))
+        })
+    } else {
+        std::borrow::Cow::Owned(values.iter().flat_map(|v| v.to_le_bytes()).collect())
+    };
+    COMPRESSOR.with_borrow_mut(|slot| {
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        match slot {
+            Some((_, c)) => c.compress(&bytes),
+            None => Err(std::io::ErrorKind::Other.into()),
+        }
+    })
 }
 
 /// Reads a complete cube: regions of a variable by origin and shape.

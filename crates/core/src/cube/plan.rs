@@ -26,6 +26,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::mpsc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -960,9 +961,9 @@ impl CubePlan {
             .ok_or_else(|| Error::Internal(format!("no block {i}")))
     }
 
-    /// The pieces of a block: ranges ending on piece cuts, each at most `piece_steps` long
+    /// The pieces of a block: ranges ending on piece cuts, each at most `limit` steps long
     /// where the cuts allow.
-    fn pieces(&self, b: Block, v: usize) -> Vec<Range<usize>> {
+    fn pieces(&self, b: Block, v: usize, limit: usize) -> Vec<Range<usize>> {
         let allowed = |i: usize| i == b.t1 || self.piece_cuts.binary_search(&i).is_ok();
         // A piece that ends where a source file or a source chunk ends decodes each source
         // chunk once.
@@ -980,7 +981,7 @@ impl CubePlan {
         let mut out = Vec::new();
         let mut start = b.t0;
         while start < b.t1 {
-            let limit = (start + self.piece_steps).min(b.t1);
+            let limit = (start + limit.max(1)).min(b.t1);
             let end = (start + 1..=limit)
                 .rev()
                 .find(|&i| allowed(i) && preferred(i))
@@ -991,6 +992,54 @@ impl CubePlan {
             start = end;
         }
         out
+    }
+
+    /// How a map task reads variable `v` of block `b` (steps of `step_bytes`): where every
+    /// source of the block streams it (a local Zarr array, decoded in order), in pieces of at
+    /// most [`STREAM_PIECE_BYTES`] with up to three buffers in flight, so that reading
+    /// overlaps folding and the piece being folded is still in the cache; else in pieces of
+    /// the budget that end on source chunks (each decoded once), one buffer.
+    fn read_plan<'a>(
+        &'a self,
+        readers: &mut BTreeMap<u32, SourceReader<'a>>,
+        b: Block,
+        v: usize,
+        step_bytes: usize,
+    ) -> Result<ReadPlan> {
+        let name = &self.variables[v].name;
+        let mut streamed = !self.products.iter().any(|p| p.staged);
+        let mut seen = Vec::new();
+        for &(s, _) in &self.steps[b.t0..b.t1] {
+            if !streamed || seen.contains(&s) {
+                continue;
+            }
+            seen.push(s);
+            let source = &self.sources[s as usize];
+            if let std::collections::btree_map::Entry::Vacant(e) = readers.entry(s) {
+                e.insert(SourceReader::open(source)?);
+            }
+            streamed = source
+                .variable(name)
+                .is_some_and(|sv| readers[&s].streams(sv));
+        }
+        if !streamed {
+            return Ok(ReadPlan {
+                pieces: self.pieces(b, v, self.piece_steps),
+                buffers: 1,
+            });
+        }
+        let limit =
+            (STREAM_PIECE_BYTES / step_bytes.max(1)).clamp(1, (self.piece_steps / 3).max(1));
+        let pieces = self.pieces(b, v, limit);
+        let longest = pieces.iter().map(|p| p.len()).max().unwrap_or(0);
+        Ok(ReadPlan {
+            buffers: if 3 * longest <= self.piece_steps {
+                3
+            } else {
+                1
+            },
+            pieces,
+        })
     }
 
     /// Reads steps `times` × rows `rows` of variable `v` from the sources.
@@ -1066,7 +1115,6 @@ impl CubePlan {
         };
         let halo_top = band.start - have.start;
         let have_rows = have.len();
-        let mut readers = BTreeMap::new();
         let (mut chunks, mut bytes) = (0u64, 0u64);
         let (ys, xs) = (self.grid.ys(), self.grid.xs());
         let wanted = |p: &PlannedProduct| -> Vec<(usize, OutKind)> {
@@ -1127,6 +1175,7 @@ impl CubePlan {
                         end: o1,
                         stats,
                         accs: Vec::new(),
+                        out: Vec::new(),
                     });
                 }
             }
@@ -1138,149 +1187,222 @@ impl CubePlan {
             r.start_chunk(cells);
         }
 
-        // One buffer for every piece (a fresh allocation per piece costs page faults).
-        let mut data = Vec::new();
-        for piece in self.pieces(b, v) {
-            let steps = piece.len();
-            self.read(&mut readers, v, piece.clone(), have.clone(), &mut data)?;
-            let data = &data;
-            // The band's rows of step s, plane p.
-            let core = |s: usize, p: usize| -> &[f32] {
-                let base = ((s * planes + p) * have_rows + halo_top) * w;
-                &data[base..base + rows * w]
-            };
-            let core_all = || -> Vec<f32> {
-                if have_rows == rows {
-                    return data.clone();
+        // Pieces are read on a thread of their own while the previous one is folded.
+        let step_bytes = planes * have_rows * w * 4;
+        let (full_tx, full) = mpsc::sync_channel::<Result<(Range<usize>, Vec<f32>)>>(1);
+        let (free, free_rx) = mpsc::channel::<Vec<f32>>();
+        let read_have = have.clone();
+        let reading = move || {
+            let mut readers = BTreeMap::new();
+            let plan = match self.read_plan(&mut readers, b, v, step_bytes) {
+                Ok(plan) => plan,
+                Err(e) => {
+                    let _ = full_tx.send(Err(e));
+                    return;
                 }
-                let mut out = Vec::with_capacity(steps * cells);
-                for s in 0..steps {
-                    for p in 0..planes {
-                        out.extend_from_slice(core(s, p));
+            };
+            // The buffers circulate between the two threads: allocated once, so their pages
+            // are faulted in once.
+            let mut made = 0;
+            for piece in plan.pieces {
+                let mut data = match free_rx.try_recv() {
+                    Ok(d) => d,
+                    Err(_) if made < plan.buffers => {
+                        made += 1;
+                        Vec::new()
                     }
+                    Err(_) => match free_rx.recv() {
+                        Ok(d) => d,
+                        Err(_) => return,
+                    },
+                };
+                let read = self.read(&mut readers, v, piece.clone(), read_have.clone(), &mut data);
+                let failed = read.is_err();
+                if full_tx.send(read.map(|()| (piece, data))).is_err() || failed {
+                    return;
                 }
-                out
-            };
-            for (pi, p) in self.products.iter().enumerate() {
-                for (oi, kind) in wanted(p) {
-                    let out = match (kind, anomaly) {
-                        (OutKind::Copy, false) => Some(core_all()),
-                        (OutKind::Anomaly, true) => {
-                            let ProductOp::Anomaly(a) = &p.op else {
-                                continue;
-                            };
-                            let (_, groups, mean) =
-                                anomaly_means.iter().find(|m| m.0 == a.by).ok_or_else(|| {
-                                    Error::Internal("no climatology for the anomaly".into())
-                                })?;
-                            let mut out = Vec::with_capacity(steps * cells);
-                            for s in 0..steps {
-                                let g = groups
-                                    .binary_search(&a.by.key(self.times[piece.start + s]))
-                                    .unwrap_or(0);
-                                for p in 0..planes {
-                                    let m = &mean[(g * planes + p) * rows * w..][..rows * w];
-                                    out.extend(core(s, p).iter().zip(m).map(|(x, m)| x - m));
-                                }
-                            }
-                            Some(out)
+            }
+        };
+        std::thread::scope(|scope| -> Result<()> {
+            std::thread::Builder::new()
+                .name("tessera-read".into())
+                .spawn_scoped(scope, reading)
+                .map_err(|e| Error::Internal(format!("cannot start a reading thread: {e}")))?;
+            for read in full {
+                let (piece, data) = read?;
+                'fold: {
+                    let steps = piece.len();
+                    let data = &data;
+                    // The band's rows of step s, plane p.
+                    let core = |s: usize, p: usize| -> &[f32] {
+                        let base = ((s * planes + p) * have_rows + halo_top) * w;
+                        &data[base..base + rows * w]
+                    };
+                    let core_all = || -> Vec<f32> {
+                        if have_rows == rows {
+                            return data.clone();
                         }
-                        (OutKind::Dx | OutKind::Dy | OutKind::Magnitude, false) => {
-                            let ProductOp::Gradient(g) = &p.op else {
-                                continue;
-                            };
-                            let mut out = vec![0f32; steps * cells];
-                            let mut dx = vec![0f32; rows * w];
-                            let mut dy = vec![0f32; rows * w];
-                            for s in 0..steps {
-                                for pl in 0..planes {
-                                    let plane =
-                                        &data[(s * planes + pl) * have_rows * w..][..have_rows * w];
-                                    let o = &mut out[(s * planes + pl) * rows * w..][..rows * w];
-                                    if kind != OutKind::Dy {
-                                        d_dx(core(s, pl), w, rows, &xs, &mut dx);
+                        let mut out = Vec::with_capacity(steps * cells);
+                        for s in 0..steps {
+                            for p in 0..planes {
+                                out.extend_from_slice(core(s, p));
+                            }
+                        }
+                        out
+                    };
+                    for (pi, p) in self.products.iter().enumerate() {
+                        for (oi, kind) in wanted(p) {
+                            let out = match (kind, anomaly) {
+                                (OutKind::Copy, false) => Some(core_all()),
+                                (OutKind::Anomaly, true) => {
+                                    let ProductOp::Anomaly(a) = &p.op else {
+                                        continue;
+                                    };
+                                    let (_, groups, mean) = anomaly_means
+                                        .iter()
+                                        .find(|m| m.0 == a.by)
+                                        .ok_or_else(|| {
+                                            Error::Internal("no climatology for the anomaly".into())
+                                        })?;
+                                    let mut out = Vec::with_capacity(steps * cells);
+                                    for s in 0..steps {
+                                        let g = groups
+                                            .binary_search(&a.by.key(self.times[piece.start + s]))
+                                            .unwrap_or(0);
+                                        for p in 0..planes {
+                                            let m =
+                                                &mean[(g * planes + p) * rows * w..][..rows * w];
+                                            out.extend(
+                                                core(s, p).iter().zip(m).map(|(x, m)| x - m),
+                                            );
+                                        }
                                     }
-                                    if kind != OutKind::Dx {
-                                        d_dy(plane, w, have.clone(), &ys, band.clone(), &mut dy);
-                                    }
-                                    if g.per == Per::Metre {
-                                        self.per_metre(&mut dx, &mut dy, band.clone(), &ys);
-                                    }
-                                    match kind {
-                                        OutKind::Dx => o.copy_from_slice(&dx),
-                                        OutKind::Dy => o.copy_from_slice(&dy),
-                                        _ => {
-                                            for ((o, a), b) in o.iter_mut().zip(&dx).zip(&dy) {
-                                                *o = (f64::from(*a).hypot(f64::from(*b))) as f32;
+                                    Some(out)
+                                }
+                                (OutKind::Dx | OutKind::Dy | OutKind::Magnitude, false) => {
+                                    let ProductOp::Gradient(g) = &p.op else {
+                                        continue;
+                                    };
+                                    let mut out = vec![0f32; steps * cells];
+                                    let mut dx = vec![0f32; rows * w];
+                                    let mut dy = vec![0f32; rows * w];
+                                    for s in 0..steps {
+                                        for pl in 0..planes {
+                                            let plane = &data[(s * planes + pl) * have_rows * w..]
+                                                [..have_rows * w];
+                                            let o = &mut out[(s * planes + pl) * rows * w..]
+                                                [..rows * w];
+                                            if kind != OutKind::Dy {
+                                                d_dx(core(s, pl), w, rows, &xs, &mut dx);
+                                            }
+                                            if kind != OutKind::Dx {
+                                                d_dy(
+                                                    plane,
+                                                    w,
+                                                    have.clone(),
+                                                    &ys,
+                                                    band.clone(),
+                                                    &mut dy,
+                                                );
+                                            }
+                                            if g.per == Per::Metre {
+                                                self.per_metre(&mut dx, &mut dy, band.clone(), &ys);
+                                            }
+                                            match kind {
+                                                OutKind::Dx => o.copy_from_slice(&dx),
+                                                OutKind::Dy => o.copy_from_slice(&dy),
+                                                _ => {
+                                                    for ((o, a), b) in
+                                                        o.iter_mut().zip(&dx).zip(&dy)
+                                                    {
+                                                        *o = (f64::from(*a).hypot(f64::from(*b)))
+                                                            as f32;
+                                                    }
+                                                }
                                             }
                                         }
                                     }
+                                    Some(out)
                                 }
+                                _ => None,
+                            };
+                            if let Some(out) = out {
+                                if p.staged {
+                                    self.put_intermediate(
+                                        &scratch,
+                                        pi,
+                                        oi,
+                                        piece.clone(),
+                                        band.clone(),
+                                        planes,
+                                        &out,
+                                    )?;
+                                    continue;
+                                }
+                                writers[pi].write_block(
+                                    oi,
+                                    piece.start,
+                                    band.start,
+                                    steps,
+                                    rows,
+                                    &out,
+                                )?;
+                                chunks += chunk_count(&p.info, steps, rows, planes);
+                                bytes += (out.len() * 4) as u64;
                             }
-                            Some(out)
                         }
-                        _ => None,
-                    };
-                    if let Some(out) = out {
-                        if p.staged {
-                            self.put_intermediate(
-                                &scratch,
-                                pi,
-                                oi,
-                                piece.clone(),
-                                band.clone(),
+                    }
+                    if resamples.is_empty() && clims.is_empty() {
+                        break 'fold;
+                    }
+                    // Resample and climatology: fold step by step (one contiguous step when there is
+                    // no halo and no member/level planes, else gathered).
+                    let mut gathered = vec![
+                        0f32;
+                        if planes == 1 && have_rows == rows {
+                            0
+                        } else {
+                            cells
+                        }
+                    ];
+                    for s in 0..steps {
+                        let step: &[f32] = if gathered.is_empty() {
+                            core(s, 0)
+                        } else {
+                            for p in 0..planes {
+                                gathered[p * rows * w..(p + 1) * rows * w]
+                                    .copy_from_slice(core(s, p));
+                            }
+                            &gathered
+                        };
+                        let t = self.times[piece.start + s];
+                        for r in &mut resamples {
+                            let o = (r.periods.index(t) - r.base) as usize;
+                            let (c, n) = r.flush_until(
+                                o + 1,
+                                &writers[r.product],
+                                band.start,
+                                rows,
                                 planes,
-                                &out,
                             )?;
-                            continue;
+                            chunks += c;
+                            bytes += n;
+                            let slot = o - r.next;
+                            for (_, a) in &mut r.accs {
+                                a.add(slot, step);
+                            }
                         }
-                        writers[pi].write_block(oi, piece.start, band.start, steps, rows, &out)?;
-                        chunks += chunk_count(&p.info, steps, rows, planes);
-                        bytes += (out.len() * 4) as u64;
+                        for (ci, a) in &mut clims {
+                            let c = &self.climatologies[*ci];
+                            let slot = c.groups.binary_search(&c.by.key(t)).unwrap_or(0);
+                            a.add(slot, step);
+                        }
                     }
                 }
+                let _ = free.send(data);
             }
-            if resamples.is_empty() && clims.is_empty() {
-                continue;
-            }
-            // Resample and climatology: fold step by step (one contiguous step when there is
-            // no halo and no member/level planes, else gathered).
-            let mut gathered = vec![
-                0f32;
-                if planes == 1 && have_rows == rows {
-                    0
-                } else {
-                    cells
-                }
-            ];
-            for s in 0..steps {
-                let step: &[f32] = if gathered.is_empty() {
-                    core(s, 0)
-                } else {
-                    for p in 0..planes {
-                        gathered[p * rows * w..(p + 1) * rows * w].copy_from_slice(core(s, p));
-                    }
-                    &gathered
-                };
-                let t = self.times[piece.start + s];
-                for r in &mut resamples {
-                    let o = (r.periods.index(t) - r.base) as usize;
-                    let (c, n) =
-                        r.flush_until(o + 1, &writers[r.product], band.start, rows, planes)?;
-                    chunks += c;
-                    bytes += n;
-                    let slot = o - r.next;
-                    for (_, a) in &mut r.accs {
-                        a.add(slot, step);
-                    }
-                }
-                for (ci, a) in &mut clims {
-                    let c = &self.climatologies[*ci];
-                    let slot = c.groups.binary_search(&c.by.key(t)).unwrap_or(0);
-                    a.add(slot, step);
-                }
-            }
-        }
+            Ok(())
+        })?;
         for r in &mut resamples {
             let (c, n) = r.flush_until(r.end + 1, &writers[r.product], band.start, rows, planes)?;
             chunks += c;
@@ -1371,7 +1493,7 @@ impl CubePlan {
             .blocks
             .iter()
             .filter(|b| b.band == band && b.t0 < t.end && b.t1 > t.start)
-            .flat_map(|&b| self.pieces(b, input))
+            .flat_map(|&b| self.pieces(b, input, self.piece_steps))
             .filter(|q| q.start < t.end && q.end > t.start)
             .collect();
         let scratch = Store::open(&self.scratch)?;
@@ -1408,7 +1530,7 @@ impl CubePlan {
                 }
             }
             for (pl, o) in out.into_iter().enumerate() {
-                writer.write_chunk(var, [chunk, pl, row, c0 / cx], o)?;
+                writer.write_chunk(var, [chunk, pl, row, c0 / cx], &o)?;
                 chunks += 1;
                 bytes += (t.len() * rh * cw * 4) as u64;
             }
@@ -1517,6 +1639,16 @@ impl CubePlan {
 }
 
 /// A resample in progress within a block: accumulators for one output chunk at a time.
+/// What a streamed piece holds at most: small enough to stay in the cache between being
+/// decoded and being folded.
+const STREAM_PIECE_BYTES: usize = 4 << 20;
+
+/// The pieces a map task reads and how many piece buffers circulate.
+struct ReadPlan {
+    pieces: Vec<Range<usize>>,
+    buffers: usize,
+}
+
 struct Resampling {
     product: usize,
     periods: Periods,
@@ -1528,6 +1660,8 @@ struct Resampling {
     end: usize,
     stats: Vec<(usize, Stat)>,
     accs: Vec<(usize, Accumulator)>,
+    /// The statistics of a chunk being written (kept, like `accs`, for the next chunk).
+    out: Vec<f32>,
 }
 
 impl Resampling {
@@ -1535,8 +1669,15 @@ impl Resampling {
         ((self.next / self.chunk + 1) * self.chunk).min(self.end)
     }
 
+    /// Starts accumulating the chunk at `next`, reusing the accumulators' memory.
     fn start_chunk(&mut self, cells: usize) {
         let slots = self.chunk_end() - self.next;
+        if self.accs.len() == self.stats.len() {
+            for (_, a) in &mut self.accs {
+                a.reset(slots);
+            }
+            return;
+        }
         self.accs = self
             .stats
             .iter()
@@ -1576,12 +1717,13 @@ impl Resampling {
         let cells = planes * rows * info.grid.width;
         let slots = self.chunk_end() - self.next;
         let (mut chunks, mut bytes) = (0, 0);
-        let mut out = vec![0f32; slots * cells];
+        let out = &mut self.out;
+        out.resize(slots * cells, 0.0);
         for (oi, a) in &self.accs {
             for s in 0..slots {
                 a.finish_slot(s, &mut out[s * cells..(s + 1) * cells]);
             }
-            writer.write_block(*oi, self.next, row0, slots, rows, &out)?;
+            writer.write_block(*oi, self.next, row0, slots, rows, out)?;
             chunks += chunk_count(info, slots, rows, planes);
             bytes += (out.len() * 4) as u64;
         }

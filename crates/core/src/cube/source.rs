@@ -808,6 +808,15 @@ impl<'a> SourceReader<'a> {
             .clone()
     }
 
+    /// Whether reads of `var` are streamed (decoded in order, so a read may end anywhere
+    /// without decoding anything twice).
+    pub fn streams(&self, var: &SourceVariable) -> bool {
+        match &var.access {
+            Access::Array { name, .. } => self.zarr_array(name, var).is_some(),
+            Access::Bands { .. } => false,
+        }
+    }
+
     /// Reads `times` (indices into the file's time steps) × every (member, level) × `rows` × all
     /// columns of a variable into `out` (row-major, NaN where the file has no value).
     pub fn read(

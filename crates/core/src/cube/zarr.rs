@@ -19,9 +19,10 @@ use std::io::{BufRead, Read};
 use std::ops::Range;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 
 use serde_json::Value;
+use zstd::zstd_safe::{DCtx, InBuffer, OutBuffer, ResetDirective};
 
 use crate::error::{Error, Result};
 
@@ -397,7 +398,12 @@ fn box_indices(spans: &[Range<usize>]) -> Vec<Vec<usize>> {
 struct ChunkStream {
     /// The step (within the chunk) the next read yields.
     next_step: usize,
-    reader: Box<dyn Read>,
+    reader: ChunkReader,
+}
+
+enum ChunkReader {
+    Raw(Prefetch),
+    Zstd(ZstdStream),
 }
 
 impl std::fmt::Debug for ChunkStream {
@@ -412,14 +418,10 @@ impl ChunkStream {
     fn open(path: &Path, zstd: bool) -> Result<ChunkStream> {
         let blocks = Prefetch::start(path)
             .map_err(|e| Error::source(path.display().to_string(), format!("cannot open: {e}")))?;
-        let reader: Box<dyn Read> = if zstd {
-            Box::new(
-                zstd::stream::read::Decoder::with_buffer(blocks).map_err(|e| {
-                    Error::source(path.display().to_string(), format!("cannot decode: {e}"))
-                })?,
-            )
+        let reader = if zstd {
+            ChunkReader::Zstd(ZstdStream::new(blocks))
         } else {
-            Box::new(blocks)
+            ChunkReader::Raw(blocks)
         };
         Ok(ChunkStream {
             next_step: 0,
@@ -429,7 +431,11 @@ impl ChunkStream {
 
     /// Fills `buf` with the next `steps` steps.
     fn read_steps(&mut self, buf: &mut [u8], steps: usize) -> std::io::Result<()> {
-        self.reader.read_exact(buf).map_err(|e| {
+        match &mut self.reader {
+            ChunkReader::Raw(r) => r.read_exact(buf),
+            ChunkReader::Zstd(r) => r.read_exact(buf),
+        }
+        .map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
                 std::io::Error::new(e.kind(), "the chunk is shorter than its shape (truncated?)")
             } else {
@@ -441,16 +447,99 @@ impl ChunkStream {
     }
 }
 
-/// A block of file bytes in an `O_DIRECT`-aligned window of a vector.
+/// Decoding contexts of finished streams, kept for the next: a context holds a window of a
+/// few MB, and fresh memory costs a page fault per 4 KB.
+static CONTEXTS: Mutex<Vec<DCtx<'static>>> = Mutex::new(Vec::new());
+/// At most this many contexts are kept (two tasks, a few spatial chunks each).
+const KEPT_CONTEXTS: usize = 8;
+
+/// The zstd frames of a chunk file, decoded as they are read.
+struct ZstdStream {
+    ctx: Option<DCtx<'static>>,
+    input: Prefetch,
+    /// Between frames: the last call ended a frame (or none began).
+    at_frame_end: bool,
+}
+
+impl ZstdStream {
+    fn new(input: Prefetch) -> ZstdStream {
+        let ctx = lock(&CONTEXTS).pop().unwrap_or_else(DCtx::create);
+        ZstdStream {
+            ctx: Some(ctx),
+            input,
+            at_frame_end: true,
+        }
+    }
+}
+
+impl Read for ZstdStream {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let Some(ctx) = self.ctx.as_mut() else {
+            return Ok(0);
+        };
+        while !out.is_empty() {
+            let data = self.input.fill_buf()?;
+            if data.is_empty() {
+                if self.at_frame_end {
+                    return Ok(0);
+                }
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            let mut input = InBuffer::around(data);
+            let mut output = OutBuffer::around(&mut *out);
+            let hint = ctx
+                .decompress_stream(&mut output, &mut input)
+                .map_err(|code| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        zstd::zstd_safe::get_error_name(code),
+                    )
+                })?;
+            let (used, made) = (input.pos(), output.pos());
+            self.input.consume(used);
+            self.at_frame_end = hint == 0;
+            if made > 0 {
+                return Ok(made);
+            }
+        }
+        Ok(0)
+    }
+}
+
+impl Drop for ZstdStream {
+    fn drop(&mut self) {
+        if let Some(mut ctx) = self.ctx.take() {
+            let mut kept = lock(&CONTEXTS);
+            if kept.len() < KEPT_CONTEXTS && ctx.reset(ResetDirective::SessionOnly).is_ok() {
+                kept.push(ctx);
+            }
+        }
+    }
+}
+
+/// A pool's lock; a pool is a cache, so a poisoned one is used as it is.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A block of file bytes in an `O_DIRECT`-aligned window of a vector. Dropped blocks go back
+/// to a pool ([`BLOCKS`]) for the next stream.
 struct Block {
     data: Vec<u8>,
     start: usize,
     len: usize,
 }
 
+/// Buffers of dropped blocks.
+static BLOCKS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+/// At most this many are kept (two tasks' streams).
+const KEPT_BLOCKS: usize = 4 * (DEPTH + 2);
+
 impl Block {
     fn new() -> Block {
-        let data = vec![0u8; BLOCK + ALIGN];
+        let data = lock(&BLOCKS)
+            .pop()
+            .unwrap_or_else(|| vec![0u8; BLOCK + ALIGN]);
         let start = data.as_ptr().align_offset(ALIGN);
         Block {
             data,
@@ -461,6 +550,15 @@ impl Block {
 
     fn window(&mut self) -> &mut [u8] {
         &mut self.data[self.start..self.start + BLOCK]
+    }
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        let mut kept = lock(&BLOCKS);
+        if kept.len() < KEPT_BLOCKS {
+            kept.push(std::mem::take(&mut self.data));
+        }
     }
 }
 
