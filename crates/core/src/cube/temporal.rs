@@ -210,10 +210,23 @@ impl Accumulator {
     /// Folds one step's values (`cells` of them) into `slot`.
     pub fn add(&mut self, slot: usize, values: &[f32]) {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2, as just checked.
-            return unsafe { self.add_avx2(slot, values) };
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F, as just checked.
+                return unsafe { self.add_avx512(slot, values) };
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2, as just checked.
+                return unsafe { self.add_avx2(slot, values) };
+            }
         }
+        self.add_any(slot, values)
+    }
+
+    /// [`add`](Self::add) compiled for AVX-512 (8 f64 or 16 f32 lanes).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn add_avx512(&mut self, slot: usize, values: &[f32]) {
         self.add_any(slot, values)
     }
 

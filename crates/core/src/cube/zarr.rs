@@ -537,10 +537,23 @@ const KEPT_BLOCKS: usize = 4 * (DEPTH + 2);
 
 impl Block {
     fn new() -> Block {
-        let data = lock(&BLOCKS)
-            .pop()
-            .unwrap_or_else(|| vec![0u8; BLOCK + ALIGN]);
-        let start = data.as_ptr().align_offset(ALIGN);
+        let data = lock(&BLOCKS).pop().unwrap_or_else(|| {
+            // Aligned to BLOCK, the window can be one transparent huge page: a direct read
+            // then pins and completes one page instead of 512.
+            let data = vec![0u8; 2 * BLOCK];
+            let start = data.as_ptr().align_offset(BLOCK);
+            // SAFETY: the advised range lies inside `data`'s allocation; the advice only
+            // changes how the kernel backs it.
+            unsafe {
+                libc::madvise(
+                    data.as_ptr().add(start).cast_mut().cast(),
+                    BLOCK,
+                    libc::MADV_HUGEPAGE,
+                );
+            }
+            data
+        });
+        let start = data.as_ptr().align_offset(BLOCK);
         Block {
             data,
             start,
