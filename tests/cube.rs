@@ -233,6 +233,33 @@ fn multi_year_climatology_and_rechunk_from_zarr_files_equal_xarray() {
         assert_eq!(r["cape_groups"], "True");
         assert!(number(&r, "rel") <= 1e-6, "{by}: {r:?}");
     }
+
+    // A truncated chunk: the run fails naming it, and ends by itself while the other
+    // variable's task is still running (its worker reports before the coordinator stops,
+    // rather than retrying against one that is gone).
+    let chunk = b.join("cape/0.0.0");
+    let len = std::fs::metadata(&chunk).expect("chunk").len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&chunk)
+        .expect("open chunk");
+    file.set_len(len / 2).expect("truncate");
+    let started = std::time::Instant::now();
+    let err = job_fails(&write_job(
+        dir.path(),
+        &[&b, &a],
+        "  variables: [cape, blh]\n",
+        "    daily: {resample: {freq: 1D, stat: max}}\n",
+    ));
+    assert!(
+        err.contains("cape/0.0.0") && err.contains("truncated"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "the failed run took {:?} to end",
+        started.elapsed()
+    );
 }
 
 #[test]

@@ -289,11 +289,15 @@ pub async fn run_spec(
             .await
             .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
     }
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Workers stop before the coordinator: a task still running when the job ends (another
+    // one failed) reports to a coordinator that is still there, instead of retrying for a
+    // minute against one that is gone.
+    let (stop_server, server_stop) = tokio::sync::watch::channel(false);
+    let (stop_workers, workers_stop) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
-    let server = tokio::spawn(serve(listener, coordinator, stopped(stop_rx.clone())));
+    let server = tokio::spawn(serve(listener, coordinator, stopped(server_stop)));
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let per_worker = threads.unwrap_or((cores / workers.max(1)).max(1));
     let mut handles = Vec::new();
@@ -301,7 +305,7 @@ pub async fn run_spec(
         let mut config = WorkerConfig::new(url.clone());
         config.threads = per_worker;
         config.name = format!("embedded-{i}");
-        handles.push(tokio::spawn(work(config, stopped(stop_rx.clone()))));
+        handles.push(tokio::spawn(work(config, stopped(workers_stop.clone()))));
     }
     let result = async {
         let mut client = JobClient::connect(&url, None, None).await?;
@@ -309,7 +313,7 @@ pub async fn run_spec(
         client.watch(&id, quiet).await
     }
     .await;
-    let _ = stop_tx.send(true);
+    let _ = stop_workers.send(true);
     for h in handles {
         match h.await {
             Ok(Ok(())) => {}
@@ -317,6 +321,7 @@ pub async fn run_spec(
             Err(e) => eprintln!("warning: a worker panicked: {e}"),
         }
     }
+    let _ = stop_server.send(true);
     match server.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => eprintln!("warning: the coordinator stopped with an error: {e}"),

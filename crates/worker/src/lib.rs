@@ -215,6 +215,12 @@ async fn lease_loop(
         }
         idle = Duration::from_millis(5);
         for lease in leases {
+            // Told to stop: leased tasks not started are left to expire (and be leased again).
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => return Ok(()),
+                _ = std::future::ready(()) => {}
+            }
             let lease = LeasedTask::try_from(lease).map_err(|e| WorkerError::Rpc(e.to_string()))?;
             let id = lease.task.to_string();
             held.lock()
@@ -246,7 +252,10 @@ async fn lease_loop(
             while matches!(&sent, Err(s) if s.code() == tonic::Code::Unavailable)
                 && std::time::Instant::now() < deadline
             {
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
                 sent = client
                     .inner
                     .clone()
