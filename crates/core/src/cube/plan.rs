@@ -861,14 +861,14 @@ impl CubePlan {
             .any(|p| matches!(p.op, ProductOp::Anomaly(_)));
         match stage {
             1 => self
-                .block_vars()
+                .largest_first()
                 .map(|(block, var)| CubeTask::Map { block, var })
                 .collect(),
             2 if !self.climatologies.is_empty() => (0..self.bands.len())
                 .map(|band| CubeTask::Climatology { band })
                 .collect(),
             3 if anomalies => self
-                .block_vars()
+                .largest_first()
                 .map(|(block, var)| CubeTask::Anomaly { block, var })
                 .collect(),
             4 => {
@@ -941,6 +941,42 @@ impl CubePlan {
                 row,
             } => self.assemble(product, var, chunk, row),
         }
+    }
+
+    /// The (block, variable) pairs, largest first: with a few times as many tasks as workers,
+    /// the last to start are the short ones, so the workers end together.
+    fn largest_first(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let mut pairs: Vec<(u64, (usize, usize))> = self
+            .block_vars()
+            .map(|(b, v)| (self.map_cost(b, v), (b, v)))
+            .collect();
+        pairs.sort_by_key(|(cost, _)| std::cmp::Reverse(*cost));
+        pairs.into_iter().map(|(_, pair)| pair)
+    }
+
+    /// Roughly what mapping variable `v` of block `b` costs: the bytes it decodes to plus the
+    /// bytes stored for them, where the sources tell (decoding is most of a map task and goes
+    /// with both).
+    fn map_cost(&self, b: usize, v: usize) -> u64 {
+        let (Some(block), Some(var)) = (self.blocks.get(b), self.variables.get(v)) else {
+            return 0;
+        };
+        let rows = self.bands[block.band].len();
+        let cells = (rows * self.grid.width * var.axes_len()) as u64;
+        let mut stored = 0.0;
+        let mut steps_of = BTreeMap::<u32, u64>::new();
+        for &(s, _) in &self.steps[block.t0..block.t1] {
+            *steps_of.entry(s).or_default() += 1;
+        }
+        for (s, n) in steps_of {
+            let source = &self.sources[s as usize];
+            if let Some(sv) = source.variable(&var.name) {
+                let share = n as f64 / source.times.len().max(1) as f64;
+                stored +=
+                    sv.stored_bytes as f64 * share * rows as f64 / self.grid.height.max(1) as f64;
+            }
+        }
+        (block.t1 - block.t0) as u64 * cells * 4 + stored as u64
     }
 
     /// Every (block, variable) pair: the unit of map work.
@@ -1784,6 +1820,7 @@ mod tests {
                         nodata: None,
                     },
                     time_block: 24,
+                    stored_bytes: 0,
                 })
                 .collect(),
         }

@@ -45,6 +45,10 @@ pub struct SourceVariable {
     /// Time steps per stored chunk (1 for GRIB): reads that end on these decode each once.
     #[serde(default = "one")]
     pub time_block: usize,
+    /// The bytes stored for the variable when the source says cheaply (a local Zarr array's
+    /// chunk files), else 0: what decoding it costs, for handing out the largest tasks first.
+    #[serde(default)]
+    pub stored_bytes: u64,
 }
 
 fn one() -> usize {
@@ -347,6 +351,7 @@ fn grib_header(url: &str, path: &str) -> Result<CubeSource> {
             variable: CubeVariable { name, attrs, axes },
             access: Access::Bands { bands },
             time_block: 1,
+            stored_bytes: 0,
         });
     }
     Ok(CubeSource {
@@ -397,6 +402,28 @@ fn open_mdim(url: &str, path: &str) -> Result<Dataset> {
 
 /// What the raw GDAL multidimensional API gives beyond the `gdal` crate: the scale, offset and
 /// attributes of an array.
+/// The bytes of the chunk files in a local Zarr array's directory (its metadata excluded).
+fn stored_bytes(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            match e.metadata() {
+                Ok(m) if m.is_dir() => dirs.push(e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
 struct ArrayExtras {
     scale: f64,
     offset: f64,
@@ -661,6 +688,7 @@ fn mdim_header(url: &str, path: &str) -> Result<CubeSource> {
                 nodata: array.no_data_value_as_double(),
             },
             time_block,
+            stored_bytes: local_group(path).map_or(0, |g| stored_bytes(&g.join(name))),
         });
     }
     let (Some((grid, ..)), Some((_, times))) = (grid, times) else {
