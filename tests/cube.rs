@@ -234,6 +234,30 @@ fn multi_year_climatology_and_rechunk_from_zarr_files_equal_xarray() {
         assert!(number(&r, "rel") <= 1e-6, "{by}: {r:?}");
     }
 
+    // With the default budget every chunk decodes whole, in place, and is folded as it
+    // decodes (the memory_mb: 1 run above reads small pieces instead).
+    let whole = dir.path().join("whole");
+    std::fs::create_dir_all(&whole).expect("mkdir");
+    run_job(&write_job(
+        &whole,
+        &[&b, &a],
+        "  variables: [cape, blh]\n",
+        "    month: {climatology: {by: month}}\n",
+    ));
+    let layer = whole.join("out/month");
+    let r = reference(
+        &py,
+        &[
+            "climatology",
+            layer.to_str().unwrap(),
+            "month",
+            b.to_str().unwrap(),
+            a.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r["cape_groups"], "True");
+    assert!(number(&r, "rel") <= 1e-6, "whole chunks: {r:?}");
+
     // A truncated chunk: the run fails naming it, and ends by itself while the other
     // variable's task is still running (its worker reports before the coordinator stops,
     // rather than retrying against one that is gone).

@@ -26,7 +26,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -37,6 +37,7 @@ use super::layer::{CUBE_FORMAT_VERSION, CubeWriter};
 use super::source::{CubeSource, SourceReader};
 use super::temporal::{Accumulator, Freq, GroupBy, Periods, SEASONS, Stat};
 use super::time::format_instant;
+use super::zarr::{ChunkBuffer, ChunkView};
 use super::{Chunks, CubeGrid, CubeInfo, CubeVariable, Lead};
 use crate::error::{Error, Result};
 use crate::store::{Store, block_on};
@@ -1062,6 +1063,38 @@ impl CubePlan {
             return Ok(ReadPlan {
                 pieces: self.pieces(b, v, self.piece_steps),
                 buffers: 1,
+                whole: None,
+            });
+        }
+        // Whole chunks, decoded in place: when every source chunk is whole steps of the band,
+        // and any step may end a piece (no product cuts time chunks).
+        let band_is_grid = self.bands[b.band].len() == self.grid.height;
+        let free_cuts = self.piece_cuts.len() == self.times.len() + 1;
+        let mut whole = None;
+        if band_is_grid && free_cuts {
+            for &s in &seen {
+                let source = &self.sources[s as usize];
+                let ct = source
+                    .variable(name)
+                    .and_then(|sv| readers[&s].whole_steps(sv));
+                whole = match (whole, ct) {
+                    (None, Some(ct)) if s == seen[0] => Some(ct),
+                    (Some(a), Some(ct)) if a == ct => Some(a),
+                    _ => None,
+                };
+                if whole.is_none() {
+                    break;
+                }
+            }
+        }
+        // The chunk buffer is one chunk; it must fit the budget like a piece.
+        if let Some(ct) = whole
+            && ct <= self.piece_steps
+        {
+            return Ok(ReadPlan {
+                pieces: self.pieces(b, v, ct),
+                buffers: 0,
+                whole: Some(ct),
             });
         }
         let limit =
@@ -1075,6 +1108,7 @@ impl CubePlan {
                 1
             },
             pieces,
+            whole: None,
         })
     }
 
@@ -1225,8 +1259,8 @@ impl CubePlan {
 
         // Pieces are read on a thread of their own while the previous one is folded.
         let step_bytes = planes * have_rows * w * 4;
-        let (full_tx, full) = mpsc::sync_channel::<Result<(Range<usize>, Vec<f32>)>>(1);
-        let (free, free_rx) = mpsc::channel::<Vec<f32>>();
+        let (full_tx, full) = mpsc::sync_channel::<Result<(Range<usize>, PieceData)>>(1);
+        let (free, free_rx) = mpsc::channel::<PieceData>();
         let read_have = have.clone();
         let reading = move || {
             let mut readers = BTreeMap::new();
@@ -1237,24 +1271,77 @@ impl CubePlan {
                     return;
                 }
             };
-            // The buffers circulate between the two threads: allocated once, so their pages
-            // are faulted in once.
+            if let Some(ct) = plan.whole {
+                let step = step_bytes / 4;
+                let buffer = Arc::new(ChunkBuffer::new(ct * step));
+                for piece in plan.pieces {
+                    // The fold hands every view back; the buffer is decoded into again only
+                    // when none is left.
+                    while Arc::strong_count(&buffer) > 1 {
+                        if free_rx.recv().is_err() {
+                            return;
+                        }
+                    }
+                    let (s, j) = self.steps[piece.start];
+                    let (j, source) = (j as usize, &self.sources[s as usize]);
+                    let (first, tc) = (j % ct, j / ct);
+                    let end = first + piece.len();
+                    let mut sent = first;
+                    let mut gone = false;
+                    let decoded = match source.variable(&self.variables[v].name) {
+                        Some(sv) => readers[&s].decode_chunk(sv, tc, &buffer, |done| {
+                            let upto = done.min(end);
+                            if upto > sent {
+                                // SAFETY: steps below `done` are final, and the buffer is not
+                                // decoded into again until this view comes back.
+                                let view = unsafe { buffer.view(sent * step..upto * step) };
+                                let at = piece.start + (sent - first)..piece.start + (upto - first);
+                                gone = full_tx.send(Ok((at, PieceData::View(view)))).is_err();
+                                sent = upto;
+                            }
+                            !gone && upto < end
+                        }),
+                        None => Err(Error::Internal("a variable left its source".into())),
+                    };
+                    let decoded = decoded.and_then(|()| {
+                        (sent == end || gone).then_some(()).ok_or_else(|| {
+                            Error::Internal(format!("chunk {tc} ended at step {sent} of {end}"))
+                        })
+                    });
+                    if let Err(e) = decoded {
+                        let _ = full_tx.send(Err(e));
+                        return;
+                    }
+                    if gone {
+                        return;
+                    }
+                }
+                return;
+            }
+            // Otherwise piece buffers circulate between the two threads: allocated once, so
+            // their pages are faulted in once.
             let mut made = 0;
             for piece in plan.pieces {
                 let mut data = match free_rx.try_recv() {
-                    Ok(d) => d,
+                    Ok(PieceData::Owned(d)) => d,
+                    Ok(PieceData::View(_)) => Vec::new(),
                     Err(_) if made < plan.buffers => {
                         made += 1;
                         Vec::new()
                     }
                     Err(_) => match free_rx.recv() {
-                        Ok(d) => d,
+                        Ok(PieceData::Owned(d)) => d,
+                        Ok(PieceData::View(_)) => Vec::new(),
                         Err(_) => return,
                     },
                 };
                 let read = self.read(&mut readers, v, piece.clone(), read_have.clone(), &mut data);
                 let failed = read.is_err();
-                if full_tx.send(read.map(|()| (piece, data))).is_err() || failed {
+                if full_tx
+                    .send(read.map(|()| (piece, PieceData::Owned(data))))
+                    .is_err()
+                    || failed
+                {
                     return;
                 }
             }
@@ -1265,10 +1352,10 @@ impl CubePlan {
                 .spawn_scoped(scope, reading)
                 .map_err(|e| Error::Internal(format!("cannot start a reading thread: {e}")))?;
             for read in full {
-                let (piece, data) = read?;
+                let (piece, piece_data) = read?;
                 'fold: {
                     let steps = piece.len();
-                    let data = &data;
+                    let data = piece_data.values();
                     // The band's rows of step s, plane p.
                     let core = |s: usize, p: usize| -> &[f32] {
                         let base = ((s * planes + p) * have_rows + halo_top) * w;
@@ -1276,7 +1363,7 @@ impl CubePlan {
                     };
                     let core_all = || -> Vec<f32> {
                         if have_rows == rows {
-                            return data.clone();
+                            return data.to_vec();
                         }
                         let mut out = Vec::with_capacity(steps * cells);
                         for s in 0..steps {
@@ -1435,7 +1522,7 @@ impl CubePlan {
                         }
                     }
                 }
-                let _ = free.send(data);
+                let _ = free.send(piece_data);
             }
             Ok(())
         })?;
@@ -1683,6 +1770,24 @@ const STREAM_PIECE_BYTES: usize = 4 << 20;
 struct ReadPlan {
     pieces: Vec<Range<usize>>,
     buffers: usize,
+    /// Steps per source chunk when chunks decode whole, in place, into one chunk buffer that
+    /// the fold reads from as it fills (no piece buffers then).
+    whole: Option<usize>,
+}
+
+/// A piece's values: a buffer of its own, or decoded steps of a chunk buffer.
+enum PieceData {
+    Owned(Vec<f32>),
+    View(ChunkView),
+}
+
+impl PieceData {
+    fn values(&self) -> &[f32] {
+        match self {
+            PieceData::Owned(v) => v,
+            PieceData::View(v) => v.values(),
+        }
+    }
 }
 
 struct Resampling {

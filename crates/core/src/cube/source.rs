@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::time::TimeUnits;
-use super::zarr::{Convert, ZarrArray, local_group};
+use super::zarr::{ChunkBuffer, Convert, ZarrArray, local_group};
 use super::{Axis, CubeGrid, CubeVariable};
 use crate::error::{Error, Result};
 use crate::source::gdal_path;
@@ -834,6 +834,44 @@ impl<'a> SourceReader<'a> {
                 (a.shape() == shape.as_slice()).then(|| std::rc::Rc::new(a))
             })
             .clone()
+    }
+
+    /// The steps per chunk when `var`'s chunks decode whole, in place, into a [`ChunkBuffer`]
+    /// ([`ZarrArray::whole_steps`]).
+    pub(super) fn whole_steps(&self, var: &SourceVariable) -> Option<usize> {
+        let Access::Array {
+            name,
+            flip_y,
+            scale,
+            offset,
+            nodata,
+        } = &var.access
+        else {
+            return None;
+        };
+        let convert = Convert {
+            scale: *scale,
+            offset: *offset,
+            nodata: *nodata,
+        };
+        self.zarr_array(name, var)?.whole_steps(&convert, *flip_y)
+    }
+
+    /// Decodes time chunk `tc` of `var` into `buf`, reporting the steps done (see
+    /// [`ZarrArray::decode_chunk`]); only for variables with [`whole_steps`](Self::whole_steps).
+    pub(super) fn decode_chunk(
+        &self,
+        var: &SourceVariable,
+        tc: usize,
+        buf: &ChunkBuffer,
+        done: impl FnMut(usize) -> bool,
+    ) -> Result<()> {
+        let z = match &var.access {
+            Access::Array { name, .. } => self.zarr_array(name, var),
+            Access::Bands { .. } => None,
+        }
+        .ok_or_else(|| Error::Internal(format!("{} is not decoded whole", var.variable.name)))?;
+        z.decode_chunk(tc, buf, done)
     }
 
     /// Whether reads of `var` are streamed (decoded in order, so a read may end anywhere

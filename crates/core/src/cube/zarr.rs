@@ -19,7 +19,7 @@ use std::io::{BufRead, Read};
 use std::ops::Range;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 
 use serde_json::Value;
 use zstd::zstd_safe::{DCtx, InBuffer, OutBuffer, ResetDirective};
@@ -327,6 +327,110 @@ impl ZarrArray {
         Ok(())
     }
 
+    /// The steps per chunk when every chunk holds whole steps (every plane, row and column) as
+    /// f32 read unchanged (`convert` is the identity, rows in file order): then chunks decode
+    /// straight into a [`ChunkBuffer`] with [`decode_chunk`](Self::decode_chunk).
+    pub(super) fn whole_steps(&self, convert: &Convert, flip_y: bool) -> Option<usize> {
+        (self.zstd
+            && self.dtype == Dtype::F4
+            && convert.is_identity()
+            && convert.nodata.is_none_or(f64::is_nan)
+            && !flip_y
+            && self.chunks[1..] == self.shape[1..])
+            .then_some(self.chunks[0])
+    }
+
+    /// The values of one step.
+    pub(super) fn step_len(&self) -> usize {
+        self.shape[1..].iter().product()
+    }
+
+    /// Decodes time chunk `tc` into `buf` (of [`whole_steps`](Self::whole_steps) steps), in
+    /// order, calling `done(n)` as the first n steps become final; `done` returning false
+    /// stops early. zstd writes into `buf` directly (its stable output mode), so no decoded
+    /// byte is copied. A missing chunk is the fill value.
+    pub(super) fn decode_chunk(
+        &self,
+        tc: usize,
+        buf: &ChunkBuffer,
+        mut done: impl FnMut(usize) -> bool,
+    ) -> Result<()> {
+        let step = self.step_len();
+        let ct = self.chunks[0];
+        if buf.len() != ct * step {
+            return Err(Error::Internal(format!(
+                "a chunk buffer of {} values for chunks of {}",
+                buf.len(),
+                ct * step
+            )));
+        }
+        let mut index = vec![tc];
+        index.extend(self.shape[1..].iter().map(|_| 0));
+        let path = self.chunk_path(&index);
+        if !path.exists() {
+            // SAFETY: no view of `buf` exists while a chunk is decoded into it (the caller's
+            // contract), and the buffer is `buf.len()` values long.
+            unsafe { buf.fill(self.fill as f32) };
+            done(ct);
+            return Ok(());
+        }
+        let fail = |e: String| {
+            Error::source(
+                path.display().to_string(),
+                format!("cannot decode the Zarr chunk: {e}"),
+            )
+        };
+        let mut input = Prefetch::start(&path).map_err(|e| fail(e.to_string()))?;
+        let ctx = StableContext::new().ok_or_else(|| fail("no zstd context".into()))?;
+        let mut out = zstd::zstd_safe::zstd_sys::ZSTD_outBuffer {
+            dst: buf.as_ptr().cast(),
+            size: buf.len() * 4,
+            pos: 0,
+        };
+        let mut told = 0;
+        let mut frame_done = false;
+        while !frame_done {
+            let data = input.fill_buf().map_err(|e| fail(e.to_string()))?;
+            if data.is_empty() {
+                return Err(fail(
+                    "the chunk is shorter than its shape (truncated?)".into(),
+                ));
+            }
+            let mut inb = zstd::zstd_safe::zstd_sys::ZSTD_inBuffer {
+                src: data.as_ptr().cast(),
+                size: data.len(),
+                pos: 0,
+            };
+            // SAFETY: `out` describes `buf`'s memory, written by zstd only at and past
+            // `out.pos` (views cover only steps below it); `inb` describes `data`, alive for
+            // the call.
+            let code = unsafe {
+                zstd::zstd_safe::zstd_sys::ZSTD_decompressStream(ctx.0, &mut out, &mut inb)
+            };
+            // SAFETY: ZSTD_isError only classifies the code.
+            if unsafe { zstd::zstd_safe::zstd_sys::ZSTD_isError(code) } != 0 {
+                return Err(fail(zstd::zstd_safe::get_error_name(code).to_string()));
+            }
+            input.consume(inb.pos);
+            frame_done = code == 0;
+            let steps = if frame_done { ct } else { out.pos / 4 / step };
+            // Views of a few MB: small enough to fold while they are in the cache.
+            if steps == ct || (steps - told) * step * 4 >= STREAM_VIEW_BYTES {
+                told = steps;
+                if !done(steps) {
+                    return Ok(());
+                }
+            }
+        }
+        if out.pos != out.size {
+            return Err(fail(format!(
+                "the chunk holds {} bytes, its shape {}",
+                out.pos, out.size
+            )));
+        }
+        Ok(())
+    }
+
     /// The x-runs of the chunk at chunk index `rest` (past time) inside the wanted box.
     fn runs(&self, rest: &[usize], want: &[Range<usize>], flip_y: bool) -> Vec<Run> {
         let n = want.len();
@@ -364,6 +468,131 @@ impl ZarrArray {
                 }
             })
             .collect()
+    }
+}
+
+/// Decoded bytes between two reports of [`ZarrArray::decode_chunk`].
+const STREAM_VIEW_BYTES: usize = 4 << 20;
+
+/// A chunk-sized buffer one thread decodes into, front to back, while other threads read the
+/// steps already decoded through [`ChunkView`]s. A chunk is decoded into it only while no
+/// view exists (`Arc::strong_count` is 1).
+pub(super) struct ChunkBuffer {
+    values: Box<[std::cell::UnsafeCell<f32>]>,
+}
+
+// SAFETY: the decoder writes only past every view's range, and views only read; a new chunk
+// is decoded only when no view is left (the contract of `decode_chunk` and `view`).
+unsafe impl Sync for ChunkBuffer {}
+// SAFETY: the buffer owns plain f32 values.
+unsafe impl Send for ChunkBuffer {}
+
+impl ChunkBuffer {
+    pub(super) fn new(len: usize) -> ChunkBuffer {
+        ChunkBuffer {
+            values: (0..len).map(|_| std::cell::UnsafeCell::new(0.0)).collect(),
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    fn as_ptr(&self) -> *mut f32 {
+        // UnsafeCell<f32> has f32's layout; writing through the pointer is allowed.
+        std::cell::UnsafeCell::raw_get(self.values.as_ptr())
+    }
+
+    /// # Safety
+    /// No view of the buffer may exist.
+    unsafe fn fill(&self, v: f32) {
+        for c in self.values.iter() {
+            // SAFETY: no reference to the value exists (the caller's contract).
+            unsafe { *c.get() = v };
+        }
+    }
+
+    /// Values `range` as a view.
+    ///
+    /// # Safety
+    /// The range must be decoded and stay unwritten while the view lives: the decoder is past
+    /// it and no chunk is decoded into the buffer until every view is dropped.
+    pub(super) unsafe fn view(self: &Arc<Self>, range: Range<usize>) -> ChunkView {
+        assert!(range.end <= self.len());
+        ChunkView {
+            buffer: self.clone(),
+            range,
+        }
+    }
+}
+
+/// Decoded values of a [`ChunkBuffer`] that no one writes while the view lives.
+pub(super) struct ChunkView {
+    buffer: Arc<ChunkBuffer>,
+    range: Range<usize>,
+}
+
+impl ChunkView {
+    pub(super) fn values(&self) -> &[f32] {
+        // SAFETY: the range is inside the buffer and, by `view`'s contract, final while the
+        // view lives; the values are read only.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.buffer.as_ptr().add(self.range.start).cast_const(),
+                self.range.len(),
+            )
+        }
+    }
+}
+
+/// A zstd decoding context in stable-output mode (it decodes into the caller's buffer in
+/// place instead of its own window). Dropped, it goes back (reset) to a pool for the next
+/// chunk.
+struct StableContext(*mut zstd::zstd_safe::zstd_sys::ZSTD_DCtx);
+
+/// A pooled context's pointer.
+struct PooledContext(*mut zstd::zstd_safe::zstd_sys::ZSTD_DCtx);
+
+// SAFETY: a pooled context is not in use; it moves to the thread that takes it.
+unsafe impl Send for PooledContext {}
+
+static STABLE_CONTEXTS: Mutex<Vec<PooledContext>> = Mutex::new(Vec::new());
+
+impl StableContext {
+    fn new() -> Option<StableContext> {
+        use zstd::zstd_safe::zstd_sys as z;
+        if let Some(PooledContext(ctx)) = lock(&STABLE_CONTEXTS).pop() {
+            return Some(StableContext(ctx));
+        }
+        // SAFETY: creating a context has no preconditions; it is checked for null, and the
+        // parameter set is ZSTD_d_stableOutBuffer (zstd.h's experimental parameter 2).
+        unsafe {
+            let ctx = z::ZSTD_createDCtx();
+            if ctx.is_null() {
+                return None;
+            }
+            let ctx = StableContext(ctx);
+            let set =
+                z::ZSTD_DCtx_setParameter(ctx.0, z::ZSTD_dParameter::ZSTD_d_experimentalParam2, 1);
+            (z::ZSTD_isError(set) == 0).then_some(ctx)
+        }
+    }
+}
+
+impl Drop for StableContext {
+    fn drop(&mut self) {
+        use zstd::zstd_safe::zstd_sys as z;
+        // SAFETY: the context is valid and not used elsewhere; a session reset keeps its
+        // parameters; it is freed once, or handed to the pool.
+        unsafe {
+            let reset = z::ZSTD_DCtx_reset(self.0, z::ZSTD_ResetDirective::ZSTD_reset_session_only);
+            let mut kept = lock(&STABLE_CONTEXTS);
+            if z::ZSTD_isError(reset) == 0 && kept.len() < KEPT_CONTEXTS {
+                kept.push(PooledContext(self.0));
+            } else {
+                z::ZSTD_freeDCtx(self.0);
+            }
+        }
     }
 }
 
@@ -890,6 +1119,77 @@ mod tests {
                 "{name} pieces"
             );
         }
+    }
+
+    #[test]
+    fn whole_chunks_decode_in_place_reporting_final_steps() {
+        let tmp = tempfile::tempdir().unwrap();
+        // Chunks of 400 steps × 60 × 60 (5.8 MB, so more than one report each) in 900 steps:
+        // two full chunks and an edge chunk of 100 steps; chunk 1 is missing.
+        let shape = [900, 60, 60];
+        // Noise, so that the input arrives in several blocks and the decoding in several calls.
+        let value = |i: usize| ((i * 2_654_435_761) % 1_000_003) as f64 / 7.0;
+        write_array(
+            &tmp.path().join("v"),
+            &shape,
+            &[400, 60, 60],
+            "<f4",
+            true,
+            &[vec![1, 0, 0]],
+            value,
+        );
+        let a = ZarrArray::open(tmp.path(), "v").unwrap();
+        let id = Convert {
+            scale: 1.0,
+            offset: 0.0,
+            nodata: None,
+        };
+        let scaled = Convert { scale: 2.0, ..id };
+        assert_eq!(a.whole_steps(&id, false), Some(400));
+        assert_eq!(a.whole_steps(&id, true), None);
+        assert_eq!(a.whole_steps(&scaled, false), None);
+        let buf = ChunkBuffer::new(400 * 3600);
+        let values = || -> Vec<f32> {
+            (0..buf.len())
+                // SAFETY: no decode runs while the buffer is read here.
+                .map(|i| unsafe { *buf.as_ptr().add(i) })
+                .collect()
+        };
+        for tc in 0..3 {
+            let mut reports = Vec::new();
+            a.decode_chunk(tc, &buf, |n| {
+                reports.push(n);
+                true
+            })
+            .unwrap();
+            assert!(reports.windows(2).all(|w| w[0] < w[1]), "{reports:?}");
+            assert_eq!(reports.last(), Some(&400));
+            let steps = 400.min(900 - tc * 400);
+            let got = values();
+            if tc == 1 {
+                assert!(
+                    got.iter().all(|&v| v == -9.0),
+                    "a missing chunk is the fill"
+                );
+                assert_eq!(reports, [400]);
+            } else {
+                // A full chunk of noise arrives in several blocks: reported as it decodes.
+                assert!(tc == 2 || reports.len() > 1, "{reports:?}");
+                let want = expected(&shape, tc * 400..tc * 400 + steps, 0..60, false, value);
+                assert_eq!(&got[..steps * 3600], want.as_slice(), "chunk {tc}");
+            }
+        }
+        // Stopping early leaves a context that the next chunk reuses cleanly.
+        a.decode_chunk(0, &buf, |_| false).unwrap();
+        a.decode_chunk(2, &buf, |_| true).unwrap();
+        let want = expected(&shape, 800..900, 0..60, false, value);
+        assert_eq!(&values()[..100 * 3600], want.as_slice());
+        // A truncated chunk is an error naming it.
+        let chunk = tmp.path().join("v").join("0.0.0");
+        let bytes = std::fs::read(&chunk).unwrap();
+        std::fs::write(&chunk, &bytes[..bytes.len() / 2]).unwrap();
+        let e = a.decode_chunk(0, &buf, |_| true).unwrap_err().to_string();
+        assert!(e.contains("0.0.0") && e.contains("truncated"), "{e}");
     }
 
     #[test]
