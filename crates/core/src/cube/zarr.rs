@@ -487,11 +487,36 @@ unsafe impl Sync for ChunkBuffer {}
 // SAFETY: the buffer owns plain f32 values.
 unsafe impl Send for ChunkBuffer {}
 
+/// Memory of dropped chunk buffers, for the next task (tens of MB faulted in once).
+static CHUNK_BUFFERS: Mutex<Vec<Box<[std::cell::UnsafeCell<f32>]>>> = Mutex::new(Vec::new());
+/// At most this many are kept: one per task running at once.
+const KEPT_CHUNK_BUFFERS: usize = 2;
+
 impl ChunkBuffer {
     pub(super) fn new(len: usize) -> ChunkBuffer {
-        ChunkBuffer {
-            values: (0..len).map(|_| std::cell::UnsafeCell::new(0.0)).collect(),
+        let mut kept = lock(&CHUNK_BUFFERS);
+        if let Some(i) = kept.iter().position(|b| b.len() == len) {
+            return ChunkBuffer {
+                values: kept.swap_remove(i),
+            };
         }
+        drop(kept);
+        let values: Box<[std::cell::UnsafeCell<f32>]> =
+            (0..len).map(|_| std::cell::UnsafeCell::new(0.0)).collect();
+        // Backed by transparent huge pages where the kernel can: a 58 MB buffer then costs 29
+        // page faults instead of 14,000.
+        let (ptr, bytes) = (values.as_ptr() as usize, len * 4);
+        let page = 4096;
+        let start = ptr.next_multiple_of(page);
+        let end = (ptr + bytes) / page * page;
+        if end > start {
+            // SAFETY: the advised range lies inside the allocation; the advice only changes
+            // how the kernel backs it.
+            unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+            }
+        }
+        ChunkBuffer { values }
     }
 
     pub(super) fn len(&self) -> usize {
@@ -522,6 +547,16 @@ impl ChunkBuffer {
         ChunkView {
             buffer: self.clone(),
             range,
+        }
+    }
+}
+
+impl Drop for ChunkBuffer {
+    fn drop(&mut self) {
+        let values = std::mem::take(&mut self.values);
+        let mut kept = lock(&CHUNK_BUFFERS);
+        if !values.is_empty() && kept.len() < KEPT_CHUNK_BUFFERS {
+            kept.push(values);
         }
     }
 }
