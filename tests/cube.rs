@@ -242,7 +242,7 @@ fn multi_year_climatology_and_rechunk_from_zarr_files_equal_xarray() {
         &whole,
         &[&b, &a],
         "  variables: [cape, blh]\n",
-        "    month: {climatology: {by: month}}\n",
+        "    month: {climatology: {by: month}}\n    anom: {anomaly: {by: month}, chunks: {time: 100}}\n",
     ));
     let layer = whole.join("out/month");
     let r = reference(
@@ -257,6 +257,32 @@ fn multi_year_climatology_and_rechunk_from_zarr_files_equal_xarray() {
     );
     assert_eq!(r["cape_groups"], "True");
     assert!(number(&r, "rel") <= 1e-6, "whole chunks: {r:?}");
+
+    // Anomalies against the monthly climatology: with one block per variable (the map task
+    // writes the climatology) and with several (partials reduced in stage 2).
+    let split = dir.path().join("split");
+    std::fs::create_dir_all(&split).expect("mkdir");
+    run_job(&write_job(
+        &split,
+        &[&b, &a],
+        "  variables: [cape, blh]\n  memory_mb: 1\n",
+        "    anom: {anomaly: {by: month}, chunks: {time: 100}}\n",
+    ));
+    for root in [&whole, &split] {
+        let layer = root.join("out/anom");
+        let r = reference(
+            &py,
+            &[
+                "anomaly",
+                layer.to_str().unwrap(),
+                "month",
+                b.to_str().unwrap(),
+                a.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(r["cape_times"], "True", "{r:?}");
+        assert!(number(&r, "rel") <= 1e-6, "{}: {r:?}", root.display());
+    }
 
     // A truncated chunk: the run fails naming it, and ends by itself while the other
     // variable's task is still running (its worker reports before the coordinator stops,

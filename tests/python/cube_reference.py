@@ -2,6 +2,7 @@
 
   resample GRIB LAYER            daily mean/max/min vs resample(time='1D')
   climatology LAYER BY SRC...    groupby('time.BY').mean() over the sources concatenated
+  anomaly LAYER BY SRC...        groupby('time.BY') minus its mean, over the sources concatenated
   gradient GRIB LAYER            differentiate('longitude' / 'latitude'), and per metre
   sel GRIB ZARR CSV NC T0 T1 X0 Y0 X1 Y1   .sel() subset vs a read written as Zarr, CSV, NetCDF
   rechunk LAYER SRC...           the layer's chunks, and its values vs the sources concatenated
@@ -51,6 +52,19 @@ elif cmd == "climatology":
         ref = ds[v].groupby(f"time.{by}").mean()
         worst = max(worst, rel(c[v].values, ref.values))
         out(**{f"{v}_groups": bool((c[by].values == ref[by].values).all())})
+    out(rel=worst)
+elif cmd == "anomaly":
+    layer, by, srcs = args[0], args[1], args[2:]
+    ds = xr.concat([xr.open_zarr(p) for p in srcs], dim="time").sortby("time")
+    a = xr.open_zarr(layer)
+    worst = 0.0
+    for v in a.data_vars:
+        g = ds[v].groupby(f"time.{by}")
+        ref = g - g.mean()
+        # Anomalies are near 0: the difference relative to the field's magnitude.
+        d = np.abs(a[v].values.astype("f8") - ref.values.astype("f8"))
+        worst = max(worst, float(np.nanmax(d) / np.nanmax(np.abs(ds[v].values))))
+        out(**{f"{v}_times": bool((a.time.values == ref.time.values).all())})
     out(rel=worst)
 elif cmd == "rechunk":
     layer, srcs = args[0], args[1:]

@@ -21,7 +21,8 @@
 //! (a time range × a band of rows, on chunk boundaries of every product); 1 maps every block
 //! (reads it once, in pieces of at most `memory_mb`, and feeds every product: ingest and
 //! gradient chunks, resample periods, climatology partial sums to scratch objects); 2 reduces
-//! the climatology partials per band; 3 maps the blocks again for anomalies. Memory per task
+//! the climatology partials per band (when a band is one block, its map task writes the
+//! climatology itself and there is no stage 2); 3 maps the blocks again for anomalies. Memory per task
 //! depends on `memory_mb` and the chunk sizes, not on the cube.
 
 use std::collections::BTreeMap;
@@ -865,9 +866,11 @@ impl CubePlan {
                 .largest_first()
                 .map(|(block, var)| CubeTask::Map { block, var })
                 .collect(),
-            2 if !self.climatologies.is_empty() => (0..self.bands.len())
-                .map(|band| CubeTask::Climatology { band })
-                .collect(),
+            2 if !self.climatologies.is_empty() && !self.climatology_in_map() => {
+                (0..self.bands.len())
+                    .map(|band| CubeTask::Climatology { band })
+                    .collect()
+            }
             3 if anomalies => self
                 .largest_first()
                 .map(|(block, var)| CubeTask::Anomaly { block, var })
@@ -1532,6 +1535,13 @@ impl CubePlan {
             bytes += n;
         }
         for (ci, a) in &clims {
+            if self.climatology_in_map() {
+                let writer = self.climatologies[*ci].product.map(|p| &writers[p]);
+                let (c, n) = self.write_climatology(*ci, v, b.band, a, &scratch, writer)?;
+                chunks += c;
+                bytes += n;
+                continue;
+            }
             let key = format!("{}/t{}", self.clim_key(*ci, v, b.band), b.t0);
             block_on(scratch.put(&key, Bytes::from(a.to_bytes())))?;
         }
@@ -1712,28 +1722,59 @@ impl CubePlan {
                         &data,
                     )?);
                 }
-                let mut out = vec![0f32; c.groups.len() * cells];
-                for g in 0..c.groups.len() {
-                    total.finish_slot(g, &mut out[g * cells..(g + 1) * cells]);
-                }
-                if c.for_anomaly {
-                    let key = format!("{}.mean", self.clim_key(ci, v, band_index));
-                    let raw: Vec<u8> = out.iter().flat_map(|x| x.to_le_bytes()).collect();
-                    block_on(scratch.put(&key, Bytes::from(raw)))?;
-                }
-                if let (Some(wr), Some(p)) = (&writer, c.product) {
-                    let oi = self.products[p]
-                        .outputs
-                        .iter()
-                        .position(|o| o.input == v)
-                        .unwrap_or(v);
-                    wr.write_block(oi, 0, band.start, c.groups.len(), rows, &out)?;
-                    chunks += chunk_count(&self.products[p].info, c.groups.len(), rows, planes);
-                    bytes += (out.len() * 4) as u64;
-                }
+                let (c, n) =
+                    self.write_climatology(ci, v, band_index, &total, &scratch, writer.as_ref())?;
+                chunks += c;
+                bytes += n;
             }
         }
         Ok((chunks, bytes))
+    }
+
+    /// Whether each band is one block: a map task then folds every step of its variable and
+    /// band, and writes the climatologies itself (no partials, no stage 2).
+    fn climatology_in_map(&self) -> bool {
+        self.blocks.len() == self.bands.len()
+    }
+
+    /// Writes climatology `ci` of variable `v` over band `band_index` from its complete
+    /// accumulator: to its product, and the means to scratch for anomalies.
+    fn write_climatology(
+        &self,
+        ci: usize,
+        v: usize,
+        band_index: usize,
+        total: &Accumulator,
+        scratch: &Store,
+        writer: Option<&CubeWriter>,
+    ) -> Result<(u64, u64)> {
+        let c = &self.climatologies[ci];
+        let band = &self.bands[band_index];
+        let rows = band.len();
+        let planes = self.variables[v].axes_len();
+        let cells = planes * rows * self.grid.width;
+        let mut out = vec![0f32; c.groups.len() * cells];
+        for g in 0..c.groups.len() {
+            total.finish_slot(g, &mut out[g * cells..(g + 1) * cells]);
+        }
+        if c.for_anomaly {
+            let key = format!("{}.mean", self.clim_key(ci, v, band_index));
+            let raw: Vec<u8> = out.iter().flat_map(|x| x.to_le_bytes()).collect();
+            block_on(scratch.put(&key, Bytes::from(raw)))?;
+        }
+        let (Some(wr), Some(p)) = (writer, c.product) else {
+            return Ok((0, 0));
+        };
+        let oi = self.products[p]
+            .outputs
+            .iter()
+            .position(|o| o.input == v)
+            .unwrap_or(v);
+        wr.write_block(oi, 0, band.start, c.groups.len(), rows, &out)?;
+        Ok((
+            chunk_count(&self.products[p].info, c.groups.len(), rows, planes),
+            (out.len() * 4) as u64,
+        ))
     }
 
     /// Runs every stage in this process (rayon over the tasks of each stage).
