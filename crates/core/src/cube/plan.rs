@@ -1090,15 +1090,26 @@ impl CubePlan {
                 }
             }
         }
-        // The chunk buffer is one chunk; it must fit the budget like a piece.
+        // The chunk buffer is one chunk; it must fit the budget like a piece, and each piece
+        // must be consecutive steps of one chunk of one source (a step dropped as a duplicate
+        // leaves a gap).
         if let Some(ct) = whole
             && ct <= self.piece_steps
         {
-            return Ok(ReadPlan {
-                pieces: self.pieces(b, v, ct),
-                buffers: 0,
-                whole: Some(ct),
-            });
+            let pieces = self.pieces(b, v, ct);
+            let in_one_chunk = |p: &Range<usize>| {
+                let (s, j) = self.steps[p.start];
+                p.clone().enumerate().all(|(k, i)| {
+                    self.steps[i] == (s, j + k as u32) && (j as usize + k) / ct == j as usize / ct
+                })
+            };
+            if pieces.iter().all(in_one_chunk) {
+                return Ok(ReadPlan {
+                    pieces,
+                    buffers: 0,
+                    whole: Some(ct),
+                });
+            }
         }
         let limit =
             (STREAM_PIECE_BYTES / step_bytes.max(1)).clamp(1, (self.piece_steps / 3).max(1));
