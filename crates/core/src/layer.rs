@@ -146,11 +146,7 @@ impl LayerWriter {
     /// a resumed coordinator calls it again on a layer whose tiles are partly written. The
     /// first write doubles as the check that the store is writable.
     pub fn write_metadata(&self) -> Result<()> {
-        for (key, doc) in &self.documents {
-            let bytes =
-                serde_json::to_vec_pretty(doc).map_err(|e| Error::Internal(e.to_string()))?;
-            block_on(self.store.put(key, Bytes::from(bytes)))?;
-        }
+        put_documents(&self.store, &self.documents)?;
         self.write_coordinates(&zarr_storage(&self.store))
     }
 
@@ -243,20 +239,7 @@ impl LayerWriter {
     pub fn finish(mut self) -> Result<LayerInfo> {
         self.info.complete = true;
         let root = zarr_json::root_attributes(&self.info);
-        self.documents.insert(".zattrs".into(), root.clone());
-        block_on(self.store.put(
-            ".zattrs",
-            Bytes::from(
-                serde_json::to_vec_pretty(&root).map_err(|e| Error::Internal(e.to_string()))?,
-            ),
-        ))?;
-        let consolidated = json!({ "zarr_consolidated_format": 1, "metadata": self.documents });
-        block_on(self.store.put(
-            ".zmetadata",
-            Bytes::from(
-                serde_json::to_vec(&consolidated).map_err(|e| Error::Internal(e.to_string()))?,
-            ),
-        ))?;
+        put_root_and_consolidated(&self.store, &mut self.documents, root)?;
         Ok(self.info)
     }
 
@@ -349,6 +332,32 @@ pub struct LayerReader {
     store: Store,
     info: LayerInfo,
     arrays: Vec<ZarrArray>,
+}
+
+/// Writes each metadata document, as pretty JSON, to its key.
+pub(crate) fn put_documents<'a>(
+    store: &Store,
+    documents: impl IntoIterator<Item = (&'a String, &'a Value)>,
+) -> Result<()> {
+    for (key, doc) in documents {
+        let bytes = serde_json::to_vec_pretty(doc).map_err(|e| Error::Internal(e.to_string()))?;
+        block_on(store.put(key, Bytes::from(bytes)))?;
+    }
+    Ok(())
+}
+
+/// Completes a group: its root attributes `root`, then, last, the consolidated metadata of
+/// every document (so a reader that finds `.zmetadata` finds a complete layer).
+pub(crate) fn put_root_and_consolidated(
+    store: &Store,
+    documents: &mut BTreeMap<String, Value>,
+    root: Value,
+) -> Result<()> {
+    documents.insert(".zattrs".into(), root);
+    put_documents(store, documents.get_key_value(".zattrs"))?;
+    let consolidated = json!({ "zarr_consolidated_format": 1, "metadata": documents });
+    let bytes = serde_json::to_vec(&consolidated).map_err(|e| Error::Internal(e.to_string()))?;
+    block_on(store.put(".zmetadata", Bytes::from(bytes)))
 }
 
 /// The documents of a complete Zarr group's `.zmetadata`; a missing one is named as an

@@ -25,8 +25,8 @@ use super::time::layer_time_units;
 use super::{Chunks, CubeGrid, CubeInfo, CubeVariable, Lead};
 use crate::error::{Error, Result};
 use crate::layer::{
-    RootInfo, SyncStorage, ZarrArray, consolidated_metadata, root_info, zarr_array, zarr_storage,
-    zarray,
+    RootInfo, SyncStorage, ZarrArray, consolidated_metadata, put_documents,
+    put_root_and_consolidated, root_info, zarr_array, zarr_storage, zarray,
 };
 use crate::model::DataType;
 use crate::store::{Store, block_on};
@@ -280,11 +280,7 @@ impl CubeWriter {
     }
 
     pub fn write_metadata(&self) -> Result<()> {
-        for (key, doc) in &self.documents {
-            let bytes =
-                serde_json::to_vec_pretty(doc).map_err(|e| Error::Internal(e.to_string()))?;
-            block_on(self.store.put(key, Bytes::from(bytes)))?;
-        }
+        put_documents(&self.store, &self.documents)?;
         for (key, bytes) in &self.coordinates {
             block_on(self.store.put(key, Bytes::from(bytes.clone())))?;
         }
@@ -396,20 +392,7 @@ impl CubeWriter {
     pub fn finish(mut self) -> Result<CubeInfo> {
         self.info.complete = true;
         let root = json!({ "Conventions": "CF-1.8", "tessera_cube": self.info });
-        self.documents.insert(".zattrs".into(), root.clone());
-        block_on(self.store.put(
-            ".zattrs",
-            Bytes::from(
-                serde_json::to_vec_pretty(&root).map_err(|e| Error::Internal(e.to_string()))?,
-            ),
-        ))?;
-        let consolidated = json!({ "zarr_consolidated_format": 1, "metadata": self.documents });
-        block_on(self.store.put(
-            ".zmetadata",
-            Bytes::from(
-                serde_json::to_vec(&consolidated).map_err(|e| Error::Internal(e.to_string()))?,
-            ),
-        ))?;
+        put_root_and_consolidated(&self.store, &mut self.documents, root)?;
         Ok(self.info)
     }
 
