@@ -1337,15 +1337,13 @@ impl CubePlan {
             let mut made = 0;
             for piece in plan.pieces {
                 let mut data = match free_rx.try_recv() {
-                    Ok(PieceData::Owned(d)) => d,
-                    Ok(PieceData::View(_)) => Vec::new(),
+                    Ok(d) => d.into_buffer(),
                     Err(_) if made < plan.buffers => {
                         made += 1;
                         Vec::new()
                     }
                     Err(_) => match free_rx.recv() {
-                        Ok(PieceData::Owned(d)) => d,
-                        Ok(PieceData::View(_)) => Vec::new(),
+                        Ok(d) => d.into_buffer(),
                         Err(_) => return,
                     },
                 };
@@ -1701,8 +1699,7 @@ impl CubePlan {
 
     /// Stage 2: the climatologies of one band, from every block's partial.
     fn reduce_band(&self, band_index: usize) -> Result<(u64, u64)> {
-        let band = self.bands[band_index].clone();
-        let rows = band.len();
+        let rows = self.bands[band_index].len();
         let w = self.grid.width;
         let scratch = Store::open(&self.scratch)?;
         let (mut chunks, mut bytes) = (0u64, 0u64);
@@ -1838,6 +1835,14 @@ impl PieceData {
         match self {
             PieceData::Owned(v) => v,
             PieceData::View(v) => v.values(),
+        }
+    }
+
+    /// The piece's own buffer, for the next piece (a view has none).
+    fn into_buffer(self) -> Vec<f32> {
+        match self {
+            PieceData::Owned(v) => v,
+            PieceData::View(_) => Vec::new(),
         }
     }
 }
