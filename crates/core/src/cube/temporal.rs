@@ -166,6 +166,9 @@ impl GroupBy {
 }
 
 /// Per slot and cell: what a statistic needs (sums in f64).
+///
+/// A cell's count of valid values is `count[cell] + whole[slot]`: a step without NaN counts
+/// once for its slot instead of once per cell (most steps of most data have none).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Accumulator {
     pub stat: Stat,
@@ -173,6 +176,7 @@ pub struct Accumulator {
     pub slots: usize,
     sum: Vec<f64>,
     count: Vec<u32>,
+    whole: Vec<u32>,
     extreme: Vec<f32>,
 }
 
@@ -184,6 +188,7 @@ impl Accumulator {
             slots: 0,
             sum: Vec::new(),
             count: Vec::new(),
+            whole: Vec::new(),
             extreme: Vec::new(),
         };
         a.reset(slots);
@@ -203,6 +208,7 @@ impl Accumulator {
         let (sum, count, extreme) = self.stat.parts();
         refill(&mut self.sum, sum, n, 0.0);
         refill(&mut self.count, count, n, 0);
+        refill(&mut self.whole, count, slots, 0);
         refill(&mut self.extreme, extreme, n, f32::NAN);
         self.slots = slots;
     }
@@ -241,8 +247,18 @@ impl Accumulator {
     #[inline(always)]
     fn add_any(&mut self, slot: usize, values: &[f32]) {
         let r = slot * self.cells..(slot + 1) * self.cells;
+        // Written without branches inside the loops so that they vectorise.
+        let counted = matches!(self.stat, Stat::Mean | Stat::Count);
+        if counted && !values.iter().fold(false, |any, v| any | v.is_nan()) {
+            self.whole[slot] += 1;
+            if self.stat == Stat::Mean {
+                for (s, &v) in self.sum[r].iter_mut().zip(values) {
+                    *s += f64::from(v);
+                }
+            }
+            return;
+        }
         match self.stat {
-            // Written without branches so that the loops vectorise.
             Stat::Mean => {
                 for ((s, c), &v) in self.sum[r.clone()]
                     .iter_mut()
@@ -285,6 +301,9 @@ impl Accumulator {
         for (a, b) in self.count.iter_mut().zip(&other.count) {
             *a += b;
         }
+        for (a, b) in self.whole.iter_mut().zip(&other.whole) {
+            *a += b;
+        }
         let max = self.stat == Stat::Max;
         for (a, &b) in self.extreme.iter_mut().zip(&other.extreme) {
             if a.is_nan() || (max && b > *a) || (!max && b < *a) {
@@ -298,7 +317,9 @@ impl Accumulator {
         let r = slot * self.cells..(slot + 1) * self.cells;
         match self.stat {
             Stat::Mean => {
+                let whole = self.whole[slot];
                 for ((o, &s), &c) in out.iter_mut().zip(&self.sum[r.clone()]).zip(&self.count[r]) {
+                    let c = c + whole;
                     *o = if c == 0 {
                         f32::NAN
                     } else {
@@ -312,8 +333,9 @@ impl Accumulator {
                 }
             }
             Stat::Count => {
+                let whole = self.whole[slot];
                 for (o, &c) in out.iter_mut().zip(&self.count[r]) {
-                    *o = c as f32;
+                    *o = (c + whole) as f32;
                 }
             }
             Stat::Max | Stat::Min => out.copy_from_slice(&self.extreme[r]),
@@ -325,7 +347,13 @@ impl Accumulator {
         let mut b =
             Vec::with_capacity(self.sum.len() * 8 + self.count.len() * 4 + self.extreme.len() * 4);
         b.extend(self.sum.iter().flat_map(|v| v.to_le_bytes()));
-        b.extend(self.count.iter().flat_map(|v| v.to_le_bytes()));
+        let cells = self.cells.max(1);
+        b.extend(
+            self.count
+                .iter()
+                .enumerate()
+                .flat_map(|(i, v)| (v + self.whole[i / cells]).to_le_bytes()),
+        );
         b.extend(self.extreme.iter().flat_map(|v| v.to_le_bytes()));
         b
     }
@@ -393,6 +421,28 @@ mod tests {
         a.finish_slot(0, &mut out);
         assert_eq!(out[0], 2.0);
         assert!(out[1].is_nan());
+        // Steps without NaN count once for their slot; with NaN, cell by cell.
+        let mut a = Accumulator::new(Stat::Mean, 2, 2);
+        let mut n = Accumulator::new(Stat::Count, 2, 2);
+        for (slot, step) in [
+            (0, [1.0, 5.0]),
+            (0, [f32::NAN, 7.0]),
+            (1, [2.0, 4.0]),
+            (0, [3.0, 3.0]),
+        ] {
+            a.add(slot, &step);
+            n.add(slot, &step);
+        }
+        let mut b = Accumulator::new(Stat::Mean, 2, 2);
+        b.add(1, &[4.0, f32::NAN]);
+        a.merge(&b);
+        let a = Accumulator::from_bytes(Stat::Mean, 2, 2, &a.to_bytes()).expect("bytes");
+        a.finish_slot(0, &mut out);
+        assert_eq!(out, [2.0, 5.0]);
+        a.finish_slot(1, &mut out);
+        assert_eq!(out, [3.0, 4.0]);
+        n.finish_slot(0, &mut out);
+        assert_eq!(out, [2.0, 3.0]);
         let mut m = Accumulator::new(Stat::Max, 1, 2);
         m.add(0, &[f32::NAN, 1.0]);
         m.add(0, &[2.0, f32::NAN]);
