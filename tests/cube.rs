@@ -202,8 +202,17 @@ fn multi_year_climatology_and_rechunk_from_zarr_files_equal_xarray() {
         &[&b, &a],
         "  variables: [cape, blh]\n  memory_mb: 1\n",
         // 1900 steps × 13 rows × 17 columns × 4 B is more than 1 MB: the rechunk goes through
-        // intermediate objects and a last stage.
-        "    month: {climatology: {by: month}}\n    season: {climatology: {by: season, stat: mean}}\n    ts: {rechunk: {}, chunks: {time: 1900, y: 5, x: 4}}\n",
+        // intermediate objects and a last stage. Climatologies whose statistic follows from the
+        // daily one of a variable (blh's mean → mean and sum, cape's max → max) are folded
+        // from the daily bins, the others step by step.
+        concat!(
+            "    month: {climatology: {by: month}}\n",
+            "    season: {climatology: {by: season, stat: mean}}\n",
+            "    msum: {climatology: {by: month, stat: sum}}\n",
+            "    dmax: {climatology: {by: dayofyear, stat: max}}\n",
+            "    daily: {resample: {freq: 1D, stats: {cape: max, blh: mean}}, chunks: {time: 10}}\n",
+            "    ts: {rechunk: {}, chunks: {time: 1900, y: 5, x: 4}}\n",
+        ),
     );
     run_job(&job);
     let ts = dir.path().join("out/ts");
@@ -218,8 +227,13 @@ fn multi_year_climatology_and_rechunk_from_zarr_files_equal_xarray() {
     );
     assert_eq!(r["chunks"], "1900,5,4", "{r:?}");
     assert_eq!(r["exact"], "True", "{r:?}");
-    for by in ["month", "season"] {
-        let layer = dir.path().join("out").join(by);
+    for (name, by) in [
+        ("month", "month"),
+        ("season", "season"),
+        ("msum", "month:sum"),
+        ("dmax", "dayofyear:max"),
+    ] {
+        let layer = dir.path().join("out").join(name);
         let r = reference(
             &py,
             &[
@@ -233,6 +247,21 @@ fn multi_year_climatology_and_rechunk_from_zarr_files_equal_xarray() {
         assert_eq!(r["cape_groups"], "True");
         assert!(number(&r, "rel") <= 1e-6, "{by}: {r:?}");
     }
+    // The daily bins span the year between the files: its empty days belong to the block
+    // after it, whose first output chunk starts among them.
+    let daily = dir.path().join("out/daily");
+    let r = reference(
+        &py,
+        &[
+            "daily",
+            daily.to_str().unwrap(),
+            "cape:max,blh:mean",
+            b.to_str().unwrap(),
+            a.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r["cape_times"], "True", "{r:?}");
+    assert!(number(&r, "rel") <= 1e-6, "daily: {r:?}");
 
     // With the default budget every chunk decodes whole, in place, and is folded as it
     // decodes (the memory_mb: 1 run above reads small pieces instead).

@@ -1,7 +1,12 @@
 """xarray's answers for tests/cube.rs. Each command prints `key=value` lines.
 
   resample GRIB LAYER            daily mean/max/min vs resample(time='1D')
-  climatology LAYER BY SRC...    groupby('time.BY').mean() over the sources concatenated
+  daily LAYER VAR:STAT,... SRC...
+                                 resample(time='1D').STAT() of each VAR over the sources
+                                 concatenated (days without steps included)
+  climatology LAYER BY[:STAT] SRC...
+                                 groupby('time.BY').STAT() (mean unless given) over the
+                                 sources concatenated
   anomaly LAYER BY SRC...        groupby('time.BY') minus its mean, over the sources concatenated
   gradient GRIB LAYER            differentiate('longitude' / 'latitude'), and per metre
   sel GRIB ZARR CSV NC T0 T1 X0 Y0 X1 Y1   .sel() subset vs a read written as Zarr, CSV, NetCDF
@@ -42,14 +47,24 @@ if cmd == "resample":
         ref = getattr(t.resample(time="1D"), s)()
         out(**{f"{s}_rel": rel(d[f"t2m_{s}"].values, ref.values),
                f"{s}_times": bool((d.time.values == ref.time.values).all())})
+elif cmd == "daily":
+    layer, stats, srcs = args[0], args[1].split(","), args[2:]
+    ds = xr.concat([xr.open_zarr(p) for p in srcs], dim="time").sortby("time")
+    d = xr.open_zarr(layer)
+    worst = 0.0
+    for v, s in (x.split(":") for x in stats):
+        ref = getattr(ds[v].resample(time="1D"), s)()
+        worst = max(worst, rel(d[v].values, ref.values))
+        out(**{f"{v}_times": bool((d.time.values == ref.time.values).all())})
+    out(rel=worst)
 elif cmd == "climatology":
-    layer, by, srcs = args[0], args[1], args[2:]
+    layer, (by, _, stat), srcs = args[0], args[1].partition(":"), args[2:]
     parts = [grib(p) if p.endswith(".grib") else xr.open_zarr(p) for p in srcs]
     ds = xr.concat(parts, dim="time").sortby("time")
     c = xr.open_zarr(layer)
     worst = 0.0
     for v in c.data_vars:
-        ref = ds[v].groupby(f"time.{by}").mean()
+        ref = getattr(ds[v].groupby(f"time.{by}"), stat or "mean")()
         worst = max(worst, rel(c[v].values, ref.values))
         out(**{f"{v}_groups": bool((c[by].values == ref[by].values).all())})
     out(rel=worst)

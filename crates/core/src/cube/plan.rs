@@ -1244,11 +1244,18 @@ impl CubePlan {
                     }
                     let periods = Periods::new(Freq::parse(&r.freq)?, self.times[0]);
                     let base = periods.index(self.times[0]);
-                    let o0 = (periods.index(self.times[b.t0]) - base) as usize;
+                    // A block starts and ends where an output chunk does: the one after the
+                    // chunk of the step before it (steps missing between two blocks leave
+                    // their empty bins to the later block, not split across both).
+                    let chunk = p.info.chunks.lead;
+                    let after = |t: usize| {
+                        ((periods.index(self.times[t - 1]) - base) as usize / chunk + 1) * chunk
+                    };
+                    let o0 = if b.t0 == 0 { 0 } else { after(b.t0) };
                     let o1 = if b.t1 == self.times.len() {
                         p.info.lead.len()
                     } else {
-                        (periods.index(self.times[b.t1]) - base) as usize
+                        after(b.t1)
                     };
                     resamples.push(Resampling {
                         product: pi,
@@ -1260,11 +1267,30 @@ impl CubePlan {
                         stats,
                         accs: Vec::new(),
                         out: Vec::new(),
+                        feeds: Vec::new(),
                     });
                 }
             }
             for (ci, c) in self.climatologies.iter().enumerate() {
                 clims.push((ci, Accumulator::new(c.stat, c.groups.len(), cells)));
+            }
+        }
+        let mut fed = vec![false; clims.len()];
+        for (k, (ci, _)) in clims.iter().enumerate() {
+            let c = &self.climatologies[*ci];
+            for r in &mut resamples {
+                if let Some(acc) = r.stats.iter().position(|&(_, s)| c.stat.follows_from(s))
+                    && r.periods.freq.nests_in(c.by)
+                {
+                    r.feeds.push(Feed {
+                        acc,
+                        clim: k,
+                        by: c.by,
+                        groups: c.groups.clone(),
+                    });
+                    fed[k] = true;
+                    break;
+                }
             }
         }
         for r in &mut resamples {
@@ -1517,8 +1543,8 @@ impl CubePlan {
                                 o + 1,
                                 &writers[r.product],
                                 band.start,
-                                rows,
-                                planes,
+                                (rows, planes),
+                                &mut clims,
                             )?;
                             chunks += c;
                             bytes += n;
@@ -1527,7 +1553,7 @@ impl CubePlan {
                                 a.add(slot, step);
                             }
                         }
-                        for (ci, a) in &mut clims {
+                        for ((ci, a), _) in clims.iter_mut().zip(&fed).filter(|(_, fed)| !**fed) {
                             let c = &self.climatologies[*ci];
                             let slot = c.groups.binary_search(&c.by.key(t)).unwrap_or(0);
                             a.add(slot, step);
@@ -1539,7 +1565,13 @@ impl CubePlan {
             Ok(())
         })?;
         for r in &mut resamples {
-            let (c, n) = r.flush_until(r.end + 1, &writers[r.product], band.start, rows, planes)?;
+            let (c, n) = r.flush_until(
+                r.end + 1,
+                &writers[r.product],
+                band.start,
+                (rows, planes),
+                &mut clims,
+            )?;
             chunks += c;
             bytes += n;
         }
@@ -1860,6 +1892,19 @@ struct Resampling {
     accs: Vec<(usize, Accumulator)>,
     /// The statistics of a chunk being written (kept, like `accs`, for the next chunk).
     out: Vec<f32>,
+    /// Climatologies folded from this resample's bins as they are written.
+    feeds: Vec<Feed>,
+}
+
+/// A climatology fed by a resample: its statistic follows from the resample's accumulator
+/// `acc`, and each bin lies in one of its groups (a daily mean's sums and counts give the
+/// monthly mean without folding every step twice).
+struct Feed {
+    acc: usize,
+    /// Index into the map task's climatology accumulators.
+    clim: usize,
+    by: GroupBy,
+    groups: Vec<u32>,
 }
 
 impl Resampling {
@@ -1885,31 +1930,34 @@ impl Resampling {
 
     /// Writes every chunk that ends before output step `upto`: with `upto = o + 1`, the
     /// chunks before the one step `o` falls in; with `end + 1`, all. The block holds `rows`
-    /// rows from `row0` and `planes` member/level planes.
+    /// rows from `row0` and `planes` member/level planes; `clims` are the task's climatology
+    /// accumulators, for the [`Feed`]s.
     fn flush_until(
         &mut self,
         upto: usize,
         writer: &CubeWriter,
         row0: usize,
-        rows: usize,
-        planes: usize,
+        (rows, planes): (usize, usize),
+        clims: &mut [(usize, Accumulator)],
     ) -> Result<(u64, u64)> {
         let (mut chunks, mut bytes) = (0, 0);
         while self.next < self.end && self.chunk_end() < upto {
-            let (c, n) = self.flush(writer, row0, rows, planes)?;
+            let (c, n) = self.flush(writer, row0, rows, planes, clims)?;
             chunks += c;
             bytes += n;
         }
         Ok((chunks, bytes))
     }
 
-    /// Writes the chunk being accumulated and starts the next.
+    /// Writes the chunk being accumulated, feeds its bins to climatologies, and starts the
+    /// next.
     fn flush(
         &mut self,
         writer: &CubeWriter,
         row0: usize,
         rows: usize,
         planes: usize,
+        clims: &mut [(usize, Accumulator)],
     ) -> Result<(u64, u64)> {
         let info = writer.info();
         let cells = planes * rows * info.grid.width;
@@ -1924,6 +1972,15 @@ impl Resampling {
             writer.write_block(*oi, self.next, row0, slots, rows, out)?;
             chunks += chunk_count(info, slots, rows, planes);
             bytes += (out.len() * 4) as u64;
+        }
+        for f in &self.feeds {
+            let (acc, clim) = (&self.accs[f.acc].1, &mut clims[f.clim].1);
+            for s in 0..slots {
+                let label = self.periods.label(self.base + (self.next + s) as i64);
+                if let Ok(g) = f.groups.binary_search(&f.by.key(label)) {
+                    clim.merge_slot(g, acc, s);
+                }
+            }
         }
         self.next += slots;
         if self.next < self.end {

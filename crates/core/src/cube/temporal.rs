@@ -33,6 +33,12 @@ impl Stat {
         }
     }
 
+    /// Whether this statistic over a group follows from accumulators of `of` over bins that
+    /// split the group: a mean's sums and counts also give the sum and the count.
+    pub fn follows_from(self, of: Stat) -> bool {
+        self == of || (of == Stat::Mean && matches!(self, Stat::Sum | Stat::Count))
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Stat::Mean => "mean",
@@ -77,6 +83,20 @@ impl Freq {
             "Y" | "YS" | "A" | "AS" => Freq::Years(n),
             _ => return Err(bad()),
         })
+    }
+}
+
+impl Freq {
+    /// Whether every bin lies inside one group: bins of hours that divide a day (they start at
+    /// midnight) and days lie in one day of year, month and season; calendar months in one
+    /// month and season.
+    pub fn nests_in(self, by: GroupBy) -> bool {
+        match self {
+            Freq::Hours(n) => 24 % n == 0,
+            Freq::Days(n) => n == 1,
+            Freq::Months(n) => n == 1 && by != GroupBy::Dayofyear,
+            Freq::Years(_) => false,
+        }
     }
 }
 
@@ -295,19 +315,37 @@ impl Accumulator {
 
     /// Combines another accumulator of the same shape (a partial over other steps).
     pub fn merge(&mut self, other: &Accumulator) {
-        for (a, b) in self.sum.iter_mut().zip(&other.sum) {
-            *a += b;
+        for slot in 0..self.slots.min(other.slots) {
+            self.merge_slot(slot, other, slot);
         }
-        for (a, b) in self.count.iter_mut().zip(&other.count) {
-            *a += b;
+    }
+
+    /// Folds slot `from` of `other` (over other steps, of this statistic or one it
+    /// [follows from](Stat::follows_from)) into slot `to`.
+    pub fn merge_slot(&mut self, to: usize, other: &Accumulator, from: usize) {
+        let (sum, count, extreme) = self.stat.parts();
+        let r = to * self.cells..(to + 1) * self.cells;
+        let q = from * other.cells..(from + 1) * other.cells;
+        if sum {
+            for (a, b) in self.sum[r.clone()].iter_mut().zip(&other.sum[q.clone()]) {
+                *a += b;
+            }
         }
-        for (a, b) in self.whole.iter_mut().zip(&other.whole) {
-            *a += b;
+        if count {
+            for (a, b) in self.count[r.clone()]
+                .iter_mut()
+                .zip(&other.count[q.clone()])
+            {
+                *a += b;
+            }
+            self.whole[to] += other.whole[from];
         }
-        let max = self.stat == Stat::Max;
-        for (a, &b) in self.extreme.iter_mut().zip(&other.extreme) {
-            if a.is_nan() || (max && b > *a) || (!max && b < *a) {
-                *a = b;
+        if extreme {
+            let max = self.stat == Stat::Max;
+            for (a, &b) in self.extreme[r].iter_mut().zip(&other.extreme[q]) {
+                if a.is_nan() || (max && b > *a) || (!max && b < *a) {
+                    *a = b;
+                }
             }
         }
     }
@@ -443,6 +481,32 @@ mod tests {
         assert_eq!(out, [3.0, 4.0]);
         n.finish_slot(0, &mut out);
         assert_eq!(out, [2.0, 3.0]);
+        // A monthly mean, sum and count from daily means' bins; a maximum from maxima.
+        assert!(Stat::Sum.follows_from(Stat::Mean) && Stat::Count.follows_from(Stat::Mean));
+        assert!(!Stat::Mean.follows_from(Stat::Sum) && !Stat::Max.follows_from(Stat::Mean));
+        let day = Freq::parse("1D").expect("1D");
+        assert!(day.nests_in(GroupBy::Dayofyear) && Freq::Hours(6).nests_in(GroupBy::Month));
+        assert!(
+            !Freq::Hours(5).nests_in(GroupBy::Month) && !Freq::Days(2).nests_in(GroupBy::Season)
+        );
+        assert!(
+            Freq::Months(1).nests_in(GroupBy::Season)
+                && !Freq::Months(1).nests_in(GroupBy::Dayofyear)
+        );
+        let mut days = Accumulator::new(Stat::Mean, 2, 2);
+        days.add(0, &[1.0, 2.0]);
+        days.add(0, &[3.0, f32::NAN]);
+        days.add(1, &[5.0, 6.0]);
+        let mut month = Accumulator::new(Stat::Sum, 1, 2);
+        let mut count = Accumulator::new(Stat::Count, 1, 2);
+        for d in 0..2 {
+            month.merge_slot(0, &days, d);
+            count.merge_slot(0, &days, d);
+        }
+        month.finish_slot(0, &mut out);
+        assert_eq!(out, [9.0, 8.0]);
+        count.finish_slot(0, &mut out);
+        assert_eq!(out, [3.0, 2.0]);
         let mut m = Accumulator::new(Stat::Max, 1, 2);
         m.add(0, &[f32::NAN, 1.0]);
         m.add(0, &[2.0, f32::NAN]);
