@@ -226,6 +226,7 @@ async fn lease_loop(
             held.lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(id.clone());
+            tracing::debug!(task = %id, attempt = lease.attempt, "task started");
             let outcome = execute(client, &mut plans, threads, &lease).await;
             match &outcome {
                 Ok(o) => {
