@@ -198,6 +198,9 @@ pub struct Accumulator {
     count: Vec<u32>,
     whole: Vec<u32>,
     extreme: Vec<f32>,
+    /// Per slot: every cell's extreme is a value (not NaN), so a NaN step changes nothing by
+    /// itself and the fold needs one comparison per cell.
+    filled: Vec<bool>,
 }
 
 impl Accumulator {
@@ -210,6 +213,7 @@ impl Accumulator {
             count: Vec::new(),
             whole: Vec::new(),
             extreme: Vec::new(),
+            filled: Vec::new(),
         };
         a.reset(slots);
         a
@@ -230,6 +234,7 @@ impl Accumulator {
         refill(&mut self.count, count, n, 0);
         refill(&mut self.whole, count, slots, 0);
         refill(&mut self.extreme, extreme, n, f32::NAN);
+        refill(&mut self.filled, extreme, slots, false);
         self.slots = slots;
     }
 
@@ -268,15 +273,32 @@ impl Accumulator {
     fn add_any(&mut self, slot: usize, values: &[f32]) {
         let r = slot * self.cells..(slot + 1) * self.cells;
         // Written without branches inside the loops so that they vectorise.
-        let counted = matches!(self.stat, Stat::Mean | Stat::Count);
-        if counted && !values.iter().fold(false, |any, v| any | v.is_nan()) {
-            self.whole[slot] += 1;
-            if self.stat == Stat::Mean {
-                for (s, &v) in self.sum[r].iter_mut().zip(values) {
-                    *s += f64::from(v);
+        let has_nan = || values.iter().fold(false, |any, v| any | v.is_nan());
+        match self.stat {
+            Stat::Mean | Stat::Count if !has_nan() => {
+                self.whole[slot] += 1;
+                if self.stat == Stat::Mean {
+                    for (s, &v) in self.sum[r].iter_mut().zip(values) {
+                        *s += f64::from(v);
+                    }
                 }
+                return;
             }
-            return;
+            // `v > m` is false for a NaN `v`: once filled, a slot keeps its values.
+            Stat::Max if self.filled[slot] => {
+                for (m, &v) in self.extreme[r].iter_mut().zip(values) {
+                    *m = if v > *m { v } else { *m };
+                }
+                return;
+            }
+            Stat::Min if self.filled[slot] => {
+                for (m, &v) in self.extreme[r].iter_mut().zip(values) {
+                    *m = if v < *m { v } else { *m };
+                }
+                return;
+            }
+            Stat::Max | Stat::Min => self.filled[slot] = !has_nan(),
+            _ => {}
         }
         match self.stat {
             Stat::Mean => {
@@ -510,6 +532,19 @@ mod tests {
         let mut m = Accumulator::new(Stat::Max, 1, 2);
         m.add(0, &[f32::NAN, 1.0]);
         m.add(0, &[2.0, f32::NAN]);
+        // A slot that every cell has a value in skips NaN by comparison alone.
+        let (mut hi, mut lo) = (
+            Accumulator::new(Stat::Max, 1, 2),
+            Accumulator::new(Stat::Min, 1, 2),
+        );
+        for step in [[1.0, 2.0], [f32::NAN, 5.0], [3.0, f32::NAN], [0.5, 1.5]] {
+            hi.add(0, &step);
+            lo.add(0, &step);
+        }
+        hi.finish_slot(0, &mut out);
+        assert_eq!(out, [3.0, 5.0]);
+        lo.finish_slot(0, &mut out);
+        assert_eq!(out, [0.5, 1.5]);
         let round = Accumulator::from_bytes(Stat::Max, 1, 2, &m.to_bytes()).expect("bytes");
         round.finish_slot(0, &mut out);
         assert_eq!(out, [2.0, 1.0]);
