@@ -38,7 +38,7 @@ use super::layer::{CUBE_FORMAT_VERSION, CubeWriter};
 use super::source::{CubeSource, SourceReader};
 use super::temporal::{Accumulator, Freq, GroupBy, Periods, SEASONS, Stat};
 use super::time::format_instant;
-use super::zarr::{ChunkBuffer, ChunkView};
+use super::zarr::{ChunkBuffer, ChunkView, StepRing};
 use super::{Chunks, CubeGrid, CubeInfo, CubeVariable, Lead};
 use crate::error::{Error, Result};
 use crate::store::{Store, block_on};
@@ -1090,9 +1090,9 @@ impl CubePlan {
                 }
             }
         }
-        // The chunk buffer is one chunk; it must fit the budget like a piece, and each piece
-        // must be consecutive steps of one chunk of one source (a step dropped as a duplicate
-        // leaves a gap).
+        // A piece is at most a chunk, and must be consecutive steps of one chunk of one source
+        // (a step dropped as a duplicate leaves a gap). The ring the chunks decode into is three
+        // segments of a zstd window and a step (a few MB), each at most a chunk.
         if let Some(ct) = whole
             && ct <= self.piece_steps
         {
@@ -1313,34 +1313,39 @@ impl CubePlan {
             };
             if let Some(ct) = plan.whole {
                 let step = step_bytes / 4;
-                let buffer = Arc::new(ChunkBuffer::new(ct * step));
+                let mut ring = StepRing::new(step);
                 for piece in plan.pieces {
-                    // The fold hands every view back; the buffer is decoded into again only
-                    // when none is left.
-                    while Arc::strong_count(&buffer) > 1 {
-                        if free_rx.recv().is_err() {
-                            return;
-                        }
-                    }
                     let (s, j) = self.steps[piece.start];
                     let (j, source) = (j as usize, &self.sources[s as usize]);
                     let (first, tc) = (j % ct, j / ct);
                     let end = first + piece.len();
                     let mut sent = first;
                     let mut gone = false;
-                    let decoded = match source.variable(&self.variables[v].name) {
-                        Some(sv) => readers[&s].decode_chunk(sv, tc, &buffer, |done| {
-                            let upto = done.min(end);
-                            if upto > sent {
-                                // SAFETY: steps below `done` are final, and the buffer is not
-                                // decoded into again until this view comes back.
-                                let view = unsafe { buffer.view(sent * step..upto * step) };
-                                let at = piece.start + (sent - first)..piece.start + (upto - first);
-                                gone = full_tx.send(Ok((at, PieceData::View(view)))).is_err();
-                                sent = upto;
+                    // The fold hands every view back; a segment is decoded into again only
+                    // when none of it is left.
+                    let reclaim = |seg: &Arc<ChunkBuffer>| {
+                        while Arc::strong_count(seg) > 1 {
+                            if free_rx.recv().is_err() {
+                                return false;
                             }
-                            !gone && upto < end
-                        }),
+                        }
+                        true
+                    };
+                    let emit = |steps: Range<usize>, seg: &Arc<ChunkBuffer>, at: usize| {
+                        let (a, z) = (steps.start.max(sent), steps.end.min(end));
+                        if a < z {
+                            let from = at + (a - steps.start) * step;
+                            // SAFETY: the steps are final, and the segment is not decoded into
+                            // again until this view comes back.
+                            let view = unsafe { seg.view(from..from + (z - a) * step) };
+                            let at = piece.start + (a - first)..piece.start + (z - first);
+                            gone = full_tx.send(Ok((at, PieceData::View(view)))).is_err();
+                            sent = z;
+                        }
+                        !gone && steps.end < end
+                    };
+                    let decoded = match source.variable(&self.variables[v].name) {
+                        Some(sv) => readers[&s].decode_chunk(sv, tc, &mut ring, reclaim, emit),
                         None => Err(Error::Internal("a variable left its source".into())),
                     };
                     let decoded = decoded.and_then(|()| {

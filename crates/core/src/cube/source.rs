@@ -17,13 +17,14 @@ use std::collections::BTreeMap;
 use std::ffi::{CStr, CString};
 use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
+use std::sync::Arc;
 
 use gdal::{Dataset, DatasetOptions, GdalOpenFlags, Metadata};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::time::TimeUnits;
-use super::zarr::{ChunkBuffer, Convert, ZarrArray, local_group};
+use super::zarr::{ChunkBuffer, Convert, StepRing, ZarrArray, local_group};
 use super::{Axis, CubeGrid, CubeVariable};
 use crate::error::{Error, Result};
 use crate::source::gdal_path;
@@ -836,7 +837,7 @@ impl<'a> SourceReader<'a> {
             .clone()
     }
 
-    /// The steps per chunk when `var`'s chunks decode whole, in place, into a [`ChunkBuffer`]
+    /// The steps per chunk when `var`'s chunks decode whole, in place, into a [`StepRing`]
     /// ([`ZarrArray::whole_steps`]).
     pub(super) fn whole_steps(&self, var: &SourceVariable) -> Option<usize> {
         let Access::Array {
@@ -857,21 +858,23 @@ impl<'a> SourceReader<'a> {
         self.zarr_array(name, var)?.whole_steps(&convert, *flip_y)
     }
 
-    /// Decodes time chunk `tc` of `var` into `buf`, reporting the steps done (see
-    /// [`ZarrArray::decode_chunk`]); only for variables with [`whole_steps`](Self::whole_steps).
+    /// Decodes time chunk `tc` of `var` into `ring`'s segments, giving out steps as they are
+    /// done (see [`ZarrArray::decode_chunk`]); only for variables with
+    /// [`whole_steps`](Self::whole_steps).
     pub(super) fn decode_chunk(
         &self,
         var: &SourceVariable,
         tc: usize,
-        buf: &ChunkBuffer,
-        done: impl FnMut(usize) -> bool,
+        ring: &mut StepRing,
+        reclaim: impl FnMut(&Arc<ChunkBuffer>) -> bool,
+        emit: impl FnMut(Range<usize>, &Arc<ChunkBuffer>, usize) -> bool,
     ) -> Result<()> {
         let z = match &var.access {
             Access::Array { name, .. } => self.zarr_array(name, var),
             Access::Bands { .. } => None,
         }
         .ok_or_else(|| Error::Internal(format!("{} is not decoded whole", var.variable.name)))?;
-        z.decode_chunk(tc, buf, done)
+        z.decode_chunk(tc, ring, reclaim, emit)
     }
 
     /// Whether reads of `var` are streamed (decoded in order, so a read may end anywhere

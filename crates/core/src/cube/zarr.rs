@@ -329,7 +329,7 @@ impl ZarrArray {
 
     /// The steps per chunk when every chunk holds whole steps (every plane, row and column) as
     /// f32 read unchanged (`convert` is the identity, rows in file order): then chunks decode
-    /// straight into a [`ChunkBuffer`] with [`decode_chunk`](Self::decode_chunk).
+    /// straight into the segments of a [`StepRing`] with [`decode_chunk`](Self::decode_chunk).
     pub(super) fn whole_steps(&self, convert: &Convert, flip_y: bool) -> Option<usize> {
         (self.zstd
             && self.dtype == Dtype::F4
@@ -345,33 +345,50 @@ impl ZarrArray {
         self.shape[1..].iter().product()
     }
 
-    /// Decodes time chunk `tc` into `buf` (of [`whole_steps`](Self::whole_steps) steps), in
-    /// order, calling `done(n)` as the first n steps become final; `done` returning false
-    /// stops early. zstd writes into `buf` directly (its stable output mode), so no decoded
-    /// byte is copied. A missing chunk is the fill value.
+    /// Decodes time chunk `tc` (of [`whole_steps`](Self::whole_steps) steps) in order into
+    /// the segments of `ring`, calling `emit(steps, segment, at)` as steps (of the chunk)
+    /// become final: their values start at value `at` of `segment`. `emit` returning false
+    /// stops early. `reclaim` waits until a segment about to be decoded into again has no
+    /// reader (false: stop).
+    ///
+    /// zstd's buffer-less API decodes each block straight into a segment, so no decoded byte
+    /// is copied but the tail of a step that a segment ends in (it starts the next segment).
+    /// A segment holds at least a zstd window, so back-references reach at most into the
+    /// segment before. A missing chunk is the fill value.
     pub(super) fn decode_chunk(
         &self,
         tc: usize,
-        buf: &ChunkBuffer,
-        mut done: impl FnMut(usize) -> bool,
+        ring: &mut StepRing,
+        mut reclaim: impl FnMut(&Arc<ChunkBuffer>) -> bool,
+        mut emit: impl FnMut(Range<usize>, &Arc<ChunkBuffer>, usize) -> bool,
     ) -> Result<()> {
+        use zstd::zstd_safe::zstd_sys as z;
         let step = self.step_len();
         let ct = self.chunks[0];
-        if buf.len() != ct * step {
+        if ring.step != step {
             return Err(Error::Internal(format!(
-                "a chunk buffer of {} values for chunks of {}",
-                buf.len(),
-                ct * step
+                "a ring of {}-value steps for steps of {step}",
+                ring.step
             )));
         }
         let mut index = vec![tc];
         index.extend(self.shape[1..].iter().map(|_| 0));
         let path = self.chunk_path(&index);
         if !path.exists() {
-            // SAFETY: no view of `buf` exists while a chunk is decoded into it (the caller's
-            // contract), and the buffer is `buf.len()` values long.
-            unsafe { buf.fill(self.fill as f32) };
-            done(ct);
+            let per = (ring.floor / 4 / step.max(1)).max(1);
+            let mut s0 = 0;
+            while s0 < ct {
+                let n = per.min(ct - s0);
+                let Some(seg) = ring.take(n * step, &mut reclaim) else {
+                    return Ok(());
+                };
+                // SAFETY: `take` returned a segment no view reads, at least `n * step` long.
+                unsafe { seg.fill(0..n * step, self.fill as f32) };
+                if !emit(s0..s0 + n, &seg, 0) {
+                    return Ok(());
+                }
+                s0 += n;
+            }
             return Ok(());
         }
         let fail = |e: String| {
@@ -380,53 +397,111 @@ impl ZarrArray {
                 format!("cannot decode the Zarr chunk: {e}"),
             )
         };
+        let zstd_error = |code: usize| fail(zstd::zstd_safe::get_error_name(code).to_string());
+        let truncated = || fail("the chunk is shorter than its shape (truncated?)".into());
         let mut input = Prefetch::start(&path).map_err(|e| fail(e.to_string()))?;
-        let ctx = StableContext::new().ok_or_else(|| fail("no zstd context".into()))?;
-        let mut out = zstd::zstd_safe::zstd_sys::ZSTD_outBuffer {
-            dst: buf.as_ptr().cast(),
-            size: buf.len() * 4,
-            pos: 0,
+        let head = input.fill_buf().map_err(|e| fail(e.to_string()))?;
+        // SAFETY: an all-zero header is a valid value for zstd to fill.
+        let mut frame: z::ZSTD_FrameHeader = unsafe { std::mem::zeroed() };
+        // SAFETY: `head` is readable for its length; zstd reads at most that.
+        let code = unsafe { z::ZSTD_getFrameHeader(&mut frame, head.as_ptr().cast(), head.len()) };
+        if unsafe { z::ZSTD_isError(code) } != 0 {
+            return Err(zstd_error(code));
+        }
+        if code > 0 {
+            return Err(truncated());
+        }
+        if frame.frameType != z::ZSTD_FrameType_e::ZSTD_frame {
+            return Err(fail(
+                "a skippable frame where a zstd frame should be".into(),
+            ));
+        }
+        let chunk_bytes = (ct * step * 4) as u64;
+        if frame.frameContentSize != z::ZSTD_CONTENTSIZE_UNKNOWN as u64
+            && frame.frameContentSize != chunk_bytes
+        {
+            return Err(fail(format!(
+                "the chunk holds {} bytes, its shape {chunk_bytes}",
+                frame.frameContentSize
+            )));
+        }
+        let block_max = u64::from(frame.blockSizeMax.max(1));
+        let step_bytes = step * 4;
+        let seg_bytes = (frame.windowSize + step_bytes as u64 + 2 * block_max)
+            .max(ring.floor as u64)
+            .min(chunk_bytes) as usize;
+        let seg_values = seg_bytes.div_ceil(4);
+        let ctx = RawContext::new().ok_or_else(|| fail("no zstd context".into()))?;
+        // SAFETY: the context is valid; this starts a frame.
+        let code = unsafe { z::ZSTD_decompressBegin(ctx.0) };
+        if unsafe { z::ZSTD_isError(code) } != 0 {
+            return Err(zstd_error(code));
+        }
+        let Some(mut seg) = ring.take(seg_values, &mut reclaim) else {
+            return Ok(());
         };
-        let mut told = 0;
-        let mut frame_done = false;
-        while !frame_done {
-            let data = input.fill_buf().map_err(|e| fail(e.to_string()))?;
-            if data.is_empty() {
-                return Err(fail(
-                    "the chunk is shorter than its shape (truncated?)".into(),
-                ));
+        // Bytes in `seg`; the chunk step it starts with; its steps given to `emit`.
+        let (mut pos, mut first, mut told) = (0usize, 0usize, 0usize);
+        let mut total = 0u64;
+        let mut staging = Vec::new();
+        loop {
+            // SAFETY: the context is valid.
+            let need = unsafe { z::ZSTD_nextSrcSizeToDecompress(ctx.0) };
+            if need == 0 {
+                break;
             }
-            let mut inb = zstd::zstd_safe::zstd_sys::ZSTD_inBuffer {
-                src: data.as_ptr().cast(),
-                size: data.len(),
-                pos: 0,
-            };
-            // SAFETY: `out` describes `buf`'s memory, written by zstd only at and past
-            // `out.pos` (views cover only steps below it); `inb` describes `data`, alive for
-            // the call.
-            let code = unsafe {
-                zstd::zstd_safe::zstd_sys::ZSTD_decompressStream(ctx.0, &mut out, &mut inb)
-            };
-            // SAFETY: ZSTD_isError only classifies the code.
-            if unsafe { zstd::zstd_safe::zstd_sys::ZSTD_isError(code) } != 0 {
-                return Err(fail(zstd::zstd_safe::get_error_name(code).to_string()));
-            }
-            input.consume(inb.pos);
-            frame_done = code == 0;
-            let steps = if frame_done { ct } else { out.pos / 4 / step };
-            // Views of a few MB: small enough to fold while they are in the cache.
-            if steps > told && (steps == ct || (steps - told) * step * 4 >= STREAM_VIEW_BYTES) {
-                told = steps;
-                if !done(steps) {
+            let want = block_max.min(chunk_bytes.saturating_sub(total)) as usize;
+            if seg.len() * 4 - pos < want {
+                // The segment is full: its whole steps are final; the step it ends in starts
+                // the next segment (zstd's history is this segment, left as it is).
+                let whole = pos / step_bytes;
+                if whole > told && !emit(first + told..first + whole, &seg, told * step) {
                     return Ok(());
                 }
+                let Some(next) = ring.take(seg_values, &mut reclaim) else {
+                    return Ok(());
+                };
+                let tail = pos - whole * step_bytes;
+                // SAFETY: the tail is decoded and lies inside `seg`; `next` has no reader and
+                // holds at least a step; the two segments are different buffers.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        seg.as_ptr().cast::<u8>().add(whole * step_bytes),
+                        next.as_ptr().cast::<u8>(),
+                        tail,
+                    );
+                }
+                (seg, pos, first, told) = (next, tail, first + whole, 0);
             }
+            let cap = seg.len() * 4 - pos;
+            // SAFETY: `dst` is `seg` past every view and every byte zstd may still refer to
+            // (the previous segment is untouched until the one after this); `src` is `need`
+            // readable bytes.
+            let made = with_input(&mut input, &mut staging, need, |src| unsafe {
+                z::ZSTD_decompressContinue(
+                    ctx.0,
+                    seg.as_ptr().cast::<u8>().add(pos).cast(),
+                    cap,
+                    src.as_ptr().cast(),
+                    src.len(),
+                )
+            })
+            .map_err(|e| fail(e.to_string()))?
+            .ok_or_else(truncated)?;
+            if unsafe { z::ZSTD_isError(made) } != 0 {
+                return Err(zstd_error(made));
+            }
+            pos += made;
+            total += made as u64;
         }
-        if out.pos != out.size {
+        if total != chunk_bytes {
             return Err(fail(format!(
-                "the chunk holds {} bytes, its shape {}",
-                out.pos, out.size
+                "the chunk holds {total} bytes, its shape {chunk_bytes}"
             )));
+        }
+        let whole = pos / step_bytes;
+        if whole > told {
+            emit(first + told..first + whole, &seg, told * step);
         }
         Ok(())
     }
@@ -471,26 +546,105 @@ impl ZarrArray {
     }
 }
 
-/// Decoded bytes between two reports of [`ZarrArray::decode_chunk`].
-const STREAM_VIEW_BYTES: usize = 4 << 20;
+/// The smallest segment of a [`StepRing`]: a few MB, folded while still in the cache.
+const SEGMENT_BYTES: usize = 4 << 20;
+/// Segments in a ring: one decoded into, one read by the fold, one coming back.
+const RING_SEGMENTS: usize = 3;
 
-/// A chunk-sized buffer one thread decodes into, front to back, while other threads read the
-/// steps already decoded through [`ChunkView`]s. A chunk is decoded into it only while no
-/// view exists (`Arc::strong_count` is 1).
+/// The segments a task decodes chunks of whole steps into, in turn: a few MB each (at least
+/// a zstd window and a step) instead of a whole chunk (58 MB for a month of the bench's
+/// grid), so a task's memory and the fresh pages it touches stay small.
+pub(super) struct StepRing {
+    /// Values per step.
+    step: usize,
+    /// The smallest segment, in bytes.
+    floor: usize,
+    segments: Vec<Arc<ChunkBuffer>>,
+    /// The segment decoded into next.
+    next: usize,
+}
+
+impl StepRing {
+    pub(super) fn new(step: usize) -> StepRing {
+        StepRing::with_floor(step, SEGMENT_BYTES)
+    }
+
+    fn with_floor(step: usize, floor: usize) -> StepRing {
+        StepRing {
+            step,
+            floor,
+            segments: Vec::new(),
+            next: 0,
+        }
+    }
+
+    /// The next segment, of at least `values` values, once `reclaim` says no view of it is
+    /// left (`None` when it gives up).
+    fn take(
+        &mut self,
+        values: usize,
+        reclaim: &mut impl FnMut(&Arc<ChunkBuffer>) -> bool,
+    ) -> Option<Arc<ChunkBuffer>> {
+        let i = self.next;
+        if i == self.segments.len() {
+            self.segments.push(Arc::new(ChunkBuffer::new(values)));
+        } else {
+            if !reclaim(&self.segments[i]) {
+                return None;
+            }
+            if self.segments[i].len() < values {
+                self.segments[i] = Arc::new(ChunkBuffer::new(values));
+            }
+        }
+        self.next = (i + 1) % RING_SEGMENTS;
+        Some(self.segments[i].clone())
+    }
+}
+
+/// `need` bytes of `input` in one slice (copied to `staging` when they straddle two read
+/// blocks) given to `f`; `None` when the file ends first.
+fn with_input<T>(
+    input: &mut Prefetch,
+    staging: &mut Vec<u8>,
+    need: usize,
+    f: impl FnOnce(&[u8]) -> T,
+) -> std::io::Result<Option<T>> {
+    let data = input.fill_buf()?;
+    if data.len() >= need {
+        let out = f(&data[..need]);
+        input.consume(need);
+        return Ok(Some(out));
+    }
+    staging.clear();
+    while staging.len() < need {
+        let data = input.fill_buf()?;
+        if data.is_empty() {
+            return Ok(None);
+        }
+        let k = (need - staging.len()).min(data.len());
+        staging.extend_from_slice(&data[..k]);
+        input.consume(k);
+    }
+    Ok(Some(f(staging)))
+}
+
+/// A buffer one thread decodes into, front to back, while other threads read the steps
+/// already decoded through [`ChunkView`]s. It is decoded into again only when no view is left
+/// (`Arc::strong_count` is 1 but for the holder's).
 pub(super) struct ChunkBuffer {
     values: Box<[std::cell::UnsafeCell<f32>]>,
 }
 
-// SAFETY: the decoder writes only past every view's range, and views only read; a new chunk
-// is decoded only when no view is left (the contract of `decode_chunk` and `view`).
+// SAFETY: the decoder writes only past every view's range, and views only read; a buffer is
+// decoded into again only when no view is left (the contract of `decode_chunk` and `view`).
 unsafe impl Sync for ChunkBuffer {}
 // SAFETY: the buffer owns plain f32 values.
 unsafe impl Send for ChunkBuffer {}
 
-/// Memory of dropped chunk buffers, for the next task (tens of MB faulted in once).
+/// Memory of dropped buffers, for the next task (faulted in once).
 static CHUNK_BUFFERS: Mutex<Vec<Box<[std::cell::UnsafeCell<f32>]>>> = Mutex::new(Vec::new());
-/// At most this many are kept: one per task running at once.
-const KEPT_CHUNK_BUFFERS: usize = 2;
+/// At most this many are kept: a ring for each task running at once.
+const KEPT_CHUNK_BUFFERS: usize = 2 * RING_SEGMENTS;
 
 impl ChunkBuffer {
     pub(super) fn new(len: usize) -> ChunkBuffer {
@@ -503,7 +657,7 @@ impl ChunkBuffer {
         drop(kept);
         let mut values: Vec<std::cell::UnsafeCell<f32>> = Vec::with_capacity(len);
         // Backed by transparent huge pages where the kernel can, advised before the first
-        // touch: a 58 MB buffer then costs tens of page faults instead of 14,000.
+        // touch: a few page faults instead of one per 4 KB.
         let (ptr, bytes) = (values.as_ptr() as usize, len * 4);
         let page = 4096;
         let start = ptr.next_multiple_of(page);
@@ -531,9 +685,9 @@ impl ChunkBuffer {
     }
 
     /// # Safety
-    /// No view of the buffer may exist.
-    unsafe fn fill(&self, v: f32) {
-        for c in self.values.iter() {
+    /// No view of the range may exist.
+    unsafe fn fill(&self, range: Range<usize>, v: f32) {
+        for c in &self.values[range] {
             // SAFETY: no reference to the value exists (the caller's contract).
             unsafe { *c.get() = v };
         }
@@ -543,7 +697,7 @@ impl ChunkBuffer {
     ///
     /// # Safety
     /// The range must be decoded and stay unwritten while the view lives: the decoder is past
-    /// it and no chunk is decoded into the buffer until every view is dropped.
+    /// it and does not decode into the buffer again until every view is dropped.
     pub(super) unsafe fn view(self: &Arc<Self>, range: Range<usize>) -> ChunkView {
         assert!(range.end <= self.len());
         ChunkView {
@@ -582,10 +736,9 @@ impl ChunkView {
     }
 }
 
-/// A zstd decoding context in stable-output mode (it decodes into the caller's buffer in
-/// place instead of its own window). Dropped, it goes back (reset) to a pool for the next
-/// chunk.
-struct StableContext(*mut zstd::zstd_safe::zstd_sys::ZSTD_DCtx);
+/// A raw zstd decoding context, for the buffer-less API (`ZSTD_decompressBegin` starts each
+/// frame afresh). Dropped, it goes back to a pool for the next chunk.
+struct RawContext(*mut zstd::zstd_safe::zstd_sys::ZSTD_DCtx);
 
 /// A pooled context's pointer.
 struct PooledContext(*mut zstd::zstd_safe::zstd_sys::ZSTD_DCtx);
@@ -593,42 +746,27 @@ struct PooledContext(*mut zstd::zstd_safe::zstd_sys::ZSTD_DCtx);
 // SAFETY: a pooled context is not in use; it moves to the thread that takes it.
 unsafe impl Send for PooledContext {}
 
-static STABLE_CONTEXTS: Mutex<Vec<PooledContext>> = Mutex::new(Vec::new());
+static RAW_CONTEXTS: Mutex<Vec<PooledContext>> = Mutex::new(Vec::new());
 
-impl StableContext {
-    fn new() -> Option<StableContext> {
-        use zstd::zstd_safe::zstd_sys as z;
-        if let Some(PooledContext(ctx)) = lock(&STABLE_CONTEXTS).pop() {
-            return Some(StableContext(ctx));
+impl RawContext {
+    fn new() -> Option<RawContext> {
+        if let Some(PooledContext(ctx)) = lock(&RAW_CONTEXTS).pop() {
+            return Some(RawContext(ctx));
         }
-        // SAFETY: creating a context has no preconditions; it is checked for null, and the
-        // parameter set is ZSTD_d_stableOutBuffer (zstd.h's experimental parameter 2).
-        unsafe {
-            let ctx = z::ZSTD_createDCtx();
-            if ctx.is_null() {
-                return None;
-            }
-            let ctx = StableContext(ctx);
-            let set =
-                z::ZSTD_DCtx_setParameter(ctx.0, z::ZSTD_dParameter::ZSTD_d_experimentalParam2, 1);
-            (z::ZSTD_isError(set) == 0).then_some(ctx)
-        }
+        // SAFETY: creating a context has no preconditions; it is checked for null.
+        let ctx = unsafe { zstd::zstd_safe::zstd_sys::ZSTD_createDCtx() };
+        (!ctx.is_null()).then_some(RawContext(ctx))
     }
 }
 
-impl Drop for StableContext {
+impl Drop for RawContext {
     fn drop(&mut self) {
-        use zstd::zstd_safe::zstd_sys as z;
-        // SAFETY: the context is valid and not used elsewhere; a session reset keeps its
-        // parameters; it is freed once, or handed to the pool.
-        unsafe {
-            let reset = z::ZSTD_DCtx_reset(self.0, z::ZSTD_ResetDirective::ZSTD_reset_session_only);
-            let mut kept = lock(&STABLE_CONTEXTS);
-            if z::ZSTD_isError(reset) == 0 && kept.len() < KEPT_CONTEXTS {
-                kept.push(PooledContext(self.0));
-            } else {
-                z::ZSTD_freeDCtx(self.0);
-            }
+        let mut kept = lock(&RAW_CONTEXTS);
+        if kept.len() < KEPT_CONTEXTS {
+            kept.push(PooledContext(self.0));
+        } else {
+            // SAFETY: the context is valid, not used elsewhere, and freed once.
+            unsafe { zstd::zstd_safe::zstd_sys::ZSTD_freeDCtx(self.0) };
         }
     }
 }
@@ -1185,47 +1323,67 @@ mod tests {
         assert_eq!(a.whole_steps(&id, false), Some(400));
         assert_eq!(a.whole_steps(&id, true), None);
         assert_eq!(a.whole_steps(&scaled, false), None);
-        let buf = ChunkBuffer::new(400 * 3600);
-        let values = || -> Vec<f32> {
-            (0..buf.len())
-                // SAFETY: no decode runs while the buffer is read here.
-                .map(|i| unsafe { *buf.as_ptr().add(i) })
-                .collect()
+        // Segments of at least a zstd window and a step (the floor is lifted for the test),
+        // so a chunk of 5.8 MB goes through every segment of the ring, and through the ring
+        // again for the next chunk.
+        let mut ring = StepRing::with_floor(3600, 0);
+        // The views a reader still holds; the test checks them as they come and frees a
+        // segment when asked.
+        let mut decode = |tc: usize, stop_after: usize| -> Result<(Vec<usize>, Vec<f32>)> {
+            let mut reports = Vec::new();
+            let mut got = Vec::new();
+            let held: std::cell::RefCell<Vec<ChunkView>> = Default::default();
+            a.decode_chunk(
+                tc,
+                &mut ring,
+                |seg| {
+                    held.borrow_mut().clear();
+                    Arc::strong_count(seg) == 1
+                },
+                |steps, seg, at| {
+                    assert_eq!(
+                        steps.start,
+                        reports.last().copied().unwrap_or(0),
+                        "in order"
+                    );
+                    reports.push(steps.end);
+                    // SAFETY: the steps are final and the view is dropped before the segment
+                    // is reclaimed.
+                    let view = unsafe { seg.view(at..at + steps.len() * 3600) };
+                    got.extend_from_slice(view.values());
+                    held.borrow_mut().push(view);
+                    reports.len() < stop_after
+                },
+            )?;
+            Ok((reports, got))
         };
         for tc in 0..3 {
-            let mut reports = Vec::new();
-            a.decode_chunk(tc, &buf, |n| {
-                reports.push(n);
-                true
-            })
-            .unwrap();
-            assert!(reports.windows(2).all(|w| w[0] < w[1]), "{reports:?}");
-            assert_eq!(reports.last(), Some(&400));
+            let (reports, got) = decode(tc, usize::MAX).unwrap();
             let steps = 400.min(900 - tc * 400);
-            let got = values();
+            assert_eq!(reports.last(), Some(&400));
             if tc == 1 {
                 assert!(
                     got.iter().all(|&v| v == -9.0),
                     "a missing chunk is the fill"
                 );
-                assert_eq!(reports, [400]);
             } else {
-                // A full chunk of noise arrives in several blocks: reported as it decodes.
-                assert!(tc == 2 || reports.len() > 1, "{reports:?}");
+                // A full chunk of noise goes through several segments.
+                assert!(tc == 2 || reports.len() >= 3, "{reports:?}");
                 let want = expected(&shape, tc * 400..tc * 400 + steps, 0..60, false, value);
                 assert_eq!(&got[..steps * 3600], want.as_slice(), "chunk {tc}");
             }
         }
-        // Stopping early leaves a context that the next chunk reuses cleanly.
-        a.decode_chunk(0, &buf, |_| false).unwrap();
-        a.decode_chunk(2, &buf, |_| true).unwrap();
+        // Stopping early leaves a context and a ring that the next chunk reuses cleanly.
+        let (reports, _) = decode(0, 1).unwrap();
+        assert_eq!(reports.len(), 1);
+        let (_, got) = decode(2, usize::MAX).unwrap();
         let want = expected(&shape, 800..900, 0..60, false, value);
-        assert_eq!(&values()[..100 * 3600], want.as_slice());
+        assert_eq!(&got[..100 * 3600], want.as_slice());
         // A truncated chunk is an error naming it.
         let chunk = tmp.path().join("v").join("0.0.0");
         let bytes = std::fs::read(&chunk).unwrap();
         std::fs::write(&chunk, &bytes[..bytes.len() / 2]).unwrap();
-        let e = a.decode_chunk(0, &buf, |_| true).unwrap_err().to_string();
+        let e = decode(0, usize::MAX).unwrap_err().to_string();
         assert!(e.contains("0.0.0") && e.contains("truncated"), "{e}");
     }
 
