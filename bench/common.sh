@@ -4,6 +4,7 @@
 #   run NAME CMD...            runs CMD with page caches dropped (when allowed), prints and
 #                              records its wall time ${wall[NAME]} and peak RSS ${rss[NAME]} (MB)
 #   ratio LABEL SLOW FAST      prints wall[SLOW] / wall[FAST]
+#   median X...                prints the median of the numbers
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cargo build --release --quiet -p tessera-cli
@@ -26,4 +27,5 @@ run() {
     wall[$name]="$secs"; rss[$name]=$((kb / 1024))
     printf "%-34s %8.2f s %8d MB  %s\n" "$name" "$secs" "${rss[$name]}" "$(head -c 200 "$work/.out")"
 }
+median() { printf "%s\n" "$@" | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 ratio() { printf "  %-40s %.1fx\n" "$1" "$(echo "${wall[$2]} / ${wall[$3]}" | bc -l)"; }
