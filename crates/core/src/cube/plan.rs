@@ -38,7 +38,7 @@ use super::layer::{CUBE_FORMAT_VERSION, CubeWriter};
 use super::source::{CubeSource, SourceReader};
 use super::temporal::{Accumulator, Freq, GroupBy, Periods, SEASONS, Stat};
 use super::time::format_instant;
-use super::zarr::{ChunkBuffer, ChunkView, StepRing};
+use super::zarr::{ChunkView, StepRing};
 use super::{Chunks, CubeGrid, CubeInfo, CubeVariable, Lead};
 use crate::error::{Error, Result};
 use crate::store::{Store, block_on};
@@ -1322,24 +1322,22 @@ impl CubePlan {
                     let mut sent = first;
                     let mut gone = false;
                     // The fold hands every view back; a segment is decoded into again only
-                    // when none of it is left.
-                    let reclaim = |seg: &Arc<ChunkBuffer>| {
-                        while Arc::strong_count(seg) > 1 {
+                    // when no view holds it.
+                    let reclaim = |segment: &Arc<()>| {
+                        while Arc::strong_count(segment) > 1 {
                             if free_rx.recv().is_err() {
                                 return false;
                             }
                         }
                         true
                     };
-                    let emit = |steps: Range<usize>, seg: &Arc<ChunkBuffer>, at: usize| {
+                    let emit = |steps: Range<usize>, view: ChunkView| {
                         let (a, z) = (steps.start.max(sent), steps.end.min(end));
                         if a < z {
-                            let from = at + (a - steps.start) * step;
-                            // SAFETY: the steps are final, and the segment is not decoded into
-                            // again until this view comes back.
-                            let view = unsafe { seg.view(from..from + (z - a) * step) };
+                            let values = (a - steps.start) * step..(z - steps.start) * step;
                             let at = piece.start + (a - first)..piece.start + (z - first);
-                            gone = full_tx.send(Ok((at, PieceData::View(view)))).is_err();
+                            let view = PieceData::View(view.narrow(values));
+                            gone = full_tx.send(Ok((at, view))).is_err();
                             sent = z;
                         }
                         !gone && steps.end < end

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::time::TimeUnits;
-use super::zarr::{ChunkBuffer, Convert, StepRing, ZarrArray, local_group};
+use super::zarr::{ChunkView, Convert, StepRing, ZarrArray, local_group};
 use super::{Axis, CubeGrid, CubeVariable};
 use crate::error::{Error, Result};
 use crate::source::gdal_path;
@@ -866,8 +866,8 @@ impl<'a> SourceReader<'a> {
         var: &SourceVariable,
         tc: usize,
         ring: &mut StepRing,
-        reclaim: impl FnMut(&Arc<ChunkBuffer>) -> bool,
-        emit: impl FnMut(Range<usize>, &Arc<ChunkBuffer>, usize) -> bool,
+        reclaim: impl FnMut(&Arc<()>) -> bool,
+        emit: impl FnMut(Range<usize>, ChunkView) -> bool,
     ) -> Result<()> {
         let z = match &var.access {
             Access::Array { name, .. } => self.zarr_array(name, var),

@@ -346,21 +346,20 @@ impl ZarrArray {
     }
 
     /// Decodes time chunk `tc` (of [`whole_steps`](Self::whole_steps) steps) in order into
-    /// the segments of `ring`, calling `emit(steps, segment, at)` as steps (of the chunk)
-    /// become final: their values start at value `at` of `segment`. `emit` returning false
-    /// stops early. `reclaim` waits until a segment about to be decoded into again has no
-    /// reader (false: stop).
+    /// `ring`, calling `emit(steps, view)` as steps of the chunk become final; `emit`
+    /// returning false stops early. `reclaim` waits until no view holds a segment about to be
+    /// decoded into again (false: stop).
     ///
-    /// zstd's buffer-less API decodes each block straight into a segment, so no decoded byte
-    /// is copied but the tail of a step that a segment ends in (it starts the next segment).
-    /// A segment holds at least a zstd window, so back-references reach at most into the
-    /// segment before. A missing chunk is the fill value.
+    /// zstd's buffer-less API decodes each block straight into the ring, so no decoded byte is
+    /// copied but the part of a step at the end of the ring (it goes to the front). The ring's
+    /// segments hold at least a zstd window each, so back-references never reach a segment
+    /// being decoded into again. A missing chunk is the fill value.
     pub(super) fn decode_chunk(
         &self,
         tc: usize,
         ring: &mut StepRing,
-        mut reclaim: impl FnMut(&Arc<ChunkBuffer>) -> bool,
-        mut emit: impl FnMut(Range<usize>, &Arc<ChunkBuffer>, usize) -> bool,
+        mut reclaim: impl FnMut(&Arc<()>) -> bool,
+        mut emit: impl FnMut(Range<usize>, ChunkView) -> bool,
     ) -> Result<()> {
         use zstd::zstd_safe::zstd_sys as z;
         let step = self.step_len();
@@ -371,24 +370,44 @@ impl ZarrArray {
                 ring.step
             )));
         }
+        let step_bytes = step * 4;
+        let chunk_bytes = ct * step_bytes;
+        // The largest piece written at once: a zstd block at most.
+        const PIECE: usize = 128 << 10;
+        let segment = |window: usize| {
+            (window + step_bytes + 2 * PIECE)
+                .max(ring.floor)
+                .min(chunk_bytes)
+                .div_ceil(4)
+        };
         let mut index = vec![tc];
         index.extend(self.shape[1..].iter().map(|_| 0));
         let path = self.chunk_path(&index);
         if !path.exists() {
-            let per = (ring.floor / 4 / step.max(1)).max(1);
-            let mut s0 = 0;
-            while s0 < ct {
-                let n = per.min(ct - s0);
-                let Some(seg) = ring.take(n * step, &mut reclaim) else {
-                    return Ok(());
-                };
-                // SAFETY: `take` returned a segment no view reads, at least `n * step` long.
-                unsafe { seg.fill(0..n * step, self.fill as f32) };
-                if !emit(s0..s0 + n, &seg, 0) {
+            let Some(mut at) = ring.begin(segment(0), &mut reclaim) else {
+                return Ok(());
+            };
+            let mut left = chunk_bytes;
+            while left > 0 {
+                let n = PIECE.min(left);
+                if ring.room(&mut at, n, &mut reclaim, &mut emit).is_none() {
                     return Ok(());
                 }
-                s0 += n;
+                let fill = (self.fill as f32).to_le_bytes();
+                let Some(dst) = ring.at(&at) else {
+                    return Ok(());
+                };
+                // SAFETY: `room` made the n bytes at `dst` free of readers; n is a multiple
+                // of 4 (whole values).
+                unsafe {
+                    for i in (0..n).step_by(4) {
+                        std::ptr::copy_nonoverlapping(fill.as_ptr(), dst.add(i), 4);
+                    }
+                }
+                at.pos += n;
+                left -= n;
             }
+            ring.finish(&mut at, &mut emit);
             return Ok(());
         }
         let fail = |e: String| {
@@ -416,33 +435,28 @@ impl ZarrArray {
                 "a skippable frame where a zstd frame should be".into(),
             ));
         }
-        let chunk_bytes = (ct * step * 4) as u64;
         if frame.frameContentSize != z::ZSTD_CONTENTSIZE_UNKNOWN as u64
-            && frame.frameContentSize != chunk_bytes
+            && frame.frameContentSize != chunk_bytes as u64
         {
             return Err(fail(format!(
                 "the chunk holds {} bytes, its shape {chunk_bytes}",
                 frame.frameContentSize
             )));
         }
-        let block_max = u64::from(frame.blockSizeMax.max(1));
-        let step_bytes = step * 4;
-        let seg_bytes = (frame.windowSize + step_bytes as u64 + 2 * block_max)
-            .max(ring.floor as u64)
-            .min(chunk_bytes) as usize;
-        let seg_values = seg_bytes.div_ceil(4);
+        let block_max = (frame.blockSizeMax as usize).clamp(1, PIECE);
+        let window = usize::try_from(frame.windowSize)
+            .unwrap_or(usize::MAX)
+            .min(chunk_bytes);
         let ctx = RawContext::new().ok_or_else(|| fail("no zstd context".into()))?;
         // SAFETY: the context is valid; this starts a frame.
         let code = unsafe { z::ZSTD_decompressBegin(ctx.0) };
         if unsafe { z::ZSTD_isError(code) } != 0 {
             return Err(zstd_error(code));
         }
-        let Some(mut seg) = ring.take(seg_values, &mut reclaim) else {
+        let Some(mut at) = ring.begin(segment(window), &mut reclaim) else {
             return Ok(());
         };
-        // Bytes in `seg`; the chunk step it starts with; its steps given to `emit`.
-        let (mut pos, mut first, mut told) = (0usize, 0usize, 0usize);
-        let mut total = 0u64;
+        let mut total = 0;
         let mut staging = Vec::new();
         loop {
             // SAFETY: the context is valid.
@@ -450,59 +464,32 @@ impl ZarrArray {
             if need == 0 {
                 break;
             }
-            let want = block_max.min(chunk_bytes.saturating_sub(total)) as usize;
-            if seg.len() * 4 - pos < want {
-                // The segment is full: its whole steps are final; the step it ends in starts
-                // the next segment (zstd's history is this segment, left as it is).
-                let whole = pos / step_bytes;
-                if whole > told && !emit(first + told..first + whole, &seg, told * step) {
-                    return Ok(());
-                }
-                let Some(next) = ring.take(seg_values, &mut reclaim) else {
-                    return Ok(());
-                };
-                let tail = pos - whole * step_bytes;
-                // SAFETY: the tail is decoded and lies inside `seg`; `next` has no reader and
-                // holds at least a step; the two segments are different buffers.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        seg.as_ptr().cast::<u8>().add(whole * step_bytes),
-                        next.as_ptr().cast::<u8>(),
-                        tail,
-                    );
-                }
-                (seg, pos, first, told) = (next, tail, first + whole, 0);
+            // zstd writes a block (and may stage its literals) within the capacity it is given.
+            let want = block_max.min(chunk_bytes - total);
+            if ring.room(&mut at, want, &mut reclaim, &mut emit).is_none() {
+                return Ok(());
             }
-            let cap = seg.len() * 4 - pos;
-            // SAFETY: `dst` is `seg` past every view and every byte zstd may still refer to
-            // (the previous segment is untouched until the one after this); `src` is `need`
-            // readable bytes.
+            let dst = ring.at(&at).ok_or_else(|| fail("no ring".into()))?;
+            // SAFETY: `room` made `want` bytes at `dst` free of readers, and zstd refers back
+            // only into bytes decoded since the front of the ring was last reclaimed (a
+            // segment is at least a window); `src` is `need` readable bytes.
             let made = with_input(&mut input, &mut staging, need, |src| unsafe {
-                z::ZSTD_decompressContinue(
-                    ctx.0,
-                    seg.as_ptr().cast::<u8>().add(pos).cast(),
-                    cap,
-                    src.as_ptr().cast(),
-                    src.len(),
-                )
+                z::ZSTD_decompressContinue(ctx.0, dst.cast(), want, src.as_ptr().cast(), src.len())
             })
             .map_err(|e| fail(e.to_string()))?
             .ok_or_else(truncated)?;
             if unsafe { z::ZSTD_isError(made) } != 0 {
                 return Err(zstd_error(made));
             }
-            pos += made;
-            total += made as u64;
+            at.pos += made;
+            total += made;
         }
         if total != chunk_bytes {
             return Err(fail(format!(
                 "the chunk holds {total} bytes, its shape {chunk_bytes}"
             )));
         }
-        let whole = pos / step_bytes;
-        if whole > told {
-            emit(first + told..first + whole, &seg, told * step);
-        }
+        ring.finish(&mut at, &mut emit);
         Ok(())
     }
 
@@ -551,17 +538,37 @@ const SEGMENT_BYTES: usize = 4 << 20;
 /// Segments in a ring: one decoded into, one read by the fold, one coming back.
 const RING_SEGMENTS: usize = 3;
 
-/// The segments a task decodes chunks of whole steps into, in turn: a few MB each (at least
-/// a zstd window and a step) instead of a whole chunk (58 MB for a month of the bench's
-/// grid), so a task's memory and the fresh pages it touches stay small.
+/// Where a task decodes chunks of whole steps: one buffer of three segments of a few MB (each
+/// at least a zstd window and a step), decoded into front to back and around again (zstd's
+/// round buffer), instead of a buffer of a whole chunk (58 MB for a month of the bench's
+/// grid). zstd's history is contiguous but where the decoder comes back to the front. The fold
+/// reads steps through [`ChunkView`]s that hold the segments they lie in, and a segment is
+/// decoded into again only when no view holds it.
 pub(super) struct StepRing {
     /// Values per step.
     step: usize,
     /// The smallest segment, in bytes.
     floor: usize,
-    segments: Vec<Arc<ChunkBuffer>>,
-    /// The segment decoded into next.
-    next: usize,
+    buffer: Option<Arc<ChunkBuffer>>,
+    /// Values per segment.
+    seg: usize,
+    /// One per segment; a view holds a clone of each segment it reads.
+    held: Vec<Arc<()>>,
+    /// The segment the next chunk starts in: the one after the last chunk's last.
+    resume: usize,
+}
+
+/// A chunk's progress through a [`StepRing`].
+struct RingPos {
+    /// Bytes of the buffer decoded to.
+    pos: usize,
+    /// The chunk step that starts at value `base` of the buffer, and how many steps from it
+    /// have been given out.
+    first: usize,
+    base: usize,
+    told: usize,
+    /// The last segment reclaimed in this pass through the buffer.
+    owned: usize,
 }
 
 impl StepRing {
@@ -573,31 +580,114 @@ impl StepRing {
         StepRing {
             step,
             floor,
-            segments: Vec::new(),
-            next: 0,
+            buffer: None,
+            seg: 0,
+            held: Vec::new(),
+            resume: 0,
         }
     }
 
-    /// The next segment, of at least `values` values, once `reclaim` says no view of it is
-    /// left (`None` when it gives up).
-    fn take(
+    /// Starts a chunk in the segment after the last chunk's (segments of at least
+    /// `seg_values`), once `reclaim` says no view holds it (`None` when it gives up).
+    fn begin(
         &mut self,
-        values: usize,
-        reclaim: &mut impl FnMut(&Arc<ChunkBuffer>) -> bool,
-    ) -> Option<Arc<ChunkBuffer>> {
-        let i = self.next;
-        if i == self.segments.len() {
-            self.segments.push(Arc::new(ChunkBuffer::new(values)));
-        } else {
-            if !reclaim(&self.segments[i]) {
+        seg_values: usize,
+        reclaim: &mut impl FnMut(&Arc<()>) -> bool,
+    ) -> Option<RingPos> {
+        if self.buffer.is_none() || self.seg < seg_values {
+            // Views of the old buffer keep it alive; it returns to the pool with the last.
+            self.seg = seg_values;
+            self.buffer = Some(Arc::new(ChunkBuffer::new(RING_SEGMENTS * seg_values)));
+            self.held = (0..RING_SEGMENTS).map(|_| Arc::new(())).collect();
+            self.resume = 0;
+        } else if !reclaim(&self.held[self.resume]) {
+            return None;
+        }
+        let s = self.resume;
+        Some(RingPos {
+            pos: s * self.seg * 4,
+            first: 0,
+            base: s * self.seg,
+            told: 0,
+            owned: s,
+        })
+    }
+
+    /// Gives out the chunk's last steps; the next chunk starts in the following segment.
+    fn finish(&mut self, at: &mut RingPos, emit: &mut impl FnMut(Range<usize>, ChunkView) -> bool) {
+        self.give(at, emit);
+        self.resume = (at.pos.max(1) - 1) / (self.seg * 4).max(1) + 1;
+        self.resume %= RING_SEGMENTS;
+    }
+
+    /// Makes `want` bytes from `at.pos` free to write: reclaims the segments they reach into,
+    /// giving out the steps decoded whole before waiting; at the end of the buffer, carries
+    /// the step being decoded to the front. `None`: stopped by `emit` or `reclaim`.
+    fn room(
+        &mut self,
+        at: &mut RingPos,
+        want: usize,
+        reclaim: &mut impl FnMut(&Arc<()>) -> bool,
+        emit: &mut impl FnMut(Range<usize>, ChunkView) -> bool,
+    ) -> Option<()> {
+        let seg_bytes = self.seg * 4;
+        if at.pos + want > RING_SEGMENTS * seg_bytes {
+            self.give(at, emit)?;
+            if !reclaim(&self.held[0]) {
                 return None;
             }
-            if self.segments[i].len() < values {
-                self.segments[i] = Arc::new(ChunkBuffer::new(values));
+            let from = (at.base + at.told * self.step) * 4;
+            let tail = at.pos - from;
+            let buffer = self.buffer.as_ref()?;
+            // SAFETY: the tail is decoded, is less than a step and lies in the last segment;
+            // the first segment, which it goes to, has no reader and holds more than a step.
+            unsafe {
+                let base = buffer.as_ptr().cast::<u8>();
+                std::ptr::copy_nonoverlapping(base.add(from), base, tail);
+            }
+            at.first += at.told;
+            (at.base, at.told, at.pos, at.owned) = (0, 0, tail, 0);
+            return Some(());
+        }
+        let last = (at.pos + want).saturating_sub(1) / seg_bytes;
+        while at.owned < last {
+            self.give(at, emit)?;
+            at.owned += 1;
+            if !reclaim(&self.held[at.owned]) {
+                return None;
             }
         }
-        self.next = (i + 1) % RING_SEGMENTS;
-        Some(self.segments[i].clone())
+        Some(())
+    }
+
+    /// Gives the steps decoded whole since the last call to `emit`.
+    fn give(
+        &self,
+        at: &mut RingPos,
+        emit: &mut impl FnMut(Range<usize>, ChunkView) -> bool,
+    ) -> Option<()> {
+        let whole = (at.pos / 4 - at.base) / self.step;
+        if whole > at.told {
+            let buffer = self.buffer.as_ref()?;
+            let values = at.base + at.told * self.step..at.base + whole * self.step;
+            let segments = values.start / self.seg..=(values.end - 1) / self.seg;
+            let view = ChunkView {
+                buffer: buffer.clone(),
+                _segments: self.held[segments].to_vec(),
+                range: values,
+            };
+            if !emit(at.first + at.told..at.first + whole, view) {
+                return None;
+            }
+            at.told = whole;
+        }
+        Some(())
+    }
+
+    /// The start of the free bytes in the buffer.
+    fn at(&self, at: &RingPos) -> Option<*mut u8> {
+        // SAFETY: `pos` lies inside the buffer.
+        Some(unsafe { self.buffer.as_ref()?.as_ptr().cast::<u8>().add(at.pos) })
     }
 }
 
@@ -644,7 +734,7 @@ unsafe impl Send for ChunkBuffer {}
 /// Memory of dropped buffers, for the next task (faulted in once).
 static CHUNK_BUFFERS: Mutex<Vec<Box<[std::cell::UnsafeCell<f32>]>>> = Mutex::new(Vec::new());
 /// At most this many are kept: a ring for each task running at once.
-const KEPT_CHUNK_BUFFERS: usize = 2 * RING_SEGMENTS;
+const KEPT_CHUNK_BUFFERS: usize = 2;
 
 impl ChunkBuffer {
     pub(super) fn new(len: usize) -> ChunkBuffer {
@@ -675,35 +765,9 @@ impl ChunkBuffer {
         }
     }
 
-    pub(super) fn len(&self) -> usize {
-        self.values.len()
-    }
-
     fn as_ptr(&self) -> *mut f32 {
         // UnsafeCell<f32> has f32's layout; writing through the pointer is allowed.
         std::cell::UnsafeCell::raw_get(self.values.as_ptr())
-    }
-
-    /// # Safety
-    /// No view of the range may exist.
-    unsafe fn fill(&self, range: Range<usize>, v: f32) {
-        for c in &self.values[range] {
-            // SAFETY: no reference to the value exists (the caller's contract).
-            unsafe { *c.get() = v };
-        }
-    }
-
-    /// Values `range` as a view.
-    ///
-    /// # Safety
-    /// The range must be decoded and stay unwritten while the view lives: the decoder is past
-    /// it and does not decode into the buffer again until every view is dropped.
-    pub(super) unsafe fn view(self: &Arc<Self>, range: Range<usize>) -> ChunkView {
-        assert!(range.end <= self.len());
-        ChunkView {
-            buffer: self.clone(),
-            range,
-        }
     }
 }
 
@@ -717,13 +781,25 @@ impl Drop for ChunkBuffer {
     }
 }
 
-/// Decoded values of a [`ChunkBuffer`] that no one writes while the view lives.
+/// Decoded values of a [`ChunkBuffer`] that no one writes while the view lives (it holds the
+/// segments of a [`StepRing`] it lies in).
 pub(super) struct ChunkView {
     buffer: Arc<ChunkBuffer>,
     range: Range<usize>,
+    /// The ring's segments the values lie in, held (not read) while the view lives.
+    _segments: Vec<Arc<()>>,
 }
 
 impl ChunkView {
+    /// The values `range` of this view (relative to its start), as a view of its own.
+    pub(super) fn narrow(self, range: Range<usize>) -> ChunkView {
+        assert!(range.end <= self.range.len());
+        ChunkView {
+            range: self.range.start + range.start..self.range.start + range.end,
+            ..self
+        }
+    }
+
     pub(super) fn values(&self) -> &[f32] {
         // SAFETY: the range is inside the buffer and, by `view`'s contract, final while the
         // view lives; the values are read only.
@@ -1323,38 +1399,43 @@ mod tests {
         assert_eq!(a.whole_steps(&id, false), Some(400));
         assert_eq!(a.whole_steps(&id, true), None);
         assert_eq!(a.whole_steps(&scaled, false), None);
-        // Segments of at least a zstd window and a step (the floor is lifted for the test),
-        // so a chunk of 5.8 MB goes through every segment of the ring, and through the ring
-        // again for the next chunk.
+        // Segments of a zstd window and a step (the floor is lifted for the test, and level 1
+        // has 512 KB windows): a chunk of 5.8 MB goes round the ring of 2.3 MB twice, and the
+        // next chunk starts where it ended.
         let mut ring = StepRing::with_floor(3600, 0);
-        // The views a reader still holds; the test checks them as they come and frees a
-        // segment when asked.
+        // The views given out are kept until the ring asks for their segment back; each must
+        // still read what it read when given (the ring writes into no segment a view holds).
         let mut decode = |tc: usize, stop_after: usize| -> Result<(Vec<usize>, Vec<f32>)> {
             let mut reports = Vec::new();
             let mut got = Vec::new();
-            let held: std::cell::RefCell<Vec<ChunkView>> = Default::default();
+            let held: std::cell::RefCell<Vec<(ChunkView, Vec<f32>)>> = Default::default();
+            let intact = |held: &[(ChunkView, Vec<f32>)]| {
+                assert!(held.iter().all(|(v, seen)| v.values() == seen.as_slice()));
+            };
             a.decode_chunk(
                 tc,
                 &mut ring,
-                |seg| {
-                    held.borrow_mut().clear();
-                    Arc::strong_count(seg) == 1
+                |segment| {
+                    intact(&held.borrow());
+                    held.borrow_mut()
+                        .retain(|(v, _)| !v._segments.iter().any(|s| Arc::ptr_eq(s, segment)));
+                    Arc::strong_count(segment) == 1
                 },
-                |steps, seg, at| {
+                |steps, view| {
                     assert_eq!(
                         steps.start,
                         reports.last().copied().unwrap_or(0),
                         "in order"
                     );
+                    assert_eq!(view.values().len(), steps.len() * 3600);
                     reports.push(steps.end);
-                    // SAFETY: the steps are final and the view is dropped before the segment
-                    // is reclaimed.
-                    let view = unsafe { seg.view(at..at + steps.len() * 3600) };
                     got.extend_from_slice(view.values());
-                    held.borrow_mut().push(view);
+                    let seen = view.values().to_vec();
+                    held.borrow_mut().push((view, seen));
                     reports.len() < stop_after
                 },
             )?;
+            intact(&held.borrow());
             Ok((reports, got))
         };
         for tc in 0..3 {
