@@ -26,7 +26,7 @@ use super::{Chunks, CubeGrid, CubeInfo, CubeVariable, Lead};
 use crate::error::{Error, Result};
 use crate::layer::{
     RootInfo, SyncStorage, ZarrArray, consolidated_metadata, put_documents,
-    put_root_and_consolidated, root_info, zarr_array, zarr_storage, zarray,
+    put_root_and_consolidated, root_info, spatial_ref_attrs, zarr_array, zarr_storage, zarray,
 };
 use crate::model::DataType;
 use crate::store::{Store, block_on};
@@ -138,19 +138,13 @@ fn documents(info: &CubeInfo, zstd_level: i32) -> (BTreeMap<String, Value>, Coor
             }
         }
     }
-    let gt = grid
-        .geo_transform
-        .iter()
-        .map(|v| format!("{v:?}"))
-        .collect::<Vec<_>>()
-        .join(" ");
     docs.insert(
         "spatial_ref/.zarray".into(),
         raw_zarray(&[], "<i4", json!(0)),
     );
     docs.insert(
         "spatial_ref/.zattrs".into(),
-        json!({"_ARRAY_DIMENSIONS": [], "crs_wkt": grid.crs_wkt, "spatial_ref": grid.crs_wkt, "GeoTransform": gt}),
+        spatial_ref_attrs(&grid.crs_wkt, &grid.geo_transform),
     );
     for v in &info.variables {
         let shape = info.shape(v);

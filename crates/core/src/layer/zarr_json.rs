@@ -120,24 +120,29 @@ pub(super) fn documents(info: &LayerInfo, zstd_level: i32) -> BTreeMap<String, V
         );
     }
 
-    let gt = grid.geo_transform();
-    let gt_text = gt
-        .iter()
-        .map(|v| format!("{v:?}"))
-        .collect::<Vec<_>>()
-        .join(" ");
     docs.insert(
         "spatial_ref/.zarray".to_string(),
         zarray(&[], &[], DataType::I32, json!(0), zstd_level),
     );
     docs.insert(
         "spatial_ref/.zattrs".to_string(),
-        json!({
-            "_ARRAY_DIMENSIONS": [],
-            "crs_wkt": crs.wkt,
-            "spatial_ref": crs.wkt,
-            "GeoTransform": gt_text,
-        }),
+        spatial_ref_attrs(&crs.wkt, &grid.geo_transform()),
     );
     docs
+}
+
+/// The attributes of the scalar `spatial_ref` variable that GDAL and xarray (rioxarray) read a
+/// grid's CRS and geotransform from.
+pub(crate) fn spatial_ref_attrs(wkt: &str, geo_transform: &[f64]) -> Value {
+    let gt = geo_transform
+        .iter()
+        .map(|v| format!("{v:?}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    json!({
+        "_ARRAY_DIMENSIONS": [],
+        "crs_wkt": wkt,
+        "spatial_ref": wkt,
+        "GeoTransform": gt,
+    })
 }
