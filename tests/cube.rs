@@ -21,6 +21,15 @@ fn reanalysis(name: &str) -> Option<PathBuf> {
     }
 }
 
+/// The March 2019 UK 2 m temperature GRIB and a Python with xarray, cfgrib and `more`; `None`
+/// (the test skips, each missing piece saying so) when either is absent.
+fn uk_grib_and_xarray(more: &[&str]) -> Option<(PathBuf, String)> {
+    let grib = reanalysis("era5-2mt-2019-03-uk.grib");
+    let modules: Vec<&str> = ["xarray", "cfgrib"].iter().chain(more).copied().collect();
+    let py = python_with(&modules);
+    Some((grib?, py?))
+}
+
 /// Runs tests/python/cube_reference.py and parses its `key=value` lines.
 fn reference(python: &str, args: &[&str]) -> BTreeMap<String, String> {
     let script = manifest_dir().join("tests/python/cube_reference.py");
@@ -105,10 +114,7 @@ fn split_grib(path: &Path, per: usize, dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn daily_mean_max_min_equal_xarray_resample() {
-    let (Some(grib), Some(py)) = (
-        reanalysis("era5-2mt-2019-03-uk.grib"),
-        python_with(&["xarray", "cfgrib"]),
-    ) else {
+    let Some((grib, py)) = uk_grib_and_xarray(&[]) else {
         return;
     };
     let dir = temp_dir();
@@ -137,10 +143,7 @@ fn daily_mean_max_min_equal_xarray_resample() {
 
 #[test]
 fn climatology_over_several_files_equals_xarray_groupby() {
-    let (Some(grib), Some(py)) = (
-        reanalysis("era5-2mt-2019-03-uk.grib"),
-        python_with(&["xarray", "cfgrib"]),
-    ) else {
+    let Some((grib, py)) = uk_grib_and_xarray(&[]) else {
         return;
     };
     let dir = temp_dir();
@@ -343,10 +346,7 @@ fn multi_year_climatology_and_rechunk_from_zarr_files_equal_xarray() {
 
 #[test]
 fn gradient_equals_xarray_differentiate() {
-    let (Some(grib), Some(py)) = (
-        reanalysis("era5-2mt-2019-03-uk.grib"),
-        python_with(&["xarray", "cfgrib"]),
-    ) else {
+    let Some((grib, py)) = uk_grib_and_xarray(&[]) else {
         return;
     };
     let dir = temp_dir();
@@ -382,10 +382,7 @@ fn gradient_equals_xarray_differentiate() {
 
 #[test]
 fn read_by_bbox_and_time_equals_xarray_sel_here_and_over_grpc() {
-    let (Some(grib), Some(py)) = (
-        reanalysis("era5-2mt-2019-03-uk.grib"),
-        python_with(&["xarray", "cfgrib", "pandas", "netCDF4"]),
-    ) else {
+    let Some((grib, py)) = uk_grib_and_xarray(&["pandas", "netCDF4"]) else {
         return;
     };
     let dir = temp_dir();
