@@ -44,7 +44,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             )));
         }
         let started = Instant::now();
-        let job = coordinator.submit_noop(n);
+        let job = coordinator.submit_noop(n).await;
         loop {
             let s = coordinator.status(job).ok_or("job vanished")?;
             if s.state.is_terminal() {

@@ -5,26 +5,18 @@
 //! _tessera/jobs/<job>/job.json          the spec, the expanded sources, the output URL
 //! _tessera/jobs/<job>/s<stage>/<i>.json the output of each finished task, written before the
 //!                                       task counts as done
-//! _tessera/jobs/<job>/plan.json         the ingest plan, once the metadata stage is reduced
+//! _tessera/jobs/<job>/plan.json         the job's plan (any kind), once its headers are reduced
 //! _tessera/jobs/<job>/end.json          the final state
 //! ```
-
-use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tessera_core::Result;
-use tessera_core::ingest::IngestPlan;
-use tessera_core::job::{JobId, JobSpec, JobState, TaskOutput};
+use tessera_core::engine::{JobPlan, JobRecord};
+use tessera_core::job::{JobId, JobState, TaskOutput};
 use tessera_core::store::Store;
 
-/// A job as journalled at submission.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JobRecord {
-    pub spec: JobSpec,
-    pub sources: Vec<String>,
-    pub output_url: String,
-}
+use crate::lifecycle::DoneTasks;
 
 /// How a job ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,7 +72,7 @@ impl Journal {
             .await
     }
 
-    pub async fn put_plan(&self, job: JobId, plan: &IngestPlan) -> Result<()> {
+    pub async fn put_plan(&self, job: JobId, plan: &JobPlan) -> Result<()> {
         self.store
             .put(&format!("{}/plan.json", Self::dir(job)), json(plan))
             .await
@@ -99,25 +91,29 @@ impl Journal {
         }
     }
 
-    pub async fn plan(&self, job: JobId) -> Result<Option<IngestPlan>> {
+    pub async fn plan(&self, job: JobId) -> Result<Option<JobPlan>> {
         self.get(&format!("{}/plan.json", Self::dir(job))).await
     }
 
-    /// The outputs of the finished tasks of a stage, by index.
-    pub async fn tasks(&self, job: JobId, stage: u32) -> Result<BTreeMap<u32, TaskOutput>> {
-        let prefix = format!("{}/s{stage}", Self::dir(job));
-        let mut out = BTreeMap::new();
-        for key in self.store.list(&prefix).await? {
-            let Some(index) = key
-                .rsplit('/')
-                .next()
-                .and_then(|n| n.strip_suffix(".json"))
-                .and_then(|n| n.parse().ok())
-            else {
+    /// The outputs of the finished tasks of every stage, by stage and index.
+    pub async fn tasks(&self, job: JobId) -> Result<DoneTasks> {
+        let dir = Self::dir(job);
+        let mut out = DoneTasks::new();
+        for key in self.store.list(&dir).await? {
+            // <dir>/s<stage>/<index>.json
+            let mut parts = key[dir.len()..].trim_start_matches('/').split('/');
+            let (Some(stage), Some(name), None) = (parts.next(), parts.next(), parts.next()) else {
+                continue;
+            };
+            let (Some(stage), Some(index)) = (
+                stage.strip_prefix('s').and_then(|s| s.parse::<u32>().ok()),
+                name.strip_suffix(".json")
+                    .and_then(|n| n.parse::<u32>().ok()),
+            ) else {
                 continue;
             };
             if let Some(o) = self.get(&key).await? {
-                out.insert(index, o);
+                out.entry(stage).or_default().insert(index, o);
             }
         }
         Ok(out)

@@ -106,6 +106,8 @@ pub struct Scheduler {
     jobs: BTreeMap<JobId, Job>,
     order: Vec<JobId>,
     workers: HashMap<WorkerId, u64>,
+    /// Jobs failed by `expire` (a task lost its lease too often), until taken.
+    failed: Vec<(JobId, String)>,
 }
 
 impl Scheduler {
@@ -307,8 +309,14 @@ impl Scheduler {
         }
         self.next_expiry = next;
         for (job, error) in failed {
-            self.fail(job, error, now);
+            self.fail(job, error.clone(), now);
+            self.failed.push((job, error));
         }
+    }
+
+    /// The jobs `expire` failed since the last call, with their errors.
+    pub fn take_failed(&mut self) -> Vec<(JobId, String)> {
+        std::mem::take(&mut self.failed)
     }
 
     /// Leases up to `max` runnable tasks to `worker`, oldest job first.

@@ -7,6 +7,5 @@ mod task;
 pub use ids::{JobId, TaskId, WorkerId};
 pub use spec::{JobSpec, OutputSpec, SPEC_VERSION, TaskSizing};
 pub use task::{
-    FailureKind, JobState, JobStatus, LeasedTask, StagePlan, TaskFailure, TaskOutput, TaskPayload,
-    TaskReport,
+    FailureKind, JobState, JobStatus, LeasedTask, TaskFailure, TaskOutput, TaskPayload, TaskReport,
 };

@@ -9,9 +9,12 @@
 //!   `KeyBounds`, `KeyIndex`, `LayoutScheme`, `TileLayerMetadata` — and the collect-metadata reduce.
 //! - [`local`], [`focal`] and [`operation`]: map algebra — cell by cell, by neighbourhood with a
 //!   declared halo (SVF, slope, aspect, hillshade), and the chain a job applies per tile.
+//! - [`engine`]: the one life every job kind goes through (headers → reduce → stages →
+//!   commit), and the kinds: raster tile jobs and space-time (cube) jobs.
 //! - `error`: the crate's one error type.
 
 pub mod cube;
+pub mod engine;
 pub mod error;
 pub mod export;
 pub mod focal;

@@ -9,9 +9,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tessera_core::ingest::{NoProgress, attach_layer, plan_source, with_threads, write_keys};
+use tessera_core::engine::{self, StageContext};
 use tessera_core::job::{
-    JobId, LeasedTask, StagePlan, TaskFailure, TaskOutput, TaskPayload, TaskReport, WorkerId,
+    JobId, LeasedTask, TaskFailure, TaskOutput, TaskPayload, TaskReport, WorkerId,
 };
 use tessera_proto::pb::worker_service_client::WorkerServiceClient;
 use tessera_proto::{PROTOCOL_VERSION, from_proto, pb, to_proto};
@@ -173,7 +173,7 @@ async fn lease_loop(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), WorkerError> {
     tokio::pin!(shutdown);
-    let mut plans: HashMap<(JobId, u32), Arc<StagePlan>> = HashMap::new();
+    let mut contexts: HashMap<(JobId, u32), Arc<StageContext>> = HashMap::new();
     let mut idle = Duration::from_millis(5);
     let threads = config.threads.max(1);
     let mut last_contact = std::time::Instant::now();
@@ -227,7 +227,7 @@ async fn lease_loop(
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(id.clone());
             tracing::debug!(task = %id, attempt = lease.attempt, "task started");
-            let outcome = execute(client, &mut plans, threads, &lease).await;
+            let outcome = execute(client, &mut contexts, threads, &lease).await;
             match &outcome {
                 Ok(o) => {
                     tracing::info!(task = %id, attempt = lease.attempt, tiles = o.tiles, "task done")
@@ -271,13 +271,14 @@ async fn lease_loop(
     }
 }
 
-async fn stage_plan(
+/// What the tasks of a job's stage need, asked of the coordinator once per (job, stage).
+async fn stage_context(
     client: &Client,
-    plans: &mut HashMap<(JobId, u32), Arc<StagePlan>>,
+    contexts: &mut HashMap<(JobId, u32), Arc<StageContext>>,
     job: JobId,
     stage: u32,
-) -> Result<Arc<StagePlan>, TaskFailure> {
-    if let Some(p) = plans.get(&(job, stage)) {
+) -> Result<Arc<StageContext>, TaskFailure> {
+    if let Some(p) = contexts.get(&(job, stage)) {
         return Ok(p.clone());
     }
     let exec = |m: String| TaskFailure {
@@ -293,97 +294,27 @@ async fn stage_plan(
         }))
         .await
         .map_err(|s| exec(format!("cannot get the plan of job {job}: {}", s.message())))?;
-    let plan: StagePlan = serde_json::from_slice(&resp.into_inner().plan_json)
+    let ctx: StageContext = serde_json::from_slice(&resp.into_inner().plan_json)
         .map_err(|e| exec(format!("bad plan of job {job}: {e}")))?;
-    let plan = Arc::new(plan);
-    plans.insert((job, stage), plan.clone());
-    Ok(plan)
+    let ctx = Arc::new(ctx);
+    contexts.insert((job, stage), ctx.clone());
+    Ok(ctx)
 }
 
+/// Runs a leased task of any kind: its job's context, then the engine, off the async runtime.
 async fn execute(
     client: &Client,
-    plans: &mut HashMap<(JobId, u32), Arc<StagePlan>>,
+    contexts: &mut HashMap<(JobId, u32), Arc<StageContext>>,
     threads: usize,
     lease: &LeasedTask,
 ) -> Result<TaskOutput, TaskFailure> {
     let task = lease.task;
-    match &lease.payload {
-        TaskPayload::Noop => Ok(TaskOutput::default()),
-        TaskPayload::ReadSource { url } => {
-            let plan = stage_plan(client, plans, task.job, task.stage).await?;
-            let url = url.clone();
-            spawn_cpu(move || {
-                header_output(serde_json::to_value(plan_source(&url, &plan.options)?))
-            })
-            .await
-        }
-        TaskPayload::ReadCubeSource { url, variables } => {
-            let (url, variables) = (url.clone(), variables.clone());
-            spawn_cpu(move || {
-                header_output(serde_json::to_value(tessera_core::cube::CubeSource::open(
-                    &url, &variables,
-                )?))
-            })
-            .await
-        }
-        TaskPayload::Cube { task: cube_task } => {
-            let plan = stage_plan(client, plans, task.job, task.stage).await?;
-            let cube_task = *cube_task;
-            spawn_cpu(move || {
-                let cp = plan
-                    .cube
-                    .as_ref()
-                    .ok_or_else(|| tessera_core::Error::Internal("no cube plan".into()))?;
-                let (tiles, bytes) = with_threads(Some(threads), || cp.run(cube_task))??;
-                Ok(TaskOutput {
-                    tiles,
-                    bytes,
-                    result: None,
-                })
-            })
-            .await
-        }
-        TaskPayload::WriteKeys { keys } => {
-            let plan = stage_plan(client, plans, task.job, task.stage).await?;
-            let keys = keys.clone();
-            spawn_cpu(move || {
-                let ip = plan
-                    .plan
-                    .as_ref()
-                    .ok_or_else(|| tessera_core::Error::Internal("no tile plan".into()))?;
-                let writer = attach_layer(ip, &plan.output_url, &plan.options)?;
-                let summary = with_threads(Some(threads), || {
-                    write_keys(ip, &plan.options, &writer, &keys, &NoProgress)
-                })??;
-                Ok(TaskOutput {
-                    tiles: summary.tiles,
-                    bytes: summary.bytes,
-                    result: None,
-                })
-            })
-            .await
-        }
+    if lease.payload == TaskPayload::Noop {
+        return Ok(TaskOutput::default());
     }
-}
-
-/// The output of a header task (a raster or cube source read for the reduce): its header as
-/// JSON, no tiles.
-fn header_output(
-    header: serde_json::Result<serde_json::Value>,
-) -> tessera_core::Result<TaskOutput> {
-    let result = header.map_err(|e| tessera_core::Error::Internal(e.to_string()))?;
-    Ok(TaskOutput {
-        tiles: 0,
-        bytes: 0,
-        result: Some(result),
-    })
-}
-
-/// Runs CPU work off the async runtime and classifies its error.
-async fn spawn_cpu(
-    f: impl FnOnce() -> tessera_core::Result<TaskOutput> + Send + 'static,
-) -> Result<TaskOutput, TaskFailure> {
-    match tokio::task::spawn_blocking(f).await {
+    let ctx = stage_context(client, contexts, task.job, task.stage).await?;
+    let payload = lease.payload.clone();
+    match tokio::task::spawn_blocking(move || engine::execute(&ctx, &payload, threads)).await {
         Ok(Ok(o)) => Ok(o),
         Ok(Err(e)) => Err(TaskFailure::from_error(&e)),
         Err(e) => Err(TaskFailure {

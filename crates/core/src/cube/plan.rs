@@ -906,6 +906,15 @@ impl CubePlan {
         Ok(())
     }
 
+    /// Writes every product's metadata and coordinates again, keeping the chunks that are there
+    /// (a job resumed by a restarted coordinator).
+    pub fn attach_products(&self) -> Result<()> {
+        for p in &self.products {
+            CubeWriter::attach(&p.url, p.info.clone(), self.zstd_level)?.write_metadata()?;
+        }
+        Ok(())
+    }
+
     /// Consolidates every product and removes the scratch objects.
     pub fn finish_products(&self) -> Result<()> {
         for p in &self.products {

@@ -5,20 +5,31 @@ use serde::{Deserialize, Serialize};
 
 use super::JobId;
 
-/// What a task does; sent to workers as JSON.
+/// What a task does; sent to workers as JSON. Which kind of job it belongs to is the job's
+/// business ([`crate::engine`]): a worker runs any of them the same way.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TaskPayload {
-    /// Stage 0: read one source's header.
-    ReadSource { url: String },
-    /// Stage 1: compute and write these keys.
+    /// Stage 0 of every job: read one source's header for the reduce.
+    Header { url: String },
+    /// A raster job's stage 1: compute and write these keys.
     WriteKeys { keys: Vec<crate::model::SpatialKey> },
-    /// Stage 0 of a space-time job: read one source's header (and check its variables).
-    ReadCubeSource { url: String, variables: Vec<String> },
     /// A later stage of a space-time job: map a block, or reduce a band's climatologies.
     Cube { task: crate::cube::CubeTask },
     /// A task that does nothing (for measuring the scheduler).
     Noop,
+}
+
+impl TaskPayload {
+    /// What the task does, in a word, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TaskPayload::Header { .. } => "header",
+            TaskPayload::WriteKeys { .. } => "write-keys",
+            TaskPayload::Cube { .. } => "cube",
+            TaskPayload::Noop => "no-op",
+        }
+    }
 }
 
 /// Whose fault a failed task is.
@@ -115,16 +126,4 @@ impl TaskFailure {
 pub struct TaskReport {
     pub task: super::TaskId,
     pub outcome: Result<TaskOutput, TaskFailure>,
-}
-
-/// What workers need to run the tasks of a job's stage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StagePlan {
-    pub options: crate::ingest::IngestOptions,
-    pub output_url: String,
-    /// The ingest plan, from stage 1 on.
-    pub plan: Option<crate::ingest::IngestPlan>,
-    /// The plan of a space-time job, from stage 1 on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cube: Option<crate::cube::CubePlan>,
 }

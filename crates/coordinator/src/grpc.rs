@@ -1,0 +1,333 @@
+//! The gRPC services: thin adapters from messages to the [`Coordinator`] and back. The bearer
+//! token is checked by one interceptor in front of both services, and core errors become
+//! statuses in one place, [`status_of`].
+
+use std::sync::Arc;
+
+use tessera_core::cube::{CubeReader, Selection};
+use tessera_core::job::LeasedTask;
+use tessera_proto::{PROTOCOL_VERSION, from_proto, pb};
+use tonic::{Request, Response, Status};
+
+use crate::service::Coordinator;
+
+/// How long a lease request with nothing to lease waits for work before answering empty.
+const LEASE_WAIT: std::time::Duration = std::time::Duration::from_millis(1000);
+
+/// The one place core errors become gRPC statuses.
+pub fn status_of(e: tessera_core::Error) -> Status {
+    use tessera_core::Error;
+    match e {
+        Error::InvalidArgument(_) | Error::Source { .. } | Error::Crs(_) => {
+            Status::invalid_argument(e.to_string())
+        }
+        Error::Layer { .. } => Status::failed_precondition(e.to_string()),
+        Error::Storage { .. } => Status::unavailable(e.to_string()),
+        Error::Internal(_) => Status::internal(e.to_string()),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> tessera_core::Result<T> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("a blocking task panicked: {e}")))?
+        .map_err(status_of)
+}
+
+/// The interceptor in front of both services: with a token configured, every call must carry
+/// `authorization: Bearer <token>`.
+#[derive(Debug, Clone)]
+pub struct BearerAuth {
+    token: Option<Arc<str>>,
+}
+
+impl BearerAuth {
+    pub fn new(token: Option<&str>) -> Self {
+        BearerAuth {
+            token: token.map(Arc::from),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for BearerAuth {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        let Some(token) = &self.token else {
+            return Ok(req);
+        };
+        let given = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        match given {
+            Some(v) if v.strip_prefix("Bearer ") == Some(token) => Ok(req),
+            Some(_) => Err(Status::unauthenticated("wrong bearer token")),
+            None => Err(Status::unauthenticated(
+                "missing bearer token (authorization: Bearer <token>)",
+            )),
+        }
+    }
+}
+
+/// The client-facing service.
+#[derive(Debug, Clone)]
+pub struct JobApi(pub Arc<Coordinator>);
+
+/// The worker-facing service.
+#[derive(Debug, Clone)]
+pub struct WorkerApi(pub Arc<Coordinator>);
+
+type StatusStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::JobStatus, Status>> + Send>>;
+
+impl JobApi {
+    fn status(&self, job_id: &str) -> Result<tessera_core::job::JobStatus, Status> {
+        let job = from_proto::job_id(job_id)?;
+        self.0
+            .status(job)
+            .ok_or_else(|| Status::not_found(format!("no job {job}")))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::job_service_server::JobService for JobApi {
+    async fn submit_job(
+        &self,
+        req: Request<pb::SubmitJobRequest>,
+    ) -> Result<Response<pb::SubmitJobResponse>, Status> {
+        let job = self.0.submit(&req.into_inner().spec_yaml).await?;
+        Ok(Response::new(pb::SubmitJobResponse {
+            job_id: job.to_string(),
+        }))
+    }
+
+    async fn get_job(&self, req: Request<pb::JobRef>) -> Result<Response<pb::JobStatus>, Status> {
+        let status = self.status(&req.get_ref().job_id)?;
+        Ok(Response::new(pb::JobStatus::from(&status)))
+    }
+
+    type WatchJobStream = StatusStream;
+
+    async fn watch_job(
+        &self,
+        req: Request<pb::JobRef>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
+        let job = self.status(&req.get_ref().job_id)?.id;
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let c = self.0.clone();
+        let mut changed = c.subscribe();
+        // Ends when the job ends or the client goes away (the send fails).
+        tokio::spawn(async move {
+            let mut last = None;
+            while let Some(status) = c.status(job) {
+                let msg = pb::JobStatus::from(&status);
+                let key = (msg.state, msg.tasks_done, msg.tiles_done, msg.retries);
+                if last != Some(key) {
+                    last = Some(key);
+                    if tx.send(Ok(msg)).await.is_err() {
+                        break;
+                    }
+                }
+                if status.state.is_terminal() {
+                    break;
+                }
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_millis(250), changed.changed())
+                        .await;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn cancel_job(
+        &self,
+        req: Request<pb::JobRef>,
+    ) -> Result<Response<pb::JobStatus>, Status> {
+        let job = from_proto::job_id(&req.get_ref().job_id)?;
+        let status = self.0.cancel(job).await?;
+        Ok(Response::new(pb::JobStatus::from(&status)))
+    }
+
+    async fn list_jobs(
+        &self,
+        _req: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: self.0.jobs().iter().map(pb::JobStatus::from).collect(),
+        }))
+    }
+
+    async fn read_cube(
+        &self,
+        req: Request<pb::ReadCubeRequest>,
+    ) -> Result<Response<pb::ReadCubeResponse>, Status> {
+        let r = req.into_inner();
+        let url = self
+            .0
+            .resolve_output(&r.layer)
+            .map_err(|s| Status::new(s.code(), s.message().replace("output.url", "layer")))?;
+        let subset = blocking(move || {
+            let reader = CubeReader::open(&url)?;
+            if !r.origin.is_empty() || !r.shape.is_empty() {
+                let [var] = r.variables.as_slice() else {
+                    return Err(tessera_core::Error::InvalidArgument(
+                        "origin/shape reads one variable: name it".into(),
+                    ));
+                };
+                return reader.region(var, &r.origin, &r.shape);
+            }
+            let selection = Selection {
+                variables: r.variables,
+                time: (!r.time.is_empty())
+                    .then(|| Selection::parse_time(&r.time))
+                    .transpose()?,
+                bbox: (!r.bbox.is_empty())
+                    .then(|| Selection::parse_bbox(&r.bbox))
+                    .transpose()?,
+            };
+            reader.select(&selection)
+        })
+        .await?;
+        Ok(Response::new(tessera_proto::to_proto::subset(&subset)))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::worker_service_server::WorkerService for WorkerApi {
+    async fn register_worker(
+        &self,
+        req: Request<pb::RegisterWorkerRequest>,
+    ) -> Result<Response<pb::RegisterWorkerResponse>, Status> {
+        let r = req.into_inner();
+        if r.protocol_version != PROTOCOL_VERSION {
+            return Err(Status::failed_precondition(format!(
+                "worker protocol version {} is not the coordinator's version {PROTOCOL_VERSION}",
+                r.protocol_version
+            )));
+        }
+        let worker = tessera_core::job::WorkerId::new();
+        let lease_ms = self.0.register_worker(worker);
+        tracing::info!(%worker, name = %r.name, threads = r.threads, "worker registered");
+        Ok(Response::new(pb::RegisterWorkerResponse {
+            worker_id: worker.to_string(),
+            heartbeat_millis: (lease_ms / 3).max(1),
+        }))
+    }
+
+    async fn lease_tasks(
+        &self,
+        req: Request<pb::LeaseTasksRequest>,
+    ) -> Result<Response<pb::LeaseTasksResponse>, Status> {
+        let r = req.into_inner();
+        let worker = from_proto::worker_id(&r.worker_id)?;
+        let max = r.max_tasks.max(1) as usize;
+        // A long poll: with nothing to lease, the request waits (up to LEASE_WAIT) for the
+        // next change — a new stage, a report, a submitted job — instead of the worker polling.
+        // Subscribing first means no change between the attempt and the wait is missed.
+        let mut changed = self.0.subscribe();
+        let deadline = tokio::time::Instant::now() + LEASE_WAIT;
+        let (leases, now) = loop {
+            let (leases, now) = self.0.lease(worker, max);
+            if !leases.is_empty() {
+                break (leases, now);
+            }
+            match tokio::time::timeout_at(deadline, changed.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => break (leases, now),
+            }
+        };
+        let leases = leases
+            .into_iter()
+            .map(|l| {
+                pb::TaskLease::from(&LeasedTask {
+                    task: l.task,
+                    attempt: l.attempt,
+                    lease_ms: l.expires_ms - now,
+                    payload: l.payload,
+                })
+            })
+            .collect();
+        Ok(Response::new(pb::LeaseTasksResponse { leases }))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let r = req.into_inner();
+        let worker = from_proto::worker_id(&r.worker_id)?;
+        let tasks = r
+            .task_ids
+            .iter()
+            .map(|t| from_proto::task_id(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let lost = self.0.heartbeat(worker, &tasks);
+        Ok(Response::new(pb::HeartbeatResponse {
+            lost_task_ids: lost.iter().map(|t| t.to_string()).collect(),
+            known: true,
+        }))
+    }
+
+    async fn report_task(
+        &self,
+        req: Request<pb::ReportTaskRequest>,
+    ) -> Result<Response<pb::ReportTaskResponse>, Status> {
+        let (worker, report) = from_proto::report(req.into_inner())?;
+        let accepted = self.0.report(worker, report).await?;
+        Ok(Response::new(pb::ReportTaskResponse { accepted }))
+    }
+
+    async fn get_stage_plan(
+        &self,
+        req: Request<pb::StagePlanRequest>,
+    ) -> Result<Response<pb::StagePlanResponse>, Status> {
+        let r = req.into_inner();
+        let job = from_proto::job_id(&r.job_id)?;
+        let ctx = self.0.stage_context(job, r.stage)?;
+        let json = serde_json::to_vec(&ctx).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::StagePlanResponse { plan_json: json }))
+    }
+}
+
+/// Serves both services on `listener` until `shutdown` completes (mini-redis's `run`).
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    coordinator: Arc<Coordinator>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let ticker = {
+        let c = coordinator.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                c.expire().await;
+            }
+        })
+    };
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &coordinator.config.tls {
+        let identity = tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem);
+        builder =
+            builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+    }
+    let auth = BearerAuth::new(coordinator.config.token.as_deref());
+    let result = builder
+        .add_service(pb::job_service_server::JobServiceServer::with_interceptor(
+            JobApi(coordinator.clone()),
+            auth.clone(),
+        ))
+        .add_service(
+            pb::worker_service_server::WorkerServiceServer::with_interceptor(
+                WorkerApi(coordinator),
+                auth,
+            ),
+        )
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    ticker.abort();
+    result
+}

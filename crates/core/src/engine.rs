@@ -1,0 +1,226 @@
+//! One life for every job kind.
+//!
+//! A job goes through the same steps whatever it computes:
+//!
+//! ```text
+//! stage 0: header tasks on workers (one per source)
+//!    │  reduce: a pure function of the headers → a serialisable JobPlan (journalled)
+//!    ▼
+//! prepare: create the outputs (or, resumed, make sure they are there)
+//!    │
+//! stages 1..=last: tasks of the plan (each finished task journalled)
+//!    ▼
+//! commit: mark the outputs complete
+//! ```
+//!
+//! The coordinator and the worker drive any [`JobPlan`] without knowing its kind: the
+//! coordinator asks for [`header_tasks`], calls [`reduce`], then [`JobPlan::stage_tasks`],
+//! [`JobPlan::prepare`] and [`JobPlan::commit`]; the worker calls [`execute`] on whatever it
+//! leased. A kind is a spec section, a planner and an executor here:
+//! - [`raster`]: tile jobs (cut, merge, map algebra, focal operations) into a raster layer;
+//! - [`cube`]: space-time jobs (resample, climatology, anomaly, gradient, rechunk) into
+//!   space-time layers.
+//!
+//! To add a kind: give [`JobSpec`] its section, implement [`JobKind`] for its plan in a module
+//! beside these two, and add it to [`JobPlan`] and to the dispatch in [`kind_of`].
+
+pub mod cube;
+pub mod raster;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::job::{JobSpec, TaskOutput, TaskPayload};
+
+/// A job as accepted and journalled: the spec, its sources expanded, its output resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub spec: JobSpec,
+    pub sources: Vec<String>,
+    pub output_url: String,
+}
+
+/// A task with the number of tiles (or chunks) it is expected to write, for progress.
+pub type PlannedTask = (TaskPayload, u64);
+
+/// What one kind of job does at each step of the life. Implemented by the kind's plan: the
+/// serialisable result of its reduce, journalled and sent to workers.
+pub trait JobKind: Sized + Clone + Serialize + DeserializeOwned {
+    /// Reads one source's header on a worker (stage 0); the result goes to [`JobKind::reduce`].
+    fn header(job: &JobRecord, url: &str) -> Result<serde_json::Value>;
+
+    /// The plan, from the headers of every source in order. Pure: writes nothing.
+    fn reduce(job: &JobRecord, headers: Vec<serde_json::Value>) -> Result<Self>;
+
+    /// The last stage that may have tasks.
+    fn last_stage(&self) -> u32;
+
+    /// The tasks of a stage (1..=last), in the order they should be leased; empty when this
+    /// plan has none in that stage.
+    fn stage_tasks(&self, stage: u32) -> Vec<PlannedTask>;
+
+    /// Creates the outputs before the first task runs. `resumed`: a restarted coordinator
+    /// continues the job, so outputs that exist are kept (their finished chunks with them).
+    fn prepare(&self, job: &JobRecord, resumed: bool) -> Result<()>;
+
+    /// Runs one task of stage 1 or later on `threads` threads.
+    fn execute(&self, job: &JobRecord, task: &TaskPayload, threads: usize) -> Result<TaskOutput>;
+
+    /// Marks the outputs complete, once every stage is done.
+    fn commit(&self, job: &JobRecord) -> Result<()>;
+}
+
+/// The plan of a job of any kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "plan", rename_all = "snake_case")]
+pub enum JobPlan {
+    Raster(raster::RasterPlan),
+    Cube(crate::cube::CubePlan),
+    /// Stages of tasks that do nothing (`stages[k]` tasks in stage k + 1), to measure the
+    /// scheduler and the protocol, and to test the lifecycle.
+    Noop {
+        stages: Vec<usize>,
+    },
+}
+
+/// The kinds, by the spec section that asks for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Raster,
+    Cube,
+}
+
+/// The kind a spec asks for.
+pub fn kind_of(spec: &JobSpec) -> Kind {
+    match spec.cube {
+        Some(_) => Kind::Cube,
+        None => Kind::Raster,
+    }
+}
+
+/// The header tasks (stage 0) of a job: one per source.
+pub fn header_tasks(job: &JobRecord) -> Vec<PlannedTask> {
+    job.sources
+        .iter()
+        .map(|url| (TaskPayload::Header { url: url.clone() }, 0))
+        .collect()
+}
+
+/// The reduce after the header stage, for any kind. Pure: writes nothing.
+pub fn reduce(job: &JobRecord, outputs: Vec<TaskOutput>) -> Result<JobPlan> {
+    let headers = outputs
+        .into_iter()
+        .map(|o| {
+            o.result
+                .ok_or_else(|| Error::Internal("a header task returned no header".into()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(match kind_of(&job.spec) {
+        Kind::Raster => JobPlan::Raster(raster::RasterPlan::reduce(job, headers)?),
+        Kind::Cube => JobPlan::Cube(crate::cube::CubePlan::reduce(job, headers)?),
+    })
+}
+
+impl JobPlan {
+    pub fn last_stage(&self) -> u32 {
+        match self {
+            JobPlan::Raster(p) => p.last_stage(),
+            JobPlan::Cube(p) => JobKind::last_stage(p),
+            JobPlan::Noop { stages } => stages.len() as u32,
+        }
+    }
+
+    pub fn stage_tasks(&self, stage: u32) -> Vec<PlannedTask> {
+        match self {
+            JobPlan::Raster(p) => p.stage_tasks(stage),
+            JobPlan::Cube(p) => JobKind::stage_tasks(p, stage),
+            JobPlan::Noop { stages } => {
+                let n = stage
+                    .checked_sub(1)
+                    .and_then(|k| stages.get(k as usize))
+                    .copied()
+                    .unwrap_or(0);
+                vec![(TaskPayload::Noop, 0); n]
+            }
+        }
+    }
+
+    /// The first stage after `after` that has tasks, with them; `None` when every stage is done.
+    pub fn next_stage(&self, after: u32) -> Option<(u32, Vec<PlannedTask>)> {
+        (after + 1..=self.last_stage())
+            .map(|stage| (stage, self.stage_tasks(stage)))
+            .find(|(_, tasks)| !tasks.is_empty())
+    }
+
+    pub fn prepare(&self, job: &JobRecord, resumed: bool) -> Result<()> {
+        match self {
+            JobPlan::Raster(p) => p.prepare(job, resumed),
+            JobPlan::Cube(p) => JobKind::prepare(p, job, resumed),
+            JobPlan::Noop { .. } => Ok(()),
+        }
+    }
+
+    pub fn commit(&self, job: &JobRecord) -> Result<()> {
+        match self {
+            JobPlan::Raster(p) => p.commit(job),
+            JobPlan::Cube(p) => JobKind::commit(p, job),
+            JobPlan::Noop { .. } => Ok(()),
+        }
+    }
+
+    fn execute(&self, job: &JobRecord, task: &TaskPayload, threads: usize) -> Result<TaskOutput> {
+        match self {
+            JobPlan::Raster(p) => p.execute(job, task, threads),
+            JobPlan::Cube(p) => JobKind::execute(p, job, task, threads),
+            JobPlan::Noop { .. } => Ok(TaskOutput::default()),
+        }
+    }
+}
+
+/// What a worker needs to run the tasks of a job's stage: the job, and its plan from stage 1 on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageContext {
+    pub job: JobRecord,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<JobPlan>,
+}
+
+/// Runs any task of any job on `threads` threads: what a worker does with a lease.
+pub fn execute(ctx: &StageContext, task: &TaskPayload, threads: usize) -> Result<TaskOutput> {
+    match (task, &ctx.plan) {
+        (TaskPayload::Noop, _) => Ok(TaskOutput::default()),
+        (TaskPayload::Header { url }, _) => {
+            let header = match kind_of(&ctx.job.spec) {
+                Kind::Raster => raster::RasterPlan::header(&ctx.job, url)?,
+                Kind::Cube => <crate::cube::CubePlan as JobKind>::header(&ctx.job, url)?,
+            };
+            Ok(TaskOutput {
+                tiles: 0,
+                bytes: 0,
+                result: Some(header),
+            })
+        }
+        (task, Some(plan)) => plan.execute(&ctx.job, task, threads),
+        (task, None) => Err(Error::Internal(format!(
+            "a {} task before its job was planned",
+            task.name()
+        ))),
+    }
+}
+
+/// Serialises a header for the reduce.
+pub(crate) fn to_header<T: Serialize>(header: &T) -> Result<serde_json::Value> {
+    serde_json::to_value(header).map_err(|e| Error::Internal(format!("header: {e}")))
+}
+
+/// Reads back the headers [`to_header`] made.
+pub(crate) fn from_headers<T: DeserializeOwned>(headers: Vec<serde_json::Value>) -> Result<Vec<T>> {
+    headers
+        .into_iter()
+        .map(|h| {
+            serde_json::from_value(h)
+                .map_err(|e| Error::Internal(format!("bad source header: {e}")))
+        })
+        .collect()
+}

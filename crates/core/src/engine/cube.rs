@@ -1,0 +1,70 @@
+//! The space-time kind: NetCDF / GRIB / Zarr sources concatenated along time into products —
+//! headers → sort, check and plan blocks → map (1), climatology (2), anomaly (3), rechunk (4)
+//! → consolidated metadata of every product.
+
+use super::{JobKind, JobRecord, PlannedTask, from_headers, to_header};
+use crate::cube::{CubePlan, CubeSource};
+use crate::error::{Error, Result};
+use crate::ingest::with_threads;
+use crate::job::{TaskOutput, TaskPayload};
+
+fn cube_spec(job: &JobRecord) -> Result<&crate::cube::CubeSpec> {
+    job.spec
+        .cube
+        .as_ref()
+        .ok_or_else(|| Error::Internal("a cube plan for a job without a cube section".into()))
+}
+
+impl JobKind for CubePlan {
+    fn header(job: &JobRecord, url: &str) -> Result<serde_json::Value> {
+        to_header(&CubeSource::open(url, &cube_spec(job)?.variables)?)
+    }
+
+    fn reduce(job: &JobRecord, headers: Vec<serde_json::Value>) -> Result<Self> {
+        let sources: Vec<CubeSource> = from_headers(headers)?;
+        CubePlan::new(
+            cube_spec(job)?,
+            &job.output_url,
+            job.spec.output.zstd_level,
+            sources,
+        )
+    }
+
+    fn last_stage(&self) -> u32 {
+        CubePlan::LAST_STAGE
+    }
+
+    fn stage_tasks(&self, stage: u32) -> Vec<PlannedTask> {
+        CubePlan::stage_tasks(self, stage)
+            .into_iter()
+            .map(|task| (TaskPayload::Cube { task }, 0))
+            .collect()
+    }
+
+    fn prepare(&self, job: &JobRecord, resumed: bool) -> Result<()> {
+        if resumed {
+            self.attach_products()
+        } else {
+            self.create_products(job.spec.output.overwrite)
+        }
+    }
+
+    fn execute(&self, _job: &JobRecord, task: &TaskPayload, threads: usize) -> Result<TaskOutput> {
+        let TaskPayload::Cube { task } = task else {
+            return Err(Error::Internal(format!(
+                "a cube job has no {} tasks",
+                task.name()
+            )));
+        };
+        let (tiles, bytes) = with_threads(Some(threads), || self.run(*task))??;
+        Ok(TaskOutput {
+            tiles,
+            bytes,
+            result: None,
+        })
+    }
+
+    fn commit(&self, _job: &JobRecord) -> Result<()> {
+        self.finish_products()
+    }
+}
