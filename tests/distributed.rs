@@ -245,6 +245,43 @@ fn killed_workers_lose_nothing() {
     assert!(bits(&store.join("dsm")) == bits(&reference), "cells differ");
 }
 
+/// Kills the coordinator once the journal of `id` holds `at_least` finished tasks of stage 1,
+/// restarts it on the same address and store (so the workers find it), and watches the job to
+/// its success. Returns the stage-1 tasks journalled at the kill.
+fn kill_mid_stage_and_resume(
+    store: &Path,
+    mut coord: std::process::Child,
+    url: &str,
+    id: &str,
+    at_least: usize,
+    procs: &mut Procs,
+) -> usize {
+    let done_dir = store.join(format!("_tessera/jobs/{id}/s1"));
+    let count = |d: &Path| std::fs::read_dir(d).map(|r| r.count()).unwrap_or(0);
+    wait_until(120, "some stage-1 tasks to finish", || {
+        count(&done_dir) >= at_least
+    });
+    coord.kill().unwrap();
+    coord.wait().unwrap();
+    let done_at_kill = count(&done_dir);
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    let (coord, url2) = start_coordinator(store.to_str().unwrap(), port, &["--lease-ms", "2000"]);
+    procs.0.push(coord);
+    assert_eq!(
+        url2, url,
+        "restarted on the same address, so the workers find it"
+    );
+    let watched = tessera_ok(&["watch", id, "--coordinator", url]);
+    assert!(String::from_utf8_lossy(&watched.stderr).contains("Succeeded"));
+    done_at_kill
+}
+
+/// The task ids that the workers' logs show done more than once.
+fn repeated(ids: &[String]) -> Vec<&String> {
+    let mut seen = std::collections::HashSet::new();
+    ids.iter().filter(|t| !seen.insert(t.to_string())).collect()
+}
+
 #[test]
 fn a_restarted_coordinator_resumes_without_redoing_finished_tasks() {
     let tmp = temp_dir();
@@ -266,8 +303,7 @@ fn a_restarted_coordinator_resumes_without_redoing_finished_tasks() {
     ]);
 
     let mut procs = Procs::default();
-    let (mut coord, url) = start_coordinator(store.to_str().unwrap(), 0, &["--lease-ms", "2000"]);
-    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    let (coord, url) = start_coordinator(store.to_str().unwrap(), 0, &["--lease-ms", "2000"]);
     let logs: Vec<_> = (0..2)
         .map(|i| tmp.path().join(format!("w{i}.log")))
         .collect();
@@ -288,19 +324,7 @@ fn a_restarted_coordinator_resumes_without_redoing_finished_tasks() {
     .to_string();
     let done_dir = store.join(format!("_tessera/jobs/{id}/s1"));
     let count = |d: &Path| std::fs::read_dir(d).map(|r| r.count()).unwrap_or(0);
-    wait_until(120, "some tile tasks to finish", || count(&done_dir) >= 4);
-
-    coord.kill().unwrap();
-    coord.wait().unwrap();
-    let done_at_kill = count(&done_dir);
-    let (coord, url2) = start_coordinator(store.to_str().unwrap(), port, &["--lease-ms", "2000"]);
-    procs.0.push(coord);
-    assert_eq!(
-        url2, url,
-        "restarted on the same address, so the workers find it"
-    );
-    let watched = tessera_ok(&["watch", &id, "--coordinator", &url]);
-    assert!(String::from_utf8_lossy(&watched.stderr).contains("Succeeded"));
+    let done_at_kill = kill_mid_stage_and_resume(&store, coord, &url, &id, 4, &mut procs);
 
     let ids = tasks_done_in_logs(&logs);
     let tile_tasks = count(&done_dir);
@@ -310,8 +334,7 @@ fn a_restarted_coordinator_resumes_without_redoing_finished_tasks() {
         tile_tasks,
         "the workers' logs account for every tile task"
     );
-    let mut seen = std::collections::HashSet::new();
-    let twice: Vec<_> = ids.iter().filter(|t| !seen.insert(t.to_string())).collect();
+    let twice = repeated(&ids);
     eprintln!(
         "{tile_tasks} tile tasks, {done_at_kill} done at the kill, {} executed twice",
         twice.len()
@@ -363,4 +386,101 @@ fn tessera_run_applies_an_operation_chain_on_its_workers() {
             got[i]
         );
     }
+}
+
+#[test]
+fn a_restarted_coordinator_resumes_a_cube_job_without_redoing_finished_tasks() {
+    let tmp = temp_dir();
+    // Three hourly files, one after the other, made here.
+    let mut sources = Vec::new();
+    for (i, (start, steps)) in [
+        ("2019-01-01", "744"),
+        ("2019-02-01", "672"),
+        ("2019-03-01", "744"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let p = tmp.path().join(format!("part{i}.zarr"));
+        tessera_ok(&[
+            "synth",
+            "cube",
+            p.to_str().unwrap(),
+            "--steps",
+            steps,
+            "--rows",
+            "96",
+            "--cols",
+            "128",
+            "--start",
+            start,
+        ]);
+        sources.push(p.to_string_lossy().to_string());
+    }
+    let cube = "cube:\n  memory_mb: 1\n  products:\n    daily: {resample: {freq: 1D, stats: {t2m: [mean, max], tp: sum}}, chunks: {time: 8, y: 32, x: 64}}\n    monthly: {climatology: {by: month}}\n";
+    let refs: Vec<&str> = sources.iter().map(String::as_str).collect();
+    // The reference: the same job, embedded, in one go.
+    let reference = tmp.path().join("ref");
+    std::fs::create_dir_all(&reference).unwrap();
+    let job = write_job(
+        &reference,
+        &refs,
+        &format!("file://{}/cube", reference.display()),
+        cube,
+    );
+    tessera_ok(&["run", job.to_str().unwrap(), "--workers", "2"]);
+
+    let store = tmp.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let mut procs = Procs::default();
+    let (coord, url) = start_coordinator(store.to_str().unwrap(), 0, &["--lease-ms", "2000"]);
+    let logs: Vec<_> = (0..2)
+        .map(|i| tmp.path().join(format!("w{i}.log")))
+        .collect();
+    for log in &logs {
+        procs.0.push(start_worker(&url, log, &[]));
+    }
+    let job = write_job(
+        tmp.path(),
+        &refs,
+        &format!("file://{}/cube", store.display()),
+        cube,
+    );
+    let id = String::from_utf8_lossy(
+        &tessera_ok(&["submit", job.to_str().unwrap(), "--coordinator", &url]).stdout,
+    )
+    .trim()
+    .to_string();
+    let journal = store.join(format!("_tessera/jobs/{id}"));
+    let count = |d: &Path| std::fs::read_dir(d).map(|r| r.count()).unwrap_or(0);
+    // Killed in the map stage, once a few of its tasks are journalled.
+    let done_at_kill = kill_mid_stage_and_resume(&store, coord, &url, &id, 3, &mut procs);
+    let map_tasks = count(&journal.join("s1"));
+    assert!(
+        done_at_kill < map_tasks,
+        "the map stage was under way at the kill: {done_at_kill} of {map_tasks} done"
+    );
+    // Tasks of every stage after the headers, as the workers' logs tell them.
+    let ids: Vec<_> = tasks_done_in_logs(&logs)
+        .into_iter()
+        .filter(|t| !t.contains("/s0/"))
+        .collect();
+    let twice = repeated(&ids);
+    eprintln!(
+        "{map_tasks} map tasks, {done_at_kill} done at the kill, {} executed twice",
+        twice.len()
+    );
+    assert!(
+        twice.len() <= logs.len(),
+        "{} tasks ran twice (at most {} were in flight): {twice:?}",
+        twice.len(),
+        logs.len()
+    );
+    let (got, want) = (chunks(&store.join("cube")), chunks(&reference.join("cube")));
+    assert!(!want.is_empty(), "the reference wrote chunks");
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+    assert!(got == want, "the resumed products equal the embedded run");
 }
