@@ -276,10 +276,17 @@ fn kill_mid_stage_and_resume(
     done_at_kill
 }
 
-/// The task ids that the workers' logs show done more than once.
-fn repeated(ids: &[String]) -> Vec<&String> {
+/// Asserts that the workers' logs show no more tasks done twice than were in flight when the
+/// coordinator died (one per worker); prints `what` with the count.
+fn assert_only_tasks_in_flight_ran_twice(ids: &[String], in_flight: usize, what: &str) {
     let mut seen = std::collections::HashSet::new();
-    ids.iter().filter(|t| !seen.insert(t.to_string())).collect()
+    let twice: Vec<_> = ids.iter().filter(|t| !seen.insert(t.to_string())).collect();
+    eprintln!("{what}, {} executed twice", twice.len());
+    assert!(
+        twice.len() <= in_flight,
+        "{} tasks ran twice (at most {in_flight} were in flight): {twice:?}",
+        twice.len(),
+    );
 }
 
 #[test]
@@ -334,17 +341,11 @@ fn a_restarted_coordinator_resumes_without_redoing_finished_tasks() {
         tile_tasks,
         "the workers' logs account for every tile task"
     );
-    let twice = repeated(&ids);
-    eprintln!(
-        "{tile_tasks} tile tasks, {done_at_kill} done at the kill, {} executed twice",
-        twice.len()
-    );
     // At most one task per worker was in flight when the coordinator died.
-    assert!(
-        twice.len() <= logs.len(),
-        "{} tasks ran twice (at most {} were in flight): {twice:?}",
-        twice.len(),
-        logs.len()
+    assert_only_tasks_in_flight_ran_twice(
+        &ids,
+        logs.len(),
+        &format!("{tile_tasks} tile tasks, {done_at_kill} done at the kill"),
     );
     assert!(
         done_at_kill >= 4 && count(&done_dir) > done_at_kill,
@@ -465,16 +466,10 @@ fn a_restarted_coordinator_resumes_a_cube_job_without_redoing_finished_tasks() {
         .into_iter()
         .filter(|t| !t.contains("/s0/"))
         .collect();
-    let twice = repeated(&ids);
-    eprintln!(
-        "{map_tasks} map tasks, {done_at_kill} done at the kill, {} executed twice",
-        twice.len()
-    );
-    assert!(
-        twice.len() <= logs.len(),
-        "{} tasks ran twice (at most {} were in flight): {twice:?}",
-        twice.len(),
-        logs.len()
+    assert_only_tasks_in_flight_ran_twice(
+        &ids,
+        logs.len(),
+        &format!("{map_tasks} map tasks, {done_at_kill} done at the kill"),
     );
     let (got, want) = (chunks(&store.join("cube")), chunks(&reference.join("cube")));
     assert!(!want.is_empty(), "the reference wrote chunks");
