@@ -245,6 +245,12 @@ fn killed_workers_lose_nothing() {
     assert!(bits(&store.join("dsm")) == bits(&reference), "cells differ");
 }
 
+/// Submits a job to the coordinator at `url`; returns its id.
+fn submit(job: &Path, url: &str) -> String {
+    let out = tessera_ok(&["submit", job.to_str().unwrap(), "--coordinator", url]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// Kills the coordinator once the journal of `id` holds `at_least` finished tasks of stage 1,
 /// restarts it on the same address and store (so the workers find it), and watches the job to
 /// its success. Returns the stage-1 tasks journalled at the kill.
@@ -324,11 +330,7 @@ fn a_restarted_coordinator_resumes_without_redoing_finished_tasks() {
         &out_url,
         "layout: floating:64\ntarget_crs: EPSG:3857\nresample: cubic\ntasks: {target_mb: 1}\n",
     );
-    let id = String::from_utf8_lossy(
-        &tessera_ok(&["submit", job.to_str().unwrap(), "--coordinator", &url]).stdout,
-    )
-    .trim()
-    .to_string();
+    let id = submit(&job, &url);
     let done_dir = store.join(format!("_tessera/jobs/{id}/s1"));
     let count = |d: &Path| std::fs::read_dir(d).map(|r| r.count()).unwrap_or(0);
     let done_at_kill = kill_mid_stage_and_resume(&store, coord, &url, &id, 4, &mut procs);
@@ -447,11 +449,7 @@ fn a_restarted_coordinator_resumes_a_cube_job_without_redoing_finished_tasks() {
         &format!("file://{}/cube", store.display()),
         cube,
     );
-    let id = String::from_utf8_lossy(
-        &tessera_ok(&["submit", job.to_str().unwrap(), "--coordinator", &url]).stdout,
-    )
-    .trim()
-    .to_string();
+    let id = submit(&job, &url);
     let journal = store.join(format!("_tessera/jobs/{id}"));
     let count = |d: &Path| std::fs::read_dir(d).map(|r| r.count()).unwrap_or(0);
     // Killed in the map stage, once a few of its tasks are journalled.

@@ -9,7 +9,7 @@ use tessera_core::job::LeasedTask;
 use tessera_proto::{PROTOCOL_VERSION, from_proto, pb};
 use tonic::{Request, Response, Status};
 
-use crate::service::Coordinator;
+use crate::service::{Coordinator, blocking};
 
 /// How long a lease request with nothing to lease waits for work before answering empty.
 const LEASE_WAIT: std::time::Duration = std::time::Duration::from_millis(1000);
@@ -25,15 +25,6 @@ pub fn status_of(e: tessera_core::Error) -> Status {
         Error::Storage { .. } => Status::unavailable(e.to_string()),
         Error::Internal(_) => Status::internal(e.to_string()),
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> tessera_core::Result<T> + Send + 'static,
-) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Status::internal(format!("a blocking task panicked: {e}")))?
-        .map_err(status_of)
 }
 
 /// The interceptor in front of both services: with a token configured, every call must carry
@@ -190,7 +181,8 @@ impl pb::job_service_server::JobService for JobApi {
             };
             reader.select(&selection)
         })
-        .await?;
+        .await
+        .map_err(status_of)?;
         Ok(Response::new(tessera_proto::to_proto::subset(&subset)))
     }
 }

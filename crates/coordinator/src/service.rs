@@ -60,7 +60,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-async fn blocking<T: Send + 'static>(
+/// Runs blocking work (GDAL, planning, store I/O through `block_on`) off the async runtime.
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> tessera_core::Result<T> + Send + 'static,
 ) -> tessera_core::Result<T> {
     tokio::task::spawn_blocking(f)
