@@ -7,8 +7,14 @@
 #   median X...                prints the median of the numbers
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-cargo build --release --quiet -p tessera-cli
-bin="$(realpath "${CARGO_TARGET_DIR:-target}/release/tessera")"
+# TESSERA_BIN=path runs that binary instead of building this tree's (to compare two versions in
+# one run: build each, copy its binary aside, run the bench on each in turn).
+if [ -n "${TESSERA_BIN:-}" ]; then
+    bin="$(realpath "$TESSERA_BIN")"
+else
+    cargo build --release --quiet -p tessera-cli
+    bin="$(realpath "${CARGO_TARGET_DIR:-target}/release/tessera")"
+fi
 work="$(mktemp -d)"
 on_exit=()
 bench_cleanup() {
