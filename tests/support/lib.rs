@@ -1,6 +1,8 @@
 //! Support for Tessera's end-to-end tests: the real `tessera` binary, the shared sample data
 //! (skipped cleanly when absent) and GDAL checksums.
 
+pub mod fault_proxy;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -179,8 +181,13 @@ impl S3Server {
 
     /// The environment a client needs for this server.
     pub fn env(&self) -> Vec<(String, String)> {
+        Self::env_at(&self.endpoint)
+    }
+
+    /// The environment a client needs for this server reached at `endpoint` (a proxy).
+    pub fn env_at(endpoint: &str) -> Vec<(String, String)> {
         [
-            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
+            ("AWS_ENDPOINT_URL", endpoint),
             ("AWS_ACCESS_KEY_ID", "tessera"),
             ("AWS_SECRET_ACCESS_KEY", "tessera-secret"),
             ("AWS_REGION", "us-east-1"),

@@ -22,7 +22,8 @@ pub fn status_of(e: tessera_core::Error) -> Status {
             Status::invalid_argument(e.to_string())
         }
         Error::Layer { .. } => Status::failed_precondition(e.to_string()),
-        Error::Storage { .. } => Status::unavailable(e.to_string()),
+        Error::Storage { .. } if e.is_transient() => Status::unavailable(e.to_string()),
+        Error::Storage { .. } => Status::failed_precondition(e.to_string()),
         Error::Internal(_) => Status::internal(e.to_string()),
     }
 }

@@ -36,9 +36,11 @@ fn json<T: Serialize>(v: &T) -> Bytes {
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(store: &Store, key: &str, bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| tessera_core::Error::Storage {
-        url: format!("{}/{key}", store.url()),
-        message: format!("bad journal record: {e}"),
+    serde_json::from_slice(bytes).map_err(|e| {
+        tessera_core::Error::storage_permanent(
+            format!("{}/{key}", store.url()),
+            format!("bad journal record: {e}"),
+        )
     })
 }
 

@@ -434,7 +434,8 @@ impl Scheduler {
     }
 
     /// Records a task's failure: retried after a backoff, or the job fails — at once for bad
-    /// input, after `max_attempts` failures otherwise — with the task's error.
+    /// input or a configuration fault, after `max_attempts` failures otherwise — with the
+    /// task's error.
     pub fn report_err(
         &mut self,
         worker: WorkerId,
@@ -462,8 +463,8 @@ impl Scheduler {
         }
         t.failures += 1;
         let failures = t.failures;
-        if kind == FailureKind::Input || failures >= j.max_attempts {
-            let error = if kind == FailureKind::Input {
+        if kind.is_final() || failures >= j.max_attempts {
+            let error = if kind.is_final() {
                 error
             } else {
                 format!("task {task} failed {failures} times; last error: {error}")

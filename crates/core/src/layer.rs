@@ -36,6 +36,7 @@ use crate::error::{Error, Result};
 use crate::model::{DataType, Extent, SpatialKey, TileLayerMetadata, ceil_snapped, floor_snapped};
 use crate::store::{Store, block_on};
 use crate::tile::{Cell, Tile, TileData};
+use crate::zarr::chunk;
 
 /// The version of Tessera's layer attributes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -105,7 +106,7 @@ pub(crate) fn zarr_array(
 pub struct LayerWriter {
     store: Store,
     info: LayerInfo,
-    arrays: Vec<ZarrArray>,
+    zstd_level: i32,
     documents: BTreeMap<String, Value>,
 }
 
@@ -147,7 +148,7 @@ impl LayerWriter {
     /// first write doubles as the check that the store is writable.
     pub fn write_metadata(&self) -> Result<()> {
         put_documents(&self.store, &self.documents)?;
-        self.write_coordinates(&zarr_storage(&self.store))
+        self.write_coordinates()
     }
 
     /// Opens a layer that `create` made, to write tiles (on a worker) or to `finish` it (on the
@@ -158,34 +159,28 @@ impl LayerWriter {
             ..info
         };
         let documents = zarr_json::documents(&info, zstd_level);
-        let storage = zarr_storage(&store);
-        let arrays = info
-            .bands
-            .iter()
-            .map(|b| zarr_array(&store, &storage, b, &documents[&format!("{b}/.zarray")]))
-            .collect::<Result<Vec<_>>>()?;
         Ok(LayerWriter {
             store,
             info,
-            arrays,
+            zstd_level,
             documents,
         })
     }
 
-    fn write_coordinates(&self, storage: &Arc<SyncStorage>) -> Result<()> {
+    fn write_coordinates(&self) -> Result<()> {
         let grid = self.info.metadata.array_grid();
         let xs: Vec<f64> = (0..grid.cols).map(|c| grid.cell_centre(c, 0).0).collect();
         let ys: Vec<f64> = (0..grid.rows).map(|r| grid.cell_centre(0, r).1).collect();
         for (name, values) in [("x", xs), ("y", ys)] {
-            let array = zarr_array(
+            let what = format!("coordinate {name}");
+            chunk::put(
                 &self.store,
-                storage,
-                name,
-                &self.documents[&format!("{name}/.zarray")],
+                &format!("{name}/0"),
+                &values,
+                f64::NAN,
+                self.zstd_level,
+                &what,
             )?;
-            array.store_chunk(&[0], values).map_err(|e| {
-                Error::storage(self.store.url(), format!("cannot write {name}: {e}"))
-            })?;
         }
         Ok(())
     }
@@ -202,8 +197,9 @@ impl LayerWriter {
     /// NoData is not stored (readers get NoData for it), and an old one at that key is removed.
     pub fn write_tile(&self, band: usize, key: SpatialKey, tile: &Tile) -> Result<()> {
         let md = &self.info.metadata;
-        let array = self
-            .arrays
+        let name = self
+            .info
+            .bands
             .get(band)
             .ok_or_else(|| Error::Internal(format!("band index {band} out of range")))?;
         if !md.bounds.to_grid_bounds().contains(key) {
@@ -221,17 +217,14 @@ impl LayerWriter {
             )));
         }
         let data = tile.data.convert(md.cell_type.data_type);
-        let chunk = md.chunk_of(key);
-        let result = crate::with_tile_data!(&data, a => {
+        let [row, col] = md.chunk_of(key);
+        let chunk_key = format!("{name}/{row}.{col}");
+        let what = format!("tile {key} of {name}");
+        let fill = md.cell_type.fill_value();
+        crate::with_tile_data!(&data, a => {
             let a = a.as_standard_layout();
             let slice = a.as_slice().ok_or_else(|| Error::Internal("tile is not contiguous".into()))?;
-            array.store_chunk(&chunk, slice)
-        });
-        result.map_err(|e| {
-            Error::storage(
-                self.store.url(),
-                format!("cannot write tile {key} of {}: {e}", self.info.bands[band]),
-            )
+            chunk::put(&self.store, &chunk_key, slice, Cell::from_f64(fill), self.zstd_level, &what)
         })
     }
 

@@ -28,6 +28,7 @@ pub mod source;
 pub mod store;
 pub mod synth;
 pub mod tile;
+pub mod zarr;
 
 pub use error::{Error, Result};
 

@@ -41,8 +41,9 @@ fn absolute_local(path: &str) -> Result<std::path::PathBuf> {
     if p.is_absolute() {
         return Ok(p.to_path_buf());
     }
-    let cwd = std::env::current_dir()
-        .map_err(|e| Error::storage(path, format!("cannot resolve a relative path: {e}")))?;
+    let cwd = std::env::current_dir().map_err(|e| {
+        Error::storage_permanent(path, format!("cannot resolve a relative path: {e}"))
+    })?;
     Ok(cwd.join(p))
 }
 
@@ -53,7 +54,7 @@ fn local_prefix(url: &str, path: &std::path::Path) -> Result<Path> {
         match c {
             std::path::Component::Normal(s) => parts.push(
                 s.to_str()
-                    .ok_or_else(|| Error::storage(url, "the path is not valid UTF-8"))?
+                    .ok_or_else(|| Error::storage_permanent(url, "the path is not valid UTF-8"))?
                     .to_string(),
             ),
             std::path::Component::ParentDir => {
@@ -84,7 +85,7 @@ impl Store {
             Some("file") => {
                 let path = &url["file://".len()..];
                 if !path.starts_with('/') {
-                    return Err(Error::storage(
+                    return Err(Error::storage_permanent(
                         url,
                         "a file:// URL needs an absolute path (file:///dir/layer)",
                     ));
@@ -100,7 +101,7 @@ impl Store {
                 let rest = &url["s3://".len()..];
                 let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
                 if bucket.is_empty() {
-                    return Err(Error::storage(
+                    return Err(Error::storage_permanent(
                         url,
                         "an s3:// URL needs a bucket (s3://bucket/prefix)",
                     ));
@@ -115,10 +116,12 @@ impl Store {
                     }
                     builder = builder.with_endpoint(endpoint);
                 }
-                let s3 = builder.build().map_err(|e| Error::storage(url, e))?;
+                let s3 = builder
+                    .build()
+                    .map_err(|e| Error::storage_caused(url, e.to_string(), e))?;
                 (
                     Arc::new(s3),
-                    Path::parse(key).map_err(|e| Error::storage(url, e))?,
+                    Path::parse(key).map_err(|e| Error::storage_permanent(url, e))?,
                 )
             }
             Some("memory") => {
@@ -126,7 +129,7 @@ impl Store {
                 (memory_store(name), Path::default())
             }
             Some(other) => {
-                return Err(Error::storage(
+                return Err(Error::storage_permanent(
                     url,
                     format!(
                         "unsupported URL scheme `{other}` (expected file://, s3:// or a local path)"
@@ -155,7 +158,9 @@ impl Store {
         self.inner.clone()
     }
 
-    fn err(&self, key: &str, e: impl std::fmt::Display) -> Error {
+    /// A failed call on `key`, its message made readable and the `object_store` error kept as
+    /// its cause (which says whether trying again can help).
+    fn err(&self, key: &str, e: object_store::Error) -> Error {
         let message = e.to_string();
         // S3 answers with an XML document; its error code says it all.
         let message = match message
@@ -182,7 +187,7 @@ impl Store {
         } else {
             format!("{}/{key}", self.url)
         };
-        Error::storage(url, message)
+        Error::storage_caused(url, message, e)
     }
 
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
@@ -206,6 +211,14 @@ impl Store {
         match self.inner.head(&Path::from(key)).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.err(key, e)),
+        }
+    }
+
+    /// Removes the object at `key`; a key with no object is no error.
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        match self.inner.delete(&Path::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.err(key, e)),
         }
     }

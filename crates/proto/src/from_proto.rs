@@ -99,6 +99,7 @@ pub fn report(r: pb::ReportTaskRequest) -> Result<(WorkerId, TaskReport), ProtoE
         pb::report_task_request::Outcome::Error(e) => Err(TaskFailure {
             kind: match e.kind.as_str() {
                 "input" => FailureKind::Input,
+                "config" => FailureKind::Config,
                 _ => FailureKind::Execution,
             },
             message: e.message,

@@ -61,6 +61,7 @@ pub fn report(worker: WorkerId, r: &TaskReport) -> pb::ReportTaskRequest {
         Err(f) => pb::report_task_request::Outcome::Error(pb::TaskError {
             kind: match f.kind {
                 FailureKind::Input => "input",
+                FailureKind::Config => "config",
                 FailureKind::Execution => "execution",
             }
             .into(),

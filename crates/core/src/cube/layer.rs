@@ -372,14 +372,8 @@ impl CubeWriter {
         // zstd frame at the cube's level.
         let key: Vec<String> = index.iter().map(usize::to_string).collect();
         let key = format!("{}/{}", v.name, key.join("."));
-        let failed = |e: String| {
-            Error::storage(
-                self.store.url(),
-                format!("cannot write chunk {index:?} of {}: {e}", v.name),
-            )
-        };
-        let frame = compress_f32(chunk, self.zstd_level).map_err(|e| failed(e.to_string()))?;
-        block_on(self.store.put(&key, Bytes::from(frame)))
+        let what = format!("chunk {index:?} of {}", v.name);
+        crate::zarr::chunk::put(&self.store, &key, chunk, f32::NAN, self.zstd_level, &what)
     }
 
     /// Marks the cube complete: root attributes and consolidated metadata, written last.
@@ -399,31 +393,6 @@ impl CubeWriter {
 thread_local! {
     /// A chunk being gathered for writing, kept for the next (fresh memory costs page faults).
     static CHUNK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    /// A zstd context at a level, kept between chunks for the same reason.
-    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
-        const { RefCell::new(None) };
-}
-
-/// `values` as little-endian bytes in one zstd frame (with its content size, no checksum).
-fn compress_f32(values: &[f32], level: i32) -> std::io::Result<Vec<u8>> {
-    let bytes: std::borrow::Cow<'_, [u8]> = if cfg!(target_endian = "little") {
-        // SAFETY: an f32 slice is readable as bytes (4 per value, no padding), and on a
-        // little-endian machine those bytes are the values' little-endian encoding.
-        std::borrow::Cow::Borrowed(unsafe {
-            std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values))
-        })
-    } else {
-        std::borrow::Cow::Owned(values.iter().flat_map(|v| v.to_le_bytes()).collect())
-    };
-    COMPRESSOR.with_borrow_mut(|slot| {
-        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
-            *slot = Some((level, zstd::bulk::Compressor::new(level)?));
-        }
-        match slot {
-            Some((_, c)) => c.compress(&bytes),
-            None => Err(std::io::ErrorKind::Other.into()),
-        }
-    })
 }
 
 /// Reads a complete cube: regions of a variable by origin and shape.

@@ -38,8 +38,18 @@ impl TaskPayload {
 pub enum FailureKind {
     /// Bad input (a corrupt source, an unknown band): retrying cannot help; the job fails now.
     Input,
+    /// A configuration fault (access denied, refused credentials, a missing bucket, a bad
+    /// URL): the same request fails the same way, so the job fails now.
+    Config,
     /// Anything else: retried with backoff up to the attempt cap.
     Execution,
+}
+
+impl FailureKind {
+    /// Whether the job fails at the first such failure instead of retrying the task.
+    pub fn is_final(self) -> bool {
+        self != FailureKind::Execution
+    }
 }
 
 /// What a successful task reports.
@@ -112,6 +122,7 @@ impl TaskFailure {
             | Error::Source { .. }
             | Error::Crs(_)
             | Error::Layer { .. } => FailureKind::Input,
+            Error::Storage { .. } if !e.is_transient() => FailureKind::Config,
             Error::Storage { .. } | Error::Internal(_) => FailureKind::Execution,
         };
         TaskFailure {
