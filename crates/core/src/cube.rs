@@ -20,7 +20,6 @@ pub mod read;
 pub mod source;
 pub mod temporal;
 pub mod time;
-mod zarr;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

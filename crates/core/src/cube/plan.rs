@@ -38,10 +38,10 @@ use super::layer::{CUBE_FORMAT_VERSION, CubeWriter};
 use super::source::{CubeSource, SourceReader};
 use super::temporal::{Accumulator, Freq, GroupBy, Periods, SEASONS, Stat};
 use super::time::format_instant;
-use super::zarr::{ChunkView, StepRing};
 use super::{Chunks, CubeGrid, CubeInfo, CubeVariable, Lead};
 use crate::error::{Error, Result};
 use crate::store::{Store, block_on};
+use crate::zarr::{ChunkView, StepRing};
 
 fn default_memory_mb() -> u32 {
     64

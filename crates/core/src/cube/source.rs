@@ -24,10 +24,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::time::TimeUnits;
-use super::zarr::{ChunkView, Convert, StepRing, ZarrArray, local_group};
 use super::{Axis, CubeGrid, CubeVariable};
 use crate::error::{Error, Result};
 use crate::source::gdal_path;
+use crate::zarr::{ChunkView, Convert, StepRing, ZarrArray, local_group};
 
 /// One source file's header: its grid, time steps and variables, and how to read them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
