@@ -64,8 +64,13 @@ pub trait JobKind: Sized + Clone + Serialize + DeserializeOwned {
     /// continues the job, so outputs that exist are kept (their finished chunks with them).
     fn prepare(&self, job: &JobRecord, resumed: bool) -> Result<()>;
 
-    /// Runs one task of stage 1 or later on `threads` threads.
-    fn execute(&self, job: &JobRecord, task: &TaskPayload, threads: usize) -> Result<TaskOutput>;
+    /// Runs one task of stage 1 or later on the worker's compute pool.
+    fn execute(
+        &self,
+        job: &JobRecord,
+        task: &TaskPayload,
+        pool: &ComputePool,
+    ) -> Result<TaskOutput>;
 
     /// Marks the outputs complete, once every stage is done.
     fn commit(&self, job: &JobRecord) -> Result<()>;
@@ -169,10 +174,15 @@ impl JobPlan {
         }
     }
 
-    fn execute(&self, job: &JobRecord, task: &TaskPayload, threads: usize) -> Result<TaskOutput> {
+    fn execute(
+        &self,
+        job: &JobRecord,
+        task: &TaskPayload,
+        pool: &ComputePool,
+    ) -> Result<TaskOutput> {
         match self {
-            JobPlan::Raster(p) => p.execute(job, task, threads),
-            JobPlan::Cube(p) => JobKind::execute(p, job, task, threads),
+            JobPlan::Raster(p) => p.execute(job, task, pool),
+            JobPlan::Cube(p) => JobKind::execute(p, job, task, pool),
             JobPlan::Noop { .. } => Ok(TaskOutput::default()),
         }
     }
@@ -186,8 +196,41 @@ pub struct StageContext {
     pub plan: Option<JobPlan>,
 }
 
-/// Runs any task of any job on `threads` threads: what a worker does with a lease.
-pub fn execute(ctx: &StageContext, task: &TaskPayload, threads: usize) -> Result<TaskOutput> {
+/// The threads a worker computes on: one rayon pool per worker, sized by `--threads`, built
+/// once and used by every task the worker runs (a pool per task cost a thread start-up each
+/// time). Workers embedded in one process each have their own, so one cannot starve another.
+#[derive(Clone)]
+pub struct ComputePool(std::sync::Arc<rayon::ThreadPool>);
+
+impl ComputePool {
+    pub fn new(threads: usize) -> Result<ComputePool> {
+        let threads = threads.max(1);
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("tessera-compute-{i}"))
+            .build()
+            .map(|p| ComputePool(std::sync::Arc::new(p)))
+            .map_err(|e| Error::Internal(format!("cannot start {threads} compute threads: {e}")))
+    }
+
+    pub fn threads(&self) -> usize {
+        self.0.current_num_threads()
+    }
+
+    /// Runs `f` with this pool as the one rayon's parallel iterators use.
+    pub fn install<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        self.0.install(f)
+    }
+}
+
+impl std::fmt::Debug for ComputePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ComputePool({} threads)", self.threads())
+    }
+}
+
+/// Runs any task of any job on a worker's pool: what a worker does with a lease.
+pub fn execute(ctx: &StageContext, task: &TaskPayload, pool: &ComputePool) -> Result<TaskOutput> {
     match (task, &ctx.plan) {
         (TaskPayload::Noop, _) => Ok(TaskOutput::default()),
         (TaskPayload::Header { url }, _) => {
@@ -201,7 +244,7 @@ pub fn execute(ctx: &StageContext, task: &TaskPayload, threads: usize) -> Result
                 result: Some(header),
             })
         }
-        (task, Some(plan)) => plan.execute(&ctx.job, task, threads),
+        (task, Some(plan)) => plan.execute(&ctx.job, task, pool),
         (task, None) => Err(Error::Internal(format!(
             "a {} task before its job was planned",
             task.name()

@@ -660,7 +660,7 @@ pub fn write_keys(
 }
 
 /// Runs `f` on a rayon pool of `threads` threads, or on the global pool.
-pub fn with_threads<T: Send>(threads: Option<usize>, f: impl FnOnce() -> T + Send) -> Result<T> {
+fn with_threads<T: Send>(threads: Option<usize>, f: impl FnOnce() -> T + Send) -> Result<T> {
     match threads {
         Some(n) => Ok(rayon::ThreadPoolBuilder::new()
             .num_threads(n.max(1))

@@ -38,25 +38,13 @@ pub struct WorkerConfig {
 }
 
 /// A channel to `url`; `https://` URLs use TLS and trust `ca_pem`.
-pub async fn connect(url: &str, ca_pem: Option<&[u8]>) -> Result<Channel, String> {
-    let mut endpoint = Channel::from_shared(url.to_string()).map_err(|e| e.to_string())?;
-    if url.starts_with("https://") {
-        let ca = ca_pem.ok_or_else(|| {
-            "an https:// coordinator needs a CA certificate (--tls-ca)".to_string()
-        })?;
-        let tls = tonic::transport::ClientTlsConfig::new()
-            .ca_certificate(tonic::transport::Certificate::from_pem(ca));
-        endpoint = endpoint.tls_config(tls).map_err(|e| e.to_string())?;
-    }
-    endpoint.connect().await.map_err(|e| {
-        let mut msg = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            msg = format!("{msg}: {s}");
-            src = s.source();
-        }
-        msg
-    })
+async fn connect(url: &str, ca_pem: Option<&[u8]>) -> Result<Channel, String> {
+    tessera_client::connect(url, ca_pem)
+        .await
+        .map_err(|e| match e {
+            tessera_client::ClientError::Connect { message, .. } => message,
+            other => other.to_string(),
+        })
 }
 
 impl WorkerConfig {
@@ -82,6 +70,8 @@ pub enum WorkerError {
     Refused(String),
     #[error("coordinator call failed: {0}")]
     Rpc(String),
+    #[error("cannot start the worker: {0}")]
+    Start(String),
 }
 
 fn rpc(s: tonic::Status) -> WorkerError {
@@ -175,7 +165,8 @@ async fn lease_loop(
     tokio::pin!(shutdown);
     let mut contexts: HashMap<(JobId, u32), Arc<StageContext>> = HashMap::new();
     let mut idle = Duration::from_millis(5);
-    let threads = config.threads.max(1);
+    let pool = tessera_core::engine::ComputePool::new(config.threads)
+        .map_err(|e| WorkerError::Start(e.to_string()))?;
     let mut last_contact = std::time::Instant::now();
     loop {
         let mut inner = client.inner.clone();
@@ -227,7 +218,7 @@ async fn lease_loop(
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(id.clone());
             tracing::debug!(task = %id, attempt = lease.attempt, "task started");
-            let outcome = execute(client, &mut contexts, threads, &lease).await;
+            let outcome = execute(client, &mut contexts, &pool, &lease).await;
             match &outcome {
                 Ok(o) => {
                     tracing::info!(task = %id, attempt = lease.attempt, tiles = o.tiles, "task done")
@@ -305,7 +296,7 @@ async fn stage_context(
 async fn execute(
     client: &Client,
     contexts: &mut HashMap<(JobId, u32), Arc<StageContext>>,
-    threads: usize,
+    pool: &tessera_core::engine::ComputePool,
     lease: &LeasedTask,
 ) -> Result<TaskOutput, TaskFailure> {
     let task = lease.task;
@@ -314,7 +305,8 @@ async fn execute(
     }
     let ctx = stage_context(client, contexts, task.job, task.stage).await?;
     let payload = lease.payload.clone();
-    match tokio::task::spawn_blocking(move || engine::execute(&ctx, &payload, threads)).await {
+    let pool = pool.clone();
+    match tokio::task::spawn_blocking(move || engine::execute(&ctx, &payload, &pool)).await {
         Ok(Ok(o)) => Ok(o),
         Ok(Err(e)) => Err(TaskFailure::from_error(&e)),
         Err(e) => Err(TaskFailure {

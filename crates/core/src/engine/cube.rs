@@ -2,10 +2,9 @@
 //! headers → sort, check and plan blocks → map (1), climatology (2), anomaly (3), rechunk (4)
 //! → consolidated metadata of every product.
 
-use super::{JobKind, JobRecord, PlannedTask, from_headers, to_header};
+use super::{ComputePool, JobKind, JobRecord, PlannedTask, from_headers, to_header};
 use crate::cube::{CubePlan, CubeSource};
 use crate::error::{Error, Result};
-use crate::ingest::with_threads;
 use crate::job::{TaskOutput, TaskPayload};
 
 fn cube_spec(job: &JobRecord) -> Result<&crate::cube::CubeSpec> {
@@ -49,14 +48,19 @@ impl JobKind for CubePlan {
         }
     }
 
-    fn execute(&self, _job: &JobRecord, task: &TaskPayload, threads: usize) -> Result<TaskOutput> {
+    fn execute(
+        &self,
+        _job: &JobRecord,
+        task: &TaskPayload,
+        pool: &ComputePool,
+    ) -> Result<TaskOutput> {
         let TaskPayload::Cube { task } = task else {
             return Err(Error::Internal(format!(
                 "a cube job has no {} tasks",
                 task.name()
             )));
         };
-        let (tiles, bytes) = with_threads(Some(threads), || self.run(*task))??;
+        let (tiles, bytes) = pool.install(|| self.run(*task))?;
         Ok(TaskOutput {
             tiles,
             bytes,

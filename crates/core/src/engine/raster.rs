@@ -3,11 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{JobKind, JobRecord, PlannedTask, from_headers, to_header};
+use super::{ComputePool, JobKind, JobRecord, PlannedTask, from_headers, to_header};
 use crate::error::{Error, Result};
 use crate::ingest::{
     IngestOptions, IngestPlan, NoProgress, PlannedSource, attach_layer, create_layer,
-    plan_from_sources, plan_source, with_threads, write_keys,
+    plan_from_sources, plan_source, write_keys,
 };
 use crate::job::{TaskOutput, TaskPayload};
 
@@ -74,7 +74,12 @@ impl JobKind for RasterPlan {
         }
     }
 
-    fn execute(&self, job: &JobRecord, task: &TaskPayload, threads: usize) -> Result<TaskOutput> {
+    fn execute(
+        &self,
+        job: &JobRecord,
+        task: &TaskPayload,
+        pool: &ComputePool,
+    ) -> Result<TaskOutput> {
         let TaskPayload::WriteKeys { keys } = task else {
             return Err(Error::Internal(format!(
                 "a raster job has no {} tasks",
@@ -82,9 +87,8 @@ impl JobKind for RasterPlan {
             )));
         };
         let writer = attach_layer(&self.ingest, &job.output_url, &self.options)?;
-        let summary = with_threads(Some(threads), || {
-            write_keys(&self.ingest, &self.options, &writer, keys, &NoProgress)
-        })??;
+        let summary =
+            pool.install(|| write_keys(&self.ingest, &self.options, &writer, keys, &NoProgress))?;
         Ok(TaskOutput {
             tiles: summary.tiles,
             bytes: summary.bytes,

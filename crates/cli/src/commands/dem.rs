@@ -14,7 +14,7 @@ use tessera_core::job::{JobSpec, OutputSpec, SPEC_VERSION, TaskSizing};
 use tessera_core::operation::Operation;
 use tessera_core::tile::{MergeMethod, Resample};
 
-use crate::cluster;
+use super::{jobs, run};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum DemCommand {
@@ -235,11 +235,11 @@ pub async fn run(command: DemCommand, quiet: bool) -> Result<()> {
     let options = spec.ingest_options()?;
     let sources = spec.sources.clone();
     tokio::task::spawn_blocking(move || plan_ingest(&sources, &options)).await??;
-    let status = cluster::run_spec(spec, io.workers, None, quiet).await?;
+    let status = run::run_spec(spec, io.workers, None, quiet).await?;
     if !quiet {
-        cluster::print_summary(&status);
+        jobs::print_summary(&status);
     }
-    cluster::exit_for(&status)?;
+    jobs::exit_for(&status)?;
     let out = io.output.clone();
     tokio::task::spawn_blocking(move || {
         let progress: Box<dyn Progress> = if quiet {

@@ -46,8 +46,7 @@ pub async fn run(args: ReadArgs, tls_ca: Option<&std::path::Path>) -> Result<()>
     }
     let subset = match &args.coordinator {
         Some(url) => {
-            let mut client =
-                crate::cluster::JobClient::connect(url, args.token.clone(), tls_ca).await?;
+            let mut client = super::jobs::connect(url, args.token.clone(), tls_ca).await?;
             client
                 .read_cube(tessera_proto::pb::ReadCubeRequest {
                     layer: args.layer.clone(),

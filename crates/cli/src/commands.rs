@@ -1,0 +1,10 @@
+//! One module per command; `main` only parses arguments and dispatches here.
+
+pub mod dem;
+pub mod ingest;
+pub mod jobs;
+pub mod layer;
+pub mod read;
+pub mod run;
+pub mod serve;
+pub mod synth;

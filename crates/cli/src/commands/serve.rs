@@ -1,0 +1,118 @@
+//! The long-running services: `tessera coordinator` and `tessera worker`, until SIGTERM or
+//! Ctrl-C.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use tessera_coordinator::scheduler::SchedulerConfig;
+use tessera_coordinator::service::{Coordinator, CoordinatorConfig, run as serve};
+use tessera_worker::{WorkerConfig, run as work};
+
+#[derive(Debug, Args)]
+pub struct CoordinatorArgs {
+    #[arg(long, default_value = "127.0.0.1:7710")]
+    listen: String,
+    /// Object store for the journal; job outputs must lie inside it.
+    #[arg(long)]
+    store: String,
+    /// Bearer token both services require (or TESSERA_TOKEN).
+    #[arg(long, env = "TESSERA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Task lease length in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    lease_ms: u64,
+    /// Serve TLS with this PEM certificate (chain); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[arg(long)]
+    coordinator: String,
+    #[arg(long)]
+    threads: Option<usize>,
+    #[arg(long, env = "TESSERA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Claim another protocol version (to test the coordinator's refusal).
+    #[arg(long, hide = true)]
+    protocol_version: Option<u32>,
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn termination() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// `tessera coordinator`: prints `listening on URL` first, then serves until told to stop.
+pub async fn coordinator(args: CoordinatorArgs) -> Result<()> {
+    let CoordinatorArgs {
+        listen,
+        store,
+        token,
+        lease_ms,
+        tls_cert,
+        tls_key,
+    } = args;
+    let tls = match tls_cert.zip(tls_key) {
+        Some((cert, key)) => Some(tessera_coordinator::service::TlsIdentity {
+            cert_pem: std::fs::read(&cert)
+                .with_context(|| format!("cannot read {}", cert.display()))?,
+            key_pem: std::fs::read(&key)
+                .with_context(|| format!("cannot read {}", key.display()))?,
+        }),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let scheduler = SchedulerConfig {
+        lease_ms,
+        ..Default::default()
+    };
+    let c = Coordinator::start(CoordinatorConfig {
+        store_url: store,
+        token,
+        scheduler,
+        tls,
+    })
+    .await?;
+    // The first line on stdout is the address, for scripts and tests.
+    println!("listening on {scheme}://{addr}");
+    serve(listener, c, termination()).await?;
+    Ok(())
+}
+
+/// `tessera worker`: takes tasks from the coordinator until told to stop.
+pub async fn worker(args: WorkerArgs, tls_ca: Option<PathBuf>) -> Result<()> {
+    let mut config = WorkerConfig::new(args.coordinator);
+    if let Some(t) = args.threads {
+        config.threads = t.max(1);
+    }
+    config.token = args.token;
+    if let Some(v) = args.protocol_version {
+        config.protocol_version = v;
+    }
+    config.tls_ca_pem = tls_ca
+        .map(|p| std::fs::read(&p).with_context(|| format!("cannot read {}", p.display())))
+        .transpose()?;
+    work(config, termination()).await?;
+    Ok(())
+}

@@ -1,0 +1,137 @@
+//! The client side of Tessera: [`connect`] opens a channel to a coordinator (TLS for
+//! `https://`), and [`JobClient`] submits, lists, watches and cancels jobs and reads cubes,
+//! adding the bearer token to every call. The `tessera` CLI and the tests use it; the worker
+//! uses [`connect`].
+
+use tessera_core::job::JobStatus;
+use tessera_proto::pb;
+use tessera_proto::pb::job_service_client::JobServiceClient;
+use tonic::Request;
+use tonic::transport::Channel;
+
+/// Why a client call failed; its message is the coordinator's when it answered.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the coordinator at {url}: {message}")]
+    Connect { url: String, message: String },
+    /// The coordinator refused the call (`status.message()` says why).
+    #[error("{}", .0.message())]
+    Status(#[from] tonic::Status),
+    /// The coordinator's answer could not be decoded.
+    #[error("bad answer from the coordinator: {0}")]
+    Decode(String),
+}
+
+/// A channel to `url`; `https://` URLs use TLS and trust `ca_pem`.
+pub async fn connect(url: &str, ca_pem: Option<&[u8]>) -> Result<Channel, ClientError> {
+    let failed = |message: String| ClientError::Connect {
+        url: url.to_string(),
+        message,
+    };
+    let mut endpoint = Channel::from_shared(url.to_string()).map_err(|e| failed(e.to_string()))?;
+    if url.starts_with("https://") {
+        let ca = ca_pem.ok_or_else(|| {
+            failed("an https:// coordinator needs a CA certificate (--tls-ca)".into())
+        })?;
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(ca));
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| failed(e.to_string()))?;
+    }
+    endpoint.connect().await.map_err(|e| {
+        let mut msg = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            msg = format!("{msg}: {s}");
+            src = s.source();
+        }
+        failed(msg)
+    })
+}
+
+/// A job-service client that adds the bearer token to every call.
+#[derive(Debug, Clone)]
+pub struct JobClient {
+    inner: JobServiceClient<Channel>,
+    token: Option<String>,
+}
+
+impl JobClient {
+    /// Connects to the coordinator at `url`; `ca_pem` is the CA to trust for `https://`.
+    pub async fn connect(
+        url: &str,
+        token: Option<String>,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<JobClient, ClientError> {
+        let channel = connect(url, ca_pem).await?;
+        Ok(JobClient {
+            inner: JobServiceClient::new(channel),
+            token,
+        })
+    }
+
+    fn req<T>(&self, msg: T) -> Request<T> {
+        tessera_proto::authorized(msg, self.token.as_deref())
+    }
+
+    /// Submits a job spec (YAML); returns the job's id.
+    pub async fn submit(&mut self, yaml: String) -> Result<String, ClientError> {
+        let r = self.req(pb::SubmitJobRequest { spec_yaml: yaml });
+        Ok(self.inner.submit_job(r).await?.into_inner().job_id)
+    }
+
+    /// A region of a cube product, read through the coordinator.
+    pub async fn read_cube(
+        &mut self,
+        request: pb::ReadCubeRequest,
+    ) -> Result<tessera_core::cube::Subset, ClientError> {
+        let r = self.req(request);
+        let response = self
+            .inner
+            .clone()
+            .max_decoding_message_size(1 << 30)
+            .read_cube(r)
+            .await?;
+        tessera_proto::from_proto::subset(response.into_inner())
+            .map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// Every job the coordinator knows.
+    pub async fn list(&mut self) -> Result<Vec<JobStatus>, ClientError> {
+        let r = self.req(pb::ListJobsRequest {});
+        let jobs = self.inner.list_jobs(r).await?.into_inner().jobs;
+        jobs.into_iter()
+            .map(|j| JobStatus::try_from(j).map_err(|e| ClientError::Decode(e.to_string())))
+            .collect()
+    }
+
+    /// Cancels a job; returns its status after.
+    pub async fn cancel(&mut self, id: &str) -> Result<JobStatus, ClientError> {
+        let r = self.req(pb::JobRef {
+            job_id: id.to_string(),
+        });
+        let s = self.inner.cancel_job(r).await?.into_inner();
+        JobStatus::try_from(s).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// Follows a job to its end, calling `each` with every status the coordinator sends;
+    /// returns the last.
+    pub async fn watch(
+        &mut self,
+        id: &str,
+        mut each: impl FnMut(&JobStatus),
+    ) -> Result<JobStatus, ClientError> {
+        let r = self.req(pb::JobRef {
+            job_id: id.to_string(),
+        });
+        let mut stream = self.inner.watch_job(r).await?.into_inner();
+        let mut last = None;
+        while let Some(msg) = stream.message().await? {
+            let s = JobStatus::try_from(msg).map_err(|e| ClientError::Decode(e.to_string()))?;
+            each(&s);
+            last = Some(s);
+        }
+        last.ok_or_else(|| ClientError::Decode("the coordinator sent no status".into()))
+    }
+}
