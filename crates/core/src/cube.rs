@@ -12,12 +12,16 @@
 //! - [`plan`]: the job (`CubeSpec`) → plan of blocks and stages → the tasks a worker runs.
 //! - [`read`]: selection by variables, time range and bbox, and origin/shape access.
 
+mod execute;
 pub mod gradient;
 pub mod layer;
 mod netcdf;
+mod pieces;
 pub mod plan;
 pub mod read;
+mod reduce;
 pub mod source;
+pub mod spec;
 pub mod temporal;
 pub mod time;
 
