@@ -877,4 +877,145 @@ mod tests {
             "{e}"
         );
     }
+
+    /// A small deterministic generator for the property test (xorshift64*).
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n.max(1)
+        }
+        fn range(&mut self, lo: usize, hi: usize) -> usize {
+            lo + self.below(hi - lo + 1)
+        }
+    }
+
+    /// Random cubes, products and budgets: every plan the planner accepts reads every step of
+    /// every variable exactly once per band, cuts blocks and bands only on every product's
+    /// chunk boundaries, and keeps every map task's piece within `memory_mb`.
+    #[test]
+    fn plans_read_each_step_once_cut_on_chunk_boundaries_and_stay_in_budget() {
+        let mut rng = Rng(0x7e55_e7a0_2026_1129);
+        let (mut planned, mut refused) = (0, 0);
+        for case in 0..400 {
+            // 1–3 files of whole days, one after another, hourly from midnight.
+            let files = rng.range(1, 3);
+            let (w, h) = (rng.range(4, 300), rng.range(2, 120));
+            let names: Vec<&str> = ["t2m", "tp"][..rng.range(1, 2)].to_vec();
+            let mut start = 0i64;
+            let sources: Vec<CubeSource> = (0..files)
+                .map(|_| {
+                    let steps = 24 * rng.range(1, 40);
+                    let mut s = source(steps, w, h, &names);
+                    s.url = format!("f{start}.zarr");
+                    s.times = (0..steps as i64).map(|i| (start + i) * 3600).collect();
+                    start += steps as i64;
+                    s
+                })
+                .collect();
+            let n = start as usize;
+            let memory_mb = rng.range(1, 8);
+            let mut yaml = format!("memory_mb: {memory_mb}\nproducts:\n");
+            let ingest = (rng.below(2) == 0).then(|| (rng.range(1, 100), rng.range(1, h)));
+            if let Some((t, y)) = ingest {
+                yaml += &format!(
+                    "  hourly: {{ingest: {{}}, chunks: {{time: {t}, y: {y}, x: {}}}}}\n",
+                    rng.range(1, w)
+                );
+            }
+            let daily = (rng.below(2) == 0).then(|| (rng.range(1, 10), rng.range(1, h)));
+            if let Some((t, y)) = daily {
+                yaml += &format!(
+                    "  daily: {{resample: {{freq: 1D, stats: {{{}: mean}}}}, chunks: {{time: {t}, y: {y}}}}}\n",
+                    names[0]
+                );
+            }
+            if rng.below(3) == 0 || (ingest.is_none() && daily.is_none()) {
+                yaml += "  clim: {climatology: {by: month}}\n";
+            }
+            let plan = match CubePlan::new(&spec(&yaml), "/o", 3, sources) {
+                Ok(p) => p,
+                Err(e) => {
+                    assert!(
+                        e.to_string().contains("memory_mb"),
+                        "case {case}: only a budget too small is refused: {e}\n{yaml}"
+                    );
+                    refused += 1;
+                    continue;
+                }
+            };
+            planned += 1;
+            let why = format!("case {case}: {w} x {h}, {n} steps\n{yaml}");
+            let budget = memory_mb << 20;
+
+            // Every (block, variable) is one map task.
+            let maps: Vec<(usize, usize)> = plan
+                .stage_tasks(1)
+                .into_iter()
+                .filter_map(|t| match t {
+                    CubeTask::Map { block, var } => Some((block, var)),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(maps.len(), plan.blocks.len() * names.len(), "{why}");
+
+            // Bands tile the rows, starting on every product's y chunk.
+            let mut row = 0;
+            for band in &plan.bands {
+                assert_eq!(band.start, row, "{why}");
+                for p in &plan.products {
+                    assert!(band.start.is_multiple_of(p.info.chunks.y), "{why}");
+                }
+                row = band.end;
+            }
+            assert_eq!(row, h, "{why}");
+
+            for (b, band) in plan.bands.iter().enumerate() {
+                let planes = 1;
+                for v in 0..names.len() {
+                    // The pieces of this band's blocks cover 0..n once, in order.
+                    let mut next = 0;
+                    for block in plan.blocks.iter().filter(|k| k.band == b) {
+                        assert_eq!(block.t0, next, "blocks of band {b} are in order: {why}");
+                        for edge in [block.t0, block.t1] {
+                            let staged = |name: &str| {
+                                plan.products.iter().any(|p| p.name == name && p.staged)
+                            };
+                            if let Some((t, _)) = ingest.filter(|_| !staged("hourly")) {
+                                assert!(
+                                    edge == n || edge.is_multiple_of(t),
+                                    "ingest chunk {t} cut at {edge}: {why}"
+                                );
+                            }
+                            if let Some((t, _)) = daily {
+                                assert!(
+                                    edge == n || edge.is_multiple_of(24 * t),
+                                    "daily chunk {t} cut at {edge}: {why}"
+                                );
+                            }
+                        }
+                        for piece in plan.pieces(*block, v, plan.piece_steps) {
+                            assert_eq!(piece.start, next, "each step once: {why}");
+                            assert!(piece.end > piece.start, "{why}");
+                            let bytes = band.len() * w * planes * 4 * piece.len();
+                            assert!(
+                                bytes <= budget,
+                                "a piece of {} steps × {} rows is {bytes} B, over {memory_mb} MB: {why}",
+                                piece.len(),
+                                band.len()
+                            );
+                            next = piece.end;
+                        }
+                        assert_eq!(next, block.t1, "{why}");
+                    }
+                    assert_eq!(next, n, "band {b} variable {v} reads every step: {why}");
+                }
+            }
+        }
+        eprintln!("{planned} plans checked, {refused} refused for their budget");
+        assert!(planned >= 300, "{planned} planned, {refused} refused");
+    }
 }
