@@ -12,6 +12,7 @@
 //! - [`plan`]: the job (`CubeSpec`) → plan of blocks and stages → the tasks a worker runs.
 //! - [`read`]: selection by variables, time range and bbox, and origin/shape access.
 
+mod blocks;
 mod execute;
 pub mod gradient;
 pub mod layer;

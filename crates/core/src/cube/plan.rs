@@ -32,6 +32,7 @@ use std::ops::Range;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::blocks;
 use super::gradient::Per;
 use super::layer::{CUBE_FORMAT_VERSION, CubeWriter};
 use super::source::CubeSource;
@@ -269,329 +270,16 @@ impl CubePlan {
             .iter()
             .map(|v| v.variable.clone())
             .collect();
-        let var_index =
-            |name: &str, product: &str| {
-                variables.iter().position(|v| v.name == name).ok_or_else(|| {
-                Error::invalid(format!(
-                    "cube.products.{product}: unknown variable {name:?} (the sources have {})",
-                    variables.iter().map(|v| v.name.as_str()).collect::<Vec<_>>().join(", ")
-                ))
-            })
-            };
         let root = output_root.trim_end_matches('/');
-        let mut products = Vec::new();
-        let mut climatologies: Vec<ClimJob> = Vec::new();
-        let groups_of = |by: GroupBy| {
-            let mut g: Vec<u32> = times.iter().map(|&t| by.key(t)).collect();
-            g.sort_unstable();
-            g.dedup();
-            g
-        };
-        for (name, p) in &spec.products {
-            let cy = p.chunks.y.unwrap_or(256).min(grid.height);
-            let cx = p.chunks.x.unwrap_or(256).min(grid.width);
-            let mut outputs = Vec::new();
-            let mut out_vars = Vec::new();
-            let plain = |i: usize, v: &CubeVariable| {
-                (
-                    OutVar {
-                        input: i,
-                        kind: OutKind::Copy,
-                    },
-                    v.clone(),
-                )
-            };
-            let lead = match &p.op {
-                ProductOp::Ingest => {
-                    for (i, v) in variables.iter().enumerate() {
-                        let (o, v) = plain(i, v);
-                        outputs.push(o);
-                        out_vars.push(v);
-                    }
-                    Lead::Time(times.clone())
-                }
-                ProductOp::Anomaly(a) => {
-                    for (i, v) in variables.iter().enumerate() {
-                        let (mut o, mut v) = plain(i, v);
-                        o.kind = OutKind::Anomaly;
-                        v.attrs.insert(
-                            "cell_methods".into(),
-                            json!(format!("time: anomaly from {} mean", a.by.name())),
-                        );
-                        outputs.push(o);
-                        out_vars.push(v);
-                    }
-                    if !climatologies
-                        .iter()
-                        .any(|c| c.by == a.by && c.stat == Stat::Mean && c.for_anomaly)
-                    {
-                        climatologies.push(ClimJob {
-                            by: a.by,
-                            stat: Stat::Mean,
-                            product: None,
-                            groups: groups_of(a.by),
-                            for_anomaly: true,
-                        });
-                    }
-                    Lead::Time(times.clone())
-                }
-                ProductOp::Resample(r) => {
-                    let periods = Periods::new(Freq::parse(&r.freq)?, times[0]);
-                    let last = periods.index(times[times.len() - 1]);
-                    for n in r.stats.keys() {
-                        var_index(n, name)?;
-                    }
-                    for (i, v) in variables.iter().enumerate() {
-                        let stats = match (r.stats.get(&v.name), r.stat) {
-                            (Some(s), _) => s.to_vec(),
-                            (None, Some(s)) => vec![s],
-                            (None, None) => continue,
-                        };
-                        for s in &stats {
-                            let mut ov = v.clone();
-                            if stats.len() > 1 {
-                                ov.name = format!("{}_{}", v.name, s.name());
-                            }
-                            ov.attrs.insert(
-                                "cell_methods".into(),
-                                json!(format!("time: {} ({})", stat_method(*s), r.freq)),
-                            );
-                            if *s == Stat::Count {
-                                ov.attrs.remove("units");
-                            }
-                            outputs.push(OutVar {
-                                input: i,
-                                kind: OutKind::Stat(*s),
-                            });
-                            out_vars.push(ov);
-                        }
-                    }
-                    Lead::Time((0..=last).map(|k| periods.label(k)).collect())
-                }
-                ProductOp::Climatology(c) => {
-                    let groups = groups_of(c.by);
-                    climatologies.push(ClimJob {
-                        by: c.by,
-                        stat: c.stat,
-                        product: Some(products.len()),
-                        groups: groups.clone(),
-                        for_anomaly: false,
-                    });
-                    for (i, v) in variables.iter().enumerate() {
-                        let (mut o, mut v) = plain(i, v);
-                        o.kind = OutKind::Stat(c.stat);
-                        v.attrs.insert(
-                            "cell_methods".into(),
-                            json!(format!(
-                                "time: {} within {}s",
-                                stat_method(c.stat),
-                                c.by.name()
-                            )),
-                        );
-                        outputs.push(o);
-                        out_vars.push(v);
-                    }
-                    match c.by {
-                        GroupBy::Month => Lead::Month(groups),
-                        GroupBy::Dayofyear => Lead::Dayofyear(groups),
-                        GroupBy::Season => Lead::Season(
-                            groups
-                                .iter()
-                                .map(|&g| SEASONS[g as usize].to_string())
-                                .collect(),
-                        ),
-                    }
-                }
-                ProductOp::Gradient(g) => {
-                    let names: Vec<String> = if g.variables.is_empty() {
-                        variables.iter().map(|v| v.name.clone()).collect()
-                    } else {
-                        g.variables.clone()
-                    };
-                    let unit = match (g.per, grid.is_geographic()) {
-                        (Per::Metre, _) => "m".to_string(),
-                        (Per::Coordinate, true) => "degree".to_string(),
-                        (Per::Coordinate, false) => "coordinate unit".to_string(),
-                    };
-                    for n in &names {
-                        let i = var_index(n, name)?;
-                        let v = &variables[i];
-                        let units = v
-                            .attrs
-                            .get("units")
-                            .and_then(|u| u.as_str())
-                            .unwrap_or("1")
-                            .to_string();
-                        for (suffix, kind, what) in [
-                            ("dx", OutKind::Dx, "x"),
-                            ("dy", OutKind::Dy, "y"),
-                            ("gradient", OutKind::Magnitude, "magnitude"),
-                        ] {
-                            let mut ov = v.clone();
-                            ov.name = format!("{}_{suffix}", v.name);
-                            ov.attrs
-                                .insert("units".into(), json!(format!("{units} {unit}-1")));
-                            ov.attrs.insert(
-                                "long_name".into(),
-                                json!(format!("gradient of {} ({what})", v.name)),
-                            );
-                            outputs.push(OutVar { input: i, kind });
-                            out_vars.push(ov);
-                        }
-                    }
-                    Lead::Time(times.clone())
-                }
-            };
-            let lead_len = lead.len();
-            let cl = match (&p.op, p.chunks.time) {
-                (ProductOp::Climatology(_), c) => c.unwrap_or(lead_len).min(lead_len),
-                (_, Some(c)) => c.min(lead_len),
-                (_, None) => default_lead_chunk(lead_len, cy, cx),
-            };
-            let mut src_urls: Vec<String> = sources.iter().map(|s| s.url.clone()).collect();
-            src_urls.truncate(1000);
-            let info = CubeInfo {
-                format_version: CUBE_FORMAT_VERSION,
-                grid: grid.clone(),
-                lead,
-                variables: out_vars,
-                chunks: Chunks {
-                    lead: cl.max(1),
-                    y: cy.max(1),
-                    x: cx.max(1),
-                },
-                sources: src_urls,
-                complete: false,
-            };
-            let url = p.url.clone().unwrap_or_else(|| format!("{root}/{name}"));
-            products.push(PlannedProduct {
-                name: name.clone(),
-                url,
-                op: p.op.clone(),
-                info,
-                outputs,
-                staged: false,
-            });
-        }
-
-        // Bands: multiples of every product's y chunk; as tall as the budget allows.
-        let budget = spec.memory_mb as usize * (1 << 20);
-        let max_planes = variables.iter().map(|v| v.axes_len()).max().unwrap_or(1);
-        let row_bytes = grid.width * max_planes * 4;
-        let y_unit = products
-            .iter()
-            .map(|p| p.info.chunks.y)
-            .fold(1, lcm)
-            .min(grid.height);
-        let n = times.len();
-        // Time cuts: where every product's output chunks may start (staged products write
-        // intermediate objects per piece, so they cut nothing).
-        let cuts_of = |products: &[PlannedProduct]| -> Result<(Vec<bool>, Vec<bool>)> {
-            let mut block_cut = vec![true; n + 1];
-            let mut piece_cut = vec![true; n + 1];
-            for p in products {
-                if matches!(p.op, ProductOp::Climatology(_)) || p.staged {
-                    continue;
-                }
-                let cl = p.info.chunks.lead;
-                let time_aligned = !matches!(p.op, ProductOp::Resample(_));
-                // The output step of each input step: its period for a resample, else itself.
-                let periods = match &p.op {
-                    ProductOp::Resample(r) => Some(Periods::new(Freq::parse(&r.freq)?, times[0])),
-                    _ => None,
-                };
-                let out_index = |i: usize| match &periods {
-                    Some(per) => (per.index(times[i]) - per.index(times[0])) as usize,
-                    None => i,
-                };
-                for i in 1..n {
-                    let cut = out_index(i) / cl != out_index(i - 1) / cl;
-                    block_cut[i] &= cut;
-                    if time_aligned {
-                        piece_cut[i] &= cut;
-                    }
-                }
-            }
-            Ok((block_cut, piece_cut))
-        };
-        // The longest piece the cuts force bounds the band height.
-        let rows_for = |piece_cut: &[bool]| -> (usize, usize) {
-            let cuts: Vec<usize> = (0..=n).filter(|&i| piece_cut[i]).collect();
-            let min_piece = cuts
-                .windows(2)
-                .map(|w| w[1] - w[0])
-                .max()
-                .unwrap_or(n)
-                .max(1);
-            let rows = (budget / (row_bytes * min_piece).max(1)) / y_unit * y_unit;
-            (rows, min_piece)
-        };
-        let (mut block_cut, mut piece_cut) = cuts_of(&products)?;
-        let (mut band_rows, mut min_piece) = rows_for(&piece_cut);
-        if band_rows == 0 && products.iter().any(|p| matches!(p.op, ProductOp::Ingest)) {
-            // Rechunker's way: the map stage writes each piece as intermediate objects (one per
-            // target row and column chunk), and a last stage assembles each target chunk.
-            for p in &mut products {
-                p.staged = matches!(p.op, ProductOp::Ingest);
-            }
-            (block_cut, piece_cut) = cuts_of(&products)?;
-            (band_rows, min_piece) = rows_for(&piece_cut);
-        }
-        if band_rows == 0 {
-            return Err(Error::invalid(format!(
-                "cube.memory_mb: {} MB cannot hold one time chunk of {min_piece} steps × {y_unit} rows × {} columns (raise memory_mb or use smaller time chunks)",
-                spec.memory_mb, grid.width
-            )));
-        }
-        for p in products.iter().filter(|p| p.staged) {
-            let c = &p.info.chunks;
-            let bytes = c.lead * c.y * c.x * 4;
-            if bytes > budget {
-                return Err(Error::invalid(format!(
-                    "cube.products.{}: one chunk ({} × {} × {}) is {} MB, more than cube.memory_mb ({} MB)",
-                    p.name,
-                    c.lead,
-                    c.y,
-                    c.x,
-                    bytes.div_ceil(1 << 20),
-                    spec.memory_mb
-                )));
-            }
-        }
-        let cuts: Vec<usize> = (0..=n).filter(|&i| piece_cut[i]).collect();
-        band_rows = band_rows.min(grid.height);
-        let bands: Vec<Range<usize>> = (0..grid.height)
-            .step_by(band_rows)
-            .map(|r| r..(r + band_rows).min(grid.height))
-            .collect();
-        let band_bytes = row_bytes * band_rows;
-        let piece_steps = (budget / band_bytes).max(1);
-        // Blocks: runs of block cuts, long enough that each reads many pieces (a piece shared
-        // by two blocks is read twice), short enough for at least 4 map tasks (blocks × bands
-        // × variables) and at most 64 pieces each.
-        let per_block = bands.len() * variables.len().max(1);
-        let wanted_blocks = 4usize.div_ceil(per_block).max(1);
-        let target = (n / wanted_blocks).clamp(piece_steps.min(n), (64 * piece_steps).max(1));
-        let block_cuts: Vec<usize> = (0..=n).filter(|&i| block_cut[i]).collect();
-        let mut spans = Vec::new();
-        let mut start = 0;
-        for w in block_cuts.windows(2) {
-            if w[1] - start > target && w[0] > start {
-                spans.push(start..w[0]);
-                start = w[0];
-            }
-        }
-        spans.push(start..n);
-        let blocks = spans
-            .iter()
-            .flat_map(|s| {
-                (0..bands.len()).map(move |b| Block {
-                    t0: s.start,
-                    t1: s.end,
-                    band: b,
-                })
-            })
-            .collect();
+        let source_urls: Vec<String> = sources.iter().map(|s| s.url.clone()).collect();
+        let (mut products, climatologies) =
+            plan_products(spec, root, &source_urls, &grid, &variables, &times)?;
+        let blocks::Layout {
+            bands,
+            blocks,
+            piece_cuts: cuts,
+            piece_steps,
+        } = blocks::plan_layout(spec, &grid, &variables, &times, &mut products)?;
         Ok(CubePlan {
             sources,
             steps,
@@ -783,6 +471,232 @@ impl CubePlan {
         }
         out
     }
+}
+
+/// Each product of the spec, planned: its output variables, grid, chunks and coordinates;
+/// and the climatologies the map stage accumulates for them (and for anomalies).
+///
+/// Longer than 150 lines: one arm per product operation (ingest, rechunk, resample,
+/// climatology, anomaly, gradient), each short and read best beside the others.
+fn plan_products(
+    spec: &CubeSpec,
+    root: &str,
+    source_urls: &[String],
+    grid: &CubeGrid,
+    variables: &[CubeVariable],
+    times: &[i64],
+) -> Result<(Vec<PlannedProduct>, Vec<ClimJob>)> {
+    let var_index = |name: &str, product: &str| {
+        variables
+            .iter()
+            .position(|v| v.name == name)
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "cube.products.{product}: unknown variable {name:?} (the sources have {})",
+                    variables
+                        .iter()
+                        .map(|v| v.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
+    };
+    let mut products = Vec::new();
+    let mut climatologies: Vec<ClimJob> = Vec::new();
+    let groups_of = |by: GroupBy| {
+        let mut g: Vec<u32> = times.iter().map(|&t| by.key(t)).collect();
+        g.sort_unstable();
+        g.dedup();
+        g
+    };
+    for (name, p) in &spec.products {
+        let cy = p.chunks.y.unwrap_or(256).min(grid.height);
+        let cx = p.chunks.x.unwrap_or(256).min(grid.width);
+        let mut outputs = Vec::new();
+        let mut out_vars = Vec::new();
+        let plain = |i: usize, v: &CubeVariable| {
+            (
+                OutVar {
+                    input: i,
+                    kind: OutKind::Copy,
+                },
+                v.clone(),
+            )
+        };
+        let lead = match &p.op {
+            ProductOp::Ingest => {
+                for (i, v) in variables.iter().enumerate() {
+                    let (o, v) = plain(i, v);
+                    outputs.push(o);
+                    out_vars.push(v);
+                }
+                Lead::Time(times.to_vec())
+            }
+            ProductOp::Anomaly(a) => {
+                for (i, v) in variables.iter().enumerate() {
+                    let (mut o, mut v) = plain(i, v);
+                    o.kind = OutKind::Anomaly;
+                    v.attrs.insert(
+                        "cell_methods".into(),
+                        json!(format!("time: anomaly from {} mean", a.by.name())),
+                    );
+                    outputs.push(o);
+                    out_vars.push(v);
+                }
+                if !climatologies
+                    .iter()
+                    .any(|c| c.by == a.by && c.stat == Stat::Mean && c.for_anomaly)
+                {
+                    climatologies.push(ClimJob {
+                        by: a.by,
+                        stat: Stat::Mean,
+                        product: None,
+                        groups: groups_of(a.by),
+                        for_anomaly: true,
+                    });
+                }
+                Lead::Time(times.to_vec())
+            }
+            ProductOp::Resample(r) => {
+                let periods = Periods::new(Freq::parse(&r.freq)?, times[0]);
+                let last = periods.index(times[times.len() - 1]);
+                for n in r.stats.keys() {
+                    var_index(n, name)?;
+                }
+                for (i, v) in variables.iter().enumerate() {
+                    let stats = match (r.stats.get(&v.name), r.stat) {
+                        (Some(s), _) => s.to_vec(),
+                        (None, Some(s)) => vec![s],
+                        (None, None) => continue,
+                    };
+                    for s in &stats {
+                        let mut ov = v.clone();
+                        if stats.len() > 1 {
+                            ov.name = format!("{}_{}", v.name, s.name());
+                        }
+                        ov.attrs.insert(
+                            "cell_methods".into(),
+                            json!(format!("time: {} ({})", stat_method(*s), r.freq)),
+                        );
+                        if *s == Stat::Count {
+                            ov.attrs.remove("units");
+                        }
+                        outputs.push(OutVar {
+                            input: i,
+                            kind: OutKind::Stat(*s),
+                        });
+                        out_vars.push(ov);
+                    }
+                }
+                Lead::Time((0..=last).map(|k| periods.label(k)).collect())
+            }
+            ProductOp::Climatology(c) => {
+                let groups = groups_of(c.by);
+                climatologies.push(ClimJob {
+                    by: c.by,
+                    stat: c.stat,
+                    product: Some(products.len()),
+                    groups: groups.clone(),
+                    for_anomaly: false,
+                });
+                for (i, v) in variables.iter().enumerate() {
+                    let (mut o, mut v) = plain(i, v);
+                    o.kind = OutKind::Stat(c.stat);
+                    v.attrs.insert(
+                        "cell_methods".into(),
+                        json!(format!(
+                            "time: {} within {}s",
+                            stat_method(c.stat),
+                            c.by.name()
+                        )),
+                    );
+                    outputs.push(o);
+                    out_vars.push(v);
+                }
+                match c.by {
+                    GroupBy::Month => Lead::Month(groups),
+                    GroupBy::Dayofyear => Lead::Dayofyear(groups),
+                    GroupBy::Season => Lead::Season(
+                        groups
+                            .iter()
+                            .map(|&g| SEASONS[g as usize].to_string())
+                            .collect(),
+                    ),
+                }
+            }
+            ProductOp::Gradient(g) => {
+                let names: Vec<String> = if g.variables.is_empty() {
+                    variables.iter().map(|v| v.name.clone()).collect()
+                } else {
+                    g.variables.clone()
+                };
+                let unit = match (g.per, grid.is_geographic()) {
+                    (Per::Metre, _) => "m".to_string(),
+                    (Per::Coordinate, true) => "degree".to_string(),
+                    (Per::Coordinate, false) => "coordinate unit".to_string(),
+                };
+                for n in &names {
+                    let i = var_index(n, name)?;
+                    let v = &variables[i];
+                    let units = v
+                        .attrs
+                        .get("units")
+                        .and_then(|u| u.as_str())
+                        .unwrap_or("1")
+                        .to_string();
+                    for (suffix, kind, what) in [
+                        ("dx", OutKind::Dx, "x"),
+                        ("dy", OutKind::Dy, "y"),
+                        ("gradient", OutKind::Magnitude, "magnitude"),
+                    ] {
+                        let mut ov = v.clone();
+                        ov.name = format!("{}_{suffix}", v.name);
+                        ov.attrs
+                            .insert("units".into(), json!(format!("{units} {unit}-1")));
+                        ov.attrs.insert(
+                            "long_name".into(),
+                            json!(format!("gradient of {} ({what})", v.name)),
+                        );
+                        outputs.push(OutVar { input: i, kind });
+                        out_vars.push(ov);
+                    }
+                }
+                Lead::Time(times.to_vec())
+            }
+        };
+        let lead_len = lead.len();
+        let cl = match (&p.op, p.chunks.time) {
+            (ProductOp::Climatology(_), c) => c.unwrap_or(lead_len).min(lead_len),
+            (_, Some(c)) => c.min(lead_len),
+            (_, None) => default_lead_chunk(lead_len, cy, cx),
+        };
+        let mut src_urls: Vec<String> = source_urls.to_vec();
+        src_urls.truncate(1000);
+        let info = CubeInfo {
+            format_version: CUBE_FORMAT_VERSION,
+            grid: grid.clone(),
+            lead,
+            variables: out_vars,
+            chunks: Chunks {
+                lead: cl.max(1),
+                y: cy.max(1),
+                x: cx.max(1),
+            },
+            sources: src_urls,
+            complete: false,
+        };
+        let url = p.url.clone().unwrap_or_else(|| format!("{root}/{name}"));
+        products.push(PlannedProduct {
+            name: name.clone(),
+            url,
+            op: p.op.clone(),
+            info,
+            outputs,
+            staged: false,
+        });
+    }
+
+    Ok((products, climatologies))
 }
 
 pub(super) fn stat_method(s: Stat) -> &'static str {
