@@ -8,13 +8,13 @@
 //!   through the multidimensional API) as a [`CubeSource`].
 //! - [`layer`]: the layer format — a Zarr v2 group that xarray opens with decoded time.
 //! - [`temporal`]: resample, climatology and anomaly as accumulators over time steps.
-//! - [`gradient`]: d/dx, d/dy and magnitude with xarray's `differentiate` arithmetic.
+//! - [`differentiate`]: d/dx, d/dy and magnitude with xarray's `differentiate` arithmetic.
 //! - [`plan`]: the job (`CubeSpec`) → plan of blocks and stages → the tasks a worker runs.
 //! - [`read`]: selection by variables, time range and bbox, and origin/shape access.
 
 mod blocks;
+pub mod differentiate;
 mod execute;
-pub mod gradient;
 pub mod layer;
 mod netcdf;
 mod pieces;

@@ -178,7 +178,7 @@ pub fn export(
 }
 
 /// A tile's cells clipped to the raster, and where they go.
-struct Block<T> {
+struct ExportBlock<T> {
     origin: (isize, isize),
     size: (usize, usize),
     values: Vec<T>,
@@ -246,7 +246,7 @@ fn write_gtiff<T: Cell + GdalType + Copy>(
         // Tiles are read and decoded in parallel, a row of tiles at a time (bounded memory), and
         // written in order.
         for row in keys.chunks(row_len) {
-            let blocks: Vec<Result<Block<T>>> = row
+            let blocks: Vec<Result<ExportBlock<T>>> = row
                 .par_iter()
                 .map(|&key| {
                     let tile = reader.read_tile(b, key)?.unwrap_or_else(|| {
@@ -258,7 +258,7 @@ fn write_gtiff<T: Cell + GdalType + Copy>(
                     let h = (tl.tile_rows as u64).min(grid.rows - y0) as usize;
                     // One conversion, cell by cell, straight into the file's type.
                     let values: Vec<T> = crate::with_tile_data!(&tile.data, a => a.slice(ndarray::s![..h, ..w]).iter().map(|v| T::from_f64(v.to_f64())).collect());
-                    Ok(Block {
+                    Ok(ExportBlock {
                         origin: (x0 as isize, y0 as isize),
                         size: (w, h),
                         values,
@@ -266,7 +266,7 @@ fn write_gtiff<T: Cell + GdalType + Copy>(
                 })
                 .collect();
             for block in blocks {
-                let Block {
+                let ExportBlock {
                     origin,
                     size,
                     values,

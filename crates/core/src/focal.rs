@@ -14,7 +14,7 @@
 //! Distances are in metres: the cell size for a projected CRS, the cell size times `scale`
 //! for a geographic one (where `scale` is required).
 
-mod gradient;
+mod horn;
 mod svf;
 
 use ndarray::{Array2, ArrayView2};
@@ -23,10 +23,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::model::{CellType, DataType, TileLayerMetadata};
 
-pub use gradient::{AspectParams, HillshadeParams, SlopeParams, SlopeUnits};
+pub use horn::{AspectParams, HillshadeParams, SlopeParams, SlopeUnits};
 pub use svf::SvfParams;
 
-use gradient::Gradient;
+use horn::Gradient;
 
 /// The largest halo a job may ask for unless it raises `max_halo`: a tile task reads
 /// (tile + 2 × halo)² cells.

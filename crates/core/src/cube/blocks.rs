@@ -4,7 +4,7 @@
 
 use std::ops::Range;
 
-use super::plan::{Block, CubeSpec, PlannedProduct, ProductOp, lcm};
+use super::plan::{CubeSpec, MapBlock, PlannedProduct, ProductOp, lcm};
 use super::temporal::{Freq, Periods};
 use super::{CubeGrid, CubeVariable};
 use crate::error::{Error, Result};
@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 /// The blocks and bands a plan cuts the cube into, and the pieces its map tasks read.
 pub(super) struct Layout {
     pub(super) bands: Vec<Range<usize>>,
-    pub(super) blocks: Vec<Block>,
+    pub(super) blocks: Vec<MapBlock>,
     pub(super) piece_cuts: Vec<usize>,
     pub(super) piece_steps: usize,
 }
@@ -137,7 +137,7 @@ pub(super) fn plan_layout(
     let blocks = spans
         .iter()
         .flat_map(|s| {
-            (0..bands.len()).map(move |b| Block {
+            (0..bands.len()).map(move |b| MapBlock {
                 t0: s.start,
                 t1: s.end,
                 band: b,

@@ -9,7 +9,7 @@ use std::sync::{Arc, mpsc};
 use bytes::Bytes;
 
 use super::CubeInfo;
-use super::gradient::{EARTH_RADIUS, Per, d_dx, d_dy};
+use super::differentiate::{EARTH_RADIUS, Per, d_dx, d_dy};
 use super::layer::CubeWriter;
 use super::temporal::{Accumulator, Freq, GroupBy, Periods, Stat};
 use crate::error::{Error, Result};
@@ -51,7 +51,7 @@ impl CubePlan {
     /// accumulators, the chunk being gathered) is borrowed across the fold of every piece;
     /// cutting it up means a task-state struct first, which the speed issue (21) should do with
     /// the bench beside it.
-    pub(super) fn map_block(&self, b: Block, v: usize, anomaly: bool) -> Result<(u64, u64)> {
+    pub(super) fn map_block(&self, b: MapBlock, v: usize, anomaly: bool) -> Result<(u64, u64)> {
         let band = self.bands[b.band].clone();
         let rows = band.len();
         let w = self.grid.width;

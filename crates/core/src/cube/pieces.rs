@@ -19,7 +19,7 @@ impl CubePlan {
     pub(super) fn read_plan<'a>(
         &'a self,
         readers: &mut BTreeMap<u32, SourceReader<'a>>,
-        b: Block,
+        b: MapBlock,
         v: usize,
         step_bytes: usize,
     ) -> Result<ReadPlan> {

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::blocks;
-use super::gradient::Per;
+use super::differentiate::Per;
 use super::layer::{CUBE_FORMAT_VERSION, CubeWriter};
 use super::source::CubeSource;
 use super::temporal::{Freq, GroupBy, Periods, SEASONS, Stat};
@@ -78,7 +78,7 @@ pub struct PlannedProduct {
 
 /// A unit of map work: a time range and a band of rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Block {
+pub struct MapBlock {
     pub t0: usize,
     pub t1: usize,
     pub band: usize,
@@ -108,7 +108,7 @@ pub struct CubePlan {
     pub products: Vec<PlannedProduct>,
     pub climatologies: Vec<ClimJob>,
     pub bands: Vec<Range<usize>>,
-    pub blocks: Vec<Block>,
+    pub blocks: Vec<MapBlock>,
     /// Steps where a piece of a block may end (chunk boundaries of every time-chunked product).
     pub piece_cuts: Vec<usize>,
     pub piece_steps: usize,
@@ -432,7 +432,7 @@ impl CubePlan {
             .ok_or_else(|| Error::Internal(format!("no variable {i}")))
     }
 
-    pub(super) fn block(&self, i: usize) -> Result<Block> {
+    pub(super) fn block(&self, i: usize) -> Result<MapBlock> {
         self.blocks
             .get(i)
             .copied()
@@ -441,7 +441,7 @@ impl CubePlan {
 
     /// The pieces of a block: ranges ending on piece cuts, each at most `limit` steps long
     /// where the cuts allow.
-    pub(super) fn pieces(&self, b: Block, v: usize, limit: usize) -> Vec<Range<usize>> {
+    pub(super) fn pieces(&self, b: MapBlock, v: usize, limit: usize) -> Vec<Range<usize>> {
         let allowed = |i: usize| i == b.t1 || self.piece_cuts.binary_search(&i).is_ok();
         // A piece that ends where a source file or a source chunk ends decodes each source
         // chunk once.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Value, json};
 
-use super::gradient::Per;
+use super::differentiate::Per;
 use super::temporal::{Freq, GroupBy, Stat};
 use crate::error::{Error, Result};
 

@@ -20,7 +20,7 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// A block of file bytes in an `O_DIRECT`-aligned window of a vector. Dropped blocks go back
 /// to a pool ([`BLOCKS`]) for the next stream.
-pub(super) struct Block {
+pub(super) struct ReadBlock {
     pub(super) data: Vec<u8>,
     pub(super) start: usize,
     pub(super) len: usize,
@@ -31,8 +31,8 @@ pub(super) static BLOCKS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 /// At most this many are kept (two tasks' streams).
 pub(super) const KEPT_BLOCKS: usize = 4 * (DEPTH + 2);
 
-impl Block {
-    pub(super) fn new() -> Block {
+impl ReadBlock {
+    pub(super) fn new() -> ReadBlock {
         let data = lock(&BLOCKS).pop().unwrap_or_else(|| {
             // Aligned to BLOCK, the window can be one transparent huge page: a direct read
             // then pins and completes one page instead of 512.
@@ -50,7 +50,7 @@ impl Block {
             data
         });
         let start = data.as_ptr().align_offset(BLOCK);
-        Block {
+        ReadBlock {
             data,
             start,
             len: 0,
@@ -62,7 +62,7 @@ impl Block {
     }
 }
 
-impl Drop for Block {
+impl Drop for ReadBlock {
     fn drop(&mut self) {
         let mut kept = lock(&BLOCKS);
         if kept.len() < KEPT_BLOCKS {
@@ -73,9 +73,9 @@ impl Drop for Block {
 
 /// A file read ahead on its own thread, block by block, as a `BufRead`.
 pub(super) struct Prefetch {
-    pub(super) full: mpsc::Receiver<std::io::Result<Block>>,
-    pub(super) empty: mpsc::SyncSender<Block>,
-    pub(super) current: Option<Block>,
+    pub(super) full: mpsc::Receiver<std::io::Result<ReadBlock>>,
+    pub(super) empty: mpsc::SyncSender<ReadBlock>,
+    pub(super) current: Option<ReadBlock>,
     pub(super) pos: usize,
     pub(super) done: bool,
 }
@@ -96,7 +96,7 @@ impl Prefetch {
         };
         let page = page_size();
         let (full_tx, full) = mpsc::sync_channel(DEPTH);
-        let (empty, empty_rx) = mpsc::sync_channel::<Block>(DEPTH + 2);
+        let (empty, empty_rx) = mpsc::sync_channel::<ReadBlock>(DEPTH + 2);
         std::thread::Builder::new()
             .name("tessera-prefetch".into())
             .spawn(move || {
@@ -107,7 +107,7 @@ impl Prefetch {
                         Ok(b) => b,
                         Err(_) if made < DEPTH + 2 => {
                             made += 1;
-                            Block::new()
+                            ReadBlock::new()
                         }
                         Err(_) => match empty_rx.recv() {
                             Ok(b) => b,
