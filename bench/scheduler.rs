@@ -23,6 +23,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         token: None,
         scheduler: SchedulerConfig::default(),
         tls: None,
+        resume: Default::default(),
     })
     .await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use tessera_tests::{
-    manifest_dir, python_with, shared_data, start_coordinator, temp_dir, tessera, tessera_ok,
+    manifest_dir, python_with, shared_data, start_coordinator, temp_dir, tessera, tessera_fails,
+    tessera_ok,
 };
 
 fn reanalysis(name: &str) -> Option<PathBuf> {
@@ -630,5 +631,51 @@ fn bad_input_gets_a_clear_error_and_leaves_nothing() {
             err.starts_with("error: ") && err.contains(want),
             "{a:?}: {err}"
         );
+    }
+}
+
+/// Issue 20, finding 7: an origin of 2^64 − 1 panicked in `tessera read` (and over gRPC gave a
+/// nonsense answer); 100,000 copies of one variable name drove the coordinator to 14.8 GB.
+/// Both are refused before anything is read, as is a selection larger than one read returns.
+#[test]
+fn reads_that_overflow_repeat_or_exceed_the_budget_are_refused() {
+    let dir = temp_dir();
+    let cube = dir.path().join("cube");
+    let cube = cube.to_str().unwrap();
+    tessera_ok(&[
+        "synth", "cube", cube, "--steps", "48", "--rows", "8", "--cols", "9",
+    ]);
+    for (args, want) in [
+        (
+            vec![
+                "--vars",
+                "t2m",
+                "--origin",
+                "18446744073709551615,0,0",
+                "--shape",
+                "1,1,1",
+            ],
+            "t2m: time 18446744073709551615..18446744073709551615+1 is outside 0..48",
+        ),
+        (
+            vec![
+                "--vars",
+                "t2m",
+                "--origin",
+                "0,0,0",
+                "--shape",
+                "18446744073709551615,1,1",
+            ],
+            "is outside 0..48",
+        ),
+        (
+            vec!["--vars", "t2m,tp,t2m"],
+            "variable t2m is asked for twice",
+        ),
+    ] {
+        let mut all = vec!["read", cube];
+        all.extend(args);
+        let err = tessera_fails(&all);
+        assert!(err.contains(want), "{all:?}: {err}");
     }
 }

@@ -18,6 +18,7 @@ async fn the_job_client_submits_lists_cancels_and_watches() -> Result<(), Box<dy
         token: Some("s3cret".into()),
         scheduler: SchedulerConfig::default(),
         tls: None,
+        resume: Default::default(),
     })
     .await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);

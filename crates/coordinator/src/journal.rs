@@ -141,8 +141,19 @@ impl Journal {
             {
                 continue;
             }
-            if let Some(record) = self.get(&key).await? {
-                jobs.push((job, record));
+            match self.get(&key).await {
+                Ok(Some(record)) => jobs.push((job, record)),
+                Ok(None) => {}
+                // A record that cannot be read cannot be resumed; it must not keep the
+                // coordinator from starting either. Its job ends failed, saying why.
+                Err(e) => {
+                    tracing::error!(%job, error = %e, "unreadable job record; the job is marked failed");
+                    let end = JobEnd {
+                        state: JobState::Failed,
+                        error: Some(format!("cannot resume: {e}")),
+                    };
+                    self.put_end(job, &end).await?;
+                }
             }
         }
         Ok(jobs)

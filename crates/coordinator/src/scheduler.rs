@@ -53,6 +53,8 @@ struct Task {
     lost: u32,
     /// Times the task was leased (for counting re-execution).
     leases: u32,
+    /// Every worker the task was leased to: only they may report it done.
+    holders: Vec<WorkerId>,
     output: Option<TaskOutput>,
 }
 
@@ -189,6 +191,7 @@ impl Scheduler {
                     failures: 0,
                     lost: 0,
                     leases: 0,
+                    holders: Vec::new(),
                     output,
                 }
             })
@@ -352,6 +355,9 @@ impl Scheduler {
                 }
                 t.state = TaskState::Leased { worker, expires_ms };
                 t.leases += 1;
+                if !t.holders.contains(&worker) {
+                    t.holders.push(worker);
+                }
                 out.push(Lease {
                     task: TaskId {
                         job: *id,
@@ -406,7 +412,7 @@ impl Scheduler {
 
     /// Records a task's success. A success from a worker that no longer holds the task still
     /// counts when the task is not done yet: outputs go to deterministic keys, so the result is
-    /// the same whoever wrote it.
+    /// the same whoever wrote it. A worker the task was never leased to is refused.
     pub fn report_ok(
         &mut self,
         worker: WorkerId,
@@ -422,6 +428,9 @@ impl Scheduler {
             return ReportOutcome::Ignored(format!("job {} is {:?}", task.job, j.state));
         }
         let t = &mut j.tasks[i];
+        if !t.holders.contains(&worker) {
+            return ReportOutcome::Ignored(format!("worker {worker} was never leased task {task}"));
+        }
         if t.state == TaskState::Done {
             return ReportOutcome::Ignored(format!("task {task} is done already"));
         }
@@ -688,6 +697,26 @@ mod tests {
             matches!(s.report_ok(b, t, ok(), 1003), ReportOutcome::Ignored(m) if m.contains("done already"))
         );
         assert_eq!(s.status(job, 1003).unwrap().tiles_done, 1, "counted once");
+    }
+
+    /// Issue 20, finding 8: a worker could report a task another worker held, and it counted.
+    #[test]
+    fn a_worker_that_never_held_a_task_cannot_report_it() {
+        let (mut s, job) = setup(1, 3);
+        let (a, stranger) = (WorkerId::new(), WorkerId::new());
+        let t = s.lease(a, 1, 0)[0].task;
+        for outcome in [
+            s.report_ok(stranger, t, ok(), 1),
+            s.report_err(stranger, t, FailureKind::Input, "x".into(), 1),
+        ] {
+            assert!(matches!(outcome, ReportOutcome::Ignored(_)), "{outcome:?}");
+        }
+        assert_eq!(s.status(job, 2).unwrap().tasks_done, 0);
+        assert_eq!(s.status(job, 2).unwrap().state, JobState::Running);
+        assert!(matches!(
+            s.report_ok(a, t, ok(), 3),
+            ReportOutcome::StageDone { .. }
+        ));
     }
 
     #[test]

@@ -29,6 +29,20 @@ pub struct CoordinatorConfig {
     pub scheduler: SchedulerConfig,
     /// Serve TLS with this PEM certificate chain and key (rustls).
     pub tls: Option<TlsIdentity>,
+    /// Which unfinished jobs of the journal to resume at start.
+    pub resume: Resume,
+}
+
+/// Which unfinished jobs of its journal a starting coordinator resumes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Resume {
+    /// Every one: a served coordinator owns its store.
+    #[default]
+    All,
+    /// Only jobs writing this output (as a job spec gives it, or inside it): `tessera run`
+    /// journals beside its output, and a sibling's interrupted job is none of its business —
+    /// resuming it would run, and maybe crash on, work nobody asked for.
+    Output(String),
 }
 
 /// A PEM certificate chain and private key.
@@ -69,6 +83,12 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| tessera_core::Error::Internal(format!("a blocking task panicked: {e}")))?
 }
 
+/// Whether two output URLs are the same or one lies inside the other.
+fn nested(a: &str, b: &str) -> bool {
+    let (a, b) = (a.trim_end_matches('/'), b.trim_end_matches('/'));
+    a == b || a.starts_with(&format!("{b}/")) || b.starts_with(&format!("{a}/"))
+}
+
 impl Coordinator {
     /// Opens the store and resumes the jobs its journal holds that have not ended: each from
     /// its plan and its journalled tasks, whatever its kind.
@@ -84,7 +104,20 @@ impl Coordinator {
             changed,
             config,
         });
+        let only = match &c.config.resume {
+            Resume::All => None,
+            Resume::Output(url) => Some(
+                c.resolve_output(url)
+                    .map_err(|s| tessera_core::Error::InvalidArgument(s.message().to_string()))?,
+            ),
+        };
         for (job, record) in c.journal.unfinished().await? {
+            if let Some(only) = &only
+                && !nested(only, &record.output_url)
+            {
+                tracing::info!(%job, output = %record.output_url, "not resumed: another output");
+                continue;
+            }
             tracing::info!(%job, "resuming");
             let journalled = async {
                 Ok::<_, tessera_core::Error>((
@@ -351,14 +384,9 @@ impl Coordinator {
     /// The jobs that have not ended and write `output_url`, inside it or around it: two jobs
     /// writing one layer would replace each other's chunks and scratch.
     pub fn writers_of(&self, output_url: &str) -> Vec<JobStatus> {
-        let a = output_url.trim_end_matches('/');
-        let nested = |b: &str| {
-            let b = b.trim_end_matches('/');
-            a == b || a.starts_with(&format!("{b}/")) || b.starts_with(&format!("{a}/"))
-        };
         self.jobs()
             .into_iter()
-            .filter(|j| !j.state.is_terminal() && nested(&j.output))
+            .filter(|j| !j.state.is_terminal() && nested(output_url, &j.output))
             .collect()
     }
 

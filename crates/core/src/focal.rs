@@ -32,6 +32,9 @@ use horn::Gradient;
 /// (tile + 2 × halo)² cells.
 pub const DEFAULT_MAX_HALO: usize = 1024;
 
+/// The largest `max_halo` a job may set: (256 + 2 × 8192)² f64 cells is 2.2 GB per task.
+pub const MAX_HALO: usize = 8192;
+
 /// What a focal operation needs to know of the grid it runs on.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FocalGrid {
@@ -116,6 +119,15 @@ impl FocalOp {
     pub fn prepare(&self, grid: &FocalGrid, max_halo: usize) -> Result<PreparedFocal> {
         let prepared = match self {
             FocalOp::Svf(p) => {
+                // The halo first, from the parameters: a radius past `max_halo` is refused
+                // before its rays are laid out (a ray of 100,000 cells is memory too).
+                let halo = p.halo(grid)?;
+                if halo > max_halo {
+                    return Err(Error::invalid(format!(
+                        "svf needs a halo of {halo} cells, more than the maximum of {max_halo} \
+                         (reduce the radius or raise max_halo)"
+                    )));
+                }
                 let rays = p.rays(grid)?;
                 let halo = rays.halo;
                 PreparedFocal {

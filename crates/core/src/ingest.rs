@@ -212,6 +212,54 @@ pub fn plan_source(url: &str, options: &IngestOptions) -> Result<PlannedSource> 
 
 /// Stage 2, the reduce: collects metadata over the planned sources, lays out the layer and lists
 /// its keys. Pure: no I/O.
+/// The most cells a tile may have (8192²): a task holds a few tiles of f64 at once.
+pub const MAX_TILE_CELLS: u64 = 1 << 26;
+/// The most cells a source's own block may have: GDAL decodes a whole block for every window
+/// read from it, so a strip of 2³¹ × 1 cells would be decoded (8 GB) for every tile.
+pub const MAX_SOURCE_BLOCK_CELLS: u64 = 1 << 28;
+/// The most cells a layer may have unless `TESSERA_MAX_CELLS` says otherwise (2⁴⁰: the 2.8
+/// billion cells of a city DSM at 3 m is 0.3 % of it; a VRT declaring 2·10⁹ × 2·10⁹ is not).
+pub const DEFAULT_MAX_CELLS: u64 = 1 << 40;
+
+/// Sizes no machine can hold, refused before anything is allocated or written: tiles past
+/// [`MAX_TILE_CELLS`], source blocks past [`MAX_SOURCE_BLOCK_CELLS`], layers past the cell
+/// budget (`TESSERA_MAX_CELLS`, default [`DEFAULT_MAX_CELLS`]).
+fn check_sizes(sources: &[PlannedSource], metadata: &TileLayerMetadata) -> Result<()> {
+    let tl = metadata.layout.tile_layout;
+    let tile_cells = u64::from(tl.tile_cols) * u64::from(tl.tile_rows);
+    if tile_cells > MAX_TILE_CELLS {
+        return Err(Error::invalid(format!(
+            "layout: tiles of {} x {} cells are more than {MAX_TILE_CELLS} cells each (use a smaller tile size)",
+            tl.tile_cols, tl.tile_rows
+        )));
+    }
+    for s in sources {
+        let (bc, br) = s.info.block_size;
+        if (bc as u64).saturating_mul(br as u64) > MAX_SOURCE_BLOCK_CELLS {
+            return Err(Error::source(
+                &s.info.url,
+                format!(
+                    "its blocks of {bc} x {br} cells are more than {MAX_SOURCE_BLOCK_CELLS} cells: \
+                     every tile would decode a whole block (retile it, e.g. gdal_translate -co TILED=YES)"
+                ),
+            ));
+        }
+    }
+    let budget = std::env::var("TESSERA_MAX_CELLS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(DEFAULT_MAX_CELLS);
+    let grid = metadata.array_grid();
+    let cells = grid.cols.saturating_mul(grid.rows);
+    if cells > budget {
+        return Err(Error::invalid(format!(
+            "the layer would be {} x {} cells, more than the budget of {budget} (TESSERA_MAX_CELLS)",
+            grid.cols, grid.rows
+        )));
+    }
+    Ok(())
+}
+
 pub fn plan_from_sources(
     sources: Vec<PlannedSource>,
     options: &IngestOptions,
@@ -249,6 +297,7 @@ pub fn plan_from_sources(
         })
         .collect();
     let mut metadata = collect_metadata(&summaries, &options.scheme)?;
+    check_sizes(&sources, &metadata)?;
     let grid = FocalGrid::of(&metadata);
     // Focal parameters that depend on the grid (a geographic CRS needs a scale; the halo a
     // radius needs) are checked here, before anything is written.

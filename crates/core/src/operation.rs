@@ -140,6 +140,13 @@ impl PreparedChain {
         grid: &FocalGrid,
         max_halo: usize,
     ) -> Result<PreparedChain> {
+        if max_halo > crate::focal::MAX_HALO {
+            return Err(Error::invalid(format!(
+                "max_halo {max_halo} is more than {}: a tile task would read a window of \
+                 (tile + 2 × halo)² cells",
+                crate::focal::MAX_HALO
+            )));
+        }
         let mut steps = Vec::with_capacity(ops.len());
         let mut halo = 0usize;
         let mut n = bands;

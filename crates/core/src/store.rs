@@ -73,6 +73,18 @@ impl Store {
         let url = url.trim_end_matches('/');
         let mut local_root = None;
         let (inner, prefix): (Arc<dyn ObjectStore>, Path) = match scheme_of(url) {
+            // `file:relative/x` or `s3:` (what is left of `s3:///x` above its last `/`): a
+            // scheme without `//` is a mistyped URL, not a directory named `file:`.
+            None if url
+                .split('/')
+                .next()
+                .is_some_and(|first| first.contains(':')) =>
+            {
+                return Err(Error::storage_permanent(
+                    url,
+                    "not a URL Tessera reads (file:///abs/path, s3://bucket/prefix) nor a plain path",
+                ));
+            }
             None => {
                 let abs = absolute_local(url)?;
                 let prefix = local_prefix(url, &abs)?;
@@ -416,5 +428,10 @@ mod tests {
         assert!(err.contains("unsupported URL scheme `gs`"), "{err}");
         let err = Store::open("file://relative/x").unwrap_err().to_string();
         assert!(err.contains("absolute path"), "{err}");
+        // Issue 20, finding 10: these made `./file:relative/...` and `./s3:` directories.
+        for url in ["file:relative/x", "s3:", "s3:/bucket/x"] {
+            let err = Store::open(url).unwrap_err().to_string();
+            assert!(err.contains("not a URL Tessera reads"), "{url}: {err}");
+        }
     }
 }

@@ -212,6 +212,14 @@ pub async fn run(command: DemCommand, quiet: bool) -> Result<()> {
     if io.output.as_os_str().is_empty() || io.output.is_dir() {
         bail!("{}: the output must be a file", io.output.display());
     }
+    // The output replaces what is at its path: never the input itself.
+    let same = |a: &std::path::Path, b: &std::path::Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b);
+    if same(std::path::Path::new(&io.input), &io.output) {
+        bail!(
+            "{}: the output is the input; write elsewhere",
+            io.output.display()
+        );
+    }
     let parent = match io.output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),

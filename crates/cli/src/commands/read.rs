@@ -82,6 +82,9 @@ fn emit(subset: &Subset, out: Option<PathBuf>, overwrite: bool) -> Result<()> {
         Some(p) => {
             let name = p.to_string_lossy().to_string();
             if name.ends_with(".csv") {
+                if p.exists() && !overwrite {
+                    bail!("{name} exists (pass --overwrite to replace it)");
+                }
                 write_csv_file(subset, p)?;
             } else if name.ends_with(".nc") {
                 subset.write_netcdf(p, overwrite)?;

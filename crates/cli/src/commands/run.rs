@@ -6,11 +6,16 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use tessera_coordinator::scheduler::SchedulerConfig;
-use tessera_coordinator::service::{Coordinator, CoordinatorConfig, run as serve};
+use tessera_coordinator::service::{Coordinator, CoordinatorConfig, Resume, run as serve};
 use tessera_core::job::{JobSpec, JobStatus};
 use tessera_worker::{WorkerConfig, run as work};
 
 use super::jobs;
+
+/// The most workers one process runs (each is a compute pool and a gRPC client).
+const MAX_WORKERS: usize = 256;
+/// The most threads a worker's compute pool may have.
+const MAX_THREADS: usize = 1024;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -50,6 +55,14 @@ pub async fn run_spec(
     threads: Option<usize>,
     quiet: bool,
 ) -> Result<JobStatus> {
+    if workers == 0 || workers > MAX_WORKERS {
+        bail!("--workers {workers}: between 1 and {MAX_WORKERS} in one process");
+    }
+    if let Some(t) = threads
+        && (t == 0 || t > MAX_THREADS)
+    {
+        bail!("--threads {t}: between 1 and {MAX_THREADS} per worker");
+    }
     let yaml = spec.to_yaml();
     let out = spec.output.url.trim_end_matches('/');
     let store = match out.rfind('/') {
@@ -63,6 +76,7 @@ pub async fn run_spec(
         token: None,
         scheduler: SchedulerConfig::default(),
         tls: None,
+        resume: Resume::Output(spec.output.url.clone()),
     })
     .await?;
     // An interrupted run of a job writing this output, resumed from the journal, is replaced

@@ -92,6 +92,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> Result<()> {
         token,
         scheduler,
         tls,
+        resume: Default::default(),
     })
     .await?;
     // The first line on stdout is the address, for scripts and tests.

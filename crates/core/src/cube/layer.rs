@@ -467,6 +467,21 @@ impl CubeReader {
 }
 
 /// Checks an origin/shape against a variable's dims.
+/// The most bytes one read returns (what a client of `ReadCube` accepts in one message).
+pub const MAX_READ_BYTES: u64 = 1 << 30;
+
+/// Refuses a read of more than [`MAX_READ_BYTES`], before anything is allocated.
+pub fn check_read_size(bytes: u64) -> Result<()> {
+    if bytes > MAX_READ_BYTES {
+        return Err(Error::invalid(format!(
+            "the selection is {} MB, more than {} MB in one read: narrow the time range, bbox or variables",
+            bytes.div_ceil(1 << 20),
+            MAX_READ_BYTES >> 20
+        )));
+    }
+    Ok(())
+}
+
 pub fn check_region(
     info: &CubeInfo,
     v: &CubeVariable,
@@ -484,15 +499,17 @@ pub fn check_region(
             dims.len()
         )));
     }
+    let mut values = 1u64;
     for ((d, n), (&o, &s)) in dims.iter().zip(&full).zip(origin.iter().zip(shape)) {
-        if o + s > *n {
+        let end = o.checked_add(s);
+        if end.is_none_or(|end| end > *n) {
+            let end = end.map_or(format!("{o}+{s}"), |e| e.to_string());
             return Err(Error::invalid(format!(
-                "{}: {d} {}..{} is outside 0..{n}",
-                v.name,
-                o,
-                o + s
+                "{}: {d} {o}..{end} is outside 0..{n}",
+                v.name
             )));
         }
+        values = values.saturating_mul(s);
     }
-    Ok(())
+    check_read_size(values.saturating_mul(4))
 }

@@ -119,8 +119,11 @@ impl CubeReader {
         } else {
             sel.variables.clone()
         };
-        for n in &names {
+        for (i, n) in names.iter().enumerate() {
             info.variable(n)?;
+            if names[..i].contains(n) {
+                return Err(Error::invalid(format!("variable {n} is asked for twice")));
+            }
         }
         let lead = lead_range(&info.lead, sel.time)?;
         let (rows, cols) = match sel.bbox {
@@ -141,6 +144,16 @@ impl CubeReader {
                 (rows, cols)
             }
         };
+        // The whole selection's size, checked before any variable is read.
+        let mut bytes = 0u64;
+        for n in &names {
+            let (_, v) = info.variable(n)?;
+            let planes: u64 = v.axes.iter().map(|a| a.values.len() as u64).product();
+            bytes = bytes.saturating_add(
+                4 * (lead.len() as u64) * planes * (rows.len() as u64) * (cols.len() as u64),
+            );
+        }
+        super::layer::check_read_size(bytes)?;
         let mut variables = Vec::new();
         for n in &names {
             let (_, v) = info.variable(n)?;

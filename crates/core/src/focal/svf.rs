@@ -77,9 +77,43 @@ pub(crate) struct Rays {
     pub halo: usize,
 }
 
+/// The most samples a ray may take with `steps` (more than the cells it crosses only repeats
+/// them).
+pub const MAX_SVF_STEPS: u32 = 65_536;
+/// The most samples all rays together may take: the kernel's table of offsets and weights.
+const MAX_SVF_SAMPLES: u64 = 16_000_000;
+
+/// One azimuth's ray before it is laid out: its direction, the length of one step along it,
+/// and how many cells it reaches.
+struct Azimuth {
+    sin: f64,
+    cos: f64,
+    step: f64,
+    reach: f64,
+}
+
 impl SvfParams {
-    /// Checks the parameters and lays out the rays on `grid`.
-    pub(crate) fn rays(&self, grid: &FocalGrid) -> Result<Rays> {
+    /// The halo the rays need on `grid`, from the parameters alone (nothing is allocated):
+    /// a job checks it against its `max_halo` before laying the rays out.
+    pub(crate) fn halo(&self, grid: &FocalGrid) -> Result<usize> {
+        Ok(self
+            .azimuths(grid)?
+            .iter()
+            .map(|a| {
+                let t = match self.steps {
+                    Some(_) => a.reach,
+                    None => (a.reach + 1e-9).floor(),
+                };
+                nearest(t * a.cos)
+                    .unsigned_abs()
+                    .max(nearest(t * a.sin).unsigned_abs())
+            })
+            .max()
+            .unwrap_or(0))
+    }
+
+    /// Checks the parameters; the azimuths with their reach on `grid`.
+    fn azimuths(&self, grid: &FocalGrid) -> Result<Vec<Azimuth>> {
         if self.directions == 0 {
             return Err(Error::invalid("svf needs at least 1 direction, got 0"));
         }
@@ -91,6 +125,13 @@ impl SvfParams {
         }
         if self.steps == Some(0) {
             return Err(Error::invalid("svf steps must be at least 1, got 0"));
+        }
+        if let Some(k) = self.steps
+            && k > MAX_SVF_STEPS
+        {
+            return Err(Error::invalid(format!(
+                "svf steps {k} is more than {MAX_SVF_STEPS}"
+            )));
         }
         let positive = |name: &str, v: f64| {
             if v.is_finite() && v > 0.0 {
@@ -113,15 +154,15 @@ impl SvfParams {
         };
         let (cw, ch) = grid.metric_cell("svf", self.scale)?;
         let n = self.directions as usize;
-        let mut rays = Vec::with_capacity(n);
-        let mut halo = 0usize;
+        let mut azimuths = Vec::with_capacity(n);
+        let mut samples = 0u64;
         for k in 0..n {
             let a = std::f64::consts::TAU * k as f64 / n as f64;
-            let (s, c) = (a.sin(), a.cos());
+            let (sin, cos) = (a.sin(), a.cos());
             let step = if cw == ch {
                 cw
             } else {
-                ((s * cw) * (s * cw) + (c * ch) * (c * ch)).sqrt()
+                ((sin * cw) * (sin * cw) + (cos * ch) * (cos * ch)).sqrt()
             };
             let reach = match radius {
                 Radius::Cells(r) => r,
@@ -133,6 +174,35 @@ impl SvfParams {
                     "svf radius of {reach:.0} cells is too large"
                 )));
             }
+            samples += u64::from(self.steps.unwrap_or(reach as u32));
+            azimuths.push(Azimuth {
+                sin,
+                cos,
+                step,
+                reach,
+            });
+        }
+        if samples > MAX_SVF_SAMPLES {
+            return Err(Error::invalid(format!(
+                "svf of {n} directions takes {samples} samples, more than {MAX_SVF_SAMPLES} \
+                 (fewer directions, steps or a smaller radius)"
+            )));
+        }
+        Ok(azimuths)
+    }
+
+    /// Checks the parameters and lays out the rays on `grid`.
+    pub(crate) fn rays(&self, grid: &FocalGrid) -> Result<Rays> {
+        let azimuths = self.azimuths(grid)?;
+        let mut rays = Vec::with_capacity(azimuths.len());
+        let mut halo = 0usize;
+        for &Azimuth {
+            sin: s,
+            cos: c,
+            step,
+            reach,
+        } in &azimuths
+        {
             let ts: Vec<f64> = match self.steps {
                 Some(k_steps) => (1..=k_steps)
                     .map(|j| reach * j as f64 / k_steps as f64)
@@ -428,5 +498,61 @@ mod tests {
         };
         let e = SvfParams::default().rays(&geo).unwrap_err().to_string();
         assert!(e.contains("geographic") && e.contains("scale"), "{e}");
+    }
+
+    /// The halo is known from the parameters before any ray is laid out, and it is the halo
+    /// the rays then need; sizes that would allocate without bound are refused (issue 20,
+    /// findings 2 and 6: `steps: 4000000000`, a radius of 100,000 cells).
+    #[test]
+    fn the_halo_is_known_before_the_rays_and_huge_sizes_are_refused() {
+        for (directions, radius_cells, steps, cell) in [
+            (8, 3.0, None, 1.0),
+            (16, 9.5, Some(5), 1.0),
+            (7, 100.0, Some(30), 1.0),
+            (36, 33.3, None, 3.0),
+        ] {
+            let p = SvfParams {
+                directions,
+                radius_cells: Some(radius_cells),
+                steps,
+                ..SvfParams::default()
+            };
+            let g = grid(cell);
+            assert_eq!(p.halo(&g).unwrap(), p.rays(&g).unwrap().halo, "{p:?}");
+        }
+        let g = grid(1.0);
+        let huge_steps = SvfParams {
+            steps: Some(4_000_000_000),
+            ..SvfParams::default()
+        };
+        let e = huge_steps.rays(&g).unwrap_err().to_string();
+        assert!(e.contains("svf steps 4000000000 is more than 65536"), "{e}");
+        let many = SvfParams {
+            directions: 3600,
+            radius_cells: Some(100_000.0),
+            ..SvfParams::default()
+        };
+        let e = many.halo(&g).unwrap_err().to_string();
+        assert!(e.contains("samples, more than 16000000"), "{e}");
+        let far = SvfParams {
+            directions: 16,
+            radius_cells: Some(100_000.0),
+            ..SvfParams::default()
+        };
+        let e = crate::focal::FocalOp::Svf(far)
+            .prepare(&g, 1024)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("needs a halo of 100000 cells, more than the maximum of 1024"),
+            "{e}"
+        );
+        let e = crate::operation::PreparedChain::new(&[], 1, &g, usize::MAX)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("max_halo 18446744073709551615 is more than 8192"),
+            "{e}"
+        );
     }
 }

@@ -129,6 +129,38 @@ pub struct JobSpec {
     pub cube: Option<CubeSpec>,
 }
 
+/// The largest job spec accepted, in bytes.
+pub const MAX_SPEC_BYTES: usize = 1 << 20;
+/// The longest job name accepted, in characters (names are listed by `tessera jobs`).
+pub const MAX_NAME_CHARS: usize = 256;
+
+/// The path (`operations[0].svf.radius`) of the first NaN or infinite number in a YAML value.
+fn non_finite(v: &serde_yaml::Value, path: &str) -> Option<String> {
+    use serde_yaml::Value;
+    match v {
+        Value::Number(n) => n
+            .as_f64()
+            .is_some_and(|x| !x.is_finite())
+            .then(|| path.trim_start_matches('.').to_string()),
+        Value::Sequence(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| non_finite(x, &format!("{path}[{i}]"))),
+        Value::Mapping(m) => m.iter().find_map(|(k, x)| {
+            let key = match k {
+                Value::String(s) => s.clone(),
+                other => serde_yaml::to_string(other)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
+            };
+            non_finite(x, &format!("{path}.{key}"))
+        }),
+        Value::Tagged(t) => non_finite(&t.value, path),
+        _ => None,
+    }
+}
+
 fn field(name: &str, e: Error) -> Error {
     match e {
         Error::InvalidArgument(m) | Error::Crs(m) => Error::invalid(format!("{name}: {m}")),
@@ -139,8 +171,22 @@ fn field(name: &str, e: Error) -> Error {
 impl JobSpec {
     /// Parses and validates a YAML spec. Errors name the field and the value.
     pub fn from_yaml(text: &str) -> Result<JobSpec> {
-        let spec: JobSpec = serde_yaml::from_str(text)
-            .map_err(|e| Error::invalid(format!("malformed job spec: {e}")))?;
+        let malformed = |e: serde_yaml::Error| Error::invalid(format!("malformed job spec: {e}"));
+        if text.len() > MAX_SPEC_BYTES {
+            return Err(Error::invalid(format!(
+                "job spec of {} bytes: at most {MAX_SPEC_BYTES} are accepted",
+                text.len()
+            )));
+        }
+        // NaN and infinity are refused by name: the spec travels as JSON (journal, workers),
+        // where they would become `null` and so a parameter's default.
+        let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(malformed)?;
+        if let Some(path) = non_finite(&value, "") {
+            return Err(Error::invalid(format!(
+                "{path}: NaN and infinity are not accepted"
+            )));
+        }
+        let spec: JobSpec = serde_yaml::from_str(text).map_err(malformed)?;
         spec.validate()?;
         Ok(spec)
     }
@@ -159,6 +205,14 @@ impl JobSpec {
         }
         if self.sources.is_empty() {
             return Err(Error::invalid("sources: the list is empty"));
+        }
+        if let Some(name) = &self.name
+            && name.chars().count() > MAX_NAME_CHARS
+        {
+            return Err(Error::invalid(format!(
+                "name: {} characters, at most {MAX_NAME_CHARS} are accepted",
+                name.chars().count()
+            )));
         }
         if let Some((i, _)) = self
             .sources
@@ -345,5 +399,34 @@ output:
             let err = JobSpec::from_yaml(yaml).unwrap_err().to_string();
             assert!(err.contains(want), "{yaml:?}\n  got: {err}\n  want: {want}");
         }
+    }
+
+    /// Issue 20, findings 8 and 10: `.nan` and `.inf` were turned into a parameter's default on
+    /// their way through JSON, and megabyte names broke `tessera jobs` for everyone.
+    #[test]
+    fn non_finite_numbers_huge_names_and_huge_specs_are_refused() {
+        let base = "version: 1\nsources: [a.tif]\noutput: {url: /o/x}\n";
+        for (extra, want) in [
+            (
+                "operations: [{svf: {radius: .nan}}]\n",
+                "operations[0].svf.radius: NaN and infinity are not accepted",
+            ),
+            (
+                "operations: [{clamp: [-.inf, 1]}]\n",
+                "operations[0].clamp[0]: NaN and infinity are not accepted",
+            ),
+        ] {
+            let err = JobSpec::from_yaml(&format!("{base}{extra}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{extra}: {err}");
+        }
+        let long = format!("{base}name: {}\n", "n".repeat(3 << 20));
+        let err = JobSpec::from_yaml(&long).unwrap_err().to_string();
+        assert!(err.contains("at most 1048576 are accepted"), "{err}");
+        let named = format!("{base}name: {}\n", "n".repeat(300));
+        let err = JobSpec::from_yaml(&named).unwrap_err().to_string();
+        assert!(err.contains("name: 300 characters, at most 256"), "{err}");
+        assert!(JobSpec::from_yaml(&format!("{base}name: fine\n")).is_ok());
     }
 }

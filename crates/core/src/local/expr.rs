@@ -59,18 +59,39 @@ impl<'de> Deserialize<'de> for Expr {
     }
 }
 
+/// The longest expression accepted, in bytes: a band formula is a line, not a program.
+pub const MAX_EXPR_LEN: usize = 4096;
+/// The deepest nesting accepted (parentheses, unary minus, function calls, and the operands
+/// of one chain of operators): the parser, the evaluator and dropping the tree recurse this
+/// deep, on any thread's stack.
+pub const MAX_EXPR_DEPTH: usize = 64;
+
 struct Parser<'a> {
     text: &'a str,
     pos: usize,
+    depth: usize,
 }
 
 impl Parser<'_> {
     fn err(&self, what: &str) -> Error {
+        // A long expression is shown by its start: the position says where.
+        let shown = match self.text.char_indices().nth(80) {
+            Some((cut, _)) => format!("{}…", &self.text[..cut]),
+            None => self.text.to_string(),
+        };
         Error::invalid(format!(
-            "expression `{}`: {what} at character {}",
-            self.text,
+            "expression `{shown}`: {what} at character {}",
             self.pos + 1
         ))
+    }
+
+    /// Enters one level of nesting; refuses past [`MAX_EXPR_DEPTH`].
+    fn deeper(&mut self) -> Result<()> {
+        self.depth += 1;
+        if self.depth > MAX_EXPR_DEPTH {
+            return Err(self.err(&format!("nested more than {MAX_EXPR_DEPTH} deep")));
+        }
+        Ok(())
     }
 
     fn skip_ws(&mut self) {
@@ -93,27 +114,38 @@ impl Parser<'_> {
         }
     }
 
+    /// A chain of `+`/`-` terms. Each operator makes the tree one level deeper (it is
+    /// left-leaning), so a chain counts against the depth too.
     fn expr(&mut self) -> Result<Node> {
+        let depth = self.depth;
         let mut node = self.term()?;
         while let Some(op @ ('+' | '-')) = self.peek() {
             self.pos += 1;
+            self.deeper()?;
             node = Node::Bin(op, Box::new(node), Box::new(self.term()?));
         }
+        self.depth = depth;
         Ok(node)
     }
 
     fn term(&mut self) -> Result<Node> {
+        let depth = self.depth;
         let mut node = self.unary()?;
         while let Some(op @ ('*' | '/')) = self.peek() {
             self.pos += 1;
+            self.deeper()?;
             node = Node::Bin(op, Box::new(node), Box::new(self.unary()?));
         }
+        self.depth = depth;
         Ok(node)
     }
 
     fn unary(&mut self) -> Result<Node> {
         if self.eat('-') {
-            return Ok(Node::Neg(Box::new(self.unary()?)));
+            self.deeper()?;
+            let node = Node::Neg(Box::new(self.unary()?));
+            self.depth -= 1;
+            return Ok(node);
         }
         self.atom()
     }
@@ -122,10 +154,12 @@ impl Parser<'_> {
         match self.peek() {
             Some('(') => {
                 self.pos += 1;
+                self.deeper()?;
                 let n = self.expr()?;
                 if !self.eat(')') {
                     return Err(self.err("expected `)`"));
                 }
+                self.depth -= 1;
                 Ok(n)
             }
             Some(c) if c.is_ascii_digit() || c == '.' => {
@@ -164,6 +198,7 @@ impl Parser<'_> {
                 if !self.eat('(') {
                     return Err(self.err(&format!("expected `(` after `{name}`")));
                 }
+                self.deeper()?;
                 let mut args = vec![self.expr()?];
                 while self.eat(',') {
                     args.push(self.expr()?);
@@ -171,6 +206,7 @@ impl Parser<'_> {
                 if !self.eat(')') {
                     return Err(self.err("expected `)`"));
                 }
+                self.depth -= 1;
                 if args.len() != arity {
                     return Err(self.err(&format!(
                         "`{name}` takes {arity} argument{}, not {}",
@@ -245,8 +281,20 @@ fn eval(n: &Node, stack: &[Array2<f64>], shape: (usize, usize)) -> Array2<f64> {
 }
 
 impl Expr {
+    /// Parses an expression; one longer than [`MAX_EXPR_LEN`] or nested deeper than
+    /// [`MAX_EXPR_DEPTH`] is refused before it can exhaust a stack.
     pub fn parse(text: &str) -> Result<Expr> {
-        let mut p = Parser { text, pos: 0 };
+        if text.len() > MAX_EXPR_LEN {
+            return Err(Error::invalid(format!(
+                "expression of {} bytes: at most {MAX_EXPR_LEN} are accepted",
+                text.len()
+            )));
+        }
+        let mut p = Parser {
+            text,
+            pos: 0,
+            depth: 0,
+        };
         let root = p.expr()?;
         if p.peek().is_some() {
             return Err(p.err("unexpected text"));
@@ -310,9 +358,42 @@ mod tests {
             ("ndvi(b1)", "unknown name `ndvi`"),
             ("min(b1)", "`min` takes 2 arguments, not 1"),
             ("b0 + 1", "unknown name `b0`"),
+            (
+                "-----------------------------------------------------------------b1",
+                "nested more than 64 deep",
+            ),
         ] {
             let err = Expr::parse(text).unwrap_err().to_string();
             assert!(err.contains(want), "{text}: {err}");
         }
+    }
+
+    /// Issue 20, finding 1: a 30 KB chain of `b1+` terms overflowed the coordinator's stack
+    /// when planned, and 3,000 nested parentheses aborted the CLI. Both are refused now, with
+    /// a reason, and nesting up to the limit still evaluates.
+    #[test]
+    fn huge_and_deep_expressions_are_refused_not_a_stack_overflow() {
+        let chain = "b1+".repeat(10_000) + "b1";
+        let err = Expr::parse(&chain).unwrap_err().to_string();
+        assert!(err.contains("at most 4096 are accepted"), "{err}");
+        let parens = "(".repeat(3000) + "b1" + &")".repeat(3000);
+        let err = Expr::parse(&parens).unwrap_err().to_string();
+        assert!(err.contains("at most 4096"), "{err}");
+        let parens = "(".repeat(2000) + "b1" + &")".repeat(2000);
+        let err = Expr::parse(&parens).unwrap_err().to_string();
+        assert!(err.contains("nested more than 64 deep"), "{err}");
+        let chain = "b1+".repeat(1300) + "b1";
+        let err = Expr::parse(&chain).unwrap_err().to_string();
+        assert!(err.contains("nested more than 64 deep"), "{err}");
+        for f in ["sqrt(", "abs(", "-"] {
+            let deep = f.repeat(2000) + "b1";
+            assert!(Expr::parse(&deep).is_err(), "{f}");
+        }
+        // Within the limits: 60 nested parentheses and a chain of 60 terms.
+        let ok = "(".repeat(60) + "b1" + &")".repeat(60);
+        let s = vec![ndarray::array![[2.0]]];
+        assert_eq!(Expr::parse(&ok).unwrap().eval(&s)[(0, 0)], 2.0);
+        let chain = "b1+".repeat(59) + "b1";
+        assert_eq!(Expr::parse(&chain).unwrap().eval(&s)[(0, 0)], 120.0);
     }
 }
