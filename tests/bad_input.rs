@@ -320,7 +320,7 @@ fn sizes_no_machine_holds_are_refused_up_front() {
     .unwrap();
     let err = ingest_fails(vrt.to_str().unwrap(), &[], &out);
     assert!(
-        err.contains("the layer would be 2000000000 x 2000000000 cells, more than the budget"),
+        err.contains("huge.vrt: declares 2000000000 x 2000000000 cells, more than the budget"),
         "{err}"
     );
     assert!(!out.exists(), "nothing is written");

@@ -208,6 +208,24 @@ fn a_403_fails_the_job_at_once_and_a_503_storm_is_retried() {
         seen.throttled >= 6 + seen.forwarded / 4 - 1,
         "the storm happened: {seen:?}"
     );
+    // Issue 20, finding 5: a store that acknowledges some chunk writes and loses them. The
+    // job must fail at commit naming a lost tile, not report a complete layer.
+    proxy.set(Faults {
+        lose_put: Some("/tessera/lossy/layer/band_1/1.".into()),
+        ..Faults::default()
+    });
+    let job = tiles_to(tmp.path(), &src, "s3://tessera/lossy/layer");
+    let out = tessera_env(&["run", job.to_str().unwrap()], &env);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let lost = proxy.seen().lost.len();
+    assert!(lost > 0, "writes were lost");
+    assert!(
+        err.contains(&format!("{lost} of 20 tiles written are not in the store"))
+            && err.contains("the layer is not marked complete"),
+        "{err}"
+    );
+
     let tif = tmp.path().join("storm.tif");
     ok(
         tessera_env(

@@ -15,6 +15,11 @@ use std::time::Duration;
 pub struct Faults {
     /// PUTs whose path contains this are refused with 403.
     pub deny_put: Option<String>,
+    /// PUTs whose path contains this are answered 200 and dropped: a store that loses
+    /// acknowledged writes.
+    pub lose_put: Option<String>,
+    /// Paths of the PUTs lost so.
+    pub lost: Vec<String>,
     /// The next this many requests get 503.
     pub unavailable_next: usize,
     /// Then every this-many-th request gets 503 (0: none).
@@ -136,6 +141,16 @@ fn serve(client: TcpStream, upstream: &str, faults: &Mutex<Faults>) -> std::io::
         {
             f.denied.push(path.clone());
             Some(s3_error("403 Forbidden", "AccessDenied"))
+        } else if method == "PUT"
+            && f.lose_put
+                .as_ref()
+                .is_some_and(|p| path.contains(p.as_str()))
+        {
+            f.lost.push(path.clone());
+            Some(
+                b"HTTP/1.1 200 OK\r\nETag: \"lost\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_vec(),
+            )
         } else if f.unavailable_next > 0 {
             f.unavailable_next -= 1;
             f.throttled += 1;

@@ -91,10 +91,28 @@ fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error as one line: the CLI's context, then Tessera's own message. Tessera's errors keep
+/// the library error that caused them (for programs and logs), but their message already says
+/// what went wrong in the user's terms, so the chain stops there.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts = Vec::new();
+    for cause in e.chain() {
+        parts.push(cause.to_string());
+        if cause.downcast_ref::<tessera_core::Error>().is_some()
+            || cause
+                .downcast_ref::<tessera_client::ClientError>()
+                .is_some()
+        {
+            break;
+        }
+    }
+    parts.join(": ")
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

@@ -20,7 +20,7 @@ use tessera_core::engine::{self, JobPlan, JobRecord, PlannedTask, StageContext};
 use tessera_core::job::{JobId, JobState, TaskOutput};
 
 /// Journalled outputs of finished tasks, by stage and task index.
-pub type DoneTasks = BTreeMap<u32, BTreeMap<u32, TaskOutput>>;
+pub type DoneTasks = tessera_core::engine::StageOutputs;
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -243,7 +243,11 @@ impl Coordinator {
                 })
             }
             Effect::Commit { job, record, plan } => {
-                let result = blocking(move || plan.commit(&record)).await;
+                // What every task reported, from the journal (it holds them across restarts).
+                let result = match self.journal.tasks(job).await {
+                    Ok(outputs) => blocking(move || plan.commit(&record, &outputs)).await,
+                    Err(e) => Err(e),
+                };
                 Some(Event::Committed {
                     job,
                     result: result.map_err(|e| e.to_string()),

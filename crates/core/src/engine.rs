@@ -72,9 +72,14 @@ pub trait JobKind: Sized + Clone + Serialize + DeserializeOwned {
         pool: &ComputePool,
     ) -> Result<TaskOutput>;
 
-    /// Marks the outputs complete, once every stage is done.
-    fn commit(&self, job: &JobRecord) -> Result<()>;
+    /// Marks the outputs complete, once every stage is done; `outputs` are what every task
+    /// reported (by stage and index), for a kind to check the store against.
+    fn commit(&self, job: &JobRecord, outputs: &StageOutputs) -> Result<()>;
 }
+
+/// What the finished tasks of a job reported, by stage and task index.
+pub type StageOutputs =
+    std::collections::BTreeMap<u32, std::collections::BTreeMap<u32, TaskOutput>>;
 
 /// The plan of a job of any kind.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -166,10 +171,10 @@ impl JobPlan {
         }
     }
 
-    pub fn commit(&self, job: &JobRecord) -> Result<()> {
+    pub fn commit(&self, job: &JobRecord, outputs: &StageOutputs) -> Result<()> {
         match self {
-            JobPlan::Raster(p) => p.commit(job),
-            JobPlan::Cube(p) => JobKind::commit(p, job),
+            JobPlan::Raster(p) => p.commit(job, outputs),
+            JobPlan::Cube(p) => JobKind::commit(p, job, outputs),
             JobPlan::Noop { .. } => Ok(()),
         }
     }

@@ -162,11 +162,13 @@ impl IngestPlan {
 }
 
 /// What writing a group of keys did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeysSummary {
     /// Tiles (key × band) computed, and of those how many were all NoData and not stored.
     pub tiles: u64,
     pub empty_tiles: u64,
+    /// Which: (band index, key). Commit tells them from tiles the store lost.
+    pub empty: Vec<(usize, SpatialKey)>,
     /// Uncompressed bytes of the tiles stored.
     pub bytes: u64,
 }
@@ -222,8 +224,9 @@ pub const MAX_SOURCE_BLOCK_CELLS: u64 = 1 << 28;
 pub const DEFAULT_MAX_CELLS: u64 = 1 << 40;
 
 /// Sizes no machine can hold, refused before anything is allocated or written: tiles past
-/// [`MAX_TILE_CELLS`], source blocks past [`MAX_SOURCE_BLOCK_CELLS`], layers past the cell
-/// budget (`TESSERA_MAX_CELLS`, default [`DEFAULT_MAX_CELLS`]).
+/// [`MAX_TILE_CELLS`], source blocks past [`MAX_SOURCE_BLOCK_CELLS`], sources past the cell
+/// budget (`TESSERA_MAX_CELLS`, default [`DEFAULT_MAX_CELLS`]), key grids past
+/// [`MAX_KEY_GRID`]; the tiles a layer stores are checked against the budget once known.
 fn check_sizes(sources: &[PlannedSource], metadata: &TileLayerMetadata) -> Result<()> {
     let tl = metadata.layout.tile_layout;
     let tile_cells = u64::from(tl.tile_cols) * u64::from(tl.tile_rows);
@@ -245,19 +248,39 @@ fn check_sizes(sources: &[PlannedSource], metadata: &TileLayerMetadata) -> Resul
             ));
         }
     }
-    let budget = std::env::var("TESSERA_MAX_CELLS")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(DEFAULT_MAX_CELLS);
-    let grid = metadata.array_grid();
-    let cells = grid.cols.saturating_mul(grid.rows);
-    if cells > budget {
+    let budget = max_cells();
+    for s in sources {
+        let g = &s.info.grid;
+        if g.cols.saturating_mul(g.rows) > budget {
+            return Err(Error::source(
+                &s.info.url,
+                format!(
+                    "declares {} x {} cells, more than the budget of {budget} (TESSERA_MAX_CELLS)",
+                    g.cols, g.rows
+                ),
+            ));
+        }
+    }
+    // The key grid is walked to find the keys the sources cover: it must be walkable. (A
+    // layer over two cities far apart is a sparse grid of 4·10⁷ keys; fine.)
+    let keys = metadata.bounds.to_grid_bounds().size();
+    if keys > MAX_KEY_GRID {
         return Err(Error::invalid(format!(
-            "the layer would be {} x {} cells, more than the budget of {budget} (TESSERA_MAX_CELLS)",
-            grid.cols, grid.rows
+            "layout: the layer's key grid has {keys} tiles, more than {MAX_KEY_GRID} (use larger tiles)"
         )));
     }
     Ok(())
+}
+
+/// The most keys a layer's key grid may have (it is walked once when planning).
+pub const MAX_KEY_GRID: u64 = 1 << 28;
+
+/// The cell budget: `TESSERA_MAX_CELLS`, or [`DEFAULT_MAX_CELLS`].
+fn max_cells() -> u64 {
+    std::env::var("TESSERA_MAX_CELLS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(DEFAULT_MAX_CELLS)
 }
 
 pub fn plan_from_sources(
@@ -343,6 +366,18 @@ pub fn plan_from_sources(
             summaries.iter().any(|s| s.grid.extent.intersects(&e))
         })
         .collect();
+    let tl = metadata.layout.tile_layout;
+    let cells =
+        (keys.len() as u64).saturating_mul(u64::from(tl.tile_cols) * u64::from(tl.tile_rows));
+    if cells > max_cells() {
+        return Err(Error::invalid(format!(
+            "the layer would store {} tiles of {} x {} cells, more than the budget of {} cells (TESSERA_MAX_CELLS)",
+            keys.len(),
+            tl.tile_cols,
+            tl.tile_rows,
+            max_cells()
+        )));
+    }
     let index = ZOrderIndex::new(&metadata.bounds);
     keys.sort_by_key(|k| index.to_index(*k));
     Ok(IngestPlan {
@@ -616,7 +651,7 @@ pub fn write_keys(
     keys: &[SpatialKey],
     progress: &dyn Progress,
 ) -> Result<KeysSummary> {
-    let empty = AtomicU64::new(0);
+    let empty = std::sync::Mutex::new(Vec::new());
     let stored_bytes = AtomicU64::new(0);
     let tile_bytes = plan.bytes_per_key() / plan.band_names.len().max(1) as u64;
     let chain = plan.chain(options)?;
@@ -682,7 +717,10 @@ pub fn write_keys(
                     .enumerate()
                 {
                     if tile.is_all_nodata() {
-                        empty.fetch_add(1, Ordering::Relaxed);
+                        empty
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((i, key));
                     } else {
                         stored_bytes.fetch_add(tile_bytes, Ordering::Relaxed);
                     }
@@ -701,9 +739,11 @@ pub fn write_keys(
         return Err(e);
     }
     computed?;
+    let empty = empty.into_inner().unwrap_or_else(|p| p.into_inner());
     Ok(KeysSummary {
         tiles: keys.len() as u64 * plan.band_names.len() as u64,
-        empty_tiles: empty.into_inner(),
+        empty_tiles: empty.len() as u64,
+        empty,
         bytes: stored_bytes.into_inner(),
     })
 }
@@ -742,6 +782,11 @@ pub fn run_ingest(
             return Err(e);
         }
     };
+    let empty: std::collections::HashSet<_> = summary.empty.iter().copied().collect();
+    if let Err(e) = writer.verify(&plan.keys, &empty) {
+        let _ = writer.abort();
+        return Err(e);
+    }
     let layer = writer.finish()?;
     Ok(IngestSummary {
         layer,

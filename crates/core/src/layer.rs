@@ -228,6 +228,45 @@ impl LayerWriter {
         })
     }
 
+    /// Checks, before the layer is marked complete, that every tile of `keys` × bands is in
+    /// the store or was reported all NoData (`empty`: band index, key): a tile the store lost
+    /// after acknowledging it is an error naming it, never NoData in a "complete" layer.
+    pub fn verify(
+        &self,
+        keys: &[SpatialKey],
+        empty: &std::collections::HashSet<(usize, SpatialKey)>,
+    ) -> Result<()> {
+        let md = &self.info.metadata;
+        let mut missing = Vec::new();
+        let mut expected = 0usize;
+        for (band, name) in self.info.bands.iter().enumerate() {
+            let stored: std::collections::HashSet<String> =
+                block_on(self.store.list(&format!("{name}/")))?
+                    .into_iter()
+                    .collect();
+            for &key in keys {
+                if empty.contains(&(band, key)) {
+                    continue;
+                }
+                expected += 1;
+                let [row, col] = md.chunk_of(key);
+                if !stored.contains(&format!("{name}/{row}.{col}")) {
+                    missing.push(format!("tile {key} of {name}"));
+                }
+            }
+        }
+        if let Some(first) = missing.first() {
+            return Err(Error::layer(
+                self.store.url(),
+                format!(
+                    "{} of {expected} tiles written are not in the store (first: {first}); the layer is not marked complete",
+                    missing.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Marks the layer complete: root attributes and consolidated metadata, written last.
     pub fn finish(mut self) -> Result<LayerInfo> {
         self.info.complete = true;

@@ -2,7 +2,7 @@
 //! headers → sort, check and plan blocks → map (1), climatology (2), anomaly (3), rechunk (4)
 //! → consolidated metadata of every product.
 
-use super::{ComputePool, JobKind, JobRecord, PlannedTask, from_headers, to_header};
+use super::{ComputePool, JobKind, JobRecord, PlannedTask, StageOutputs, from_headers, to_header};
 use crate::cube::{CubePlan, CubeSource};
 use crate::error::{Error, Result};
 use crate::job::{TaskOutput, TaskPayload};
@@ -68,7 +68,7 @@ impl JobKind for CubePlan {
         })
     }
 
-    fn commit(&self, _job: &JobRecord) -> Result<()> {
+    fn commit(&self, _job: &JobRecord, _outputs: &StageOutputs) -> Result<()> {
         self.finish_products()
     }
 }

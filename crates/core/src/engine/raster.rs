@@ -3,13 +3,14 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{ComputePool, JobKind, JobRecord, PlannedTask, from_headers, to_header};
+use super::{ComputePool, JobKind, JobRecord, PlannedTask, StageOutputs, from_headers, to_header};
 use crate::error::{Error, Result};
 use crate::ingest::{
     IngestOptions, IngestPlan, NoProgress, PlannedSource, attach_layer, create_layer,
     plan_from_sources, plan_source, write_keys,
 };
 use crate::job::{TaskOutput, TaskPayload};
+use crate::model::SpatialKey;
 
 /// The plan of a raster job: the ingest plan, the options it was made with, and the output
 /// per tile task.
@@ -89,17 +90,41 @@ impl JobKind for RasterPlan {
         let writer = attach_layer(&self.ingest, &job.output_url, &self.options)?;
         let summary =
             pool.install(|| write_keys(&self.ingest, &self.options, &writer, keys, &NoProgress))?;
+        // The tiles that were all NoData (and so not stored), for commit to tell them from
+        // tiles the store lost.
+        let result = (!summary.empty.is_empty()).then(|| {
+            let empty: Vec<[u32; 3]> = summary
+                .empty
+                .iter()
+                .map(|&(band, k)| [band as u32, k.col, k.row])
+                .collect();
+            serde_json::json!({ "empty": empty })
+        });
         Ok(TaskOutput {
             tiles: summary.tiles,
             bytes: summary.bytes,
-            result: None,
+            result,
         })
     }
 
-    fn commit(&self, job: &JobRecord) -> Result<()> {
-        attach_layer(&self.ingest, &job.output_url, &self.options)?
-            .finish()
-            .map(drop)
+    /// Checks that every tile the tasks wrote is in the store (tiles they reported all NoData
+    /// aside), then marks the layer complete.
+    fn commit(&self, job: &JobRecord, outputs: &StageOutputs) -> Result<()> {
+        let mut empty = std::collections::HashSet::new();
+        for output in outputs.get(&1).into_iter().flat_map(|s| s.values()) {
+            let Some(list) = output.result.as_ref().and_then(|r| r.get("empty")) else {
+                continue;
+            };
+            let list: Vec<[u32; 3]> = serde_json::from_value(list.clone())
+                .map_err(|e| Error::Internal(format!("a task's empty tiles: {e}")))?;
+            empty.extend(
+                list.into_iter()
+                    .map(|[band, col, row]| (band as usize, SpatialKey::new(col, row))),
+            );
+        }
+        let writer = attach_layer(&self.ingest, &job.output_url, &self.options)?;
+        writer.verify(&self.ingest.keys, &empty)?;
+        writer.finish().map(drop)
     }
 }
 
