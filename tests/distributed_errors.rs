@@ -191,3 +191,91 @@ fn a_job_that_fails_on_bad_input_fails_fast_with_the_task_error() {
     );
     assert!(!store.join("out").exists(), "no layer was created");
 }
+
+/// Issue 20, finding 8: a worker started before its coordinator exited at once, and idle
+/// workers exited with status 1 when the coordinator restarted. A worker now waits for its
+/// coordinator — before it starts and across a SIGKILL and restart — and runs jobs after;
+/// with `--patience` it gives up, saying why.
+#[test]
+fn workers_wait_for_their_coordinator_before_it_starts_and_across_restarts() {
+    let tmp = temp_dir();
+    let store = tmp.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let dsm = store.join("dsm.tif");
+    tessera_ok(&[
+        "synth",
+        "dsm",
+        dsm.to_str().unwrap(),
+        "--cols",
+        "300",
+        "--rows",
+        "300",
+    ]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut procs = Procs::default();
+    procs
+        .0
+        .push(start_worker(&url, &tmp.path().join("w.log"), &[]));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        procs.0[0].try_wait().unwrap().is_none(),
+        "the worker waits for a coordinator that is not there yet"
+    );
+    let run = |name: &str, url: &str| {
+        let job = tmp.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &job,
+            format!(
+                "version: 1\nsources: [{}]\nlayout: floating:100\noutput: {{url: {}}}\n",
+                dsm.display(),
+                store.join(name).display()
+            ),
+        )
+        .unwrap();
+        tessera_ok(&[
+            "submit",
+            job.to_str().unwrap(),
+            "--coordinator",
+            url,
+            "--watch",
+        ]);
+    };
+    let (coord, url) = start_coordinator(store.to_str().unwrap(), port, &[]);
+    procs.0.push(coord);
+    run("first", &url);
+    // SIGKILL the coordinator while the worker idles; restart it on the same port.
+    procs.0[1].kill().unwrap();
+    procs.0[1].wait().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        procs.0[0].try_wait().unwrap().is_none(),
+        "an idle worker outlives its coordinator's restart"
+    );
+    let (coord, url) = start_coordinator(store.to_str().unwrap(), port, &[]);
+    procs.0[1] = coord;
+    run("second", &url);
+    assert!(store.join("second/.zmetadata").exists());
+
+    // With patience, a worker gives up on a coordinator that never comes.
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut w = start_worker(
+        &format!("http://127.0.0.1:{free}"),
+        &tmp.path().join("w2.log"),
+        &["--patience", "1"],
+    );
+    wait_until(30, "the impatient worker to give up", || {
+        w.try_wait().unwrap().is_some()
+    });
+    assert_eq!(w.wait().unwrap().code(), Some(1));
+    let log = std::fs::read_to_string(tmp.path().join("w2.log")).unwrap();
+    assert!(log.contains("cannot reach the coordinator"), "{log}");
+}

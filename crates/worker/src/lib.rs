@@ -18,8 +18,54 @@ use tessera_proto::{PROTOCOL_VERSION, from_proto, pb, to_proto};
 use tonic::Request;
 use tonic::transport::Channel;
 
-/// How long a worker keeps trying an unavailable coordinator before it gives up.
-const UNAVAILABLE_GRACE: Duration = Duration::from_secs(60);
+/// How long a finished task's report is retried before it is left to the lease's expiry.
+const REPORT_GRACE: Duration = Duration::from_secs(60);
+
+/// The longest wait between two tries of an unreachable coordinator.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
+
+/// Whether a call failed because the coordinator could not be reached (down, restarting, or
+/// the connection dropped mid-call) rather than because it answered no.
+fn unreachable(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+    )
+}
+
+/// Tries of an unreachable coordinator: waits growing from 200 ms to [`MAX_RETRY_WAIT`], for
+/// `patience` since the last contact (forever when `None`).
+struct Retry {
+    patience: Option<Duration>,
+    since: std::time::Instant,
+    wait: Duration,
+}
+
+impl Retry {
+    fn new(patience: Option<Duration>) -> Retry {
+        Retry {
+            patience,
+            since: std::time::Instant::now(),
+            wait: Duration::from_millis(200),
+        }
+    }
+
+    /// The coordinator answered.
+    fn contact(&mut self) {
+        self.since = std::time::Instant::now();
+        self.wait = Duration::from_millis(200);
+    }
+
+    /// The wait before the next try, or `None` when patience has run out.
+    fn next(&mut self) -> Option<Duration> {
+        if self.patience.is_some_and(|p| self.since.elapsed() >= p) {
+            return None;
+        }
+        let wait = self.wait;
+        self.wait = (self.wait * 2).min(MAX_RETRY_WAIT);
+        Some(wait)
+    }
+}
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
@@ -33,6 +79,9 @@ pub struct WorkerConfig {
     pub max_tasks: u32,
     /// Report this protocol version instead of ours (for testing the refusal).
     pub protocol_version: u32,
+    /// How long to keep trying a coordinator that cannot be reached (not started yet,
+    /// restarting): `None`, the default, is forever.
+    pub patience: Option<Duration>,
     /// For an `https://` coordinator: the PEM certificate of the CA to trust.
     pub tls_ca_pem: Option<Vec<u8>>,
 }
@@ -57,6 +106,7 @@ impl WorkerConfig {
             max_tasks: 1,
             protocol_version: PROTOCOL_VERSION,
             tls_ca_pem: None,
+            patience: None,
         }
     }
 }
@@ -96,22 +146,42 @@ pub async fn run(
     config: WorkerConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), WorkerError> {
-    let channel = connect(&config.coordinator, config.tls_ca_pem.as_deref())
-        .await
-        .map_err(|e| WorkerError::Connect(config.coordinator.clone(), e))?;
+    // A coordinator not started yet, or restarting, is waited for (with `patience`).
+    let mut retry = Retry::new(config.patience);
+    let channel = loop {
+        match connect(&config.coordinator, config.tls_ca_pem.as_deref()).await {
+            Ok(channel) => break channel,
+            Err(e) => match retry.next() {
+                Some(wait) => {
+                    tracing::warn!(coordinator = %config.coordinator, error = %e, "cannot reach the coordinator; trying again");
+                    tokio::time::sleep(wait).await;
+                }
+                None => return Err(WorkerError::Connect(config.coordinator.clone(), e)),
+            },
+        }
+    };
     let client = Client {
         inner: WorkerServiceClient::new(channel),
         token: config.token.clone(),
     };
-    let reg = client
-        .inner
-        .clone()
-        .register_worker(client.req(pb::RegisterWorkerRequest {
+    let register = || {
+        let mut inner = client.inner.clone();
+        let request = client.req(pb::RegisterWorkerRequest {
             protocol_version: config.protocol_version,
             threads: config.threads as u32,
             name: config.name.clone(),
-        }))
-        .await
+        });
+        async move { inner.register_worker(request).await }
+    };
+    let mut registered = register().await;
+    while let Err(s) = &registered
+        && unreachable(s)
+        && let Some(wait) = retry.next()
+    {
+        tokio::time::sleep(wait).await;
+        registered = register().await;
+    }
+    let reg = registered
         .map_err(|s| {
             if matches!(
                 s.code(),
@@ -167,7 +237,7 @@ async fn lease_loop(
     let mut idle = Duration::from_millis(5);
     let pool = tessera_core::engine::ComputePool::new(config.threads)
         .map_err(|e| WorkerError::Start(e.to_string()))?;
-    let mut last_contact = std::time::Instant::now();
+    let mut retry = Retry::new(config.patience);
     loop {
         let mut inner = client.inner.clone();
         let request = client.req(pb::LeaseTasksRequest {
@@ -180,20 +250,20 @@ async fn lease_loop(
         };
         let leases = match reply {
             Ok(r) => {
-                last_contact = std::time::Instant::now();
+                retry.contact();
                 r.into_inner().leases
             }
-            // The coordinator is restarting: keep trying for a while.
-            Err(s)
-                if s.code() == tonic::Code::Unavailable
-                    && last_contact.elapsed() < UNAVAILABLE_GRACE =>
-            {
-                tokio::select! {
-                    _ = &mut shutdown => return Ok(()),
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            // The coordinator is down or restarting: keep trying (idle or not), with patience.
+            Err(s) if unreachable(&s) => match retry.next() {
+                Some(wait) => {
+                    tokio::select! {
+                        _ = &mut shutdown => return Ok(()),
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    continue;
                 }
-                continue;
-            }
+                None => return Err(rpc(s)),
+            },
             Err(s) => return Err(rpc(s)),
         };
         if leases.is_empty() {
@@ -239,10 +309,10 @@ async fn lease_loop(
                 .clone()
                 .report_task(client.req(report.clone()))
                 .await;
-            // A coordinator that is restarting will lease the task again if this never arrives.
-            let deadline = std::time::Instant::now() + UNAVAILABLE_GRACE;
-            while matches!(&sent, Err(s) if s.code() == tonic::Code::Unavailable)
-                && std::time::Instant::now() < deadline
+            // A coordinator that is restarting will lease the task again if this never arrives;
+            // the worker itself goes on waiting for the coordinator in the lease loop.
+            let deadline = std::time::Instant::now() + REPORT_GRACE;
+            while matches!(&sent, Err(s) if unreachable(s)) && std::time::Instant::now() < deadline
             {
                 tokio::select! {
                     _ = &mut shutdown => return Ok(()),

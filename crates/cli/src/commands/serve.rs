@@ -41,6 +41,10 @@ pub struct WorkerArgs {
     /// Claim another protocol version (to test the coordinator's refusal).
     #[arg(long, hide = true)]
     protocol_version: Option<u32>,
+    /// Give up after this many seconds without reaching the coordinator (default: wait for
+    /// it forever, through restarts).
+    #[arg(long)]
+    patience: Option<u64>,
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -108,6 +112,7 @@ pub async fn worker(args: WorkerArgs, tls_ca: Option<PathBuf>) -> Result<()> {
         config.threads = t.max(1);
     }
     config.token = args.token;
+    config.patience = args.patience.map(std::time::Duration::from_secs);
     if let Some(v) = args.protocol_version {
         config.protocol_version = v;
     }
