@@ -261,6 +261,55 @@ fn workers_wait_for_their_coordinator_before_it_starts_and_across_restarts() {
     run("second", &url);
     assert!(store.join("second/.zmetadata").exists());
 
+    // `submit --watch` follows its job across a coordinator SIGKILL and restart.
+    let job = tmp.path().join("third.yaml");
+    std::fs::write(
+        &job,
+        format!(
+            "version: 1\nsources: [{}]\nlayout: floating:50\ntasks: {{target_mb: 1}}\n\
+             operations: [{{svf: {{radius_cells: 40, directions: 16}}}}]\noutput: {{url: {}}}\n",
+            dsm.display(),
+            store.join("third").display()
+        ),
+    )
+    .unwrap();
+    let mut watch = std::process::Command::new(tessera_tests::tessera_bin())
+        .args([
+            "--quiet",
+            "submit",
+            job.to_str().unwrap(),
+            "--coordinator",
+            &url,
+            "--watch",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let jobs = store.join("_tessera/jobs");
+    let journalled = || std::fs::read_dir(&jobs).map_or(0, |d| d.count()) >= 3;
+    wait_until(60, "the third job to be journalled", journalled);
+    assert!(
+        watch.try_wait().unwrap().is_none(),
+        "the job is still running when its coordinator is killed"
+    );
+    procs.0[1].kill().unwrap();
+    procs.0[1].wait().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let (coord, _) = start_coordinator(store.to_str().unwrap(), port, &[]);
+    procs.0[1] = coord;
+    wait_until(180, "the watch to end", || {
+        watch.try_wait().unwrap().is_some()
+    });
+    let out = watch.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(store.join("third/.zmetadata").exists());
+
     // With patience, a worker gives up on a coordinator that never comes.
     let free = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

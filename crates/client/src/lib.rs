@@ -116,22 +116,58 @@ impl JobClient {
     }
 
     /// Follows a job to its end, calling `each` with every status the coordinator sends;
-    /// returns the last.
+    /// returns the last. A coordinator that goes away mid-watch (restarting) is waited for,
+    /// up to [`WATCH_PATIENCE`] without contact, and the watch goes on where it was.
     pub async fn watch(
         &mut self,
         id: &str,
         mut each: impl FnMut(&JobStatus),
     ) -> Result<JobStatus, ClientError> {
-        let r = self.req(pb::JobRef {
-            job_id: id.to_string(),
-        });
-        let mut stream = self.inner.watch_job(r).await?.into_inner();
-        let mut last = None;
-        while let Some(msg) = stream.message().await? {
-            let s = JobStatus::try_from(msg).map_err(|e| ClientError::Decode(e.to_string()))?;
-            each(&s);
-            last = Some(s);
+        let mut last: Option<JobStatus> = None;
+        let mut since = std::time::Instant::now();
+        let mut wait = std::time::Duration::from_millis(200);
+        loop {
+            let r = self.req(pb::JobRef {
+                job_id: id.to_string(),
+            });
+            let followed = async {
+                let mut stream = self.inner.watch_job(r).await?.into_inner();
+                while let Some(msg) = stream.message().await? {
+                    let s =
+                        JobStatus::try_from(msg).map_err(|e| ClientError::Decode(e.to_string()))?;
+                    since = std::time::Instant::now();
+                    each(&s);
+                    last = Some(s);
+                }
+                Ok::<_, ClientError>(())
+            }
+            .await;
+            match followed {
+                Ok(()) => {
+                    return last.ok_or_else(|| {
+                        ClientError::Decode("the coordinator sent no status".into())
+                    });
+                }
+                Err(ClientError::Status(s))
+                    if unreachable(&s) && since.elapsed() < WATCH_PATIENCE =>
+                {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(5));
+                }
+                Err(e) => return Err(e),
+            }
         }
-        last.ok_or_else(|| ClientError::Decode("the coordinator sent no status".into()))
     }
+}
+
+/// How long a watch waits for a coordinator it lost (restarting) before it gives up.
+pub const WATCH_PATIENCE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Whether a call failed because the coordinator could not be reached (down, restarting, the
+/// connection dropped mid-call) rather than because it answered no.
+pub fn unreachable(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+    )
 }

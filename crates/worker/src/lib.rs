@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tessera_client::unreachable;
 use tessera_core::engine::{self, StageContext};
 use tessera_core::job::{
     JobId, LeasedTask, TaskFailure, TaskOutput, TaskPayload, TaskReport, WorkerId,
@@ -23,15 +24,6 @@ const REPORT_GRACE: Duration = Duration::from_secs(60);
 
 /// The longest wait between two tries of an unreachable coordinator.
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
-
-/// Whether a call failed because the coordinator could not be reached (down, restarting, or
-/// the connection dropped mid-call) rather than because it answered no.
-fn unreachable(s: &tonic::Status) -> bool {
-    matches!(
-        s.code(),
-        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
-    )
-}
 
 /// Tries of an unreachable coordinator: waits growing from 200 ms to [`MAX_RETRY_WAIT`], for
 /// `patience` since the last contact (forever when `None`).
