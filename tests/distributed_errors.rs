@@ -328,3 +328,64 @@ fn workers_wait_for_their_coordinator_before_it_starts_and_across_restarts() {
     let log = std::fs::read_to_string(tmp.path().join("w2.log")).unwrap();
     assert!(log.contains("cannot reach the coordinator"), "{log}");
 }
+
+/// Issue 20, finding 9: the store check was of names, so a symbolic link inside the store let
+/// a job write — and `ReadCube` read — outside it. Real paths decide now.
+#[test]
+fn a_symbolic_link_cannot_lead_a_job_or_a_read_out_of_the_store() {
+    let tmp = temp_dir();
+    let store = tmp.path().join("store");
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(&store).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, store.join("escape")).unwrap();
+    let dsm = tmp.path().join("dsm.tif");
+    tessera_ok(&[
+        "synth",
+        "dsm",
+        dsm.to_str().unwrap(),
+        "--cols",
+        "64",
+        "--rows",
+        "64",
+    ]);
+    tessera_ok(&[
+        "synth",
+        "cube",
+        outside.join("cube").to_str().unwrap(),
+        "--steps",
+        "24",
+        "--rows",
+        "4",
+        "--cols",
+        "4",
+    ]);
+    let mut procs = Procs::default();
+    let (coord, url) = start_coordinator(store.to_str().unwrap(), 0, &[]);
+    procs.0.push(coord);
+    let job = tmp.path().join("job.yaml");
+    for out in [
+        "escape/layer".to_string(),
+        format!("{}/escape/layer", store.display()),
+    ] {
+        std::fs::write(
+            &job,
+            format!(
+                "version: 1\nsources: [{}]\noutput: {{url: {out}}}\n",
+                dsm.display()
+            ),
+        )
+        .unwrap();
+        let err = tessera_fails(&["submit", job.to_str().unwrap(), "--coordinator", &url]);
+        assert!(
+            err.contains("leads outside the coordinator's store through a symbolic link"),
+            "{out}: {err}"
+        );
+    }
+    let err = tessera_fails(&["read", "escape/cube", "--coordinator", &url]);
+    assert!(
+        err.contains("leads outside the coordinator's store through a symbolic link"),
+        "{err}"
+    );
+    assert!(!outside.join("layer").exists());
+}

@@ -83,6 +83,20 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| tessera_core::Error::Internal(format!("a blocking task panicked: {e}")))?
 }
 
+/// The real path of `path`: its deepest existing ancestor with every symbolic link resolved,
+/// and the rest (not created yet) appended.
+fn real_path(path: &std::path::Path) -> Option<std::path::PathBuf> {
+    let mut existing = path;
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            return Some(rest.iter().rev().fold(real, |p, part| p.join(part)));
+        }
+        rest.push(existing.file_name()?);
+        existing = existing.parent()?;
+    }
+}
+
 /// Whether two output URLs are the same or one lies inside the other.
 fn nested(a: &str, b: &str) -> bool {
     let (a, b) = (a.trim_end_matches('/'), b.trim_end_matches('/'));
@@ -327,6 +341,21 @@ impl Coordinator {
         if normalized[root_norm.len()..].starts_with("_tessera") {
             return Err(Status::permission_denied(format!(
                 "output.url: `{url}` is inside the coordinator's journal"
+            )));
+        }
+        // On a local store the check above is of names; a symbolic link inside the store can
+        // still lead out of it. Real paths decide.
+        if let (Some(path), Some(root)) = (
+            normalized.strip_prefix("file://"),
+            root_norm.strip_prefix("file://"),
+        ) && let (Some(real), Some(real_root)) = (
+            real_path(std::path::Path::new(path)),
+            real_path(std::path::Path::new(root)),
+        ) && (!real.starts_with(&real_root) || real.starts_with(real_root.join("_tessera")))
+        {
+            return Err(Status::permission_denied(format!(
+                "output.url: `{url}` leads outside the coordinator's store through a symbolic link (to {})",
+                real.display()
             )));
         }
         Ok(resolved)
