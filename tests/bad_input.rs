@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use tessera_tests::{shared_data, temp_dir, tessera_fails, tessera_ok};
+use tessera_tests::{shared_data, synth_dsm, temp_dir, tessera_fails, tessera_ok};
 
 fn dem(name: &str) -> Option<String> {
     shared_data("dem").map(|d| d.join(name).to_string_lossy().to_string())
@@ -265,15 +265,7 @@ fn a_poison_expression_is_refused_not_a_stack_overflow() {
 fn sizes_no_machine_holds_are_refused_up_front() {
     let tmp = temp_dir();
     let small = tmp.path().join("small.tif");
-    tessera_ok(&[
-        "synth",
-        "dsm",
-        small.to_str().unwrap(),
-        "--cols",
-        "300",
-        "--rows",
-        "300",
-    ]);
+    synth_dsm(&small, 300, 300);
     let out = tmp.path().join("out");
     let err = ingest_fails(
         small.to_str().unwrap(),
@@ -332,30 +324,14 @@ fn sizes_no_machine_holds_are_refused_up_front() {
 /// left as it was, and an unreadable job record is marked failed instead of stopping the run.
 #[test]
 fn a_run_leaves_a_siblings_interrupted_job_alone() {
-    use tessera_tests::{tessera_bin, wait_until};
+    use tessera_tests::{raster_job, tessera_bin, wait_until};
     let tmp = temp_dir();
     let dsm = tmp.path().join("dsm.tif");
-    tessera_ok(&[
-        "synth",
-        "dsm",
-        dsm.to_str().unwrap(),
-        "--cols",
-        "1200",
-        "--rows",
-        "1200",
-    ]);
+    synth_dsm(&dsm, 1200, 1200);
     let job = |name: &str, ops: &str| {
-        let path = tmp.path().join(format!("{name}.yaml"));
-        std::fs::write(
-            &path,
-            format!(
-                "version: 1\nsources: [{}]\nlayout: floating:128\n{ops}output: {{url: {}}}\n",
-                dsm.display(),
-                tmp.path().join(name).display()
-            ),
-        )
-        .unwrap();
-        path
+        let out = tmp.path().join(name);
+        let extra = format!("layout: floating:128\n{ops}");
+        raster_job(tmp.path(), name, &dsm, &extra, out.to_str().unwrap())
     };
     // A slow job, killed once it is journalled: an interrupted sibling.
     let slow = job(
@@ -433,7 +409,7 @@ fn outputs_that_would_clobber_or_misplace_are_refused() {
     let tmp = temp_dir();
     let dsm = tmp.path().join("dsm.tif");
     let d = dsm.to_str().unwrap();
-    tessera_ok(&["synth", "dsm", d, "--cols", "64", "--rows", "64"]);
+    synth_dsm(&dsm, 64, 64);
     let before = std::fs::read(&dsm).unwrap();
     let err = tessera_fails(&["dem", "slope", d, d]);
     assert!(err.contains("the output is the input"), "{err}");

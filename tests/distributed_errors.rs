@@ -5,8 +5,8 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 use tessera_tests::{
-    Procs, shared_data, start_coordinator, start_worker, temp_dir, tessera, tessera_fails,
-    tessera_ok, wait_until,
+    Procs, raster_job, shared_data, start_coordinator, start_worker, synth_dsm, temp_dir, tessera,
+    tessera_fails, tessera_ok, wait_until,
 };
 
 #[test]
@@ -202,15 +202,7 @@ fn workers_wait_for_their_coordinator_before_it_starts_and_across_restarts() {
     let store = tmp.path().join("store");
     std::fs::create_dir_all(&store).unwrap();
     let dsm = store.join("dsm.tif");
-    tessera_ok(&[
-        "synth",
-        "dsm",
-        dsm.to_str().unwrap(),
-        "--cols",
-        "300",
-        "--rows",
-        "300",
-    ]);
+    synth_dsm(&dsm, 300, 300);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -227,16 +219,14 @@ fn workers_wait_for_their_coordinator_before_it_starts_and_across_restarts() {
         "the worker waits for a coordinator that is not there yet"
     );
     let run = |name: &str, url: &str| {
-        let job = tmp.path().join(format!("{name}.yaml"));
-        std::fs::write(
-            &job,
-            format!(
-                "version: 1\nsources: [{}]\nlayout: floating:100\noutput: {{url: {}}}\n",
-                dsm.display(),
-                store.join(name).display()
-            ),
-        )
-        .unwrap();
+        let out = store.join(name);
+        let job = raster_job(
+            tmp.path(),
+            name,
+            &dsm,
+            "layout: floating:100\n",
+            out.to_str().unwrap(),
+        );
         tessera_ok(&[
             "submit",
             job.to_str().unwrap(),
@@ -262,17 +252,14 @@ fn workers_wait_for_their_coordinator_before_it_starts_and_across_restarts() {
     assert!(store.join("second/.zmetadata").exists());
 
     // `submit --watch` follows its job across a coordinator SIGKILL and restart.
-    let job = tmp.path().join("third.yaml");
-    std::fs::write(
-        &job,
-        format!(
-            "version: 1\nsources: [{}]\nlayout: floating:50\ntasks: {{target_mb: 1}}\n\
-             operations: [{{svf: {{radius_cells: 40, directions: 16}}}}]\noutput: {{url: {}}}\n",
-            dsm.display(),
-            store.join("third").display()
-        ),
-    )
-    .unwrap();
+    let third = store.join("third");
+    let job = raster_job(
+        tmp.path(),
+        "third",
+        &dsm,
+        "layout: floating:50\ntasks: {target_mb: 1}\noperations: [{svf: {radius_cells: 40, directions: 16}}]\n",
+        third.to_str().unwrap(),
+    );
     let mut watch = std::process::Command::new(tessera_tests::tessera_bin())
         .args([
             "--quiet",
@@ -340,15 +327,7 @@ fn a_symbolic_link_cannot_lead_a_job_or_a_read_out_of_the_store() {
     std::fs::create_dir_all(&outside).unwrap();
     std::os::unix::fs::symlink(&outside, store.join("escape")).unwrap();
     let dsm = tmp.path().join("dsm.tif");
-    tessera_ok(&[
-        "synth",
-        "dsm",
-        dsm.to_str().unwrap(),
-        "--cols",
-        "64",
-        "--rows",
-        "64",
-    ]);
+    synth_dsm(&dsm, 64, 64);
     tessera_ok(&[
         "synth",
         "cube",
@@ -363,19 +342,11 @@ fn a_symbolic_link_cannot_lead_a_job_or_a_read_out_of_the_store() {
     let mut procs = Procs::default();
     let (coord, url) = start_coordinator(store.to_str().unwrap(), 0, &[]);
     procs.0.push(coord);
-    let job = tmp.path().join("job.yaml");
     for out in [
         "escape/layer".to_string(),
         format!("{}/escape/layer", store.display()),
     ] {
-        std::fs::write(
-            &job,
-            format!(
-                "version: 1\nsources: [{}]\noutput: {{url: {out}}}\n",
-                dsm.display()
-            ),
-        )
-        .unwrap();
+        let job = raster_job(tmp.path(), "job", &dsm, "", &out);
         let err = tessera_fails(&["submit", job.to_str().unwrap(), "--coordinator", &url]);
         assert!(
             err.contains("leads outside the coordinator's store through a symbolic link"),

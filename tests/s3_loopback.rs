@@ -121,16 +121,8 @@ fn layers_and_sources_live_in_s3() {
 
 /// A job spec writing the synthetic DSM at `src` to `out` in 64 x 64 tiles.
 fn tiles_to(dir: &std::path::Path, src: &std::path::Path, out: &str) -> std::path::PathBuf {
-    let job = dir.join(format!("{}.yaml", out.replace(['/', ':'], "_")));
-    std::fs::write(
-        &job,
-        format!(
-            "version: 1\nsources: [{}]\nlayout: floating:64\noutput: {{url: {out}}}\n",
-            src.display()
-        ),
-    )
-    .unwrap();
-    job
+    let name = out.replace(['/', ':'], "_");
+    tessera_tests::raster_job(dir, &name, src, "layout: floating:64\n", out)
 }
 
 /// Issue 14: storage errors are told apart. A 403 on the layer's chunks fails the job at the

@@ -130,6 +130,28 @@ pub fn python_with(modules: &[&str]) -> Option<String> {
     }
 }
 
+/// Writes the deterministic synthetic DSM (seed 1) of `cols` x `rows` cells to `path`.
+pub fn synth_dsm(path: &Path, cols: u32, rows: u32) {
+    let (c, r) = (cols.to_string(), rows.to_string());
+    let path = path.to_str().expect("a UTF-8 path");
+    tessera_ok(&["synth", "dsm", path, "--cols", &c, "--rows", &r]);
+}
+
+/// Writes `dir/<name>.yaml`: a raster job of `source` into `out`, with `extra` (YAML lines
+/// such as `layout: floating:64\n` or `operations: [...]\n`) before its output.
+pub fn raster_job(dir: &Path, name: &str, source: &Path, extra: &str, out: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &path,
+        format!(
+            "version: 1\nsources: [{}]\n{extra}output: {{url: {out}}}\n",
+            source.display()
+        ),
+    )
+    .expect("write the job spec");
+    path
+}
+
 /// Runs `tessera` with extra environment variables (progress bars off).
 pub fn tessera_env(args: &[&str], env: &[(String, String)]) -> Output {
     Command::new(tessera_bin())
