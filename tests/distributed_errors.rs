@@ -248,6 +248,14 @@ fn workers_wait_for_their_coordinator_before_it_starts_and_across_restarts() {
     );
     let (coord, url) = start_coordinator(store.to_str().unwrap(), port, &[]);
     procs.0[1] = coord;
+    // Jobs that ended before the restart are still listed (from the journal).
+    let jobs = tessera_ok(&["jobs", "--coordinator", &url]);
+    let jobs = String::from_utf8_lossy(&jobs.stdout);
+    let first = jobs
+        .lines()
+        .find(|l| l.contains("/first"))
+        .unwrap_or_else(|| panic!("the first job is listed after the restart:\n{jobs}"));
+    assert!(first.contains("Succeeded"), "{first}");
     run("second", &url);
     assert!(store.join("second/.zmetadata").exists());
 

@@ -121,6 +121,34 @@ impl Journal {
         Ok(out)
     }
 
+    /// The jobs that ended, newest first (by when their end was journalled), at most `limit`:
+    /// what a restarted coordinator lists beside the jobs it resumes.
+    pub async fn ended(&self, limit: usize) -> Result<Vec<(JobId, JobRecord, JobEnd)>> {
+        let mut ends: Vec<(i64, JobId)> = Vec::new();
+        for (key, modified) in self.store.list_modified("_tessera/jobs").await? {
+            let Some(id) = key
+                .strip_prefix("_tessera/jobs/")
+                .and_then(|rest| rest.strip_suffix("/end.json"))
+                .and_then(|id| id.parse::<JobId>().ok())
+            else {
+                continue;
+            };
+            ends.push((modified, id));
+        }
+        ends.sort_unstable_by(|a, b| b.cmp(a));
+        let mut jobs = Vec::new();
+        for (_, job) in ends.into_iter().take(limit) {
+            let dir = Self::dir(job);
+            // An unreadable record is left out of the list, not a reason to stop.
+            let record = self.get::<JobRecord>(&format!("{dir}/job.json")).await;
+            let end = self.get::<JobEnd>(&format!("{dir}/end.json")).await;
+            if let (Ok(Some(record)), Ok(Some(end))) = (record, end) {
+                jobs.push((job, record, end));
+            }
+        }
+        Ok(jobs)
+    }
+
     /// Every journalled job that has not ended, with its record.
     pub async fn unfinished(&self) -> Result<Vec<(JobId, JobRecord)>> {
         let mut jobs = Vec::new();

@@ -125,6 +125,24 @@ impl Scheduler {
     }
 
     /// Adds a job in `Planning` state, with no tasks yet.
+    /// A job that ended before this scheduler started (read back from the journal), listed
+    /// with its final state and error; it has no tasks.
+    pub fn add_ended(
+        &mut self,
+        id: JobId,
+        name: String,
+        output: String,
+        state: JobState,
+        error: Option<String>,
+    ) {
+        self.add_job(id, name, output, 1, 0);
+        if let Some(j) = self.jobs.get_mut(&id) {
+            j.state = state;
+            j.error = error;
+            j.ended_ms = Some(0);
+        }
+    }
+
     pub fn add_job(
         &mut self,
         id: JobId,

@@ -33,6 +33,9 @@ pub struct CoordinatorConfig {
     pub resume: Resume,
 }
 
+/// How many ended jobs a starting coordinator reads back from its journal to list.
+pub const ENDED_JOBS_LISTED: usize = 1000;
+
 /// Which unfinished jobs of its journal a starting coordinator resumes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Resume {
@@ -125,6 +128,18 @@ impl Coordinator {
                     .map_err(|s| tessera_core::Error::InvalidArgument(s.message().to_string()))?,
             ),
         };
+        // Jobs that ended before this start are listed again (the newest, up to a limit).
+        if c.config.resume == Resume::All {
+            for (job, record, end) in c.journal.ended(ENDED_JOBS_LISTED).await? {
+                lock(&c.sched).add_ended(
+                    job,
+                    record.spec.display_name(),
+                    record.output_url,
+                    end.state,
+                    end.error,
+                );
+            }
+        }
         for (job, record) in c.journal.unfinished().await? {
             if let Some(only) = &only
                 && !nested(only, &record.output_url)

@@ -235,6 +235,21 @@ impl Store {
         }
     }
 
+    /// Every key under `prefix` with when it was last written (milliseconds since the epoch).
+    pub async fn list_modified(&self, prefix: &str) -> Result<Vec<(String, i64)>> {
+        let p = (!prefix.is_empty()).then(|| Path::from(prefix));
+        let metas: Vec<_> = self
+            .inner
+            .list(p.as_ref())
+            .try_collect()
+            .await
+            .map_err(|e| self.err(prefix, e))?;
+        Ok(metas
+            .into_iter()
+            .map(|m| (m.location.to_string(), m.last_modified.timestamp_millis()))
+            .collect())
+    }
+
     /// Every key under `prefix` (all keys when empty).
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let p = (!prefix.is_empty()).then(|| Path::from(prefix));
