@@ -449,3 +449,29 @@ fn outputs_that_would_clobber_or_misplace_are_refused() {
     assert!(err.contains("not a URL Tessera reads"), "{err}");
     assert!(!tmp.path().join("file:relative").exists());
 }
+
+/// Issue 20, finding 10: a complex band (CInt16) was refused with a Rust `Debug` dump of
+/// GDAL's type descriptor; the error names the type as GDAL does, and what Tessera reads.
+#[test]
+fn an_unsupported_cell_type_is_named_as_gdal_names_it() {
+    let tmp = temp_dir();
+    let dsm = tmp.path().join("dsm.tif");
+    synth_dsm(&dsm, 16, 16);
+    let complex = tmp.path().join("complex.tif");
+    let made = std::process::Command::new("gdal_translate")
+        .args(["-q", "-ot", "CInt16"])
+        .arg(&dsm)
+        .arg(&complex)
+        .status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("skipping: gdal_translate is not available");
+        return;
+    }
+    let out = tmp.path().join("out");
+    let err = ingest_fails(complex.to_str().unwrap(), &[], &out);
+    assert!(
+        err.contains("band 1 has cell type CInt16, which Tessera does not support (it reads Byte,"),
+        "{err}"
+    );
+    assert!(!err.contains("GdalTypeDescriptor"), "{err}");
+}

@@ -81,8 +81,25 @@ fn configure_vsis3() {
     });
 }
 
-fn data_type_of(t: GdalDataType, url: &str, band: usize) -> Result<DataType> {
-    Ok(match t {
+/// GDAL's own name of a band's type (`CInt16`): the crate's type has no complex types and
+/// calls them `Unknown`.
+fn gdal_type_name(band: &gdal::raster::RasterBand) -> String {
+    // SAFETY: the band handle is valid while `band` lives; GDAL returns a static string (or
+    // null) for any type value.
+    let name = unsafe {
+        gdal_sys::GDALGetDataTypeName(gdal_sys::GDALGetRasterDataType(band.c_rasterband()))
+    };
+    if name.is_null() {
+        return "Unknown".into();
+    }
+    // SAFETY: non-null: a NUL-terminated static string of GDAL's.
+    unsafe { std::ffi::CStr::from_ptr(name) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn data_type_of(b: &gdal::raster::RasterBand, url: &str, band: usize) -> Result<DataType> {
+    Ok(match b.band_type() {
         GdalDataType::UInt8 => DataType::U8,
         GdalDataType::Int16 => DataType::I16,
         GdalDataType::UInt16 => DataType::U16,
@@ -92,7 +109,14 @@ fn data_type_of(t: GdalDataType, url: &str, band: usize) -> Result<DataType> {
         other => {
             return Err(Error::source(
                 url,
-                format!("band {band} has cell type {other:?}, which Tessera does not support"),
+                format!(
+                    "band {band} has cell type {}, which Tessera does not support \
+                     (it reads Byte, Int16, UInt16, Int32, Float32 and Float64)",
+                    match other {
+                        GdalDataType::Unknown => gdal_type_name(b),
+                        known => known.to_string(),
+                    }
+                ),
             ));
         }
     })
@@ -213,12 +237,12 @@ impl GdalSource {
         let band1 = ds
             .rasterband(1)
             .map_err(|e| Error::source(url, gdal_message(&e)))?;
-        let mut data_type = data_type_of(band1.band_type(), url, 1)?;
+        let mut data_type = data_type_of(&band1, url, 1)?;
         for b in 2..=band_count {
             let band = ds
                 .rasterband(b)
                 .map_err(|e| Error::source(url, gdal_message(&e)))?;
-            data_type = data_type.union(data_type_of(band.band_type(), url, b)?);
+            data_type = data_type.union(data_type_of(&band, url, b)?);
         }
         let nodata = band1.no_data_value().filter(|nd| data_type.can_hold(*nd));
         Ok(SourceInfo {
