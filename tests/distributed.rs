@@ -251,6 +251,18 @@ fn submit(job: &Path, url: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// The finished tasks journalled in a stage's directory: its `<index>.json` files. A put cut
+/// short by SIGKILL can leave the store's staging file (`<index>.json#<n>`) beside them; it is
+/// not a finished task (the journal reads `.json` files only).
+fn journalled_tasks(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .count()
+    })
+}
+
 /// Kills the coordinator once the journal of `id` holds `at_least` finished tasks of stage 1,
 /// restarts it on the same address and store (so the workers find it), and watches the job to
 /// its success. Returns the stage-1 tasks journalled at the kill.
@@ -263,7 +275,7 @@ fn kill_mid_stage_and_resume(
     procs: &mut Procs,
 ) -> usize {
     let done_dir = store.join(format!("_tessera/jobs/{id}/s1"));
-    let count = |d: &Path| std::fs::read_dir(d).map(|r| r.count()).unwrap_or(0);
+    let count = journalled_tasks;
     wait_until(120, "some stage-1 tasks to finish", || {
         count(&done_dir) >= at_least
     });
@@ -332,7 +344,7 @@ fn a_restarted_coordinator_resumes_without_redoing_finished_tasks() {
     );
     let id = submit(&job, &url);
     let done_dir = store.join(format!("_tessera/jobs/{id}/s1"));
-    let count = |d: &Path| std::fs::read_dir(d).map(|r| r.count()).unwrap_or(0);
+    let count = journalled_tasks;
     let done_at_kill = kill_mid_stage_and_resume(&store, coord, &url, &id, 4, &mut procs);
 
     let ids = tasks_done_in_logs(&logs);
@@ -451,7 +463,7 @@ fn a_restarted_coordinator_resumes_a_cube_job_without_redoing_finished_tasks() {
     );
     let id = submit(&job, &url);
     let journal = store.join(format!("_tessera/jobs/{id}"));
-    let count = |d: &Path| std::fs::read_dir(d).map(|r| r.count()).unwrap_or(0);
+    let count = journalled_tasks;
     // Killed in the map stage, once a few of its tasks are journalled.
     let done_at_kill = kill_mid_stage_and_resume(&store, coord, &url, &id, 3, &mut procs);
     let map_tasks = count(&journal.join("s1"));
