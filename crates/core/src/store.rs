@@ -252,14 +252,12 @@ impl Store {
 
     /// Every key under `prefix` (all keys when empty).
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
-        let p = (!prefix.is_empty()).then(|| Path::from(prefix));
-        let metas: Vec<_> = self
-            .inner
-            .list(p.as_ref())
-            .try_collect()
-            .await
-            .map_err(|e| self.err(prefix, e))?;
-        Ok(metas.into_iter().map(|m| m.location.to_string()).collect())
+        Ok(self
+            .list_modified(prefix)
+            .await?
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect())
     }
 
     /// Deletes every object under this store's prefix.
