@@ -124,8 +124,7 @@ impl JobClient {
         mut each: impl FnMut(&JobStatus),
     ) -> Result<JobStatus, ClientError> {
         let mut last: Option<JobStatus> = None;
-        let mut since = std::time::Instant::now();
-        let mut wait = std::time::Duration::from_millis(200);
+        let mut retry = Retry::new(Some(WATCH_PATIENCE));
         loop {
             let r = self.req(pb::JobRef {
                 job_id: id.to_string(),
@@ -135,7 +134,7 @@ impl JobClient {
                 while let Some(msg) = stream.message().await? {
                     let s =
                         JobStatus::try_from(msg).map_err(|e| ClientError::Decode(e.to_string()))?;
-                    since = std::time::Instant::now();
+                    retry.contact();
                     each(&s);
                     last = Some(s);
                 }
@@ -148,12 +147,10 @@ impl JobClient {
                         ClientError::Decode("the coordinator sent no status".into())
                     });
                 }
-                Err(ClientError::Status(s))
-                    if unreachable(&s) && since.elapsed() < WATCH_PATIENCE =>
-                {
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(std::time::Duration::from_secs(5));
-                }
+                Err(ClientError::Status(s)) if unreachable(&s) => match retry.next_wait() {
+                    Some(wait) => tokio::time::sleep(wait).await,
+                    None => return Err(ClientError::Status(s)),
+                },
                 Err(e) => return Err(e),
             }
         }
@@ -170,4 +167,42 @@ pub fn unreachable(s: &tonic::Status) -> bool {
         s.code(),
         tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
     )
+}
+
+/// The longest wait between two tries of an unreachable coordinator.
+pub const MAX_RETRY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Tries of an unreachable coordinator: waits growing from 200 ms to [`MAX_RETRY_WAIT`], for
+/// `patience` since the last contact (forever when `None`).
+#[derive(Debug, Clone)]
+pub struct Retry {
+    patience: Option<std::time::Duration>,
+    since: std::time::Instant,
+    wait: std::time::Duration,
+}
+
+impl Retry {
+    pub fn new(patience: Option<std::time::Duration>) -> Retry {
+        Retry {
+            patience,
+            since: std::time::Instant::now(),
+            wait: std::time::Duration::from_millis(200),
+        }
+    }
+
+    /// The coordinator answered.
+    pub fn contact(&mut self) {
+        self.since = std::time::Instant::now();
+        self.wait = std::time::Duration::from_millis(200);
+    }
+
+    /// The wait before the next try, or `None` when patience has run out.
+    pub fn next_wait(&mut self) -> Option<std::time::Duration> {
+        if self.patience.is_some_and(|p| self.since.elapsed() >= p) {
+            return None;
+        }
+        let wait = self.wait;
+        self.wait = (self.wait * 2).min(MAX_RETRY_WAIT);
+        Some(wait)
+    }
 }

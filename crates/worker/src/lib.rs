@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tessera_client::unreachable;
+use tessera_client::{Retry, unreachable};
 use tessera_core::engine::{self, StageContext};
 use tessera_core::job::{
     JobId, LeasedTask, TaskFailure, TaskOutput, TaskPayload, TaskReport, WorkerId,
@@ -21,43 +21,6 @@ use tonic::transport::Channel;
 
 /// How long a finished task's report is retried before it is left to the lease's expiry.
 const REPORT_GRACE: Duration = Duration::from_secs(60);
-
-/// The longest wait between two tries of an unreachable coordinator.
-const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
-
-/// Tries of an unreachable coordinator: waits growing from 200 ms to [`MAX_RETRY_WAIT`], for
-/// `patience` since the last contact (forever when `None`).
-struct Retry {
-    patience: Option<Duration>,
-    since: std::time::Instant,
-    wait: Duration,
-}
-
-impl Retry {
-    fn new(patience: Option<Duration>) -> Retry {
-        Retry {
-            patience,
-            since: std::time::Instant::now(),
-            wait: Duration::from_millis(200),
-        }
-    }
-
-    /// The coordinator answered.
-    fn contact(&mut self) {
-        self.since = std::time::Instant::now();
-        self.wait = Duration::from_millis(200);
-    }
-
-    /// The wait before the next try, or `None` when patience has run out.
-    fn next(&mut self) -> Option<Duration> {
-        if self.patience.is_some_and(|p| self.since.elapsed() >= p) {
-            return None;
-        }
-        let wait = self.wait;
-        self.wait = (self.wait * 2).min(MAX_RETRY_WAIT);
-        Some(wait)
-    }
-}
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
@@ -143,7 +106,7 @@ pub async fn run(
     let channel = loop {
         match connect(&config.coordinator, config.tls_ca_pem.as_deref()).await {
             Ok(channel) => break channel,
-            Err(e) => match retry.next() {
+            Err(e) => match retry.next_wait() {
                 Some(wait) => {
                     tracing::warn!(coordinator = %config.coordinator, error = %e, "cannot reach the coordinator; trying again");
                     tokio::time::sleep(wait).await;
@@ -168,7 +131,7 @@ pub async fn run(
     let mut registered = register().await;
     while let Err(s) = &registered
         && unreachable(s)
-        && let Some(wait) = retry.next()
+        && let Some(wait) = retry.next_wait()
     {
         tokio::time::sleep(wait).await;
         registered = register().await;
@@ -246,7 +209,7 @@ async fn lease_loop(
                 r.into_inner().leases
             }
             // The coordinator is down or restarting: keep trying (idle or not), with patience.
-            Err(s) if unreachable(&s) => match retry.next() {
+            Err(s) if unreachable(&s) => match retry.next_wait() {
                 Some(wait) => {
                     tokio::select! {
                         _ = &mut shutdown => return Ok(()),
