@@ -25,6 +25,15 @@ pub struct JobEnd {
     pub error: Option<String>,
 }
 
+/// The jobs a journal holds, from one listing: see [`Journal::list_jobs`].
+#[derive(Debug, Clone, Default)]
+pub struct JobsListing {
+    /// Jobs with a record.
+    recorded: Vec<JobId>,
+    /// Jobs that ended, with when their end was written (ms since the epoch).
+    ended: Vec<(i64, JobId)>,
+}
+
 /// The journal of one coordinator store.
 #[derive(Debug, Clone)]
 pub struct Journal {
@@ -121,20 +130,42 @@ impl Journal {
         Ok(out)
     }
 
-    /// The jobs that ended, newest first (by when their end was journalled), at most `limit`:
-    /// what a restarted coordinator lists beside the jobs it resumes.
-    pub async fn ended(&self, limit: usize) -> Result<Vec<(JobId, JobRecord, JobEnd)>> {
-        let mut ends: Vec<(i64, JobId)> = Vec::new();
+    /// What the journal holds, in one listing of the store: the jobs recorded, and those
+    /// that ended with when their end was written.
+    pub async fn list_jobs(&self) -> Result<JobsListing> {
+        let mut listing = JobsListing::default();
         for (key, modified) in self.store.list_modified("_tessera/jobs").await? {
-            let Some(id) = key
-                .strip_prefix("_tessera/jobs/")
-                .and_then(|rest| rest.strip_suffix("/end.json"))
-                .and_then(|id| id.parse::<JobId>().ok())
-            else {
+            let Some(rest) = key.strip_prefix("_tessera/jobs/") else {
                 continue;
             };
-            ends.push((modified, id));
+            let (id, ended) = match (
+                rest.strip_suffix("/job.json"),
+                rest.strip_suffix("/end.json"),
+            ) {
+                (Some(id), _) => (id, false),
+                (_, Some(id)) => (id, true),
+                _ => continue,
+            };
+            let Ok(job) = id.parse::<JobId>() else {
+                continue;
+            };
+            if ended {
+                listing.ended.push((modified, job));
+            } else {
+                listing.recorded.push(job);
+            }
         }
+        Ok(listing)
+    }
+
+    /// The jobs that ended, newest first (by when their end was journalled), at most `limit`:
+    /// what a restarted coordinator lists beside the jobs it resumes.
+    pub async fn ended(
+        &self,
+        listing: &JobsListing,
+        limit: usize,
+    ) -> Result<Vec<(JobId, JobRecord, JobEnd)>> {
+        let mut ends = listing.ended.clone();
         ends.sort_unstable_by(|a, b| b.cmp(a));
         let mut jobs = Vec::new();
         for (_, job) in ends.into_iter().take(limit) {
@@ -150,26 +181,12 @@ impl Journal {
     }
 
     /// Every journalled job that has not ended, with its record.
-    pub async fn unfinished(&self) -> Result<Vec<(JobId, JobRecord)>> {
+    pub async fn unfinished(&self, listing: &JobsListing) -> Result<Vec<(JobId, JobRecord)>> {
+        let ended: std::collections::HashSet<JobId> =
+            listing.ended.iter().map(|&(_, job)| job).collect();
         let mut jobs = Vec::new();
-        for key in self.store.list("_tessera/jobs").await? {
-            let Some(rest) = key.strip_prefix("_tessera/jobs/") else {
-                continue;
-            };
-            let Some(id) = rest.strip_suffix("/job.json") else {
-                continue;
-            };
-            let Ok(job) = id.parse::<JobId>() else {
-                continue;
-            };
-            if self
-                .store
-                .exists(&format!("{}/end.json", Self::dir(job)))
-                .await?
-            {
-                continue;
-            }
-            match self.get(&key).await {
+        for &job in listing.recorded.iter().filter(|job| !ended.contains(job)) {
+            match self.get(&format!("{}/job.json", Self::dir(job))).await {
                 Ok(Some(record)) => jobs.push((job, record)),
                 Ok(None) => {}
                 // A record that cannot be read cannot be resumed; it must not keep the

@@ -128,9 +128,10 @@ impl Coordinator {
                     .map_err(|s| tessera_core::Error::InvalidArgument(s.message().to_string()))?,
             ),
         };
+        let listing = c.journal.list_jobs().await?;
         // Jobs that ended before this start are listed again (the newest, up to a limit).
         if c.config.resume == Resume::All {
-            for (job, record, end) in c.journal.ended(ENDED_JOBS_LISTED).await? {
+            for (job, record, end) in c.journal.ended(&listing, ENDED_JOBS_LISTED).await? {
                 lock(&c.sched).add_ended(
                     job,
                     record.spec.display_name(),
@@ -140,7 +141,7 @@ impl Coordinator {
                 );
             }
         }
-        for (job, record) in c.journal.unfinished().await? {
+        for (job, record) in c.journal.unfinished(&listing).await? {
             if let Some(only) = &only
                 && !nested(only, &record.output_url)
             {
