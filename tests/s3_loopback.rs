@@ -233,3 +233,95 @@ fn a_403_fails_the_job_at_once_and_a_503_storm_is_retried() {
     );
     assert_eq!(cells(&tif), cells(&src));
 }
+
+/// Issue 20, finding 3, on S3: a job replacing a layer whose chunk writes are refused part-way
+/// fails, and leaves the old layer's objects exactly as they were and no staging objects; the
+/// same job without the fault replaces the layer whole (the new tiles, none of the old ones).
+#[test]
+fn a_failed_overwrite_on_s3_keeps_the_old_layer_and_removes_its_staging() {
+    use tessera_tests::fault_proxy::{FaultProxy, Faults};
+    let Some(s3) = S3Server::start() else { return };
+    s3.put("/tessera", b"");
+    let proxy = FaultProxy::start(&s3.endpoint);
+    let env = S3Server::env_at(&proxy.endpoint);
+    let tmp = temp_dir();
+    let src = tmp.path().join("dsm.tif");
+    tessera_tests::synth_dsm(&src, 320, 256);
+    let job = tiles_to(tmp.path(), &src, "s3://tessera/kept/layer");
+    ok(
+        tessera_env(&["run", job.to_str().unwrap()], &env),
+        "first run",
+    );
+    let before = s3
+        .objects("tessera", "kept/")
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("kept/_tessera/"))
+        .collect::<std::collections::BTreeMap<_, _>>();
+    assert!(before.contains_key("kept/layer/.zmetadata"));
+
+    // The replacement, in tiles of 32, each task tried once; its chunks of row 2 are refused
+    // (a key that only the staging prefix has while the job runs).
+    let yaml = std::fs::read_to_string(&job)
+        .unwrap()
+        .replace("floating:64", "floating:32")
+        .replace(
+            "output: {url: ",
+            "tasks: {target_mb: 1, max_attempts: 1}\noutput: {overwrite: true, url: ",
+        );
+    let over = tmp.path().join("over.yaml");
+    std::fs::write(&over, yaml).unwrap();
+    proxy.set(Faults {
+        deny_put: Some("/band_1/2.".into()),
+        ..Faults::default()
+    });
+    let out = tessera_env(&["run", over.to_str().unwrap()], &env);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("access denied"), "{err}");
+    assert!(!proxy.seen().denied.is_empty());
+    assert_eq!(
+        s3.objects("tessera", "kept/")
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("kept/_tessera/"))
+            .collect::<std::collections::BTreeMap<_, _>>(),
+        before,
+        "the old layer is untouched and the staging objects are gone"
+    );
+
+    proxy.set(Faults::default());
+    ok(
+        tessera_env(&["run", over.to_str().unwrap()], &env),
+        "the replacement",
+    );
+    let after = s3.list("tessera", "kept/");
+    let chunks = |keys: &[String]| {
+        keys.iter()
+            .filter(|k| k.starts_with("kept/layer/band_1/") && !k.contains("/."))
+            .count()
+    };
+    let before_keys: Vec<String> = before.keys().cloned().collect();
+    assert_eq!(chunks(&before_keys), 20, "5 x 4 tiles of 64");
+    assert_eq!(
+        chunks(&after),
+        80,
+        "10 x 8 tiles of 32, none of the old ones"
+    );
+    assert!(
+        after.iter().all(|k| !k.contains(".staging-")),
+        "no staging objects are left: {after:?}"
+    );
+    let tif = tmp.path().join("replaced.tif");
+    ok(
+        tessera_env(
+            &[
+                "layer",
+                "export",
+                "s3://tessera/kept/layer",
+                tif.to_str().unwrap(),
+            ],
+            &env,
+        ),
+        "export",
+    );
+    assert_eq!(cells(&tif), cells(&src));
+}

@@ -220,26 +220,81 @@ impl S3Server {
         .collect()
     }
 
-    /// An unsigned HTTP PUT (moto accepts them): creates a bucket, or an object with `body`.
-    pub fn put(&self, path: &str, body: &[u8]) {
+    /// An unsigned HTTP request (moto accepts them); the status line and the body.
+    fn request(&self, method: &str, path: &str, body: &[u8]) -> (String, Vec<u8>) {
         use std::io::{Read, Write};
         let host = self.endpoint.trim_start_matches("http://");
         let mut s = std::net::TcpStream::connect(host).expect("connect to moto_server");
         s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
             .expect("timeout");
         let head = format!(
-            "PUT {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             body.len()
         );
         s.write_all(head.as_bytes())
             .and_then(|_| s.write_all(body))
-            .expect("send PUT");
-        let mut reply = String::new();
-        let _ = s.read_to_string(&mut reply);
+            .expect("send the request");
+        let mut reply = Vec::new();
+        let _ = s.read_to_end(&mut reply);
+        let split = reply
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or(reply.len());
+        let status = String::from_utf8_lossy(&reply[..split])
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string();
+        (status, reply.get(split + 4..).unwrap_or_default().to_vec())
+    }
+
+    /// Creates a bucket, or an object with `body`.
+    pub fn put(&self, path: &str, body: &[u8]) {
+        let (status, reply) = self.request("PUT", path, body);
         assert!(
-            reply.starts_with("HTTP/1.1 200") || reply.starts_with("HTTP/1.0 200"),
-            "PUT {path}: {reply}"
+            status.contains(" 200"),
+            "PUT {path}: {status} {}",
+            String::from_utf8_lossy(&reply)
         );
+    }
+
+    /// The objects of `bucket` under `prefix` (up to 1000): key → its ETag (the MD5 of its
+    /// bytes) and when it was last written, as the listing gives them.
+    pub fn objects(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> std::collections::BTreeMap<String, String> {
+        let (status, body) = self.request(
+            "GET",
+            &format!("/{bucket}?list-type=2&prefix={prefix}"),
+            b"",
+        );
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            status.contains(" 200"),
+            "list {bucket}/{prefix}: {status} {body}"
+        );
+        let field = |entry: &str, name: &str| {
+            entry
+                .split(&format!("<{name}>"))
+                .nth(1)
+                .and_then(|r| r.split(&format!("</{name}>")).next())
+                .unwrap_or_default()
+                .to_string()
+        };
+        body.split("<Contents>")
+            .skip(1)
+            .map(|entry| {
+                let version = format!("{} {}", field(entry, "ETag"), field(entry, "LastModified"));
+                (field(entry, "Key"), version)
+            })
+            .collect()
+    }
+
+    /// The keys of `bucket` under `prefix` (up to 1000), sorted.
+    pub fn list(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        self.objects(bucket, prefix).into_keys().collect()
     }
 }
 

@@ -144,6 +144,13 @@ pub enum Effect {
         record: Arc<JobRecord>,
         plan: Arc<JobPlan>,
     },
+    /// Remove what a job that failed or was cancelled wrote (its staging prefixes, or the
+    /// outputs it was creating); old outputs it was to replace stay as they were.
+    Discard {
+        job: JobId,
+        record: Arc<JobRecord>,
+        plan: Arc<JobPlan>,
+    },
     /// End the job in the scheduler, and in the journal when `journal`.
     End {
         job: JobId,
@@ -177,13 +184,36 @@ pub struct Lifecycle {
 }
 
 fn end(job: JobId, life: &mut Life, state: JobState, error: Option<String>) -> Vec<Effect> {
+    let mut effects = Vec::new();
+    // What a failed or cancelled job wrote is removed, once it has outputs of its own: after
+    // its prepare, or during one that writes to a staging prefix or resumes (an output this
+    // job created before a restart). A prepare that found someone else's output in the way
+    // must leave it alone.
+    let wrote = match life.phase {
+        Phase::Running(_) | Phase::Committing => true,
+        Phase::Preparing => {
+            life.resumed || life.record.as_ref().is_some_and(|r| r.staging.is_some())
+        }
+        _ => false,
+    };
+    if state != JobState::Succeeded
+        && wrote
+        && let (Some(record), Some(plan)) = (&life.record, &life.plan)
+    {
+        effects.push(Effect::Discard {
+            job,
+            record: record.clone(),
+            plan: plan.clone(),
+        });
+    }
     life.phase = Phase::Ended(state);
-    vec![Effect::End {
+    effects.push(Effect::End {
         job,
         state,
         error,
         journal: life.journalled(),
-    }]
+    });
+    effects
 }
 
 fn register(job: JobId, record: &JobRecord) -> Effect {
@@ -447,6 +477,7 @@ mod tests {
             spec: JobSpec::from_yaml(yaml).unwrap(),
             sources: vec!["a.tif".into(), "b.tif".into()],
             output_url: "file:///store/out".into(),
+            staging: None,
         }
     }
 
@@ -475,6 +506,7 @@ mod tests {
                 Effect::JournalPlan { .. } => "journal plan".into(),
                 Effect::Prepare { resumed, .. } => format!("prepare resumed={resumed}"),
                 Effect::Commit { .. } => "commit".into(),
+                Effect::Discard { .. } => "discard".into(),
                 Effect::End {
                     state,
                     error,
@@ -636,13 +668,15 @@ mod tests {
             job,
             result: Err("storage s3://b/out/.zmetadata: 503".into()),
         });
+        // What it wrote is removed before the end is journalled.
         assert_eq!(
             names(&effects),
             [
+                "discard",
                 "end Failed cannot commit the outputs: storage s3://b/out/.zmetadata: 503 journal=true"
             ]
         );
-        // Outputs that cannot be created.
+        // Outputs that cannot be created: someone else's output is in the way, and stays.
         let job = JobId::new();
         planned(&mut life, job);
         let effects = life.handle(Event::Prepared {
@@ -654,6 +688,41 @@ mod tests {
             [
                 "end Failed cannot create the outputs: layer file:///store/out: already exists journal=true"
             ]
+        );
+        // A job that writes to a staging prefix removes it whenever it fails after its plan.
+        let job = JobId::new();
+        let staged = JobRecord {
+            staging: Some(job.to_string()),
+            ..record()
+        };
+        life.handle(Event::Submitted {
+            job,
+            record: Box::new(staged),
+        });
+        life.handle(Event::StageDone {
+            job,
+            stage: 0,
+            outputs: outputs(2),
+        });
+        life.handle(Event::Reduced {
+            job,
+            result: Ok(Box::new(plan())),
+        });
+        let effects = life.handle(Event::Prepared {
+            job,
+            result: Err("storage s3://b/.out.staging-x/.zgroup: 503".into()),
+        });
+        assert_eq!(names(&effects)[0], "discard");
+        // A job cancelled while its tasks run: removed too.
+        let job = JobId::new();
+        planned(&mut life, job);
+        life.handle(Event::Prepared {
+            job,
+            result: Ok(()),
+        });
+        assert_eq!(
+            names(&life.handle(Event::Cancel { job })),
+            ["discard", "end Cancelled  journal=true"]
         );
     }
 
@@ -764,9 +833,13 @@ mod tests {
             job,
             result: Err("layer gone".into()),
         });
+        // What is left of the output this job created before the restart is removed.
         assert_eq!(
             names(&effects),
-            ["end Failed cannot resume the outputs: layer gone journal=true"]
+            [
+                "discard",
+                "end Failed cannot resume the outputs: layer gone journal=true"
+            ]
         );
     }
 
@@ -839,6 +912,7 @@ mod tests {
                             job,
                             result: Ok(()),
                         }),
+                        Effect::Discard { .. } => None,
                         Effect::End { job, state, .. } => {
                             self.ended = Some(state);
                             self.sched.succeed(job, self.now);

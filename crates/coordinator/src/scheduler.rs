@@ -79,6 +79,8 @@ struct Job {
     /// Tasks done in earlier stages.
     tasks_done_before: u64,
     tasks_total_before: u64,
+    /// Stopped here, its life not ended yet (see [`Scheduler::ending`]).
+    ending: bool,
 }
 
 /// What a report led to.
@@ -171,6 +173,7 @@ impl Scheduler {
                 cursor: 0,
                 tasks_done_before: 0,
                 tasks_total_before: 0,
+                ending: false,
             },
         );
         self.order.push(id);
@@ -260,14 +263,10 @@ impl Scheduler {
             j.state = JobState::Failed;
             j.error = Some(error);
             j.ended_ms = Some(now);
-            j.tasks.iter_mut().for_each(|t| {
-                if t.state != TaskState::Done {
-                    t.state = TaskState::Pending {
-                        not_before_ms: u64::MAX,
-                    };
-                }
-            });
         }
+        // Nothing more is leased; tasks still leased stay so until their workers report or
+        // their leases expire, so that `in_flight` can tell when the last one stopped.
+        self.halt(job);
     }
 
     /// Cancels a job: no more leases; reports for it are ignored. Returns false if unknown.
@@ -280,6 +279,59 @@ impl Scheduler {
             j.ended_ms = Some(now);
         }
         true
+    }
+
+    /// Leases no more tasks of `job` (it is ending); those leased run on until reported. The
+    /// job is [`Scheduler::ending`] until [`Scheduler::ended`].
+    pub fn halt(&mut self, job: JobId) {
+        if let Some(j) = self.jobs.get_mut(&job) {
+            j.ending = true;
+            for t in &mut j.tasks {
+                if let TaskState::Pending { .. } = t.state {
+                    t.state = TaskState::Pending {
+                        not_before_ms: u64::MAX,
+                    };
+                }
+            }
+        }
+    }
+
+    /// Whether `job` was stopped here (a failed task, a cancel) and its life has not ended yet
+    /// (it is removing what it wrote).
+    pub fn ending(&self, job: JobId) -> bool {
+        self.jobs.get(&job).is_some_and(|j| j.ending)
+    }
+
+    /// The job's life has ended: what it wrote is committed or removed.
+    pub fn ended(&mut self, job: JobId) {
+        if let Some(j) = self.jobs.get_mut(&job) {
+            j.ending = false;
+        }
+    }
+
+    /// How many tasks of `job` workers may still be running: leased and not expired. An ended
+    /// job's count falls as its workers report and as their leases run out (they are no longer
+    /// extended), so it reaches 0 within one lease.
+    pub fn in_flight(&self, job: JobId, now: u64) -> usize {
+        self.jobs.get(&job).map_or(0, |j| {
+            j.tasks
+                .iter()
+                .filter(
+                    |t| matches!(t.state, TaskState::Leased { expires_ms, .. } if expires_ms > now),
+                )
+                .count()
+        })
+    }
+
+    /// A report for a job that has ended: the worker has stopped running the task.
+    fn release(j: &mut Job, i: usize, worker: WorkerId) {
+        if let TaskState::Leased { worker: w, .. } = j.tasks[i].state
+            && w == worker
+        {
+            j.tasks[i].state = TaskState::Pending {
+                not_before_ms: u64::MAX,
+            };
+        }
     }
 
     /// Registers a worker (or notes that it is alive).
@@ -443,6 +495,7 @@ impl Scheduler {
             return ReportOutcome::Ignored(format!("task {task} is not part of a current stage"));
         };
         if j.state != JobState::Running {
+            Self::release(j, i, worker);
             return ReportOutcome::Ignored(format!("job {} is {:?}", task.job, j.state));
         }
         let t = &mut j.tasks[i];
@@ -477,6 +530,7 @@ impl Scheduler {
             return ReportOutcome::Ignored(format!("task {task} is not part of a current stage"));
         };
         if j.state != JobState::Running {
+            Self::release(j, i, worker);
             return ReportOutcome::Ignored(format!("job {} is {:?}", task.job, j.state));
         }
         let t = &mut j.tasks[i];
@@ -491,6 +545,10 @@ impl Scheduler {
         t.failures += 1;
         let failures = t.failures;
         if kind.is_final() || failures >= j.max_attempts {
+            // This worker has stopped running it.
+            t.state = TaskState::Pending {
+                not_before_ms: u64::MAX,
+            };
             let error = if kind.is_final() {
                 error
             } else {
@@ -634,6 +692,7 @@ mod tests {
             s.lease(w, 1, 10_000).is_empty(),
             "a failed job leases nothing"
         );
+        assert_eq!(s.in_flight(job, 400), 0, "the failing task is not running");
     }
 
     #[test]
@@ -674,10 +733,13 @@ mod tests {
         assert!(s.cancel(job, 2));
         assert_eq!(s.status(job, 3).unwrap().state, JobState::Cancelled);
         assert!(s.lease(w, 10, 3).is_empty());
+        // The task still running is counted until its worker reports it.
+        assert_eq!(s.in_flight(job, 3), 1);
         assert!(matches!(
             s.report_ok(w, l[1].task, ok(), 4),
             ReportOutcome::Ignored(_)
         ));
+        assert_eq!(s.in_flight(job, 4), 0, "the late report ends it");
         assert_eq!(
             s.heartbeat(w, &[l[1].task], 5),
             vec![l[1].task],

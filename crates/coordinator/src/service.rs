@@ -283,6 +283,21 @@ impl Coordinator {
                     result: result.map_err(|e| e.to_string()),
                 })
             }
+            Effect::Discard { job, record, plan } => {
+                lock(&self.sched).halt(job);
+                // Tasks still running on workers would write after the clean-up: wait for their
+                // reports, or for their leases to run out (no longer extended), first.
+                let deadline = self.now() + lock(&self.sched).config().lease_ms + 1000;
+                while lock(&self.sched).in_flight(job, self.now()) > 0 && self.now() < deadline {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                // A failure to clean up is logged, not made the job's error: the job already
+                // failed, and a staged output's old version is safe either way.
+                if let Err(e) = blocking(move || plan.discard(&record)).await {
+                    tracing::warn!(%job, error = %e, "cannot remove what the failed job wrote");
+                }
+                None
+            }
             Effect::End {
                 job,
                 state,
@@ -305,6 +320,7 @@ impl Coordinator {
                     }
                     _ => s.fail(job, error.unwrap_or_default(), now),
                 }
+                s.ended(job);
                 drop(s);
                 self.notify();
                 None
@@ -393,10 +409,13 @@ impl Coordinator {
             .await
             .map_err(status_of)?;
         let job = JobId::new();
+        // A job that may replace an output writes beside it until it has succeeded.
+        let staging = spec.output.overwrite.then(|| job.to_string());
         let record = JobRecord {
             spec,
             sources,
             output_url,
+            staging,
         };
         self.journal
             .put_job(job, &record)
@@ -423,11 +442,23 @@ impl Coordinator {
     }
 
     pub fn status(&self, job: JobId) -> Option<JobStatus> {
-        lock(&self.sched).status(job, self.now())
+        let status = lock(&self.sched).status(job, self.now());
+        status.map(|s| self.settled(s))
     }
 
     pub fn jobs(&self) -> Vec<JobStatus> {
-        lock(&self.sched).jobs(self.now())
+        let jobs = lock(&self.sched).jobs(self.now());
+        jobs.into_iter().map(|s| self.settled(s)).collect()
+    }
+
+    /// A job the scheduler stopped (a task failed it, or it is being cancelled) has not ended
+    /// until its life has: it may still be removing what it wrote, and a client that sees the
+    /// end must find the store clean.
+    fn settled(&self, mut status: JobStatus) -> JobStatus {
+        if lock(&self.sched).ending(status.id) {
+            status.state = JobState::Running;
+        }
+        status
     }
 
     /// The jobs that have not ended and write `output_url`, inside it or around it: two jobs

@@ -10,7 +10,9 @@
 //!    │
 //! stages 1..=last: tasks of the plan (each finished task journalled)
 //!    ▼
-//! commit: mark the outputs complete
+//! commit: mark the outputs complete (promote them over the old ones when they replace any)
+//!
+//! failed or cancelled after prepare: discard what the job wrote
 //! ```
 //!
 //! The coordinator and the worker drive any [`JobPlan`] without knowing its kind: the
@@ -32,6 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::job::{JobSpec, TaskOutput, TaskPayload};
+use crate::staging::Output;
 
 /// A job as accepted and journalled: the spec, its sources expanded, its output resolved.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,6 +42,26 @@ pub struct JobRecord {
     pub spec: JobSpec,
     pub sources: Vec<String>,
     pub output_url: String,
+    /// Set when the job replaces an existing output: the tag of its staging prefix (the job's
+    /// id), so that the old output stays whole until the job has succeeded
+    /// ([`crate::staging`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staging: Option<String>,
+}
+
+impl JobRecord {
+    /// The job's output: where its writers write, and where that ends up.
+    pub fn output(&self) -> Output {
+        self.output_of(&self.output_url)
+    }
+
+    /// The same for another output of the job (a cube product with a URL of its own).
+    pub fn output_of(&self, url: &str) -> Output {
+        match &self.staging {
+            Some(tag) => Output::staged(url, tag),
+            None => Output::direct(url),
+        }
+    }
 }
 
 /// A task with the number of tiles (or chunks) it is expected to write, for progress.
@@ -75,6 +98,10 @@ pub trait JobKind: Sized + Clone + Serialize + DeserializeOwned {
     /// Marks the outputs complete, once every stage is done; `outputs` are what every task
     /// reported (by stage and index), for a kind to check the store against.
     fn commit(&self, job: &JobRecord, outputs: &StageOutputs) -> Result<()>;
+
+    /// Removes what the job wrote, after it failed or was cancelled once its outputs were
+    /// prepared: staged outputs leave the old ones untouched ([`crate::staging`]).
+    fn discard(&self, job: &JobRecord) -> Result<()>;
 }
 
 /// What the finished tasks of a job reported, by stage and task index.
@@ -175,6 +202,14 @@ impl JobPlan {
         match self {
             JobPlan::Raster(p) => p.commit(job, outputs),
             JobPlan::Cube(p) => JobKind::commit(p, job, outputs),
+            JobPlan::Noop { .. } => Ok(()),
+        }
+    }
+
+    pub fn discard(&self, job: &JobRecord) -> Result<()> {
+        match self {
+            JobPlan::Raster(p) => p.discard(job),
+            JobPlan::Cube(p) => JobKind::discard(p, job),
             JobPlan::Noop { .. } => Ok(()),
         }
     }

@@ -31,6 +31,7 @@ use crate::model::{
 };
 use crate::operation::{Operation, PreparedChain};
 use crate::source::{BlockCache, GdalSource, Reprojection, SourceInfo};
+use crate::staging::Output;
 use crate::store::Store;
 use crate::tile::{MergeMethod, Merger, Resample, SourceWindow, Tile, TileData, cut_into};
 
@@ -695,7 +696,9 @@ fn with_threads<T: Send>(threads: Option<usize>, f: impl FnOnce() -> T + Send) -
     }
 }
 
-/// Writes the layer a plan describes, in this process. On any error the partial layer is deleted.
+/// Writes the layer a plan describes, in this process. On any error the partial layer is
+/// deleted; a layer that replaces another is written beside it and promoted over it only once
+/// it is whole ([`crate::staging`]), so a failure leaves the old one as it was.
 pub fn run_ingest(
     plan: &IngestPlan,
     out_url: &str,
@@ -703,7 +706,8 @@ pub fn run_ingest(
     progress: &dyn Progress,
 ) -> Result<IngestSummary> {
     let started = Instant::now();
-    let writer = create_layer(plan, out_url, options)?;
+    let output = Output::for_process(out_url, options.write.overwrite);
+    let writer = create_layer(plan, output.write_url(), options)?;
     progress.start(plan.keys.len() as u64 * plan.band_names.len() as u64);
     let result = with_threads(options.threads, || {
         write_keys(plan, options, &writer, &plan.keys, progress)
@@ -713,16 +717,22 @@ pub fn run_ingest(
         Ok(s) => s,
         Err(e) => {
             // Best effort: the error that stopped the ingest matters more than a failed clean-up.
-            let _ = writer.abort();
+            let _ = output.discard();
             return Err(e);
         }
     };
     let empty: std::collections::HashSet<_> = summary.empty.iter().copied().collect();
-    if let Err(e) = writer.verify(&plan.keys, &empty) {
-        let _ = writer.abort();
-        return Err(e);
-    }
-    let layer = writer.finish()?;
+    let layer = match writer
+        .verify(&plan.keys, &empty)
+        .and_then(|()| writer.finish())
+    {
+        Ok(layer) => layer,
+        Err(e) => {
+            let _ = output.discard();
+            return Err(e);
+        }
+    };
+    output.commit()?;
     Ok(IngestSummary {
         layer,
         tiles: summary.tiles,

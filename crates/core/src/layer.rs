@@ -12,7 +12,8 @@
 //! Zarr v2, not v3: GDAL 3.6 reads v2 but not final-spec v3. Each chunk is one object PUT, which
 //! is atomic on a local filesystem (write, then rename) and on S3, so a reader never sees half a
 //! tile. A layer is complete once `.zmetadata` exists with `"complete": true`; a writer that
-//! fails part-way deletes what it wrote.
+//! fails part-way deletes what it wrote, and one that replaces a layer writes beside it until
+//! it is whole ([`crate::staging`]).
 
 mod zarr_json;
 

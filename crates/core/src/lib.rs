@@ -25,6 +25,7 @@ pub mod local;
 pub mod model;
 pub mod operation;
 pub mod source;
+pub mod staging;
 pub mod store;
 pub mod synth;
 pub mod tile;

@@ -153,6 +153,60 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_cube_write_that_fails_while_replacing_one_leaves_it_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = dir.path().join("c.zarr").to_str().unwrap().to_string();
+        let cube = SynthCube {
+            steps: 48,
+            rows: 5,
+            cols: 7,
+            start: 0,
+        };
+        let info = cube.write(&url, false).unwrap();
+        let files = |p: &std::path::Path| {
+            let mut v: Vec<_> = walk(p);
+            v.sort();
+            v
+        };
+        fn walk(p: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+            let mut out = Vec::new();
+            for e in std::fs::read_dir(p).unwrap().flatten() {
+                if e.path().is_dir() {
+                    out.extend(walk(&e.path()));
+                } else {
+                    out.push((
+                        e.path().display().to_string(),
+                        std::fs::read(e.path()).unwrap(),
+                    ));
+                }
+            }
+            out
+        }
+        let before = files(dir.path());
+        // A replacement that fails after writing a chunk.
+        let err = crate::cube::CubeWriter::write_whole(&url, info.clone(), 3, true, |w| {
+            w.write_block(0, 0, 0, 48, 5, &vec![1.0; 48 * 35])?;
+            Err(Error::Internal("the disk is full".into()))
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("the disk is full"));
+        assert_eq!(
+            files(dir.path()),
+            before,
+            "the old cube is whole, nothing else is left"
+        );
+        // One that succeeds replaces it.
+        crate::cube::CubeWriter::write_whole(&url, info, 3, true, |w| {
+            w.write_block(0, 0, 0, 48, 5, &vec![1.0; 48 * 35])?;
+            w.write_block(1, 0, 0, 48, 5, &vec![2.0; 48 * 35])
+        })
+        .unwrap();
+        assert_ne!(files(dir.path()), before);
+        let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert_eq!(entries.len(), 1, "no staging prefix is left");
+    }
+
+    #[test]
     fn the_dsm_is_deterministic_and_windows_agree_with_cells() {
         let w = dsm_window(7, 100, 200, 64, 32);
         assert_eq!(w, dsm_window(7, 100, 200, 64, 32));
@@ -252,26 +306,20 @@ impl SynthCube {
             sources: vec!["tessera synth cube".into()],
             complete: false,
         };
-        let writer = crate::cube::CubeWriter::create(url, info, 3, overwrite)?;
         let plane = self.rows * self.cols;
-        let written = (0..2).try_for_each(|var| {
-            (0..self.steps).step_by(chunk_t).try_for_each(|t0| {
-                let n = chunk_t.min(self.steps - t0);
-                let mut data = Vec::with_capacity(n * plane);
-                for t in t0..t0 + n {
-                    for r in 0..self.rows {
-                        data.extend((0..self.cols).map(|c| self.value(var, t, r, c)));
+        crate::cube::CubeWriter::write_whole(url, info, 3, overwrite, |writer| {
+            (0..2).try_for_each(|var| {
+                (0..self.steps).step_by(chunk_t).try_for_each(|t0| {
+                    let n = chunk_t.min(self.steps - t0);
+                    let mut data = Vec::with_capacity(n * plane);
+                    for t in t0..t0 + n {
+                        for r in 0..self.rows {
+                            data.extend((0..self.cols).map(|c| self.value(var, t, r, c)));
+                        }
                     }
-                }
-                writer.write_block(var, t0, 0, n, self.rows, &data)
+                    writer.write_block(var, t0, 0, n, self.rows, &data)
+                })
             })
-        });
-        match written {
-            Ok(()) => writer.finish(),
-            Err(e) => {
-                let _ = writer.abort();
-                Err(e)
-            }
-        }
+        })
     }
 }

@@ -194,7 +194,8 @@ pub fn job_spec(io: &DemIo, op: FocalOp, layer_url: String) -> Result<JobSpec> {
         output: OutputSpec {
             url: layer_url,
             zstd_level: 1,
-            overwrite: true,
+            // A kept layer may replace one from an earlier run; the scratch layer is new.
+            overwrite: io.keep_layer.is_some(),
             cell_type: io.output_type.as_deref().map(str::parse).transpose()?,
         },
         tasks: TaskSizing::default(),

@@ -504,7 +504,7 @@ impl CubePlan {
                 Ok(r)
             }
             Err(e) => {
-                self.abort_products();
+                let _ = self.abort_products();
                 Err(e)
             }
         }

@@ -384,9 +384,27 @@ impl CubeWriter {
         Ok(self.info)
     }
 
-    /// Deletes everything written so far.
-    pub fn abort(self) -> Result<()> {
-        block_on(self.store.delete_all())
+    /// Writes a whole cube in this process: `fill` writes its chunks, then it is finished. A
+    /// cube that replaces another (`overwrite`) is written beside it and promoted over it
+    /// only when whole; on any error what was written is removed and an old cube stays as it
+    /// was ([`crate::staging`]).
+    pub fn write_whole(
+        url: &str,
+        info: CubeInfo,
+        zstd_level: i32,
+        overwrite: bool,
+        fill: impl FnOnce(&CubeWriter) -> Result<()>,
+    ) -> Result<CubeInfo> {
+        let output = crate::staging::Output::for_process(url, overwrite);
+        let writer = CubeWriter::create(output.write_url(), info, zstd_level, overwrite)?;
+        match fill(&writer).and_then(|()| writer.finish()) {
+            Ok(info) => output.commit().map(|()| info),
+            Err(e) => {
+                // The error that stopped the write matters more than a failed clean-up.
+                let _ = output.discard();
+                Err(e)
+            }
+        }
     }
 }
 

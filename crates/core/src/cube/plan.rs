@@ -40,6 +40,7 @@ use super::temporal::{Freq, GroupBy, Periods, SEASONS, Stat};
 use super::time::format_instant;
 use super::{Chunks, CubeGrid, CubeInfo, CubeVariable, Lead};
 use crate::error::{Error, Result};
+use crate::staging::Output;
 use crate::store::{Store, block_on};
 
 pub use super::spec::*;
@@ -66,7 +67,11 @@ pub struct OutVar {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlannedProduct {
     pub name: String,
+    /// Where the product is written: its URL, or its staging prefix when it replaces an
+    /// existing product (then `target` is its URL).
     pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
     pub op: ProductOp,
     pub info: CubeInfo,
     pub outputs: Vec<OutVar>,
@@ -361,26 +366,58 @@ impl CubePlan {
         Ok(())
     }
 
-    /// Consolidates every product and removes the scratch objects.
+    /// Consolidates every product, promotes those that replace old ones, and removes the
+    /// scratch objects.
     pub fn finish_products(&self) -> Result<()> {
         for p in &self.products {
             CubeWriter::attach(&p.url, p.info.clone(), self.zstd_level)?.finish()?;
         }
+        for p in &self.products {
+            p.output().commit()?;
+        }
         self.remove_scratch()
+    }
+
+    /// Writes every product to a staging prefix tagged `tag`, to be promoted over the product
+    /// it replaces only when the job has succeeded ([`crate::staging`]).
+    pub fn stage_products(&mut self, tag: &str) {
+        for p in &mut self.products {
+            let output = Output::staged(&p.url, tag);
+            p.url = output.write_url().to_string();
+            p.target = Some(output.target);
+        }
     }
 
     pub fn remove_scratch(&self) -> Result<()> {
         block_on(Store::open(&self.scratch)?.delete_all())
     }
 
-    /// Deletes every product (after a failure).
-    pub fn abort_products(&self) {
+    /// Deletes what was written of every product (after a failure): staged products leave
+    /// the ones they were to replace untouched. The first error, after trying them all.
+    pub fn abort_products(&self) -> Result<()> {
+        let mut first = None;
         for p in &self.products {
-            if let Ok(s) = Store::open(&p.url) {
-                let _ = block_on(s.delete_all());
+            if let Err(e) = p.output().discard() {
+                first.get_or_insert(e);
             }
         }
-        let _ = self.remove_scratch();
+        if let Err(e) = self.remove_scratch() {
+            first.get_or_insert(e);
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+impl PlannedProduct {
+    /// Where the product is written and where it ends up.
+    pub fn output(&self) -> Output {
+        match &self.target {
+            Some(target) => Output {
+                target: target.clone(),
+                staging: Some(self.url.clone()),
+            },
+            None => Output::direct(&self.url),
+        }
     }
 }
 
@@ -689,6 +726,7 @@ fn plan_products(
         products.push(PlannedProduct {
             name: name.clone(),
             url,
+            target: None,
             op: p.op.clone(),
             info,
             outputs,

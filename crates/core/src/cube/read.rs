@@ -238,19 +238,13 @@ impl Subset {
             sources: Vec::new(),
             complete: false,
         };
-        let writer = CubeWriter::create(url, info, zstd_level, overwrite)?;
         let rows = self.grid.height;
-        let written =
+        CubeWriter::write_whole(url, info, zstd_level, overwrite, |writer| {
             self.variables.iter().enumerate().try_for_each(|(i, v)| {
                 writer.write_block(i, 0, 0, self.lead.len(), rows, &v.values)
-            });
-        match written {
-            Ok(()) => writer.finish().map(drop),
-            Err(e) => {
-                let _ = writer.abort();
-                Err(e)
-            }
-        }
+            })
+        })
+        .map(drop)
     }
 
     /// One line per variable: dims, shape, and the minimum, mean and maximum of its values.

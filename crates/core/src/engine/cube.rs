@@ -21,12 +21,16 @@ impl JobKind for CubePlan {
 
     fn reduce(job: &JobRecord, headers: Vec<serde_json::Value>) -> Result<Self> {
         let sources: Vec<CubeSource> = from_headers(headers)?;
-        CubePlan::new(
+        let mut plan = CubePlan::new(
             cube_spec(job)?,
             &job.output_url,
             job.spec.output.zstd_level,
             sources,
-        )
+        )?;
+        if let Some(tag) = &job.staging {
+            plan.stage_products(tag);
+        }
+        Ok(plan)
     }
 
     fn last_stage(&self) -> u32 {
@@ -70,5 +74,9 @@ impl JobKind for CubePlan {
 
     fn commit(&self, _job: &JobRecord, _outputs: &StageOutputs) -> Result<()> {
         self.finish_products()
+    }
+
+    fn discard(&self, _job: &JobRecord) -> Result<()> {
+        self.abort_products()
     }
 }

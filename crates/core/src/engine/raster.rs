@@ -68,10 +68,11 @@ impl JobKind for RasterPlan {
     }
 
     fn prepare(&self, job: &JobRecord, resumed: bool) -> Result<()> {
+        let output = job.output();
         if resumed {
-            attach_layer(&self.ingest, &job.output_url, &self.options)?.write_metadata()
+            attach_layer(&self.ingest, output.write_url(), &self.options)?.write_metadata()
         } else {
-            create_layer(&self.ingest, &job.output_url, &self.options).map(drop)
+            create_layer(&self.ingest, output.write_url(), &self.options).map(drop)
         }
     }
 
@@ -87,7 +88,7 @@ impl JobKind for RasterPlan {
                 task.name()
             )));
         };
-        let writer = attach_layer(&self.ingest, &job.output_url, &self.options)?;
+        let writer = attach_layer(&self.ingest, job.output().write_url(), &self.options)?;
         let summary =
             pool.install(|| write_keys(&self.ingest, &self.options, &writer, keys, &NoProgress))?;
         // The tiles that were all NoData (and so not stored), for commit to tell them from
@@ -108,7 +109,8 @@ impl JobKind for RasterPlan {
     }
 
     /// Checks that every tile the tasks wrote is in the store (tiles they reported all NoData
-    /// aside), then marks the layer complete.
+    /// aside), then marks the layer complete, and promotes it over the old one if it replaces
+    /// one.
     fn commit(&self, job: &JobRecord, outputs: &StageOutputs) -> Result<()> {
         let mut empty = std::collections::HashSet::new();
         for output in outputs.get(&1).into_iter().flat_map(|s| s.values()) {
@@ -122,9 +124,15 @@ impl JobKind for RasterPlan {
                     .map(|[band, col, row]| (band as usize, SpatialKey::new(col, row))),
             );
         }
-        let writer = attach_layer(&self.ingest, &job.output_url, &self.options)?;
+        let output = job.output();
+        let writer = attach_layer(&self.ingest, output.write_url(), &self.options)?;
         writer.verify(&self.ingest.keys, &empty)?;
-        writer.finish().map(drop)
+        writer.finish()?;
+        output.commit()
+    }
+
+    fn discard(&self, job: &JobRecord) -> Result<()> {
+        job.output().discard()
     }
 }
 
