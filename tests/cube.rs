@@ -679,3 +679,85 @@ fn reads_that_overflow_repeat_or_exceed_the_budget_are_refused() {
         assert!(err.contains(want), "{all:?}: {err}");
     }
 }
+
+/// Issue 20, finding 4: damaged inputs are refused, naming the file and what is wrong, instead
+/// of being read in part. A Zarr source whose `t2m/.zattrs` is garbage (GDAL dropped the
+/// variable), whose `time` chunk is garbage (times from 1970), or whose chunk inflates to 200 MB
+/// (read as zeros); a GRIB with 4,000 random bytes in the middle (GDAL skipped the damaged
+/// messages: a gap in the time axis). A good GRIB runs without GDAL's `ERROR:` lines.
+#[test]
+fn damaged_sources_are_refused_naming_what_is_wrong() {
+    let dir = temp_dir();
+    let d = dir.path();
+    let daily = "    daily: {resample: {freq: 1D, stat: mean}}\n";
+    let synth = |name: &str| {
+        let p = d.join(name);
+        tessera_ok(&["synth", "cube", p.to_str().unwrap(), "--steps", "48"]);
+        p
+    };
+    let attrs = synth("attrs.zarr");
+    std::fs::write(attrs.join("t2m/.zattrs"), "{garbage").unwrap();
+    let err = job_fails(&write_job(d, &[&attrs], "", daily));
+    assert!(
+        err.contains("attrs.zarr: t2m/.zattrs is not valid JSON"),
+        "{err}"
+    );
+
+    let time = synth("time.zarr");
+    std::fs::write(time.join("time/0"), [0x5a_u8; 40]).unwrap();
+    let err = job_fails(&write_job(d, &[&time], "", daily));
+    assert!(
+        err.contains("time.zarr: cannot read the time coordinate time"),
+        "{err}"
+    );
+
+    let bomb = synth("bomb.zarr");
+    let zeros = vec![0f32; 50 << 20];
+    let frame = tessera_core::zarr::chunk::encode(&zeros, 19).unwrap();
+    assert!(
+        frame.len() < 1 << 20,
+        "a small frame that inflates to 200 MB"
+    );
+    let chunk = std::fs::read_dir(bomb.join("t2m"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .unwrap();
+    std::fs::write(&chunk, frame).unwrap();
+    let err = job_fails(&write_job(d, &[&bomb], "", daily));
+    assert!(
+        err.contains("bomb.zarr/t2m/") && err.contains("cannot decode the Zarr chunk"),
+        "{err}"
+    );
+
+    let Some(grib) = reanalysis("era5-2mt-2019-03-uk.grib") else {
+        return;
+    };
+    let out = tessera(&["run", write_job(d, &[&grib], "", daily).to_str().unwrap()]);
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{printed}");
+    assert!(!printed.contains("ERROR"), "GDAL's lines leak: {printed}");
+
+    let mut bytes = std::fs::read(&grib).unwrap();
+    let mid = bytes.len() / 2;
+    let mut x = 0x2545_f491_u32;
+    for b in &mut bytes[mid..mid + 4000] {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *b = x as u8;
+    }
+    let damaged = d.join("damaged.grib");
+    std::fs::write(&damaged, bytes).unwrap();
+    let err = job_fails(&write_job(d, &[&damaged], "", daily));
+    assert!(
+        err.contains("damaged.grib: ") && err.contains("the file is damaged")
+            || err.contains("is damaged or cut short"),
+        "{err}"
+    );
+}

@@ -18,6 +18,8 @@ pub mod engine;
 pub mod error;
 pub mod export;
 pub mod focal;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ingest;
 pub mod job;
 pub mod layer;

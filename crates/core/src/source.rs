@@ -426,7 +426,7 @@ fn source_exists(url: &str, path: &str) -> Result<bool> {
 }
 
 /// GDAL's own message, without the crate's wrapping.
-fn gdal_message(e: &gdal::errors::GdalError) -> String {
+pub(crate) fn gdal_message(e: &gdal::errors::GdalError) -> String {
     match e {
         gdal::errors::GdalError::NullPointer { msg, .. } if !msg.is_empty() => msg.clone(),
         gdal::errors::GdalError::NullPointer { .. } => "GDAL gave no reason".to_string(),

@@ -22,9 +22,9 @@
 //! Arrays this does not cover (Zarr v3, other codecs, filters, F order, big-endian types) go
 //! through GDAL as before.
 
-mod array;
+pub(crate) mod array;
 pub mod chunk;
-mod codec;
+pub(crate) mod codec;
 mod storage;
 #[cfg(test)]
 mod tests;

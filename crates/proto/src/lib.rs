@@ -12,6 +12,8 @@ pub mod pb {
 }
 
 pub mod from_proto;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod to_proto;
 
 /// The worker protocol version; a worker with another version is refused at registration.

@@ -22,7 +22,7 @@ use serde_json::{Map, Value, json};
 use super::time::TimeUnits;
 use super::{Axis, CubeGrid, CubeVariable};
 use crate::error::{Error, Result};
-use crate::source::gdal_path;
+use crate::source::{gdal_message, gdal_path};
 use crate::zarr::local_group;
 
 /// One source file's header: its grid, time steps and variables, and how to read them.
@@ -75,6 +75,9 @@ impl CubeSource {
     pub fn open(url: &str, variables: &[String]) -> Result<CubeSource> {
         let path = gdal_path(url)?;
         crate::source::check_exists(url, &path)?;
+        if let Some(group) = local_group(&path) {
+            check_zarr_metadata(url, &group)?;
+        }
         let mut source = if is_grib(&path) {
             grib_header(url, &path)?
         } else {
@@ -117,7 +120,7 @@ fn dataset_grid(url: &str, ds: &Dataset) -> Result<CubeGrid> {
     let (width, height) = ds.raster_size();
     let gt = ds
         .geo_transform()
-        .map_err(|e| Error::source(url, format!("has no geotransform: {e}")))?;
+        .map_err(|e| Error::source(url, format!("has no geotransform: {}", gdal_message(&e))))?;
     if gt[2] != 0.0 || gt[4] != 0.0 || gt[5] >= 0.0 {
         return Err(Error::source(url, "the grid is rotated or not north-up"));
     }
@@ -146,9 +149,52 @@ fn open_mdim(url: &str, path: &str) -> Result<Dataset> {
     .map_err(|e| {
         Error::source(
             url,
-            format!("cannot open as a multidimensional dataset: {e}"),
+            format!(
+                "cannot open as a multidimensional dataset: {}",
+                gdal_message(&e)
+            ),
         )
     })
+}
+
+/// The metadata documents of a local Zarr group and of its arrays must be JSON objects: GDAL
+/// drops an array whose `.zattrs` it cannot parse, and the variable would vanish from the
+/// source without a word.
+fn check_zarr_metadata(url: &str, group: &std::path::Path) -> Result<()> {
+    let mut documents = vec![
+        group.join(".zgroup"),
+        group.join(".zattrs"),
+        group.join(".zmetadata"),
+    ];
+    if let Ok(entries) = std::fs::read_dir(group) {
+        for e in entries.flatten() {
+            if e.path().join(".zarray").is_file() {
+                documents.push(e.path().join(".zarray"));
+                documents.push(e.path().join(".zattrs"));
+            }
+        }
+    }
+    for doc in documents {
+        let Ok(bytes) = std::fs::read(&doc) else {
+            continue;
+        };
+        let parsed: std::result::Result<Value, _> = serde_json::from_slice(&bytes);
+        let what = match parsed {
+            Ok(Value::Object(_)) => continue,
+            Ok(_) => "is not a JSON object".to_string(),
+            Err(e) => format!("is not valid JSON ({e})"),
+        };
+        let rel = doc
+            .strip_prefix(group)
+            .unwrap_or(&doc)
+            .display()
+            .to_string();
+        return Err(Error::source(
+            url,
+            format!("{rel} {what}: the Zarr metadata is damaged"),
+        ));
+    }
+    Ok(())
 }
 
 /// What the raw GDAL multidimensional API gives beyond the `gdal` crate: the scale, offset and
@@ -313,17 +359,24 @@ fn regular(url: &str, name: &str, v: &[f64]) -> Result<(f64, f64)> {
 
 fn mdim_header(url: &str, path: &str) -> Result<CubeSource> {
     let ds = open_mdim(url, path)?;
-    let root = ds.root_group().map_err(|e| Error::source(url, e))?;
+    let root = ds
+        .root_group()
+        .map_err(|e| Error::source(url, gdal_message(&e)))?;
     let names = root.array_names(Default::default());
     let mut grid: Option<(CubeGrid, bool, String, String)> = None;
     let mut times: Option<(String, Vec<i64>)> = None;
     let mut variables = Vec::new();
     let mut seen_dims = Vec::new();
     for name in &names {
-        let array = root
-            .open_md_array(name, Default::default())
-            .map_err(|e| Error::source(url, format!("cannot open array {name}: {e}")))?;
-        let dims = array.dimensions().map_err(|e| Error::source(url, e))?;
+        let array = root.open_md_array(name, Default::default()).map_err(|e| {
+            Error::source(
+                url,
+                format!("cannot open array {name}: {}", gdal_message(&e)),
+            )
+        })?;
+        let dims = array
+            .dimensions()
+            .map_err(|e| Error::source(url, gdal_message(&e)))?;
         let dnames: Vec<String> = dims.iter().map(|d| d.name()).collect();
         seen_dims.push(format!("{name}({})", dnames.join(", ")));
         if dims.len() < 3 {
@@ -392,10 +445,29 @@ fn mdim_header(url: &str, path: &str) -> Result<CubeSource> {
         let calendar = tvar.attribute("calendar").ok().map(|a| a.read_as_string());
         let tu = TimeUnits::parse(&units, calendar.as_deref())
             .map_err(|e| Error::source(url, format!("time of {name}: {e}")))?;
-        let instants: Vec<i64> = dim_values(tdim)
-            .into_iter()
-            .map(|v| tu.instant(v))
-            .collect();
+        // Read strictly: a time coordinate that cannot be read (a damaged chunk) or holds
+        // values that are no times fails the source, naming it, instead of becoming indices.
+        let tname = dnames[0].clone();
+        let values = tvar
+            .read_as::<f64>(vec![0], vec![tdim.size()])
+            .map_err(|e| {
+                Error::source(
+                    url,
+                    format!(
+                        "cannot read the time coordinate {tname}: {}",
+                        gdal_message(&e)
+                    ),
+                )
+            })?;
+        let instants: Vec<i64> = values
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                tu.checked_instant(v).map_err(|e| {
+                    Error::source(url, format!("time coordinate {tname}, step {i}: {e}"))
+                })
+            })
+            .collect::<Result<_>>()?;
         match &times {
             None => times = Some((dnames[0].clone(), instants)),
             Some((tn, t)) if *tn == dnames[0] && *t == instants => {}
@@ -462,7 +534,7 @@ fn mdim_header(url: &str, path: &str) -> Result<CubeSource> {
 mod grib;
 mod reader;
 
-use grib::{grib_config, grib_header, is_grib};
+use grib::{grib_header, is_grib, open_grib};
 use reader::RawArray;
 pub use reader::SourceReader;
 

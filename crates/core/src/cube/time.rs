@@ -93,13 +93,26 @@ pub fn parse_instant(text: &str) -> Result<i64> {
     let year: i64 = y.and_then(|v| v.parse().ok()).ok_or_else(bad)?;
     let month: u32 = m.map_or(Some(1), |v| v.parse().ok()).ok_or_else(bad)?;
     let day: u32 = day.map_or(Some(1), |v| v.parse().ok()).ok_or_else(bad)?;
-    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+    if !(0..=9999).contains(&year)
+        || !(1..=12).contains(&month)
+        || day == 0
+        || day > days_in_month(year, month)
+    {
         return Err(bad());
     }
     let mut secs = 0.0;
     if !clock.is_empty() {
-        for (part, unit) in clock.split(':').zip([3600.0, 60.0, 1.0]) {
+        // Hours, minutes, seconds: each a number within its clock's range (24:00 is midnight
+        // at the end of the day; a leap second is let through).
+        for (part, (unit, limit)) in
+            clock
+                .split(':')
+                .zip([(3600.0, 24.0), (60.0, 59.0), (1.0, 60.999)])
+        {
             let v: f64 = part.parse().map_err(|_| bad())?;
+            if !(0.0..=limit).contains(&v) {
+                return Err(bad());
+            }
             secs += v * unit;
         }
     }
@@ -174,6 +187,28 @@ impl TimeUnits {
     /// The instant (whole seconds) of a value in these units.
     pub fn instant(&self, value: f64) -> i64 {
         self.epoch + (value * self.unit).round() as i64
+    }
+
+    /// The instant of a value that was read from a file: one that is not a number, or lands
+    /// outside the years 1–9999, is an error (a damaged time coordinate, not a time).
+    pub fn checked_instant(&self, value: f64) -> Result<i64> {
+        // Seconds from 0001-01-01 to 9999-12-31 are within ±2.6e11 of the epoch.
+        const SPAN: f64 = 4e11;
+        let seconds = (value * self.unit).round();
+        let instant = self.epoch as f64 + seconds;
+        if !value.is_finite() || !seconds.is_finite() || instant.abs() > SPAN {
+            return Err(Error::invalid(format!(
+                "{value} is not a time in these units"
+            )));
+        }
+        let instant = self.epoch + seconds as i64;
+        let year = Civil::of(instant).year;
+        if !(1..=9999).contains(&year) {
+            return Err(Error::invalid(format!(
+                "{value} is the year {year}, outside 1..=9999"
+            )));
+        }
+        Ok(instant)
     }
 }
 

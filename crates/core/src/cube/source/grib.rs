@@ -102,16 +102,128 @@ pub(super) fn grib1_members(path: &str) -> Option<Vec<i64>> {
     Some(members)
 }
 
+/// Walks a GRIB file's messages by their declared lengths and end markers (`7777`): their
+/// count, or what is damaged — a message whose length runs past the file or does not end in
+/// `7777`, or bytes between messages that are neither padding (zeros) nor a message. GDAL's
+/// GRIB driver skips a damaged message and carries on, which would leave a gap in the time
+/// axis that nothing reports. With the count, where the last message ends. `None`: a GRIB 1
+/// message longer than 8 MB (ECMWF's large-message convention) ends the walk unchecked.
+pub(super) fn grib_messages(
+    path: &str,
+) -> std::io::Result<std::result::Result<Option<(usize, u64)>, String>> {
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    let mut offset = 0u64;
+    let mut count = 0usize;
+    let mut last_end = 0u64;
+    let mut head = [0u8; 16];
+    let mut tail = [0u8; 4];
+    while offset < len {
+        let n = (len - offset).min(16) as usize;
+        f.seek(SeekFrom::Start(offset))?;
+        f.read_exact(&mut head[..n])?;
+        if n < 8 || &head[..4] != b"GRIB" {
+            // Padding after a message (ECMWF pads to 120 bytes), up to the next one.
+            let mut rest = Vec::new();
+            f.seek(SeekFrom::Start(offset))?;
+            f.by_ref().take(4096).read_to_end(&mut rest)?;
+            let next = rest.windows(4).position(|w| w == b"GRIB");
+            let gap = next.unwrap_or(rest.len());
+            if rest[..gap].iter().any(|&b| b != 0) {
+                return Ok(Err(format!(
+                    "bytes at offset {offset}, after message {count}, are not a GRIB message (the file is damaged)"
+                )));
+            }
+            match next {
+                Some(p) => offset += p as u64,
+                None if rest.len() < 4096 => break,
+                None => offset += rest.len() as u64 - 3,
+            }
+            continue;
+        }
+        let total = match head[7] {
+            1 => {
+                let t = u64::from(head[4]) << 16 | u64::from(head[5]) << 8 | u64::from(head[6]);
+                if t & 0x80_0000 != 0 {
+                    return Ok(Ok(None));
+                }
+                t
+            }
+            2 if n == 16 => u64::from_be_bytes(head[8..16].try_into().unwrap_or_default()),
+            edition => {
+                return Ok(Err(format!(
+                    "message {} at offset {offset} has GRIB edition {edition} (1 and 2 are read; the file is damaged)",
+                    count + 1
+                )));
+            }
+        };
+        let end = offset
+            .checked_add(total)
+            .filter(|&e| total >= 12 && e <= len);
+        let ends_well = match end {
+            Some(end) => {
+                f.seek(SeekFrom::Start(end - 4))?;
+                f.read_exact(&mut tail)?;
+                &tail == b"7777"
+            }
+            None => false,
+        };
+        if !ends_well {
+            return Ok(Err(format!(
+                "message {} at offset {offset} is damaged or cut short (it declares {total} bytes{})",
+                count + 1,
+                if end.is_some() {
+                    " that do not end in 7777"
+                } else {
+                    ", past the end of the file"
+                }
+            )));
+        }
+        count += 1;
+        offset += total;
+        last_end = offset;
+    }
+    Ok(Ok(Some((count, last_end))))
+}
+
+/// Opens a GRIB file with GDAL. Bytes after its last message (ECMWF's padding) are left out of
+/// what GDAL sees: its GRIB reader would look for one more message in them and print a
+/// warning and an `ERROR:` line to standard output, on every open of a good file.
+pub(super) fn open_grib(path: &str) -> gdal::errors::Result<Dataset> {
+    grib_config();
+    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    match grib_messages(path) {
+        Ok(Ok(Some((_, end)))) if end > 0 && end < len => {
+            Dataset::open(format!("/vsisubfile/0_{end},{path}"))
+        }
+        _ => Dataset::open(path),
+    }
+}
+
 /// The header of a GRIB file: every message's parameter, level, member and valid time, grouped
 /// into variables with their level and member axes (see the module of [`CubeSource`]).
 ///
 /// Just over 150 lines: one pass over the messages and the grouping after it share their
 /// tables; apart they would pass five maps between them.
 pub(super) fn grib_header(url: &str, path: &str) -> Result<CubeSource> {
-    grib_config();
-    let ds = Dataset::open(path).map_err(|e| Error::source(url, format!("cannot open: {e}")))?;
+    let ds = open_grib(path)
+        .map_err(|e| Error::source(url, format!("cannot open: {}", gdal_message(&e))))?;
     let grid = dataset_grid(url, &ds)?;
     let count = ds.raster_count();
+    // Every message is read, or the source is refused (GDAL skips damaged ones quietly).
+    match grib_messages(path) {
+        Ok(Ok(Some((messages, _)))) if messages > count => {
+            return Err(Error::source(
+                url,
+                format!(
+                    "has {messages} GRIB messages but only {count} could be read (a damaged message was skipped)"
+                ),
+            ));
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(damage)) => return Err(Error::source(url, damage)),
+        Err(e) => return Err(Error::source(url, format!("cannot read: {e}"))),
+    }
     let members = if count > 0 { grib1_members(path) } else { None };
     let members = members.filter(|m| m.len() == count);
 
@@ -125,7 +237,9 @@ pub(super) fn grib_header(url: &str, path: &str) -> Result<CubeSource> {
     type Group = ((String, String), Vec<Msg>, Map<String, Value>);
     let mut groups: Vec<Group> = Vec::new();
     for b in 1..=count {
-        let band = ds.rasterband(b).map_err(|e| Error::source(url, e))?;
+        let band = ds
+            .rasterband(b)
+            .map_err(|e| Error::source(url, gdal_message(&e)))?;
         let md = |k: &str| band.metadata_item(k, "");
         let element = md("GRIB_ELEMENT").ok_or_else(|| {
             Error::source(

@@ -114,9 +114,12 @@ impl<'a> SourceReader<'a> {
             return Ok(ds);
         }
         let ds = if is_grib(&self.path) {
-            grib_config();
-            Dataset::open(&self.path)
-                .map_err(|e| Error::source(&self.source.url, format!("cannot open: {e}")))?
+            open_grib(&self.path).map_err(|e| {
+                Error::source(
+                    &self.source.url,
+                    format!("cannot open: {}", gdal_message(&e)),
+                )
+            })?
         } else {
             open_mdim(&self.source.url, &self.path)?
         };
@@ -227,7 +230,7 @@ impl<'a> SourceReader<'a> {
                         let band = self
                             .dataset()?
                             .rasterband(b as usize)
-                            .map_err(|e| Error::source(url, e))?;
+                            .map_err(|e| Error::source(url, gdal_message(&e)))?;
                         band.read_into_slice::<f32>(
                             (0, rows.start as isize),
                             (w, h),
@@ -235,7 +238,12 @@ impl<'a> SourceReader<'a> {
                             dst,
                             None,
                         )
-                        .map_err(|e| Error::source(url, format!("cannot read message {b}: {e}")))?;
+                        .map_err(|e| {
+                            Error::source(
+                                url,
+                                format!("cannot read message {b}: {}", gdal_message(&e)),
+                            )
+                        })?;
                         if let Some(nd) = band.no_data_value() {
                             let nd = nd as f32;
                             dst.iter_mut()
