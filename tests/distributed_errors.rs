@@ -368,3 +368,90 @@ fn a_symbolic_link_cannot_lead_a_job_or_a_read_out_of_the_store() {
     );
     assert!(!outside.join("layer").exists());
 }
+
+/// Issue 20, "a journal can never take the coordinator down": a step that runs a job's own
+/// code in the coordinator (reduce, prepare, commit, discard) is journalled before it starts
+/// and cleared when it returns. A job found with its step cut short 3 times — a crash on its
+/// input, or kills — is failed, naming the step, and the coordinator serves; cut short once, it
+/// is resumed and finishes. (The crashed coordinators are simulated by the journal they leave.)
+#[test]
+fn a_job_whose_step_keeps_stopping_the_coordinator_is_failed_not_resumed() {
+    let tmp = temp_dir();
+    let store = tmp.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let dsm = store.join("dsm.tif");
+    synth_dsm(&dsm, 200, 200);
+    let done = store.join("done");
+    let job = raster_job(
+        tmp.path(),
+        "done",
+        &dsm,
+        "layout: floating:100\n",
+        done.to_str().unwrap(),
+    );
+    tessera_ok(&["run", job.to_str().unwrap()]);
+    let jobs = store.join("_tessera/jobs");
+    let first = std::fs::read_dir(&jobs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(
+        !first.join("risky.json").exists(),
+        "a finished step leaves no mark"
+    );
+    let record = std::fs::read_to_string(first.join("job.json")).unwrap();
+    // Two jobs as coordinators that died in their reduce leave them.
+    for (id, name, starts) in [
+        ("00000000-0000-4000-8000-00000000000a", "poison", 3),
+        ("00000000-0000-4000-8000-00000000000b", "again", 1),
+    ] {
+        let dir = jobs.join(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("job.json"),
+            record.replace("/done", &format!("/{name}")),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("risky.json"),
+            format!("{{\"step\": \"reduce\", \"starts\": {starts}}}"),
+        )
+        .unwrap();
+    }
+    let mut procs = Procs::default();
+    let (coord, url) = start_coordinator(store.to_str().unwrap(), 0, &[]);
+    procs.0.push(coord);
+    procs
+        .0
+        .push(start_worker(&url, &tmp.path().join("w.log"), &[]));
+    let listing = || {
+        String::from_utf8_lossy(&tessera_ok(&["jobs", "--coordinator", &url]).stdout).to_string()
+    };
+    wait_until(60, "the resumed job to finish", || {
+        listing()
+            .lines()
+            .any(|l| l.contains("/again") && l.contains("Succeeded"))
+    });
+    let jobs_now = listing();
+    let poison = jobs_now
+        .lines()
+        .find(|l| l.contains("/poison"))
+        .unwrap_or_else(|| panic!("the poison job is listed:\n{jobs_now}"));
+    assert!(poison.contains("Failed"), "{poison}");
+    let end = std::fs::read_to_string(jobs.join("00000000-0000-4000-8000-00000000000a/end.json"))
+        .unwrap();
+    assert!(
+        end.contains("stopped 3 times while running this job's reduce"),
+        "{end}"
+    );
+    assert!(!store.join("poison").exists(), "the poison job ran nothing");
+    assert!(store.join("again/.zmetadata").exists());
+    assert!(
+        !jobs
+            .join("00000000-0000-4000-8000-00000000000b/risky.json")
+            .exists(),
+        "the resumed job's steps returned"
+    );
+}

@@ -7,6 +7,9 @@
 //!                                       task counts as done
 //! _tessera/jobs/<job>/plan.json         the job's plan (any kind), once its headers are reduced
 //! _tessera/jobs/<job>/end.json          the final state
+//! _tessera/jobs/<job>/risky.json        a step that runs the job's own code in the coordinator
+//!                                       (reduce, prepare, commit, discard), started and not
+//!                                       finished, with how many times it was started so
 //! ```
 
 use bytes::Bytes;
@@ -24,6 +27,20 @@ pub struct JobEnd {
     pub state: JobState,
     pub error: Option<String>,
 }
+
+/// A step of a job that runs its kind's code in the coordinator, journalled before it starts
+/// and cleared when it returns: found at a start, it was cut short by the coordinator's end —
+/// a crash on this job's input, or a kill. After [`MAX_INTERRUPTED_STEPS`] such starts the
+/// job is failed instead of resumed, so no journal can keep a coordinator from starting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RiskyStep {
+    pub step: String,
+    /// How many times the step was started without returning, this one included.
+    pub starts: u32,
+}
+
+/// How many times a job's step may be cut short by the coordinator's end before the job fails.
+pub const MAX_INTERRUPTED_STEPS: u32 = 3;
 
 /// The jobs a journal holds, from one listing: see [`Journal::list_jobs`].
 #[derive(Debug, Clone, Default)]
@@ -93,6 +110,23 @@ impl Journal {
         self.store
             .put(&format!("{}/end.json", Self::dir(job)), json(end))
             .await
+    }
+
+    pub async fn put_risky(&self, job: JobId, step: &RiskyStep) -> Result<()> {
+        self.store
+            .put(&format!("{}/risky.json", Self::dir(job)), json(step))
+            .await
+    }
+
+    pub async fn clear_risky(&self, job: JobId) -> Result<()> {
+        self.store
+            .delete(&format!("{}/risky.json", Self::dir(job)))
+            .await
+    }
+
+    /// The step that was running when the coordinator last stopped, if one was.
+    pub async fn risky(&self, job: JobId) -> Result<Option<RiskyStep>> {
+        self.get(&format!("{}/risky.json", Self::dir(job))).await
     }
 
     async fn get<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>> {

@@ -243,6 +243,11 @@ impl Lifecycle {
         })
     }
 
+    /// Whether the job is journalled (a submitted job, not a no-op one).
+    pub fn journalled(&self, job: JobId) -> bool {
+        self.jobs.get(&job).is_some_and(|l| l.journalled())
+    }
+
     /// The job's plan, once reduced.
     pub fn plan(&self, job: JobId) -> Option<Arc<JobPlan>> {
         self.jobs.get(&job)?.plan.clone()

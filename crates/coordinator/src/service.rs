@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tonic::Status;
 
 use crate::grpc::status_of;
-use crate::journal::{JobEnd, Journal};
+use crate::journal::{JobEnd, Journal, MAX_INTERRUPTED_STEPS, RiskyStep};
 use crate::lifecycle::{Effect, Event, Lifecycle};
 use crate::scheduler::{Lease, ReportOutcome, Scheduler, SchedulerConfig};
 
@@ -69,6 +69,8 @@ pub struct Coordinator {
     journal: Journal,
     sched: Mutex<Scheduler>,
     life: Mutex<Lifecycle>,
+    /// Jobs resumed with a risky step cut short: how many times it was started.
+    interrupted: Mutex<std::collections::HashMap<JobId, u32>>,
     started: Instant,
     changed: watch::Sender<u64>,
 }
@@ -117,6 +119,7 @@ impl Coordinator {
             store,
             sched: Mutex::new(Scheduler::new(config.scheduler)),
             life: Mutex::new(Lifecycle::new()),
+            interrupted: Mutex::default(),
             started: Instant::now(),
             changed,
             config,
@@ -151,12 +154,32 @@ impl Coordinator {
             tracing::info!(%job, "resuming");
             let journalled = async {
                 Ok::<_, tessera_core::Error>((
+                    c.journal.risky(job).await?,
                     c.journal.plan(job).await?,
                     c.journal.tasks(job).await?,
                 ))
             };
             match journalled.await {
-                Ok((plan, done)) => {
+                Ok((Some(risky), _, _)) if risky.starts >= MAX_INTERRUPTED_STEPS => {
+                    let error = format!(
+                        "the coordinator stopped {} times while running this job's {} (a crash on its input, or a kill); it is not resumed again",
+                        risky.starts, risky.step
+                    );
+                    tracing::error!(%job, %error, "not resumed");
+                    lock(&c.sched).add_ended(
+                        job,
+                        record.spec.display_name(),
+                        record.output_url.clone(),
+                        JobState::Failed,
+                        Some(error.clone()),
+                    );
+                    c.put_end(job, JobState::Failed, Some(error)).await;
+                }
+                Ok((risky, plan, done)) => {
+                    if let Some(risky) = risky {
+                        tracing::warn!(%job, step = %risky.step, starts = risky.starts, "resumed after its step was cut short");
+                        lock(&c.interrupted).insert(job, risky.starts);
+                    }
                     c.drive(Event::Resumed {
                         job,
                         record: Box::new(record),
@@ -247,7 +270,9 @@ impl Coordinator {
                 record,
                 outputs,
             } => {
+                self.begin_risky(job, "reduce").await;
                 let result = blocking(move || engine::reduce(&record, outputs).map(Box::new)).await;
+                self.end_risky(job).await;
                 Some(Event::Reduced {
                     job,
                     result: result.map_err(|e| e.to_string()),
@@ -266,7 +291,9 @@ impl Coordinator {
                 plan,
                 resumed,
             } => {
+                self.begin_risky(job, "prepare").await;
                 let result = blocking(move || plan.prepare(&record, resumed)).await;
+                self.end_risky(job).await;
                 Some(Event::Prepared {
                     job,
                     result: result.map_err(|e| e.to_string()),
@@ -274,10 +301,12 @@ impl Coordinator {
             }
             Effect::Commit { job, record, plan } => {
                 // What every task reported, from the journal (it holds them across restarts).
+                self.begin_risky(job, "commit").await;
                 let result = match self.journal.tasks(job).await {
                     Ok(outputs) => blocking(move || plan.commit(&record, &outputs)).await,
                     Err(e) => Err(e),
                 };
+                self.end_risky(job).await;
                 Some(Event::Committed {
                     job,
                     result: result.map_err(|e| e.to_string()),
@@ -293,7 +322,10 @@ impl Coordinator {
                 }
                 // A failure to clean up is logged, not made the job's error: the job already
                 // failed, and a staged output's old version is safe either way.
-                if let Err(e) = blocking(move || plan.discard(&record)).await {
+                self.begin_risky(job, "discard").await;
+                let discarded = blocking(move || plan.discard(&record)).await;
+                self.end_risky(job).await;
+                if let Err(e) = discarded {
                     tracing::warn!(%job, error = %e, "cannot remove what the failed job wrote");
                 }
                 None
@@ -326,6 +358,35 @@ impl Coordinator {
                 None
             }
         }
+    }
+
+    /// Journals that `step` of `job` starts (see [`RiskyStep`]); a job that is not journalled
+    /// (no-op jobs) has nothing to resume, and a journal that cannot be written is logged:
+    /// the step's own writes will meet the same store.
+    async fn begin_risky(&self, job: JobId, step: &str) {
+        if !self.journalled(job) {
+            return;
+        }
+        let starts = lock(&self.interrupted).remove(&job).unwrap_or(0) + 1;
+        let risky = RiskyStep {
+            step: step.to_string(),
+            starts,
+        };
+        if let Err(e) = self.journal.put_risky(job, &risky).await {
+            tracing::warn!(%job, step, error = %e, "cannot journal the step's start");
+        }
+    }
+
+    async fn end_risky(&self, job: JobId) {
+        if self.journalled(job)
+            && let Err(e) = self.journal.clear_risky(job).await
+        {
+            tracing::warn!(%job, error = %e, "cannot journal the step's end");
+        }
+    }
+
+    fn journalled(&self, job: JobId) -> bool {
+        lock(&self.life).journalled(job)
     }
 
     async fn put_end(&self, job: JobId, state: JobState, error: Option<String>) {
