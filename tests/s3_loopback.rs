@@ -325,3 +325,137 @@ fn a_failed_overwrite_on_s3_keeps_the_old_layer_and_removes_its_staging() {
     );
     assert_eq!(cells(&tif), cells(&src));
 }
+
+/// Issue 20's chaos test: a distributed job on the loopback S3 server (through a proxy) while
+/// the server goes down and comes back, a worker is SIGKILLed and the coordinator is SIGKILLed
+/// and restarted. The job either succeeds with a layer equal to the embedded run's, or fails
+/// with no layer marked complete — never a "complete" layer with missing chunks.
+#[test]
+fn a_job_through_an_s3_outage_and_killed_processes_is_whole_or_not_complete() {
+    use tessera_tests::fault_proxy::{FaultProxy, Faults};
+    use tessera_tests::{Procs, start_coordinator_env, start_worker_env, wait_until};
+    let Some(s3) = S3Server::start() else { return };
+    s3.put("/tessera", b"");
+    let proxy = FaultProxy::start(&s3.endpoint);
+    let env = S3Server::env_at(&proxy.endpoint);
+    let tmp = temp_dir();
+    let src = tmp.path().join("dsm.tif");
+    tessera_tests::synth_dsm(&src, 1536, 1536);
+    // 9 tiles of 512² (one per task), each an SVF that takes a while in a debug build.
+    let spec = |out: &str| {
+        let extra = "layout: floating:512\ntasks: {target_mb: 1}\noperations: [{svf: {radius_cells: 24, directions: 8, steps: 12}}]\n";
+        let job =
+            tessera_tests::raster_job(tmp.path(), &out.replace(['/', ':'], "_"), &src, extra, out);
+        job.to_str().unwrap().to_string()
+    };
+    ok(
+        tessera_env(&["run", &spec("s3://tessera/reference/layer")], &env),
+        "the embedded reference",
+    );
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let store = "s3://tessera/chaos";
+    let mut procs = Procs::default();
+    let (coord, url) = start_coordinator_env(store, port, &[], &env);
+    procs.0.push(coord);
+    let logs: Vec<_> = (0..3)
+        .map(|i| tmp.path().join(format!("w{i}.log")))
+        .collect();
+    procs.0.push(start_worker_env(&url, &logs[0], &[], &env));
+    procs.0.push(start_worker_env(&url, &logs[1], &[], &env));
+    let mut watch = std::process::Command::new(tessera_tests::tessera_bin())
+        .args([
+            "--quiet",
+            "submit",
+            &spec("s3://tessera/chaos/layer"),
+            "--coordinator",
+            &url,
+            "--watch",
+        ])
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let tiles_done = || {
+        s3.list("tessera", "chaos/_tessera/jobs/")
+            .iter()
+            .filter(|k| k.contains("/s1/") && k.ends_with(".json"))
+            .count()
+    };
+    wait_until(180, "a first tile task to finish", || tiles_done() >= 1);
+
+    // The store goes down for 3 s, then comes back.
+    proxy.set(Faults {
+        down: true,
+        ..Faults::default()
+    });
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let dropped = proxy.seen().dropped;
+    proxy.set(Faults::default());
+    assert!(dropped > 0, "requests met the outage");
+
+    // A worker dies mid-task; another takes its place.
+    procs.0[1].kill().unwrap();
+    procs.0[1].wait().unwrap();
+    procs.0.push(start_worker_env(&url, &logs[2], &[], &env));
+
+    // The coordinator dies once another task is done, and comes back on its port.
+    let before = tiles_done();
+    wait_until(180, "one more tile task", || {
+        tiles_done() > before || watch.try_wait().unwrap().is_some()
+    });
+    procs.0[0].kill().unwrap();
+    procs.0[0].wait().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (coord, _) = start_coordinator_env(store, port, &[], &env);
+    procs.0[0] = coord;
+
+    wait_until(600, "the job to end", || {
+        watch.try_wait().unwrap().is_some()
+    });
+    let out = watch.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let layer = s3.list("tessera", "chaos/layer/");
+    if out.status.success() {
+        let (a, b) = (
+            tmp.path().join("chaos.tif"),
+            tmp.path().join("reference.tif"),
+        );
+        for (url, tif) in [
+            ("s3://tessera/chaos/layer", &a),
+            ("s3://tessera/reference/layer", &b),
+        ] {
+            ok(
+                tessera_env(&["layer", "export", url, tif.to_str().unwrap()], &env),
+                "export",
+            );
+        }
+        assert_eq!(cells(&a), cells(&b), "the layer equals the embedded run's");
+        assert_eq!(
+            layer
+                .iter()
+                .filter(|k| k.contains("/band_1/") && !k.contains("/."))
+                .count(),
+            9,
+            "every tile is stored"
+        );
+    } else {
+        assert!(
+            !layer.iter().any(|k| k.ends_with(".zmetadata")),
+            "a failed job marks nothing complete: {err}"
+        );
+    }
+    eprintln!(
+        "chaos: {} ({dropped} connections dropped during the outage)",
+        if out.status.success() {
+            "succeeded"
+        } else {
+            "failed cleanly"
+        }
+    );
+}

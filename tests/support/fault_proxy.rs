@@ -1,7 +1,8 @@
 //! A fault-injecting HTTP proxy in front of a loopback S3 server: it forwards each request to
 //! the server, or answers it itself with an S3 error — 403 `AccessDenied` for PUTs whose path
 //! contains a pattern (a bucket or prefix the credentials cannot write), 503 `SlowDown` for the
-//! next N requests and then every k-th (a throttling storm). One request per connection
+//! next N requests and then every k-th (a throttling storm), or no answer at all (the server is
+//! down: connections are closed unanswered). One request per connection
 //! upstream; the client is told to close, so each request is framed by the server's answer.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -30,6 +31,10 @@ pub struct Faults {
     pub throttled: usize,
     /// How many requests were forwarded.
     pub forwarded: usize,
+    /// The server is down: every connection is closed at once, unanswered.
+    pub down: bool,
+    /// How many connections were dropped so.
+    pub dropped: usize,
 }
 
 /// The proxy, listening on an ephemeral loopback port until dropped.
@@ -103,6 +108,13 @@ fn s3_error(status: &str, code: &str) -> Vec<u8> {
 
 /// Serves one client connection: one request, answered or forwarded, then closed.
 fn serve(client: TcpStream, upstream: &str, faults: &Mutex<Faults>) -> std::io::Result<()> {
+    {
+        let mut f = faults.lock().expect("faults");
+        if f.down {
+            f.dropped += 1;
+            return client.shutdown(std::net::Shutdown::Both);
+        }
+    }
     client.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut reader = BufReader::new(client.try_clone()?);
     let mut head = Vec::new();

@@ -321,11 +321,22 @@ impl Drop for Procs {
 /// Starts `tessera coordinator` on an ephemeral loopback port; returns it and its URL.
 /// `port` reuses a port (for a restart).
 pub fn start_coordinator(store: &str, port: u16, extra: &[&str]) -> (std::process::Child, String) {
+    start_coordinator_env(store, port, extra, &[])
+}
+
+/// [`start_coordinator`] with extra environment variables (an S3 endpoint and credentials).
+pub fn start_coordinator_env(
+    store: &str,
+    port: u16,
+    extra: &[&str],
+    env: &[(String, String)],
+) -> (std::process::Child, String) {
     use std::io::{BufRead, BufReader};
     let listen = format!("127.0.0.1:{port}");
     let mut child = Command::new(tessera_bin())
         .args(["coordinator", "--listen", &listen, "--store", store])
         .args(extra)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -350,10 +361,21 @@ pub fn start_coordinator(store: &str, port: u16, extra: &[&str]) -> (std::proces
 
 /// Starts `tessera worker` with its log (TESSERA_LOG=info) written to `log`.
 pub fn start_worker(url: &str, log: &Path, extra: &[&str]) -> std::process::Child {
+    start_worker_env(url, log, extra, &[])
+}
+
+/// [`start_worker`] with extra environment variables (an S3 endpoint and credentials).
+pub fn start_worker_env(
+    url: &str,
+    log: &Path,
+    extra: &[&str],
+    env: &[(String, String)],
+) -> std::process::Child {
     let file = std::fs::File::create(log).expect("worker log");
     Command::new(tessera_bin())
         .args(["worker", "--coordinator", url, "--threads", "1"])
         .args(extra)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env("TESSERA_LOG", "info")
         .stdout(std::process::Stdio::null())
         .stderr(file)

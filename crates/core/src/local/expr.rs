@@ -95,8 +95,14 @@ impl Parser<'_> {
     }
 
     fn skip_ws(&mut self) {
-        while self.text[self.pos..].starts_with(char::is_whitespace) {
-            self.pos += 1;
+        // By characters, not bytes: Unicode has spaces of several bytes (U+2001, found by
+        // fuzzing, made the next slice cut a character in two).
+        while let Some(c) = self.text[self.pos..]
+            .chars()
+            .next()
+            .filter(|c| c.is_whitespace())
+        {
+            self.pos += c.len_utf8();
         }
     }
 
