@@ -24,6 +24,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         scheduler: SchedulerConfig::default(),
         tls: None,
         resume: Default::default(),
+        allowed_sources: Vec::new(),
     })
     .await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);

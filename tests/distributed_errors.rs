@@ -455,3 +455,61 @@ fn a_job_whose_step_keeps_stopping_the_coordinator_is_failed_not_resumed() {
         "the resumed job's steps returned"
     );
 }
+
+/// Issue 20, finding 9: any token holder could make workers open any local file
+/// (`sources: [/etc/shadow]` told whether it exists). A coordinator started with
+/// `--allow-sources` refuses sources outside its prefixes — by real path, so a symbolic link
+/// cannot lead out, and a glob outside is refused before it is listed — and runs those inside.
+#[test]
+fn sources_outside_the_allowed_prefixes_are_refused_by_real_path() {
+    let tmp = temp_dir();
+    let store = tmp.path().join("store");
+    let inputs = tmp.path().join("inputs");
+    std::fs::create_dir_all(&store).unwrap();
+    std::fs::create_dir_all(&inputs).unwrap();
+    let dsm = inputs.join("dsm.tif");
+    synth_dsm(&dsm, 64, 64);
+    let secret = tmp.path().join("secret.tif");
+    std::fs::copy(&dsm, &secret).unwrap();
+    std::os::unix::fs::symlink(&secret, inputs.join("link.tif")).unwrap();
+    let mut procs = Procs::default();
+    let (coord, url) = start_coordinator(
+        store.to_str().unwrap(),
+        0,
+        &["--allow-sources", inputs.to_str().unwrap()],
+    );
+    procs.0.push(coord);
+    procs
+        .0
+        .push(start_worker(&url, &tmp.path().join("w.log"), &[]));
+    let out = store.join("layer");
+    let o = out.to_str().unwrap();
+    for source in [
+        "/etc/shadow".to_string(),
+        "/etc/*.conf".to_string(),
+        secret.display().to_string(),
+        inputs.join("link.tif").display().to_string(),
+        format!("{}/../secret.tif", inputs.display()),
+    ] {
+        let job = tmp.path().join("job.yaml");
+        std::fs::write(
+            &job,
+            format!("version: 1\nsources: [{source:?}]\noutput: {{url: {o}}}\n"),
+        )
+        .unwrap();
+        let err = tessera_fails(&["submit", job.to_str().unwrap(), "--coordinator", &url]);
+        assert!(
+            err.contains("is outside the sources this coordinator reads"),
+            "{source}: {err}"
+        );
+    }
+    let job = raster_job(tmp.path(), "ok", &dsm, "", o);
+    tessera_ok(&[
+        "submit",
+        job.to_str().unwrap(),
+        "--coordinator",
+        &url,
+        "--watch",
+    ]);
+    assert!(out.join(".zmetadata").exists());
+}

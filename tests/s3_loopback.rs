@@ -459,3 +459,57 @@ fn a_job_through_an_s3_outage_and_killed_processes_is_whole_or_not_complete() {
         }
     );
 }
+
+/// Issue 20, finding 9: reading `s3://` without credentials called the cloud's instance
+/// metadata address. Without credentials, neither the layer store (object_store) nor the
+/// sources (GDAL's /vsis3/) ask it now: requests go unsigned. The metadata service is a
+/// loopback listener here, and nothing may connect to it.
+#[test]
+fn without_credentials_no_instance_metadata_service_is_asked() {
+    let Some(s3) = S3Server::start() else { return };
+    s3.put("/tessera", b"");
+    let tmp = temp_dir();
+    let src = tmp.path().join("dsm.tif");
+    tessera_tests::synth_dsm(&src, 64, 64);
+    s3.put("/tessera/src/dsm.tif", &std::fs::read(&src).unwrap());
+    let metadata = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", metadata.local_addr().unwrap());
+    metadata.set_nonblocking(true).unwrap();
+    let env: Vec<(String, String)> = [
+        ("AWS_ENDPOINT_URL", s3.endpoint.as_str()),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_METADATA_ENDPOINT", endpoint.as_str()),
+        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", endpoint.as_str()),
+        ("CPL_AWS_EC2_API_ROOT_URL", endpoint.as_str()),
+        ("HOME", tmp.path().to_str().unwrap()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let layer = tmp.path().join("layer");
+    let runs = [
+        vec!["layer", "info", "s3://tessera/nothing/here"],
+        vec![
+            "ingest",
+            "s3://tessera/src/dsm.tif",
+            "--out",
+            layer.to_str().unwrap(),
+        ],
+        vec![
+            "ingest",
+            src.to_str().unwrap(),
+            "--out",
+            "s3://tessera/anonymous/layer",
+        ],
+    ];
+    for args in &runs {
+        let out = tessera_env(args, &env);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    let mut asked = 0;
+    while metadata.accept().is_ok() {
+        asked += 1;
+    }
+    assert_eq!(asked, 0, "the instance metadata service was asked");
+}

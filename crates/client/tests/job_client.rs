@@ -19,6 +19,7 @@ async fn the_job_client_submits_lists_cancels_and_watches() -> Result<(), Box<dy
         scheduler: SchedulerConfig::default(),
         tls: None,
         resume: Default::default(),
+        allowed_sources: Vec::new(),
     })
     .await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);

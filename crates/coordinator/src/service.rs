@@ -31,6 +31,10 @@ pub struct CoordinatorConfig {
     pub tls: Option<TlsIdentity>,
     /// Which unfinished jobs of the journal to resume at start.
     pub resume: Resume,
+    /// When not empty, every source must lie under one of these: local directories (compared
+    /// after resolving symbolic links) or `s3://bucket/prefix` URLs. Without it, any token
+    /// holder can make workers open any file they can read.
+    pub allowed_sources: Vec<String>,
 }
 
 /// How many ended jobs a starting coordinator reads back from its journal to list.
@@ -454,6 +458,41 @@ impl Coordinator {
         Ok(resolved)
     }
 
+    /// Refuses sources outside the allowed prefixes, if the coordinator has any. Local paths
+    /// are compared by their real paths, so a symbolic link cannot lead outside.
+    fn check_sources(&self, sources: &[String]) -> Result<(), Status> {
+        let allowed = &self.config.allowed_sources;
+        if allowed.is_empty() {
+            return Ok(());
+        }
+        let local = |url: &str| -> Option<std::path::PathBuf> {
+            let path = url.strip_prefix("file://").unwrap_or(url);
+            (!path.contains("://")).then(|| {
+                let p = std::path::Path::new(path);
+                real_path(p).unwrap_or_else(|| p.to_path_buf())
+            })
+        };
+        for (i, source) in sources.iter().enumerate() {
+            let inside = allowed
+                .iter()
+                .any(|prefix| match (local(source), local(prefix)) {
+                    (Some(path), Some(dir)) => path.starts_with(dir),
+                    (None, None) => {
+                        let prefix = prefix.trim_end_matches('/');
+                        source == prefix || source.starts_with(&format!("{prefix}/"))
+                    }
+                    _ => false,
+                });
+            if !inside {
+                return Err(Status::permission_denied(format!(
+                    "sources[{i}]: `{source}` is outside the sources this coordinator reads ({})",
+                    allowed.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Validates, journals and starts a job.
     pub async fn submit(&self, yaml: &str) -> Result<JobId, Status> {
         let spec = JobSpec::from_yaml(yaml).map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -465,10 +504,21 @@ impl Coordinator {
             )));
         }
         spec.ingest_options().map_err(status_of)?;
+        // The globs' fixed parts first: a pattern outside is refused before it is listed.
+        let bases: Vec<String> = spec
+            .sources
+            .iter()
+            .map(|p| match p.find(['*', '?']) {
+                Some(g) => p[..p[..g].rfind('/').unwrap_or(0)].to_string(),
+                None => p.clone(),
+            })
+            .collect();
+        self.check_sources(&bases)?;
         let patterns = spec.sources.clone();
         let sources = blocking(move || expand_sources(&patterns))
             .await
             .map_err(status_of)?;
+        self.check_sources(&sources)?;
         let job = JobId::new();
         // A job that may replace an output writes beside it until it has succeeded.
         let staging = spec.output.overwrite.then(|| job.to_string());

@@ -62,7 +62,8 @@ pub fn gdal_path(url: &str) -> Result<String> {
     Ok(url.to_string())
 }
 
-/// Passes the `AWS_*` endpoint settings object_store uses on to GDAL's `/vsis3/`.
+/// Passes the `AWS_*` endpoint settings object_store uses on to GDAL's `/vsis3/`, and the same
+/// rule for credentials ([`crate::store::s3_credentials_configured`]).
 fn configure_vsis3() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
@@ -77,6 +78,13 @@ fn configure_vsis3() {
             let _ = gdal::config::set_config_option("AWS_S3_ENDPOINT", host);
             let _ = gdal::config::set_config_option("AWS_HTTPS", if https { "YES" } else { "NO" });
             let _ = gdal::config::set_config_option("AWS_VIRTUAL_HOSTING", "FALSE");
+        }
+        // As for the layer store: no credentials, no instance metadata service.
+        let profile = std::env::var("HOME")
+            .map(|h| std::path::Path::new(&h).join(".aws/credentials").is_file())
+            .unwrap_or(false);
+        if !crate::store::s3_credentials_configured() && !profile {
+            let _ = gdal::config::set_config_option("AWS_NO_SIGN_REQUEST", "YES");
         }
     });
 }

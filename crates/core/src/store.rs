@@ -4,6 +4,7 @@
 //! `s3://bucket/prefix` takes its endpoint, region and credentials from the usual `AWS_*`
 //! environment variables (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
 //! `AWS_SECRET_ACCESS_KEY`); an `http://` endpoint (MinIO, a loopback test server) is allowed.
+//! Without credentials requests go unsigned: see [`s3_credentials_configured`].
 
 use std::sync::Arc;
 
@@ -120,6 +121,11 @@ impl Store {
                 }
                 let mut builder =
                     object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+                if !s3_credentials_configured() {
+                    // Without credentials object_store would ask the cloud's instance metadata
+                    // service (169.254.169.254) for some: requests go unsigned instead.
+                    builder = builder.with_skip_signature(true);
+                }
                 let endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
                     .or_else(|_| std::env::var("AWS_ENDPOINT_URL"));
                 if let Ok(endpoint) = endpoint {
@@ -275,6 +281,19 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Whether S3 credentials are configured: keys, a web identity (Kubernetes IRSA), a container
+/// credentials endpoint, or `TESSERA_S3_INSTANCE_METADATA=1` to let the client ask the cloud's
+/// instance metadata service. Otherwise S3 requests go unsigned (public buckets, and servers
+/// that take anonymous requests), and nothing calls 169.254.169.254.
+pub fn s3_credentials_configured() -> bool {
+    let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.is_empty());
+    set("AWS_ACCESS_KEY_ID")
+        || set("AWS_WEB_IDENTITY_TOKEN_FILE")
+        || set("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+        || set("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+        || std::env::var("TESSERA_S3_INSTANCE_METADATA").is_ok_and(|v| v == "1" || v == "true")
 }
 
 /// Whether `text` matches a glob `pattern`: `?` is one character and `*` any run of

@@ -77,6 +77,7 @@ pub async fn run_spec(
         scheduler: SchedulerConfig::default(),
         tls: None,
         resume: Resume::Output(spec.output.url.clone()),
+        allowed_sources: Vec::new(),
     })
     .await?;
     // An interrupted run of a job writing this output, resumed from the journal, is replaced

@@ -28,6 +28,10 @@ pub struct CoordinatorArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Accept only sources under this prefix (a directory, checked after resolving symbolic
+    /// links, or an s3://bucket/prefix); repeat for more. Default: any source.
+    #[arg(long = "allow-sources", value_name = "PREFIX")]
+    allow_sources: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +76,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> Result<()> {
         lease_ms,
         tls_cert,
         tls_key,
+        allow_sources,
     } = args;
     let tls = match tls_cert.zip(tls_key) {
         Some((cert, key)) => Some(tessera_coordinator::service::TlsIdentity {
@@ -97,6 +102,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> Result<()> {
         scheduler,
         tls,
         resume: Default::default(),
+        allowed_sources: allow_sources,
     })
     .await?;
     // The first line on stdout is the address, for scripts and tests.
