@@ -15,7 +15,7 @@ workers=${2:-8}
 mkdir -p "$work/store"
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 url="http://127.0.0.1:$port"
-"$bin" --quiet coordinator --listen "127.0.0.1:$port" --store "$work/store" 2>"$work/coordinator.log" &
+"$bin" --quiet coordinator --listen "127.0.0.1:$port" --store "$work/store" >"$work/coordinator.out" 2>"$work/coordinator.log" &
 coordinator=$!
 on_exit+=("kill $coordinator")
 for w in $(seq "$workers"); do

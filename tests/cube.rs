@@ -683,7 +683,7 @@ fn reads_that_overflow_repeat_or_exceed_the_budget_are_refused() {
 /// Issue 20, finding 4: damaged inputs are refused, naming the file and what is wrong, instead
 /// of being read in part. A Zarr source whose `t2m/.zattrs` is garbage (GDAL dropped the
 /// variable), whose `time` chunk is garbage (times from 1970), or whose chunk inflates to 200 MB
-/// (read as zeros); a GRIB with 4,000 random bytes in the middle (GDAL skipped the damaged
+/// (read as zeros), or whose compressor is unknown (GDAL dropped the variable); a GRIB with 4,000 random bytes in the middle (GDAL skipped the damaged
 /// messages: a gap in the time axis). A good GRIB runs without GDAL's `ERROR:` lines.
 #[test]
 fn damaged_sources_are_refused_naming_what_is_wrong() {
@@ -700,6 +700,17 @@ fn damaged_sources_are_refused_naming_what_is_wrong() {
     let err = job_fails(&write_job(d, &[&attrs], "", daily));
     assert!(
         err.contains("attrs.zarr: t2m/.zattrs is not valid JSON"),
+        "{err}"
+    );
+
+    let packed = synth("packed.zarr");
+    for doc in ["t2m/.zarray", ".zmetadata"] {
+        let text = std::fs::read_to_string(packed.join(doc)).unwrap();
+        std::fs::write(packed.join(doc), text.replace("\"zstd\"", "\"nosuch\"")).unwrap();
+    }
+    let err = job_fails(&write_job(d, &[&packed], "", daily));
+    assert!(
+        err.contains("packed.zarr: t2m/.zarray names the compressor \"nosuch\""),
         "{err}"
     );
 

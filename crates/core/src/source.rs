@@ -433,6 +433,26 @@ fn source_exists(url: &str, path: &str) -> Result<bool> {
     Ok(std::path::Path::new(path).exists())
 }
 
+/// The message of GDAL's last error on this thread, if it left one; reset after reading, so
+/// the next call does not see it again.
+pub(crate) fn gdal_last_error() -> Option<String> {
+    // SAFETY: CPLGetLastErrorMsg returns a pointer to a thread-local, NUL-terminated buffer
+    // (never null) that stays valid until the next GDAL error call on this thread; it is
+    // copied out before CPLErrorReset.
+    let msg = unsafe {
+        let p = gdal_sys::CPLGetLastErrorMsg();
+        let msg = (!p.is_null()).then(|| {
+            std::ffi::CStr::from_ptr(p)
+                .to_string_lossy()
+                .trim()
+                .to_string()
+        });
+        gdal_sys::CPLErrorReset();
+        msg
+    };
+    msg.filter(|m| !m.is_empty())
+}
+
 /// GDAL's own message, without the crate's wrapping.
 pub(crate) fn gdal_message(e: &gdal::errors::GdalError) -> String {
     match e {

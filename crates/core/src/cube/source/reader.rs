@@ -288,8 +288,16 @@ impl<'a> SourceReader<'a> {
                 }
                 start.extend([row0 as u64, 0]);
                 count.extend([h, w]);
-                let failed =
-                    || Error::source(url, format!("cannot read {name} at time steps {times:?}"));
+                // GDAL says why (an unsupported compressor, a damaged chunk) in its last error.
+                crate::source::gdal_last_error();
+                let failed = || {
+                    let why = crate::source::gdal_last_error()
+                        .map_or_else(String::new, |m| format!(": {m}"));
+                    Error::source(
+                        url,
+                        format!("cannot read {name} at time steps {times:?}{why}"),
+                    )
+                };
                 if *scale == 1.0 && *offset == 0.0 && !flip_y {
                     if !array.read::<f32>(&start, &count, out) {
                         return Err(failed());
