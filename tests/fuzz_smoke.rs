@@ -138,23 +138,21 @@ fn every_target_survives_its_corpus_and_mutations_of_it() {
 fn write_seeds() {
     use prost::Message;
     use tessera_proto::pb;
-    let write = |target: &str, name: &str, bytes: &[u8]| {
-        std::fs::write(corpus_dir(target).join(name), bytes).unwrap();
+    // A seed: the byte that picks what the target reads, then the bytes it reads.
+    let write = |target: &str, name: &str, pick: u8, bytes: &[u8]| {
+        let seed = [&[pick][..], bytes].concat();
+        std::fs::write(corpus_dir(target).join(name), seed).unwrap();
     };
     let values: Vec<f32> = (0..36).map(|i| i as f32 * 0.5 - 3.0).collect();
     let zstd = tessera_core::zarr::chunk::encode(&values, 1).unwrap();
-    write("zarr_chunk", "f4-zstd", &[[4u8].as_slice(), &zstd].concat());
+    write("zarr_chunk", "f4-zstd", 4, &zstd);
     let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    write("zarr_chunk", "f4-raw", &[[0u8].as_slice(), &raw].concat());
+    write("zarr_chunk", "f4-raw", 0, &raw);
     let shorts: Vec<i16> = (0..36).map(|i| i as i16 - 9).collect();
     let zstd = tessera_core::zarr::chunk::encode(&shorts, 1).unwrap();
-    write("zarr_chunk", "i2-zstd", &[[5u8].as_slice(), &zstd].concat());
+    write("zarr_chunk", "i2-zstd", 5, &zstd);
     let zarray = br#"{"zarr_format": 2, "shape": [2, 2, 3, 3], "chunks": [1, 2, 3, 3], "dtype": "<f4", "order": "C", "filters": null, "fill_value": "NaN", "compressor": null, "dimension_separator": "/"}"#;
-    write(
-        "zarr_chunk",
-        "zarray",
-        &[[0x80u8].as_slice(), zarray].concat(),
-    );
+    write("zarr_chunk", "zarray", 0x80, zarray);
 
     let task = br#"{"write_keys":{"keys":[{"col":0,"row":1}]}}"#;
     let lease = pb::LeaseTasksResponse {
@@ -167,11 +165,7 @@ fn write_seeds() {
             task_json: task.to_vec(),
         }],
     };
-    write(
-        "task_messages",
-        "lease",
-        &[[0u8].as_slice(), &lease.encode_to_vec()].concat(),
-    );
+    write("task_messages", "lease", 0, &lease.encode_to_vec());
     let report = pb::ReportTaskRequest {
         worker_id: "0b4c3f9e-0000-4000-8000-000000000001".into(),
         task_id: "6ca12b5a-dc23-4b48-9a93-45defeee8e8d/s1/t0".into(),
@@ -181,11 +175,7 @@ fn write_seeds() {
             result_json: br#"{"empty": [[0, 1, 2]]}"#.to_vec(),
         })),
     };
-    write(
-        "task_messages",
-        "report",
-        &[[1u8].as_slice(), &report.encode_to_vec()].concat(),
-    );
+    write("task_messages", "report", 1, &report.encode_to_vec());
     let status = pb::ListJobsResponse {
         jobs: vec![pb::JobStatus {
             job_id: "6ca12b5a-dc23-4b48-9a93-45defeee8e8d".into(),
@@ -197,19 +187,11 @@ fn write_seeds() {
             ..Default::default()
         }],
     };
-    write(
-        "task_messages",
-        "jobs",
-        &[[4u8].as_slice(), &status.encode_to_vec()].concat(),
-    );
+    write("task_messages", "jobs", 4, &status.encode_to_vec());
     let header = br#"{"grid":{"width":2,"height":1},"variables":[{"name":"t2m","shape":[1,1,2]}]}"#;
     let cube = pb::ReadCubeResponse {
         header_json: header.to_vec(),
         values: vec![[1f32.to_le_bytes(), 2f32.to_le_bytes()].concat()],
     };
-    write(
-        "task_messages",
-        "cube",
-        &[[2u8].as_slice(), &cube.encode_to_vec()].concat(),
-    );
+    write("task_messages", "cube", 2, &cube.encode_to_vec());
 }

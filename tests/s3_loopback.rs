@@ -14,6 +14,31 @@ fn ok(out: std::process::Output, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+type ProxiedS3 = (
+    S3Server,
+    tessera_tests::fault_proxy::FaultProxy,
+    Vec<(String, String)>,
+);
+
+/// The loopback S3 server with its `tessera` bucket, behind a fault-injecting proxy, and the
+/// environment that reaches it through the proxy; `None` when moto is not installed.
+fn proxied_s3() -> Option<ProxiedS3> {
+    let s3 = S3Server::start()?;
+    s3.put("/tessera", b"");
+    let proxy = tessera_tests::fault_proxy::FaultProxy::start(&s3.endpoint);
+    let env = S3Server::env_at(&proxy.endpoint);
+    Some((s3, proxy, env))
+}
+
+/// The cells of a layer, exported to `tif` with `tessera layer export`.
+fn exported_cells(url: &str, tif: &std::path::Path, env: &[(String, String)]) -> Vec<f64> {
+    ok(
+        tessera_env(&["layer", "export", url, tif.to_str().unwrap()], env),
+        "export",
+    );
+    cells(tif)
+}
+
 #[test]
 fn layers_and_sources_live_in_s3() {
     let Some(dir) = shared_data("dem") else {
@@ -50,19 +75,10 @@ fn layers_and_sources_live_in_s3() {
     );
     assert!(info.contains("16 of 16 tiles stored"), "{info}");
     let tif = tmp.path().join("athens.tif");
-    ok(
-        tessera_env(
-            &[
-                "layer",
-                "export",
-                "s3://tessera/layers/athens",
-                tif.to_str().unwrap(),
-            ],
-            &env,
-        ),
-        "export",
+    assert_eq!(
+        exported_cells("s3://tessera/layers/athens", &tif, &env),
+        cells(&src)
     );
-    assert_eq!(cells(&tif), cells(&src));
 
     // An s3:// source, read by range through GDAL's /vsis3/, into a local layer.
     let dem = dir.join("pysheds_dem.tif");
@@ -132,11 +148,10 @@ fn tiles_to(dir: &std::path::Path, src: &std::path::Path, out: &str) -> std::pat
 /// server, with `tessera run` (a coordinator and 2 workers).
 #[test]
 fn a_403_fails_the_job_at_once_and_a_503_storm_is_retried() {
-    use tessera_tests::fault_proxy::{FaultProxy, Faults};
-    let Some(s3) = S3Server::start() else { return };
-    s3.put("/tessera", b"");
-    let proxy = FaultProxy::start(&s3.endpoint);
-    let env = S3Server::env_at(&proxy.endpoint);
+    use tessera_tests::fault_proxy::Faults;
+    let Some((_s3, proxy, env)) = proxied_s3() else {
+        return;
+    };
     let tmp = temp_dir();
     let src = tmp.path().join("dsm.tif");
     ok(
@@ -219,19 +234,10 @@ fn a_403_fails_the_job_at_once_and_a_503_storm_is_retried() {
     );
 
     let tif = tmp.path().join("storm.tif");
-    ok(
-        tessera_env(
-            &[
-                "layer",
-                "export",
-                "s3://tessera/storm/layer",
-                tif.to_str().unwrap(),
-            ],
-            &env,
-        ),
-        "export",
+    assert_eq!(
+        exported_cells("s3://tessera/storm/layer", &tif, &env),
+        cells(&src)
     );
-    assert_eq!(cells(&tif), cells(&src));
 }
 
 /// Issue 20, finding 3, on S3: a job replacing a layer whose chunk writes are refused part-way
@@ -239,11 +245,10 @@ fn a_403_fails_the_job_at_once_and_a_503_storm_is_retried() {
 /// same job without the fault replaces the layer whole (the new tiles, none of the old ones).
 #[test]
 fn a_failed_overwrite_on_s3_keeps_the_old_layer_and_removes_its_staging() {
-    use tessera_tests::fault_proxy::{FaultProxy, Faults};
-    let Some(s3) = S3Server::start() else { return };
-    s3.put("/tessera", b"");
-    let proxy = FaultProxy::start(&s3.endpoint);
-    let env = S3Server::env_at(&proxy.endpoint);
+    use tessera_tests::fault_proxy::Faults;
+    let Some((s3, proxy, env)) = proxied_s3() else {
+        return;
+    };
     let tmp = temp_dir();
     let src = tmp.path().join("dsm.tif");
     tessera_tests::synth_dsm(&src, 320, 256);
@@ -311,19 +316,10 @@ fn a_failed_overwrite_on_s3_keeps_the_old_layer_and_removes_its_staging() {
         "no staging objects are left: {after:?}"
     );
     let tif = tmp.path().join("replaced.tif");
-    ok(
-        tessera_env(
-            &[
-                "layer",
-                "export",
-                "s3://tessera/kept/layer",
-                tif.to_str().unwrap(),
-            ],
-            &env,
-        ),
-        "export",
+    assert_eq!(
+        exported_cells("s3://tessera/kept/layer", &tif, &env),
+        cells(&src)
     );
-    assert_eq!(cells(&tif), cells(&src));
 }
 
 /// Issue 20's chaos test: a distributed job on the loopback S3 server (through a proxy) while
@@ -332,12 +328,11 @@ fn a_failed_overwrite_on_s3_keeps_the_old_layer_and_removes_its_staging() {
 /// with no layer marked complete — never a "complete" layer with missing chunks.
 #[test]
 fn a_job_through_an_s3_outage_and_killed_processes_is_whole_or_not_complete() {
-    use tessera_tests::fault_proxy::{FaultProxy, Faults};
+    use tessera_tests::fault_proxy::Faults;
     use tessera_tests::{Procs, start_coordinator_env, start_worker_env, wait_until};
-    let Some(s3) = S3Server::start() else { return };
-    s3.put("/tessera", b"");
-    let proxy = FaultProxy::start(&s3.endpoint);
-    let env = S3Server::env_at(&proxy.endpoint);
+    let Some((s3, proxy, env)) = proxied_s3() else {
+        return;
+    };
     let tmp = temp_dir();
     let src = tmp.path().join("dsm.tif");
     tessera_tests::synth_dsm(&src, 1536, 1536);
@@ -422,20 +417,15 @@ fn a_job_through_an_s3_outage_and_killed_processes_is_whole_or_not_complete() {
     let err = String::from_utf8_lossy(&out.stderr);
     let layer = s3.list("tessera", "chaos/layer/");
     if out.status.success() {
-        let (a, b) = (
-            tmp.path().join("chaos.tif"),
-            tmp.path().join("reference.tif"),
+        assert_eq!(
+            exported_cells("s3://tessera/chaos/layer", &tmp.path().join("a.tif"), &env),
+            exported_cells(
+                "s3://tessera/reference/layer",
+                &tmp.path().join("b.tif"),
+                &env
+            ),
+            "the layer equals the embedded run's"
         );
-        for (url, tif) in [
-            ("s3://tessera/chaos/layer", &a),
-            ("s3://tessera/reference/layer", &b),
-        ] {
-            ok(
-                tessera_env(&["layer", "export", url, tif.to_str().unwrap()], &env),
-                "export",
-            );
-        }
-        assert_eq!(cells(&a), cells(&b), "the layer equals the embedded run's");
         assert_eq!(
             layer
                 .iter()

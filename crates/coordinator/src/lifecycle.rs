@@ -527,9 +527,14 @@ mod tests {
 
     /// A job submitted whose headers are read: it is reducing.
     fn reducing(life: &mut Lifecycle, job: JobId) {
+        reducing_with(life, job, record());
+    }
+
+    /// A job of `record` whose headers are read: it is reducing.
+    fn reducing_with(life: &mut Lifecycle, job: JobId, record: JobRecord) {
         life.handle(Event::Submitted {
             job,
-            record: Box::new(record()),
+            record: Box::new(record),
         });
         life.handle(Event::StageDone {
             job,
@@ -540,7 +545,12 @@ mod tests {
 
     /// A job reduced: it is preparing its outputs.
     fn planned(life: &mut Lifecycle, job: JobId) {
-        reducing(life, job);
+        planned_with(life, job, record());
+    }
+
+    /// A job of `record` reduced: it is preparing its outputs.
+    fn planned_with(life: &mut Lifecycle, job: JobId, record: JobRecord) {
+        reducing_with(life, job, record);
         life.handle(Event::Reduced {
             job,
             result: Ok(Box::new(plan())),
@@ -700,19 +710,7 @@ mod tests {
             staging: Some(job.to_string()),
             ..record()
         };
-        life.handle(Event::Submitted {
-            job,
-            record: Box::new(staged),
-        });
-        life.handle(Event::StageDone {
-            job,
-            stage: 0,
-            outputs: outputs(2),
-        });
-        life.handle(Event::Reduced {
-            job,
-            result: Ok(Box::new(plan())),
-        });
+        planned_with(&mut life, job, staged);
         let effects = life.handle(Event::Prepared {
             job,
             result: Err("storage s3://b/.out.staging-x/.zgroup: 503".into()),
