@@ -120,9 +120,16 @@ pub(super) fn grib_messages(
     let mut tail = [0u8; 4];
     while offset < len {
         let n = (len - offset).min(16) as usize;
+        head = [0; 16];
         f.seek(SeekFrom::Start(offset))?;
         f.read_exact(&mut head[..n])?;
-        if n < 8 || &head[..4] != b"GRIB" {
+        if n < 8 && head[..n.min(4)] == b"GRIB"[..n.min(4)] {
+            return Ok(Err(format!(
+                "message {} at offset {offset} is cut short (the file ends inside its header)",
+                count + 1
+            )));
+        }
+        if &head[..4] != b"GRIB" {
             // Padding after a message (ECMWF pads to 120 bytes), up to the next one.
             let mut rest = Vec::new();
             f.seek(SeekFrom::Start(offset))?;
@@ -135,7 +142,8 @@ pub(super) fn grib_messages(
                 )));
             }
             match next {
-                Some(p) => offset += p as u64,
+                // Not 0: the bytes at `offset` are not "GRIB" (checked above).
+                Some(p) => offset += p.max(1) as u64,
                 None if rest.len() < 4096 => break,
                 None => offset += rest.len() as u64 - 3,
             }
