@@ -116,11 +116,11 @@ pub(super) fn grib_messages(
     let mut offset = 0u64;
     let mut count = 0usize;
     let mut last_end = 0u64;
-    let mut head = [0u8; 16];
     let mut tail = [0u8; 4];
     while offset < len {
         let n = (len - offset).min(16) as usize;
-        head = [0; 16];
+        // Fresh each time: a short read must not see the last message's header.
+        let mut head = [0u8; 16];
         f.seek(SeekFrom::Start(offset))?;
         f.read_exact(&mut head[..n])?;
         if n < 8 && head[..n.min(4)] == b"GRIB"[..n.min(4)] {
