@@ -684,7 +684,8 @@ fn reads_that_overflow_repeat_or_exceed_the_budget_are_refused() {
 /// of being read in part. A Zarr source whose `t2m/.zattrs` is garbage (GDAL dropped the
 /// variable), whose `time` chunk is garbage (times from 1970), or whose chunk inflates to 200 MB
 /// (read as zeros), or whose compressor is unknown (GDAL dropped the variable); a GRIB with 4,000 random bytes in the middle (GDAL skipped the damaged
-/// messages: a gap in the time axis). A good GRIB runs without GDAL's `ERROR:` lines.
+/// messages: a gap in the time axis), unless the job says `on_bad_input: skip` — then what was
+/// left out is said and recorded. A good GRIB runs without GDAL's `ERROR:` lines.
 #[test]
 fn damaged_sources_are_refused_naming_what_is_wrong() {
     let dir = temp_dir();
@@ -770,5 +771,20 @@ fn damaged_sources_are_refused_naming_what_is_wrong() {
         err.contains("damaged.grib: ") && err.contains("the file is damaged")
             || err.contains("is damaged or cut short"),
         "{err}"
+    );
+    // Unless the job says to skip what cannot be read: then it runs, says what it left out,
+    // and the daily product records it.
+    let job = write_job(d, &[&damaged], "  on_bad_input: skip\n", daily);
+    let out = tessera(&["run", job.to_str().unwrap()]);
+    let printed = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{printed}");
+    assert!(
+        printed.contains("on_bad_input: skip") && printed.contains("damaged.grib"),
+        "{printed}"
+    );
+    let attrs = std::fs::read_to_string(d.join("out/daily/.zattrs")).unwrap();
+    assert!(
+        attrs.contains("skipped_inputs") && attrs.contains("damaged.grib"),
+        "{attrs}"
     );
 }

@@ -277,6 +277,9 @@ impl Coordinator {
                 self.begin_risky(job, "reduce").await;
                 let result = blocking(move || engine::reduce(&record, outputs).map(Box::new)).await;
                 self.end_risky(job).await;
+                for note in result.iter().flat_map(|plan| plan.skipped_inputs()) {
+                    tracing::warn!(%job, "on_bad_input: skip: {note}");
+                }
                 Some(Event::Reduced {
                     job,
                     result: result.map_err(|e| e.to_string()),

@@ -206,6 +206,9 @@ pub struct CubeInfo {
     pub chunks: Chunks,
     #[serde(default)]
     pub sources: Vec<String>,
+    /// What was left out of sources damaged in part (`on_bad_input: skip`), by source.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_inputs: Vec<String>,
     pub complete: bool,
 }
 

@@ -190,6 +190,18 @@ impl JobPlan {
             .find(|(_, tasks)| !tasks.is_empty())
     }
 
+    /// What the plan left out of its inputs and a user must hear of (`on_bad_input: skip`).
+    pub fn skipped_inputs(&self) -> Vec<String> {
+        match self {
+            JobPlan::Cube(p) => p
+                .products
+                .first()
+                .map(|p| p.info.skipped_inputs.clone())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
     pub fn prepare(&self, job: &JobRecord, resumed: bool) -> Result<()> {
         match self {
             JobPlan::Raster(p) => p.prepare(job, resumed),

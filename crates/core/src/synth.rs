@@ -304,6 +304,7 @@ impl SynthCube {
                 x: self.cols.min(256),
             },
             sources: vec!["tessera synth cube".into()],
+            skipped_inputs: Vec::new(),
             complete: false,
         };
         let plane = self.rows * self.cols;

@@ -279,6 +279,18 @@ impl CubePlan {
         let source_urls: Vec<String> = sources.iter().map(|s| s.url.clone()).collect();
         let (mut products, climatologies) =
             plan_products(spec, root, &source_urls, &grid, &variables, &times)?;
+        // What damaged sources lost (`on_bad_input: skip`) goes with every product.
+        let skipped: Vec<String> = sources
+            .iter()
+            .flat_map(|s| {
+                s.skipped
+                    .iter()
+                    .map(move |note| format!("{}: {note}", s.url))
+            })
+            .collect();
+        for p in &mut products {
+            p.info.skipped_inputs = skipped.clone();
+        }
         let blocks::Layout {
             bands,
             blocks,
@@ -720,6 +732,7 @@ fn plan_products(
                 x: cx.max(1),
             },
             sources: src_urls,
+            skipped_inputs: Vec::new(),
             complete: false,
         };
         let url = p.url.clone().unwrap_or_else(|| format!("{root}/{name}"));
@@ -783,6 +796,7 @@ mod tests {
                     stored_bytes: 0,
                 })
                 .collect(),
+            skipped: Vec::new(),
         }
     }
 

@@ -236,6 +236,7 @@ impl Subset {
                 x: self.grid.width.clamp(1, 256),
             },
             sources: Vec::new(),
+            skipped_inputs: Vec::new(),
             complete: false,
         };
         let rows = self.grid.height;

@@ -33,6 +33,9 @@ pub struct CubeSource {
     /// Instants of the time steps, in file order.
     pub times: Vec<i64>,
     pub variables: Vec<SourceVariable>,
+    /// What was left out of a source damaged in part (`on_bad_input: skip`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,13 +76,19 @@ impl CubeSource {
     /// Reads the header of a NetCDF, GRIB or Zarr source. `variables` (empty: all) selects by
     /// name; an unknown name is an error listing what the file has.
     pub fn open(url: &str, variables: &[String]) -> Result<CubeSource> {
+        CubeSource::open_skipping(url, variables, false)
+    }
+
+    /// [`CubeSource::open`]; with `skip_bad`, a GRIB file with damaged messages is read
+    /// without them, and what was left out is in [`CubeSource::skipped`].
+    pub fn open_skipping(url: &str, variables: &[String], skip_bad: bool) -> Result<CubeSource> {
         let path = gdal_path(url)?;
         crate::source::check_exists(url, &path)?;
         if let Some(group) = local_group(&path) {
             check_zarr_metadata(url, &group)?;
         }
         let mut source = if is_grib(&path) {
-            grib_header(url, &path)?
+            grib_header(url, &path, skip_bad)?
         } else {
             mdim_header(url, &path)?
         };
@@ -543,6 +552,7 @@ fn mdim_header(url: &str, path: &str) -> Result<CubeSource> {
         grid,
         times,
         variables,
+        skipped: Vec::new(),
     })
 }
 

@@ -24,6 +24,18 @@ pub enum Duplicates {
     Last,
 }
 
+/// What to do with a source that is damaged in part (a GRIB message that cannot be read).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnBadInput {
+    /// Fail the job, naming the file and what is wrong.
+    #[default]
+    Fail,
+    /// Leave out what cannot be read, and say so: in the coordinator's log and in each
+    /// product's attributes (`skipped_inputs`).
+    Skip,
+}
+
 /// The `cube:` section of a job spec.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +44,8 @@ pub struct CubeSpec {
     pub variables: Vec<String>,
     #[serde(default)]
     pub duplicates: Duplicates,
+    #[serde(default)]
+    pub on_bad_input: OnBadInput,
     #[serde(default = "default_memory_mb")]
     pub memory_mb: u32,
     pub products: BTreeMap<String, ProductSpec>,

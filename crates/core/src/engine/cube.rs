@@ -16,7 +16,9 @@ fn cube_spec(job: &JobRecord) -> Result<&crate::cube::CubeSpec> {
 
 impl JobKind for CubePlan {
     fn header(job: &JobRecord, url: &str) -> Result<serde_json::Value> {
-        to_header(&CubeSource::open(url, &cube_spec(job)?.variables)?)
+        let spec = cube_spec(job)?;
+        let skip = spec.on_bad_input == crate::cube::spec::OnBadInput::Skip;
+        to_header(&CubeSource::open_skipping(url, &spec.variables, skip)?)
     }
 
     fn reduce(job: &JobRecord, headers: Vec<serde_json::Value>) -> Result<Self> {

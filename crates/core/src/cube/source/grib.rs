@@ -213,25 +213,28 @@ pub(super) fn open_grib(path: &str) -> gdal::errors::Result<Dataset> {
 ///
 /// Just over 150 lines: one pass over the messages and the grouping after it share their
 /// tables; apart they would pass five maps between them.
-pub(super) fn grib_header(url: &str, path: &str) -> Result<CubeSource> {
+pub(super) fn grib_header(url: &str, path: &str, skip_bad: bool) -> Result<CubeSource> {
     let ds = open_grib(path)
         .map_err(|e| Error::source(url, format!("cannot open: {}", gdal_message(&e))))?;
     let grid = dataset_grid(url, &ds)?;
     let count = ds.raster_count();
-    // Every message is read, or the source is refused (GDAL skips damaged ones quietly).
-    match grib_messages(path) {
-        Ok(Ok(Some((messages, _)))) if messages > count => {
-            return Err(Error::source(
-                url,
-                format!(
-                    "has {messages} GRIB messages but only {count} could be read (a damaged message was skipped)"
-                ),
-            ));
-        }
-        Ok(Ok(_)) => {}
-        Ok(Err(damage)) => return Err(Error::source(url, damage)),
+    // Every message is read, or the source is refused (GDAL skips damaged ones quietly) —
+    // unless the job said to skip them: then what was left out is noted.
+    let damage = match grib_messages(path) {
+        Ok(Ok(Some((messages, _)))) if messages > count => Some(format!(
+            "has {messages} GRIB messages but only {count} could be read (a damaged message was skipped)"
+        )),
+        Ok(Ok(_)) => None,
+        Ok(Err(damage)) => Some(damage),
         Err(e) => return Err(Error::source(url, format!("cannot read: {e}"))),
-    }
+    };
+    let skipped = match damage {
+        Some(damage) if !skip_bad => return Err(Error::source(url, damage)),
+        Some(damage) => vec![format!(
+            "{damage}; the {count} messages GDAL could read are used"
+        )],
+        None => Vec::new(),
+    };
     let members = if count > 0 { grib1_members(path) } else { None };
     let members = members.filter(|m| m.len() == count);
 
@@ -380,5 +383,6 @@ pub(super) fn grib_header(url: &str, path: &str) -> Result<CubeSource> {
         grid,
         times,
         variables,
+        skipped,
     })
 }
