@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Load on one coordinator (issue 20): 50 jobs submitted at once by 50 `tessera submit --watch`
-# clients, about 10,000 tasks queued, 8 worker processes. Prints every job's outcome, the
+# clients, 11,300 tasks queued, 8 worker processes. Prints every job's outcome, the
 # tasks per second from the first submission to the last job's end, and the peak RSS of the
-# coordinator and of the largest worker. Each job cuts a 7168² synthetic DSM into 196 tiles of
+# coordinator and of the largest worker. Each job cuts a 7424² synthetic DSM into 225 tiles of
 # 512² (one tile per task) through a band expression that zeroes it, so tasks are real reads,
 # computes and writes while the outputs stay small.
 #
@@ -11,7 +11,7 @@ source "$(dirname "$0")/common.sh"
 jobs=${1:-50}
 workers=${2:-8}
 
-"$bin" --quiet synth dsm "$work/dsm.tif" --cols 7168 --rows 7168 >/dev/null 2>&1
+"$bin" --quiet synth dsm "$work/dsm.tif" --cols 7424 --rows 7424 >/dev/null 2>&1
 mkdir -p "$work/store"
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 url="http://127.0.0.1:$port"
