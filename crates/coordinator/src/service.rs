@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use tessera_core::engine::{self, JobPlan, JobRecord, StageContext};
 use tessera_core::job::{JobId, JobSpec, JobState, JobStatus, WorkerId};
-use tessera_core::store::{Store, expand_sources};
+use tessera_core::store::{Store, expand_sources, glob_base};
 use tokio::sync::watch;
 use tonic::Status;
 
@@ -274,9 +274,8 @@ impl Coordinator {
                 record,
                 outputs,
             } => {
-                self.begin_risky(job, "reduce").await;
-                let result = blocking(move || engine::reduce(&record, outputs).map(Box::new)).await;
-                self.end_risky(job).await;
+                let reduce = blocking(move || engine::reduce(&record, outputs).map(Box::new));
+                let result = self.risky(job, "reduce", reduce).await;
                 for note in result.iter().flat_map(|plan| plan.skipped_inputs()) {
                     tracing::warn!(%job, "on_bad_input: skip: {note}");
                 }
@@ -298,9 +297,8 @@ impl Coordinator {
                 plan,
                 resumed,
             } => {
-                self.begin_risky(job, "prepare").await;
-                let result = blocking(move || plan.prepare(&record, resumed)).await;
-                self.end_risky(job).await;
+                let prepare = blocking(move || plan.prepare(&record, resumed));
+                let result = self.risky(job, "prepare", prepare).await;
                 Some(Event::Prepared {
                     job,
                     result: result.map_err(|e| e.to_string()),
@@ -308,12 +306,13 @@ impl Coordinator {
             }
             Effect::Commit { job, record, plan } => {
                 // What every task reported, from the journal (it holds them across restarts).
-                self.begin_risky(job, "commit").await;
-                let result = match self.journal.tasks(job).await {
-                    Ok(outputs) => blocking(move || plan.commit(&record, &outputs)).await,
-                    Err(e) => Err(e),
+                let commit = async {
+                    match self.journal.tasks(job).await {
+                        Ok(outputs) => blocking(move || plan.commit(&record, &outputs)).await,
+                        Err(e) => Err(e),
+                    }
                 };
-                self.end_risky(job).await;
+                let result = self.risky(job, "commit", commit).await;
                 Some(Event::Committed {
                     job,
                     result: result.map_err(|e| e.to_string()),
@@ -329,9 +328,8 @@ impl Coordinator {
                 }
                 // A failure to clean up is logged, not made the job's error: the job already
                 // failed, and a staged output's old version is safe either way.
-                self.begin_risky(job, "discard").await;
-                let discarded = blocking(move || plan.discard(&record)).await;
-                self.end_risky(job).await;
+                let discard = blocking(move || plan.discard(&record));
+                let discarded = self.risky(job, "discard", discard).await;
                 if let Err(e) = discarded {
                     tracing::warn!(%job, error = %e, "cannot remove what the failed job wrote");
                 }
@@ -367,29 +365,32 @@ impl Coordinator {
         }
     }
 
-    /// Journals that `step` of `job` starts (see [`RiskyStep`]); a job that is not journalled
-    /// (no-op jobs) has nothing to resume, and a journal that cannot be written is logged:
-    /// the step's own writes will meet the same store.
-    async fn begin_risky(&self, job: JobId, step: &str) {
-        if !self.journalled(job) {
-            return;
+    /// Runs `step` of `job`, which runs the job's own code in the coordinator, journalled
+    /// before it starts and cleared when it returns (see [`RiskyStep`]). A job that is not
+    /// journalled (no-op jobs) has nothing to resume; a journal that cannot be written is
+    /// logged: the step's own writes will meet the same store.
+    async fn risky<T>(
+        &self,
+        job: JobId,
+        step: &str,
+        run: impl std::future::Future<Output = T>,
+    ) -> T {
+        let journalled = self.journalled(job);
+        if journalled {
+            let starts = lock(&self.interrupted).remove(&job).unwrap_or(0) + 1;
+            let risky = RiskyStep {
+                step: step.to_string(),
+                starts,
+            };
+            if let Err(e) = self.journal.put_risky(job, &risky).await {
+                tracing::warn!(%job, step, error = %e, "cannot journal the step's start");
+            }
         }
-        let starts = lock(&self.interrupted).remove(&job).unwrap_or(0) + 1;
-        let risky = RiskyStep {
-            step: step.to_string(),
-            starts,
-        };
-        if let Err(e) = self.journal.put_risky(job, &risky).await {
-            tracing::warn!(%job, step, error = %e, "cannot journal the step's start");
+        let result = run.await;
+        if journalled && let Err(e) = self.journal.clear_risky(job).await {
+            tracing::warn!(%job, step, error = %e, "cannot journal the step's end");
         }
-    }
-
-    async fn end_risky(&self, job: JobId) {
-        if self.journalled(job)
-            && let Err(e) = self.journal.clear_risky(job).await
-        {
-            tracing::warn!(%job, error = %e, "cannot journal the step's end");
-        }
+        result
     }
 
     fn journalled(&self, job: JobId) -> bool {
@@ -511,10 +512,7 @@ impl Coordinator {
         let bases: Vec<String> = spec
             .sources
             .iter()
-            .map(|p| match p.find(['*', '?']) {
-                Some(g) => p[..p[..g].rfind('/').unwrap_or(0)].to_string(),
-                None => p.clone(),
-            })
+            .map(|p| glob_base(p).unwrap_or_default().to_string())
             .collect();
         self.check_sources(&bases)?;
         let patterns = spec.sources.clone();

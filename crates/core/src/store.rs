@@ -313,22 +313,32 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     go(pattern.as_bytes(), text.as_bytes())
 }
 
+/// The directory a glob pattern lists (everything before the `/` ahead of its first wildcard),
+/// or the pattern itself when it has no wildcard; `None` for a wildcard with no directory
+/// before it.
+pub fn glob_base(pattern: &str) -> Option<&str> {
+    match pattern.find(['*', '?']) {
+        Some(first_glob) => pattern[..first_glob].rfind('/').map(|end| &pattern[..end]),
+        None => Some(pattern),
+    }
+}
+
 /// Expands the globs among `sources` (local paths, `file://` or `s3://`), sorted; a source
 /// without glob characters is kept as it is. A glob that matches nothing is an error that
 /// names it.
 pub fn expand_sources(sources: &[String]) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for (i, pattern) in sources.iter().enumerate() {
-        let Some(first_glob) = pattern.find(['*', '?']) else {
+        if !pattern.contains(['*', '?']) {
             out.push(pattern.clone());
             continue;
-        };
-        let base_end = pattern[..first_glob].rfind('/').ok_or_else(|| {
+        }
+        let base = glob_base(pattern).ok_or_else(|| {
             Error::invalid(format!(
                 "sources[{i}]: `{pattern}` needs a directory before its first wildcard"
             ))
         })?;
-        let (base, rest) = (&pattern[..base_end], &pattern[base_end + 1..]);
+        let rest = &pattern[base.len() + 1..];
         let store = Store::open(if base.is_empty() { "/" } else { base })?;
         let mut matches: Vec<String> = block_on(store.list(""))?
             .into_iter()

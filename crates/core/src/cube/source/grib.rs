@@ -108,9 +108,7 @@ pub(super) fn grib1_members(path: &str) -> Option<Vec<i64>> {
 /// GRIB driver skips a damaged message and carries on, which would leave a gap in the time
 /// axis that nothing reports. With the count, where the last message ends. `None`: a GRIB 1
 /// message longer than 8 MB (ECMWF's large-message convention) ends the walk unchecked.
-pub(super) fn grib_messages(
-    path: &str,
-) -> std::io::Result<std::result::Result<Option<(usize, u64)>, String>> {
+pub(super) fn grib_messages(path: &str) -> GribWalk {
     let mut f = std::fs::File::open(path)?;
     let len = f.metadata()?.len();
     let mut offset = 0u64;
@@ -194,14 +192,22 @@ pub(super) fn grib_messages(
     Ok(Ok(Some((count, last_end))))
 }
 
+/// What [`grib_messages`] found.
+type GribWalk = std::io::Result<std::result::Result<Option<(usize, u64)>, String>>;
+
 /// Opens a GRIB file with GDAL. Bytes after its last message (ECMWF's padding) are left out of
 /// what GDAL sees: its GRIB reader would look for one more message in them and print a
 /// warning and an `ERROR:` line to standard output, on every open of a good file.
 pub(super) fn open_grib(path: &str) -> gdal::errors::Result<Dataset> {
+    open_walked_grib(path, &grib_messages(path))
+}
+
+/// [`open_grib`] with the file's messages walked already.
+fn open_walked_grib(path: &str, walk: &GribWalk) -> gdal::errors::Result<Dataset> {
     grib_config();
     let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    match grib_messages(path) {
-        Ok(Ok(Some((_, end)))) if end > 0 && end < len => {
+    match walk {
+        Ok(Ok(Some((_, end)))) if *end > 0 && *end < len => {
             Dataset::open(format!("/vsisubfile/0_{end},{path}"))
         }
         _ => Dataset::open(path),
@@ -214,13 +220,15 @@ pub(super) fn open_grib(path: &str) -> gdal::errors::Result<Dataset> {
 /// Just over 150 lines: one pass over the messages and the grouping after it share their
 /// tables; apart they would pass five maps between them.
 pub(super) fn grib_header(url: &str, path: &str, skip_bad: bool) -> Result<CubeSource> {
-    let ds = open_grib(path)
+    // One walk of the messages serves the open and the check that every one is read.
+    let walk = grib_messages(path);
+    let ds = open_walked_grib(path, &walk)
         .map_err(|e| Error::source(url, format!("cannot open: {}", gdal_message(&e))))?;
     let grid = dataset_grid(url, &ds)?;
     let count = ds.raster_count();
     // Every message is read, or the source is refused (GDAL skips damaged ones quietly) —
     // unless the job said to skip them: then what was left out is noted.
-    let damage = match grib_messages(path) {
+    let damage = match walk {
         Ok(Ok(Some((messages, _)))) if messages > count => Some(format!(
             "has {messages} GRIB messages but only {count} could be read (a damaged message was skipped)"
         )),
