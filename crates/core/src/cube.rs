@@ -30,91 +30,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::model::{Crs, GridExtent};
 
 pub use layer::{CubeReader, CubeWriter};
 pub use plan::{CubePlan, CubeSpec, CubeTask};
 pub use read::{Selection, Subset};
 pub use source::CubeSource;
-
-/// The horizontal grid of a cube: north-up, regular.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CubeGrid {
-    pub width: usize,
-    pub height: usize,
-    /// GDAL's geotransform (x origin, cell width, 0, y origin, 0, −cell height).
-    pub geo_transform: [f64; 6],
-    pub crs_wkt: String,
-}
-
-impl CubeGrid {
-    /// Cell-centre x coordinates, west to east.
-    pub fn xs(&self) -> Vec<f64> {
-        let g = &self.geo_transform;
-        (0..self.width)
-            .map(|c| g[0] + (c as f64 + 0.5) * g[1])
-            .collect()
-    }
-
-    /// Cell-centre y coordinates, north to south.
-    pub fn ys(&self) -> Vec<f64> {
-        let g = &self.geo_transform;
-        (0..self.height)
-            .map(|r| g[3] + (r as f64 + 0.5) * g[5])
-            .collect()
-    }
-
-    /// The grid of a window of rows and columns.
-    pub fn window(&self, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) -> CubeGrid {
-        let g = self.geo_transform;
-        CubeGrid {
-            width: cols.len(),
-            height: rows.len(),
-            geo_transform: [
-                g[0] + cols.start as f64 * g[1],
-                g[1],
-                0.0,
-                g[3] + rows.start as f64 * g[5],
-                0.0,
-                g[5],
-            ],
-            crs_wkt: self.crs_wkt.clone(),
-        }
-    }
-
-    pub fn is_geographic(&self) -> bool {
-        crate::layer::is_geographic_wkt(&self.crs_wkt)
-    }
-
-    /// The names of the y and x dimensions: `latitude`/`longitude` on a geographic grid (as
-    /// cfgrib and ERA5's NetCDF name them), `y`/`x` otherwise.
-    pub fn dim_names(&self) -> (&'static str, &'static str) {
-        if self.is_geographic() {
-            ("latitude", "longitude")
-        } else {
-            ("y", "x")
-        }
-    }
-
-    /// Whether two grids are the same to within a millionth of a cell.
-    pub fn matches(&self, other: &CubeGrid) -> bool {
-        let tol = 1e-6 * self.geo_transform[1].abs().max(self.geo_transform[5].abs());
-        self.width == other.width
-            && self.height == other.height
-            && self
-                .geo_transform
-                .iter()
-                .zip(&other.geo_transform)
-                .all(|(a, b)| (a - b).abs() <= tol)
-    }
-
-    pub fn describe(&self) -> String {
-        let g = &self.geo_transform;
-        format!(
-            "{}x{} cells of {}x{} from ({}, {})",
-            self.width, self.height, g[1], -g[5], g[0], g[3]
-        )
-    }
-}
 
 /// A dimension between time and y: a pressure level or height, or an ensemble member.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -137,8 +58,8 @@ pub struct CubeVariable {
 
 impl CubeVariable {
     /// Cells per time step.
-    pub fn plane_len(&self, grid: &CubeGrid) -> usize {
-        self.axes_len() * grid.width * grid.height
+    pub fn plane_len(&self, grid: &GridExtent) -> usize {
+        self.axes_len() * (grid.cols * grid.rows) as usize
     }
 
     /// The number of (member, level) combinations per time step.
@@ -197,10 +118,15 @@ pub struct Chunks {
 }
 
 /// Everything about a cube layer, kept in its root `.zattrs` under `"tessera_cube"`.
+///
+/// The horizontal grid is a raster's: a north-up [`GridExtent`] in a [`Crs`]. Format version 1
+/// kept it as `{width, height, geo_transform, crs_wkt}`; such cubes are still read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "stored::StoredCubeInfo")]
 pub struct CubeInfo {
     pub format_version: u32,
-    pub grid: CubeGrid,
+    pub grid: GridExtent,
+    pub crs: Crs,
     pub lead: Lead,
     pub variables: Vec<CubeVariable>,
     pub chunks: Chunks,
@@ -232,7 +158,7 @@ impl CubeInfo {
 
     /// The dims of a variable, outermost first.
     pub fn dims(&self, var: &CubeVariable) -> Vec<String> {
-        let (y, x) = self.grid.dim_names();
+        let (y, x) = self.crs.yx_dim_names();
         let mut dims = vec![self.lead.name().to_string()];
         dims.extend(var.axes.iter().map(|a| a.name.clone()));
         dims.extend([y.to_string(), x.to_string()]);
@@ -243,7 +169,7 @@ impl CubeInfo {
     pub fn shape(&self, var: &CubeVariable) -> Vec<u64> {
         let mut shape = vec![self.lead.len() as u64];
         shape.extend(var.axes.iter().map(|a| a.values.len() as u64));
-        shape.extend([self.grid.height as u64, self.grid.width as u64]);
+        shape.extend([self.grid.rows, self.grid.cols]);
         shape
     }
 
@@ -253,5 +179,138 @@ impl CubeInfo {
         shape.extend(var.axes.iter().map(|_| 1));
         shape.extend([self.chunks.y as u64, self.chunks.x as u64]);
         shape
+    }
+}
+
+/// How a cube's attributes are stored, in every format version this Tessera reads.
+mod stored {
+    use serde::Deserialize;
+
+    use super::{Chunks, CubeInfo, CubeVariable, Lead};
+    use crate::model::{CellSize, Crs, GridExtent};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum StoredGrid {
+        Grid(GridExtent),
+        /// Format version 1.
+        GeoTransform {
+            width: u64,
+            height: u64,
+            geo_transform: [f64; 6],
+            crs_wkt: String,
+        },
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct StoredCubeInfo {
+        format_version: u32,
+        grid: StoredGrid,
+        crs: Option<Crs>,
+        lead: Lead,
+        variables: Vec<CubeVariable>,
+        chunks: Chunks,
+        #[serde(default)]
+        sources: Vec<String>,
+        #[serde(default)]
+        skipped_inputs: Vec<String>,
+        complete: bool,
+    }
+
+    impl TryFrom<StoredCubeInfo> for CubeInfo {
+        type Error = String;
+
+        fn try_from(s: StoredCubeInfo) -> Result<CubeInfo, String> {
+            let (grid, crs) = match (s.grid, s.crs) {
+                (StoredGrid::Grid(grid), Some(crs)) => (grid, crs),
+                (StoredGrid::Grid(_), None) => return Err("the grid has no `crs`".into()),
+                (
+                    StoredGrid::GeoTransform {
+                        width,
+                        height,
+                        geo_transform: g,
+                        crs_wkt,
+                    },
+                    _,
+                ) => {
+                    if g[2] != 0.0 || g[4] != 0.0 || g[1] <= 0.0 || g[5] >= 0.0 {
+                        return Err(format!("the geotransform {g:?} is not north-up"));
+                    }
+                    let cell = CellSize::new(g[1], -g[5]);
+                    let grid = GridExtent::from_origin(g[0], g[3], cell, width, height);
+                    (grid, Crs::from_wkt(crs_wkt))
+                }
+            };
+            Ok(CubeInfo {
+                format_version: s.format_version,
+                grid,
+                crs,
+                lead: s.lead,
+                variables: s.variables,
+                chunks: s.chunks,
+                sources: s.sources,
+                skipped_inputs: s.skipped_inputs,
+                complete: s.complete,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::CellSize;
+    use serde_json::json;
+
+    fn info(grid: Value, crs: Option<Value>) -> Value {
+        let mut doc = json!({
+            "format_version": 1, "grid": grid, "lead": {"time": [0, 3600]},
+            "variables": [{"name": "t2m"}], "chunks": {"lead": 2, "y": 2, "x": 4},
+            "complete": true,
+        });
+        if let Some(crs) = crs {
+            doc["crs"] = crs;
+        }
+        doc
+    }
+
+    #[test]
+    fn a_version_1_cube_reads_its_grid_as_a_grid_extent_and_crs() {
+        let v1 = info(
+            json!({"width": 4, "height": 2, "geo_transform": [-10.125, 0.25, 0.0, 60.125, 0.0, -0.25],
+                   "crs_wkt": "GEOGCRS[\"WGS 84\"]"}),
+            None,
+        );
+        let read: CubeInfo = serde_json::from_value(v1).expect("v1");
+        let grid = GridExtent::from_origin(-10.125, 60.125, CellSize::new(0.25, 0.25), 4, 2);
+        assert_eq!(read.grid, grid);
+        assert_eq!(read.crs, Crs::from_wkt("GEOGCRS[\"WGS 84\"]"));
+        assert_eq!(read.crs.yx_dim_names(), ("latitude", "longitude"));
+        assert_eq!(read.shape(&read.variables[0]), [2, 2, 4]);
+
+        // What this version writes reads back the same.
+        let mut now = read.clone();
+        now.format_version = layer::CUBE_FORMAT_VERSION;
+        let written = serde_json::to_value(&now).expect("json");
+        assert!(written["grid"].get("cell_size").is_some() && written["crs"].is_object());
+        assert_eq!(
+            serde_json::from_value::<CubeInfo>(written).expect("v2"),
+            now
+        );
+    }
+
+    #[test]
+    fn a_cube_grid_that_is_not_north_up_or_has_no_crs_is_refused_by_name() {
+        let south_up = info(
+            json!({"width": 4, "height": 2, "geo_transform": [0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+                   "crs_wkt": ""}),
+            None,
+        );
+        let e = serde_json::from_value::<CubeInfo>(south_up).unwrap_err();
+        assert!(e.to_string().contains("not north-up"), "{e}");
+        let grid = GridExtent::from_origin(0.0, 0.0, CellSize::new(1.0, 1.0), 4, 2);
+        let no_crs = info(serde_json::to_value(grid).expect("grid"), None);
+        let e = serde_json::from_value::<CubeInfo>(no_crs).unwrap_err();
+        assert!(e.to_string().contains("no `crs`"), "{e}");
     }
 }

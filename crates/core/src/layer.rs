@@ -17,7 +17,7 @@
 
 mod zarr_json;
 
-pub(crate) use zarr_json::{is_geographic_wkt, spatial_ref_attrs, zarray};
+pub(crate) use zarr_json::{spatial_ref_attrs, zarray};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -5,8 +5,9 @@
 //!
 //! # Layout
 //! - [`model`]: GeoTrellis's vocabulary — `Extent`, `CellSize`, `CellType`, `GridExtent`,
-//!   `TileLayout`, `LayoutDefinition`, `MapKeyTransform`, `SpatialKey`, `SpaceTimeKey`,
-//!   `KeyBounds`, `KeyIndex`, `LayoutScheme`, `TileLayerMetadata` — and the collect-metadata reduce.
+//!   `Crs`, `TileLayout`, `LayoutDefinition`, `MapKeyTransform`, `SpatialKey`, `KeyBounds`,
+//!   `KeyIndex`, `LayoutScheme`, `TileLayerMetadata` — and the collect-metadata reduce. Rasters
+//!   and cubes share `GridExtent` and `Crs`: a cube is a stack of planes on a raster's grid.
 //! - [`local`], [`focal`] and [`operation`]: map algebra — cell by cell, by neighbourhood with a
 //!   declared halo (SVF, slope, aspect, hillshade), and the chain a job applies per tile.
 //! - [`engine`]: the one life every job kind goes through (headers → reduce → stages →

@@ -14,7 +14,7 @@ pub use cell_type::{CellType, DataType};
 pub use extent::{CellSize, Extent};
 pub use grid_extent::GridExtent;
 pub(crate) use grid_extent::{ceil_snapped, floor_snapped};
-pub use key::{GridBounds, KeyBounds, SpaceTimeKey, SpatialKey};
+pub use key::{GridBounds, KeyBounds, SpatialKey};
 pub use key_index::{HilbertIndex, KeyIndex, ZOrderIndex};
 pub use layout::{LayoutDefinition, MapKeyTransform, TileLayout};
 pub use layout_scheme::{LayoutLevel, LayoutScheme, MAX_TILE_SIZE, ZoomedCrs};

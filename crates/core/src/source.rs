@@ -137,6 +137,24 @@ pub fn parse_crs(definition: &str) -> Result<Crs> {
     crs_of(srs)
 }
 
+/// A CRS from a file's WKT, with its EPSG code when GDAL identifies one; an empty or unreadable
+/// WKT is kept as it is.
+pub(crate) fn crs_from_wkt(wkt: &str) -> Crs {
+    if wkt.is_empty() {
+        return Crs::from_wkt("");
+    }
+    SpatialRef::from_wkt(wkt)
+        .ok()
+        .and_then(|srs| crs_of(srs).ok())
+        .map_or_else(
+            || Crs::from_wkt(wkt),
+            |c| Crs {
+                wkt: wkt.to_string(),
+                ..c
+            },
+        )
+}
+
 fn crs_of(mut srs: SpatialRef) -> Result<Crs> {
     let wkt = srs
         .to_wkt()
@@ -237,10 +255,7 @@ impl GdalSource {
         );
         let crs = match ds.spatial_ref() {
             Ok(srs) => crs_of(srs)?,
-            Err(_) => Crs {
-                wkt: String::new(),
-                epsg: None,
-            },
+            Err(_) => Crs::from_wkt(""),
         };
         let band1 = ds
             .rasterband(1)

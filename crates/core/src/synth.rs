@@ -258,9 +258,7 @@ impl SynthCube {
 
     /// Writes the cube to `url` (a path or URL).
     pub fn write(&self, url: &str, overwrite: bool) -> Result<crate::cube::CubeInfo> {
-        use crate::cube::{
-            Chunks, CubeGrid, CubeInfo, CubeVariable, Lead, layer::CUBE_FORMAT_VERSION,
-        };
+        use crate::cube::{Chunks, CubeInfo, CubeVariable, Lead, layer::CUBE_FORMAT_VERSION};
         if self.steps == 0 || self.rows < 2 || self.cols < 2 {
             return Err(Error::invalid(
                 "a synthetic cube needs at least 1 step and 2 x 2 cells",
@@ -275,12 +273,14 @@ impl SynthCube {
         let chunk_t = 24.min(self.steps);
         let info = CubeInfo {
             format_version: CUBE_FORMAT_VERSION,
-            grid: CubeGrid {
-                width: self.cols,
-                height: self.rows,
-                geo_transform: [-10.125, 0.25, 0.0, 60.125, 0.0, -0.25],
-                crs_wkt: parse_crs("EPSG:4326")?.wkt,
-            },
+            grid: GridExtent::from_origin(
+                -10.125,
+                60.125,
+                CellSize::new(0.25, 0.25),
+                self.cols as u64,
+                self.rows as u64,
+            ),
+            crs: parse_crs("EPSG:4326")?,
             lead: Lead::Time(
                 (0..self.steps)
                     .map(|t| self.start + 3600 * t as i64)

@@ -4,10 +4,11 @@
 
 use std::ops::Range;
 
+use super::CubeVariable;
 use super::plan::{CubeSpec, MapBlock, PlannedProduct, ProductOp, lcm};
 use super::temporal::{Freq, Periods};
-use super::{CubeGrid, CubeVariable};
 use crate::error::{Error, Result};
+use crate::model::GridExtent;
 
 /// The blocks and bands a plan cuts the cube into, and the pieces its map tasks read.
 pub(super) struct Layout {
@@ -17,11 +18,21 @@ pub(super) struct Layout {
     pub(super) piece_steps: usize,
 }
 
+/// The largest halo the products declare, in rows on each side of a band.
+pub(super) fn halo_rows(products: &[PlannedProduct]) -> usize {
+    products.iter().map(|p| p.op.halo_rows()).max().unwrap_or(0)
+}
+
+/// The rows a map task of `band` reads: the band and `halo` rows on each side, within the grid.
+pub(super) fn with_halo(band: &Range<usize>, halo: usize, grid_rows: usize) -> Range<usize> {
+    band.start.saturating_sub(halo)..(band.end + halo).min(grid_rows)
+}
+
 /// Bands of rows and blocks of time within the budget, cut on every product's chunk
 /// boundaries; a rechunk whose time chunks cannot fit one band becomes staged (`products`).
 pub(super) fn plan_layout(
     spec: &CubeSpec,
-    grid: &CubeGrid,
+    grid: &GridExtent,
     variables: &[CubeVariable],
     times: &[i64],
     products: &mut [PlannedProduct],
@@ -29,13 +40,15 @@ pub(super) fn plan_layout(
     // Bands: multiples of every product's y chunk; as tall as the budget allows.
     let budget = spec.memory_mb as usize * (1 << 20);
     let max_planes = variables.iter().map(|v| v.axes_len()).max().unwrap_or(1);
-    let row_bytes = grid.width * max_planes * 4;
+    let row_bytes = (grid.cols as usize) * max_planes * 4;
     let y_unit = products
         .iter()
         .map(|p| p.info.chunks.y)
         .fold(1, lcm)
-        .min(grid.height);
+        .min(grid.rows as usize);
     let n = times.len();
+    // A band's map task reads its halo too.
+    let halo = halo_rows(products);
     // Time cuts: where every product's output chunks may start (staged products write
     // intermediate objects per piece, so they cut nothing).
     let cuts_of = |products: &[PlannedProduct]| -> Result<(Vec<bool>, Vec<bool>)> {
@@ -75,8 +88,8 @@ pub(super) fn plan_layout(
             .max()
             .unwrap_or(n)
             .max(1);
-        let rows = (budget / (row_bytes * min_piece).max(1)) / y_unit * y_unit;
-        (rows, min_piece)
+        let rows = (budget / (row_bytes * min_piece).max(1)).saturating_sub(2 * halo);
+        (rows / y_unit * y_unit, min_piece)
     };
     let (mut block_cut, mut piece_cut) = cuts_of(products)?;
     let (mut band_rows, mut min_piece) = rows_for(&piece_cut);
@@ -92,7 +105,8 @@ pub(super) fn plan_layout(
     if band_rows == 0 {
         return Err(Error::invalid(format!(
             "cube.memory_mb: {} MB cannot hold one time chunk of {min_piece} steps × {y_unit} rows × {} columns (raise memory_mb or use smaller time chunks)",
-            spec.memory_mb, grid.width
+            spec.memory_mb,
+            (grid.cols as usize)
         )));
     }
     for p in products.iter().filter(|p| p.staged) {
@@ -111,12 +125,12 @@ pub(super) fn plan_layout(
         }
     }
     let cuts: Vec<usize> = (0..=n).filter(|&i| piece_cut[i]).collect();
-    band_rows = band_rows.min(grid.height);
-    let bands: Vec<Range<usize>> = (0..grid.height)
+    band_rows = band_rows.min(grid.rows as usize);
+    let bands: Vec<Range<usize>> = (0..grid.rows as usize)
         .step_by(band_rows)
-        .map(|r| r..(r + band_rows).min(grid.height))
+        .map(|r| r..(r + band_rows).min(grid.rows as usize))
         .collect();
-    let band_bytes = row_bytes * band_rows;
+    let band_bytes = row_bytes * (band_rows + 2 * halo).min(grid.rows as usize);
     let piece_steps = (budget / band_bytes).max(1);
     // Blocks: runs of block cuts, long enough that each reads many pieces (a piece shared
     // by two blocks is read twice), short enough for at least 4 map tasks (blocks × bands

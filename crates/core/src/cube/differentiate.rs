@@ -7,6 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The rows on each side of a band that a band's d/dy reads: the neighbours of its edge rows.
+pub const HALO_ROWS: usize = 1;
+
 /// The mean Earth radius (IUGG), metres.
 pub const EARTH_RADIUS: f64 = 6_371_008.8;
 

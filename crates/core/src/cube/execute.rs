@@ -9,6 +9,7 @@ use std::sync::{Arc, mpsc};
 use bytes::Bytes;
 
 use super::CubeInfo;
+use super::blocks::{halo_rows, with_halo};
 use super::differentiate::{EARTH_RADIUS, Per, d_dx, d_dy};
 use super::layer::CubeWriter;
 use super::temporal::{Accumulator, Freq, GroupBy, Periods, Stat};
@@ -54,7 +55,7 @@ impl CubePlan {
     pub(super) fn map_block(&self, b: MapBlock, v: usize, anomaly: bool) -> Result<(u64, u64)> {
         let band = self.bands[b.band].clone();
         let rows = band.len();
-        let w = self.grid.width;
+        let w = self.grid.cols as usize;
         let var = &self.variables[v];
         let planes = var.axes_len();
         let cells = planes * rows * w;
@@ -64,15 +65,11 @@ impl CubePlan {
             .iter()
             .map(|p| CubeWriter::attach(&p.url, p.info.clone(), self.zstd_level))
             .collect::<Result<_>>()?;
-        let needs_halo = !anomaly
-            && self
-                .products
-                .iter()
-                .any(|p| matches!(p.op, ProductOp::Gradient(_)));
-        let have = if needs_halo {
-            band.start.saturating_sub(1)..(band.end + 1).min(self.grid.height)
-        } else {
+        // The band and the halo its products declare (none in the anomaly stage).
+        let have = if anomaly {
             band.clone()
+        } else {
+            with_halo(&band, halo_rows(&self.products), self.grid.rows as usize)
         };
         let halo_top = band.start - have.start;
         let have_rows = have.len();
@@ -470,8 +467,8 @@ impl CubePlan {
     }
 
     pub(super) fn per_metre(&self, dx: &mut [f32], dy: &mut [f32], band: Range<usize>, ys: &[f64]) {
-        let w = self.grid.width;
-        let geo = self.grid.is_geographic();
+        let w = self.grid.cols as usize;
+        let geo = self.crs.is_geographic();
         let k = EARTH_RADIUS * std::f64::consts::PI / 180.0;
         for (i, r) in band.enumerate() {
             let (fx, fy) = if geo {
@@ -592,7 +589,7 @@ impl Resampling {
         clims: &mut [(usize, Accumulator)],
     ) -> Result<(u64, u64)> {
         let info = writer.info();
-        let cells = planes * rows * info.grid.width;
+        let cells = planes * rows * (info.grid.cols as usize);
         let slots = self.chunk_end() - self.next;
         let (mut chunks, mut bytes) = (0, 0);
         let out = &mut self.out;
@@ -625,5 +622,6 @@ impl Resampling {
 /// The chunks a block of `leads` × `rows` (all columns) covers.
 pub(super) fn chunk_count(info: &CubeInfo, leads: usize, rows: usize, planes: usize) -> u64 {
     let c = info.chunks;
-    (leads.div_ceil(c.lead) * rows.div_ceil(c.y) * info.grid.width.div_ceil(c.x) * planes) as u64
+    (leads.div_ceil(c.lead) * rows.div_ceil(c.y) * (info.grid.cols as usize).div_ceil(c.x) * planes)
+        as u64
 }

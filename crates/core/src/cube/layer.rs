@@ -10,7 +10,8 @@
 //! ```
 //!
 //! Chunks are (time chunk, 1 per member and level, y chunk, x chunk); chunk (t, ..., r, c)
-//! holds the `SpaceTimeKey` (c, r, instant of its first step). Each chunk is one atomic PUT.
+//! holds the cells of rows r·cy.., columns c·cx.. of the cube's `GridExtent` for lead steps
+//! t·ct... Each chunk is one atomic PUT.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -22,17 +23,17 @@ use serde_json::{Map, Value, json};
 use zarrs::array::ArraySubset;
 
 use super::time::layer_time_units;
-use super::{Chunks, CubeGrid, CubeInfo, CubeVariable, Lead};
+use super::{Chunks, CubeInfo, CubeVariable, Lead};
 use crate::error::{Error, Result};
 use crate::layer::{
     RootInfo, SyncStorage, ZarrArray, consolidated_metadata, put_documents,
     put_root_and_consolidated, root_info, spatial_ref_attrs, zarr_array, zarr_storage, zarray,
 };
-use crate::model::DataType;
+use crate::model::{Crs, DataType};
 use crate::store::{Store, block_on};
 
 /// The version of the cube attributes.
-pub const CUBE_FORMAT_VERSION: u32 = 1;
+pub const CUBE_FORMAT_VERSION: u32 = 2;
 
 fn raw_zarray(shape: &[usize], dtype: &str, fill: Value) -> Value {
     json!({
@@ -108,19 +109,19 @@ fn documents(info: &CubeInfo, zstd_level: i32) -> (BTreeMap<String, Value>, Coor
         }
     }
     let grid = &info.grid;
-    let (yname, xname) = grid.dim_names();
-    let (xa, ya) = xy_attrs(grid);
+    let (yname, xname) = info.crs.yx_dim_names();
+    let (xa, ya) = xy_attrs(&info.crs);
     coord(
         xname,
         "<f8",
-        grid.width,
+        grid.cols as usize,
         f64_bytes(&grid.xs()),
         Value::Object(xa),
     );
     coord(
         yname,
         "<f8",
-        grid.height,
+        grid.rows as usize,
         f64_bytes(&grid.ys()),
         Value::Object(ya),
     );
@@ -144,7 +145,7 @@ fn documents(info: &CubeInfo, zstd_level: i32) -> (BTreeMap<String, Value>, Coor
     );
     docs.insert(
         "spatial_ref/.zattrs".into(),
-        spatial_ref_attrs(&grid.crs_wkt, &grid.geo_transform),
+        spatial_ref_attrs(&info.crs.wkt, &grid.geo_transform()),
     );
     for v in &info.variables {
         let shape = info.shape(v);
@@ -174,8 +175,8 @@ pub(super) fn time_attrs(units: &str) -> Map<String, Value> {
 }
 
 /// CF attributes of a grid's x and y coordinates: longitude and latitude on a geographic grid.
-pub(super) fn xy_attrs(grid: &CubeGrid) -> (Map<String, Value>, Map<String, Value>) {
-    if grid.is_geographic() {
+pub(super) fn xy_attrs(crs: &Crs) -> (Map<String, Value>, Map<String, Value>) {
+    if crs.is_geographic() {
         (
             strings(&[
                 ("units", "degrees_east"),
@@ -308,7 +309,7 @@ impl CubeWriter {
             x: cx,
         } = self.info.chunks;
         let planes = v.axes_len();
-        let w = self.info.grid.width;
+        let w = self.info.grid.cols as usize;
         if !lead0.is_multiple_of(cl)
             || !row0.is_multiple_of(cy)
             || data.len() != leads * planes * rows * w

@@ -399,15 +399,15 @@ impl Subset {
             }
         }
         let g = &self.grid;
-        let (yname, xname) = g.dim_names();
-        let (xa, ya) = xy_attrs(g);
-        f.create_dim(yname, "HORIZONTAL_Y", g.height)?;
-        f.create_dim(xname, "HORIZONTAL_X", g.width)?;
+        let (yname, xname) = self.crs.yx_dim_names();
+        let (xa, ya) = xy_attrs(&self.crs);
+        f.create_dim(yname, "HORIZONTAL_Y", g.rows as usize)?;
+        f.create_dim(xname, "HORIZONTAL_X", g.cols as usize)?;
         let (ys, xs) = (g.ys(), g.xs());
         f.write_array(yname, &[yname], Values::f64(&ys), &[], &ya, none)?;
         f.write_array(xname, &[xname], Values::f64(&xs), &[], &xa, none)?;
-        let srs = (!g.crs_wkt.is_empty())
-            .then(|| gdal::spatial_ref::SpatialRef::from_wkt(&g.crs_wkt).ok())
+        let srs = (!self.crs.wkt.is_empty())
+            .then(|| gdal::spatial_ref::SpatialRef::from_wkt(&self.crs.wkt).ok())
             .flatten();
         for v in &self.variables {
             let dims: Vec<&str> = v.dims.iter().map(String::as_str).collect();

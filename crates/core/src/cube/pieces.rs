@@ -48,7 +48,7 @@ impl CubePlan {
         }
         // Whole chunks, decoded in place: when every source chunk is whole steps of the band,
         // and any step may end a piece (no product cuts time chunks).
-        let band_is_grid = self.bands[b.band].len() == self.grid.height;
+        let band_is_grid = self.bands[b.band].len() == (self.grid.rows as usize);
         let free_cuts = self.piece_cuts.len() == self.times.len() + 1;
         let mut whole = None;
         if band_is_grid && free_cuts {
@@ -113,7 +113,7 @@ impl CubePlan {
         out: &mut Vec<f32>,
     ) -> Result<()> {
         let var = &self.variables[v];
-        let plane = var.axes_len() * rows.len() * self.grid.width;
+        let plane = var.axes_len() * rows.len() * (self.grid.cols as usize);
         out.resize(times.len() * plane, 0.0);
         let mut i = times.start;
         while i < times.end {

@@ -38,8 +38,9 @@ use super::layer::{CUBE_FORMAT_VERSION, CubeWriter};
 use super::source::CubeSource;
 use super::temporal::{Freq, GroupBy, Periods, SEASONS, Stat};
 use super::time::format_instant;
-use super::{Chunks, CubeGrid, CubeInfo, CubeVariable, Lead};
+use super::{Chunks, CubeInfo, CubeVariable, Lead};
 use crate::error::{Error, Result};
+use crate::model::{Crs, GridExtent};
 use crate::staging::Output;
 use crate::store::{Store, block_on};
 
@@ -108,7 +109,8 @@ pub struct CubePlan {
     /// For each step of the cube: (source, step in that source).
     pub steps: Vec<(u32, u32)>,
     pub times: Vec<i64>,
-    pub grid: CubeGrid,
+    pub grid: GridExtent,
+    pub crs: Crs,
     pub variables: Vec<CubeVariable>,
     pub products: Vec<PlannedProduct>,
     pub climatologies: Vec<ClimJob>,
@@ -169,13 +171,17 @@ pub(super) fn concatenate(
     });
     let first = &sources[0];
     for s in &sources[1..] {
-        if !s.grid.matches(&first.grid) {
+        if !s.grid.same_as(&first.grid) {
             return Err(Error::invalid(format!(
                 "grids differ: {} has {}, {} has {}",
-                first.url,
-                first.grid.describe(),
-                s.url,
-                s.grid.describe()
+                first.url, first.grid, s.url, s.grid
+            )));
+        }
+        let known = |c: &Crs| !c.wkt.is_empty();
+        if known(&s.crs) && known(&first.crs) && !s.crs.same_as(&first.crs) {
+            return Err(Error::Crs(format!(
+                "sources are in different CRSs: {} is in {}, {} in {}",
+                first.url, first.crs, s.url, s.crs
             )));
         }
         let names = |c: &CubeSource| {
@@ -269,7 +275,7 @@ impl CubePlan {
             return Err(Error::invalid("no sources"));
         }
         let (sources, steps, times) = concatenate(sources, spec.duplicates)?;
-        let grid = sources[0].grid.clone();
+        let (grid, crs) = (sources[0].grid, sources[0].crs.clone());
         let variables: Vec<CubeVariable> = sources[0]
             .variables
             .iter()
@@ -278,7 +284,7 @@ impl CubePlan {
         let root = output_root.trim_end_matches('/');
         let source_urls: Vec<String> = sources.iter().map(|s| s.url.clone()).collect();
         let (mut products, climatologies) =
-            plan_products(spec, root, &source_urls, &grid, &variables, &times)?;
+            plan_products(spec, root, &source_urls, (&grid, &crs), &variables, &times)?;
         // What damaged sources lost (`on_bad_input: skip`) goes with every product.
         let skipped: Vec<String> = sources
             .iter()
@@ -302,6 +308,7 @@ impl CubePlan {
             steps,
             times,
             grid,
+            crs,
             variables,
             products,
             climatologies,
@@ -344,7 +351,7 @@ impl CubePlan {
                     let c = &p.info.chunks;
                     for var in 0..p.outputs.len() {
                         for chunk in 0..self.times.len().div_ceil(c.lead) {
-                            for row in 0..self.grid.height.div_ceil(c.y) {
+                            for row in 0..(self.grid.rows as usize).div_ceil(c.y) {
                                 tasks.push(CubeTask::Rechunk {
                                     product,
                                     var,
@@ -453,7 +460,7 @@ impl CubePlan {
             return 0;
         };
         let rows = self.bands[block.band].len();
-        let cells = (rows * self.grid.width * var.axes_len()) as u64;
+        let cells = (rows * (self.grid.cols as usize) * var.axes_len()) as u64;
         let mut stored = 0.0;
         let mut steps_of = BTreeMap::<u32, u64>::new();
         for &(s, _) in &self.steps[block.t0..block.t1] {
@@ -463,8 +470,8 @@ impl CubePlan {
             let source = &self.sources[s as usize];
             if let Some(sv) = source.variable(&var.name) {
                 let share = n as f64 / source.times.len().max(1) as f64;
-                stored +=
-                    sv.stored_bytes as f64 * share * rows as f64 / self.grid.height.max(1) as f64;
+                stored += sv.stored_bytes as f64 * share * rows as f64
+                    / (self.grid.rows as usize).max(1) as f64;
             }
         }
         (block.t1 - block.t0) as u64 * cells * 4 + stored as u64
@@ -531,7 +538,7 @@ fn plan_products(
     spec: &CubeSpec,
     root: &str,
     source_urls: &[String],
-    grid: &CubeGrid,
+    (grid, crs): (&GridExtent, &Crs),
     variables: &[CubeVariable],
     times: &[i64],
 ) -> Result<(Vec<PlannedProduct>, Vec<ClimJob>)> {
@@ -559,8 +566,8 @@ fn plan_products(
         g
     };
     for (name, p) in &spec.products {
-        let cy = p.chunks.y.unwrap_or(256).min(grid.height);
-        let cx = p.chunks.x.unwrap_or(256).min(grid.width);
+        let cy = p.chunks.y.unwrap_or(256).min(grid.rows as usize);
+        let cx = p.chunks.x.unwrap_or(256).min(grid.cols as usize);
         let mut outputs = Vec::new();
         let mut out_vars = Vec::new();
         let plain = |i: usize, v: &CubeVariable| {
@@ -679,7 +686,7 @@ fn plan_products(
                 } else {
                     g.variables.clone()
                 };
-                let unit = match (g.per, grid.is_geographic()) {
+                let unit = match (g.per, crs.is_geographic()) {
                     (Per::Metre, _) => "m".to_string(),
                     (Per::Coordinate, true) => "degree".to_string(),
                     (Per::Coordinate, false) => "coordinate unit".to_string(),
@@ -723,7 +730,8 @@ fn plan_products(
         src_urls.truncate(1000);
         let info = CubeInfo {
             format_version: CUBE_FORMAT_VERSION,
-            grid: grid.clone(),
+            grid: *grid,
+            crs: crs.clone(),
             lead,
             variables: out_vars,
             chunks: Chunks {
@@ -764,18 +772,15 @@ pub(super) fn stat_method(s: Stat) -> &'static str {
 mod tests {
     use super::*;
     use crate::cube::source::{Access, SourceVariable};
+    use crate::model::CellSize;
     use serde_json::Map;
 
     /// A source header of `steps` hourly steps on a `w` × `h` grid with variables `names`.
     fn source(steps: usize, w: usize, h: usize, names: &[&str]) -> CubeSource {
         CubeSource {
             url: "mem.zarr".into(),
-            grid: CubeGrid {
-                width: w,
-                height: h,
-                geo_transform: [0.0, 1.0, 0.0, 0.0, 0.0, -1.0],
-                crs_wkt: String::new(),
-            },
+            grid: GridExtent::from_origin(0.0, 0.0, CellSize::new(1.0, 1.0), w as u64, h as u64),
+            crs: Crs::from_wkt(""),
             times: (0..steps as i64).map(|i| i * 3600).collect(),
             variables: names
                 .iter()
@@ -859,6 +864,34 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_gradient_band_and_its_halo_rows_fit_the_budget_together() {
+        // 1024 columns × 4 B = 4 KiB a row; time chunks of 24 steps force pieces of 24, so
+        // 1 MB holds 10.7 rows of a piece: bands of 10 rows (y chunks of 5) without a halo,
+        // but 10 + 2 halo rows would be 1.2 MB. With the gradient's halo, bands are 5 rows.
+        let yaml = "memory_mb: 1\nproducts:\n  grad: {gradient: {}, chunks: {time: 24, y: 5}}\n";
+        let plan = CubePlan::new(&spec(yaml), "/o", 3, vec![source(48, 1024, 100, &["t2m"])])
+            .expect("plan");
+        assert_eq!(blocks::halo_rows(&plan.products), 1);
+        assert_eq!(plan.bands[0], 0..5);
+        for band in &plan.bands {
+            let read = blocks::with_halo(band, 1, 100);
+            for block in plan.blocks.iter().filter(|b| plan.bands[b.band] == *band) {
+                for piece in plan.pieces(*block, 0, plan.piece_steps) {
+                    assert!(
+                        read.len() * 1024 * 4 * piece.len() <= 1 << 20,
+                        "{band:?} {piece:?}"
+                    );
+                }
+            }
+        }
+        // Without a gradient, the same budget holds bands of 10 rows.
+        let yaml = "memory_mb: 1\nproducts:\n  ts: {rechunk: {}, chunks: {time: 24, y: 5}}\n";
+        let plan = CubePlan::new(&spec(yaml), "/o", 3, vec![source(48, 1024, 100, &["t2m"])])
+            .expect("plan");
+        assert_eq!(plan.bands[0], 0..10);
+    }
+
     /// Random cubes, products and budgets: every plan the planner accepts reads every step of
     /// every variable exactly once per band, cuts blocks and bands only on every product's
     /// chunk boundaries, and keeps every map task's piece within `memory_mb`.
@@ -866,7 +899,7 @@ mod tests {
     fn plans_read_each_step_once_cut_on_chunk_boundaries_and_stay_in_budget() {
         let mut rng = Rng(0x7e55_e7a0_2026_1129);
         let (mut planned, mut refused) = (0, 0);
-        for case in 0..400 {
+        for case in 0..500 {
             // 1–3 files of whole days, one after another, hourly from midnight.
             let files = rng.range(1, 3);
             let (w, h) = (rng.range(4, 300), rng.range(2, 120));
@@ -901,6 +934,14 @@ mod tests {
             }
             if rng.below(3) == 0 || (ingest.is_none() && daily.is_none()) {
                 yaml += "  clim: {climatology: {by: month}}\n";
+            }
+            // A gradient reads a halo row on each side of its band.
+            let gradient = rng.below(3) == 0;
+            if gradient {
+                yaml += &format!(
+                    "  grad: {{gradient: {{}}, chunks: {{y: {}}}}}\n",
+                    rng.range(1, h)
+                );
             }
             let plan = match CubePlan::new(&spec(&yaml), "/o", 3, sources) {
                 Ok(p) => p,
@@ -966,12 +1007,13 @@ mod tests {
                         for piece in plan.pieces(*block, v, plan.piece_steps) {
                             assert_eq!(piece.start, next, "each step once: {why}");
                             assert!(piece.end > piece.start, "{why}");
-                            let bytes = band.len() * w * planes * 4 * piece.len();
+                            let read = blocks::with_halo(band, usize::from(gradient), h);
+                            let bytes = read.len() * w * planes * 4 * piece.len();
                             assert!(
                                 bytes <= budget,
                                 "a piece of {} steps × {} rows is {bytes} B, over {memory_mb} MB: {why}",
                                 piece.len(),
-                                band.len()
+                                read.len()
                             );
                             next = piece.end;
                         }

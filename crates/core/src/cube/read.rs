@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::layer::{CUBE_FORMAT_VERSION, CubeReader, CubeWriter};
 use super::time::{format_instant, parse_instant};
-use super::{Chunks, CubeGrid, CubeInfo, CubeVariable, Lead};
+use super::{Chunks, CubeInfo, CubeVariable, Lead};
 use crate::error::{Error, Result};
+use crate::model::{Crs, GridExtent};
 
 /// What to read. Empty `variables`: all.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -70,7 +71,8 @@ pub struct SubsetVariable {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Subset {
     pub lead: Lead,
-    pub grid: CubeGrid,
+    pub grid: GridExtent,
+    pub crs: Crs,
     /// Where the subset's grid starts in the cube's (row, column).
     pub origin: (usize, usize),
     pub variables: Vec<SubsetVariable>,
@@ -127,18 +129,16 @@ impl CubeReader {
         }
         let lead = lead_range(&info.lead, sel.time)?;
         let (rows, cols) = match sel.bbox {
-            None => (0..grid.height, 0..grid.width),
+            None => ((0..grid.rows as usize), (0..grid.cols as usize)),
             Some([x0, y0, x1, y1]) => {
                 let rows = axis_range(&grid.ys(), y0, y1);
                 let cols = axis_range(&grid.xs(), x0, x1);
                 if rows.is_empty() || cols.is_empty() {
-                    let g = &grid.geo_transform;
+                    let (west, north) = grid.cell_centre(0, 0);
+                    let (east, south) = grid.cell_centre(grid.cols - 1, grid.rows - 1);
                     return Err(Error::invalid(format!(
-                        "bbox {x0},{y0},{x1},{y1} misses the grid (cell centres cover x {}..{}, y {}..{})",
-                        g[0] + g[1] / 2.0,
-                        g[0] + g[1] * (grid.width as f64 - 0.5),
-                        g[3] + g[5] * (grid.height as f64 - 0.5),
-                        g[3] + g[5] / 2.0
+                        "bbox {x0},{y0},{x1},{y1} misses the grid (cell centres cover x \
+                         {west}..{east}, y {south}..{north})"
                     )));
                 }
                 (rows, cols)
@@ -176,6 +176,7 @@ impl CubeReader {
         Ok(Subset {
             lead: slice_lead(&info.lead, lead),
             grid: grid.window(rows.clone(), cols.clone()),
+            crs: info.crs.clone(),
             origin: (rows.start, cols.start),
             variables,
         })
@@ -199,6 +200,7 @@ impl CubeReader {
         Ok(Subset {
             lead: slice_lead(&info.lead, range(0)),
             grid: info.grid.window(rows.clone(), cols.clone()),
+            crs: info.crs.clone(),
             origin: (rows.start, cols.start),
             variables: vec![SubsetVariable {
                 dims: info.dims(v),
@@ -224,22 +226,24 @@ impl Subset {
     pub fn write_zarr(&self, url: &str, zstd_level: i32, overwrite: bool) -> Result<()> {
         let info = CubeInfo {
             format_version: CUBE_FORMAT_VERSION,
-            grid: self.grid.clone(),
+            grid: self.grid,
+            crs: self.crs.clone(),
             lead: self.lead.clone(),
             variables: self.variables.iter().map(|v| v.variable.clone()).collect(),
             chunks: Chunks {
                 lead: self.lead.len().clamp(
                     1,
-                    ((1 << 20) / (self.grid.width * self.grid.height).max(1)).max(1),
+                    ((1 << 20) / ((self.grid.cols as usize) * (self.grid.rows as usize)).max(1))
+                        .max(1),
                 ),
-                y: self.grid.height.clamp(1, 256),
-                x: self.grid.width.clamp(1, 256),
+                y: (self.grid.rows as usize).clamp(1, 256),
+                x: (self.grid.cols as usize).clamp(1, 256),
             },
             sources: Vec::new(),
             skipped_inputs: Vec::new(),
             complete: false,
         };
-        let rows = self.grid.height;
+        let rows = self.grid.rows as usize;
         CubeWriter::write_whole(url, info, zstd_level, overwrite, |writer| {
             self.variables.iter().enumerate().try_for_each(|(i, v)| {
                 writer.write_block(i, 0, 0, self.lead.len(), rows, &v.values)
@@ -263,7 +267,7 @@ impl Subset {
         let g = &self.grid;
         out.push_str(&format!(
             "{lead}; grid {}x{} from cell ({}, {})\n",
-            g.width, g.height, self.origin.1, self.origin.0
+            g.cols, g.rows, self.origin.1, self.origin.0
         ));
         for v in &self.variables {
             let finite: Vec<f64> = v

@@ -40,7 +40,7 @@ impl CubePlan {
         data: &[f32],
     ) -> Result<()> {
         let Chunks { y: cy, x: cx, .. } = self.products[product].info.chunks;
-        let (w, rows) = (self.grid.width, band.len());
+        let (w, rows) = ((self.grid.cols as usize), band.len());
         for r0 in band.clone().step_by(cy) {
             let rh = cy.min(band.end - r0);
             for c0 in (0..w).step_by(cx) {
@@ -84,10 +84,10 @@ impl CubePlan {
             y: cy,
             x: cx,
         } = p.info.chunks;
-        let (n, w) = (self.times.len(), self.grid.width);
+        let (n, w) = (self.times.len(), (self.grid.cols as usize));
         let t = chunk * ct..((chunk + 1) * ct).min(n);
         let r0 = row * cy;
-        let rh = cy.min(self.grid.height.saturating_sub(r0));
+        let rh = cy.min((self.grid.rows as usize).saturating_sub(r0));
         let input = p.outputs[var].input;
         let planes = self.variables[input].axes_len();
         let band = self
@@ -147,7 +147,7 @@ impl CubePlan {
     /// Stage 2: the climatologies of one band, from every block's partial.
     pub(super) fn reduce_band(&self, band_index: usize) -> Result<(u64, u64)> {
         let rows = self.bands[band_index].len();
-        let w = self.grid.width;
+        let w = self.grid.cols as usize;
         let scratch = Store::open(&self.scratch)?;
         let (mut chunks, mut bytes) = (0u64, 0u64);
         for (ci, c) in self.climatologies.iter().enumerate() {
@@ -207,7 +207,7 @@ impl CubePlan {
         let band = &self.bands[band_index];
         let rows = band.len();
         let planes = self.variables[v].axes_len();
-        let cells = planes * rows * self.grid.width;
+        let cells = planes * rows * (self.grid.cols as usize);
         let mut out = vec![0f32; c.groups.len() * cells];
         for g in 0..c.groups.len() {
             total.finish_slot(g, &mut out[g * cells..(g + 1) * cells]);

@@ -20,16 +20,19 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::time::TimeUnits;
-use super::{Axis, CubeGrid, CubeVariable};
+use super::{Axis, CubeVariable};
 use crate::error::{Error, Result};
-use crate::source::{gdal_message, gdal_path};
+use crate::model::{CellSize, Crs, GridExtent};
+use crate::source::{crs_from_wkt, gdal_message, gdal_path};
 use crate::zarr::local_group;
 
 /// One source file's header: its grid, time steps and variables, and how to read them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CubeSource {
     pub url: String,
-    pub grid: CubeGrid,
+    /// The horizontal grid, north-up.
+    pub grid: GridExtent,
+    pub crs: Crs,
     /// Instants of the time steps, in file order.
     pub times: Vec<i64>,
     pub variables: Vec<SourceVariable>,
@@ -125,7 +128,7 @@ impl CubeSource {
 }
 
 // ---- GRIB -------------------------------------------------------------------------------------
-fn dataset_grid(url: &str, ds: &Dataset) -> Result<CubeGrid> {
+fn dataset_grid(url: &str, ds: &Dataset) -> Result<(GridExtent, Crs)> {
     let (width, height) = ds.raster_size();
     let gt = ds
         .geo_transform()
@@ -133,16 +136,13 @@ fn dataset_grid(url: &str, ds: &Dataset) -> Result<CubeGrid> {
     if gt[2] != 0.0 || gt[4] != 0.0 || gt[5] >= 0.0 {
         return Err(Error::source(url, "the grid is rotated or not north-up"));
     }
-    let crs_wkt = ds
+    let wkt = ds
         .spatial_ref()
         .and_then(|s| s.to_wkt())
         .unwrap_or_default();
-    Ok(CubeGrid {
-        width,
-        height,
-        geo_transform: gt,
-        crs_wkt,
-    })
+    let cell = CellSize::new(gt[1], -gt[5]);
+    let grid = GridExtent::from_origin(gt[0], gt[3], cell, width as u64, height as u64);
+    Ok((grid, crs_from_wkt(&wkt)))
 }
 
 // ---- NetCDF / Zarr ----------------------------------------------------------------------------
@@ -387,7 +387,7 @@ fn mdim_header(url: &str, path: &str) -> Result<CubeSource> {
         .root_group()
         .map_err(|e| Error::source(url, gdal_message(&e)))?;
     let names = root.array_names(Default::default());
-    let mut grid: Option<(CubeGrid, bool, String, String)> = None;
+    let mut grid: Option<(GridExtent, Crs, bool, String, String)> = None;
     let mut times: Option<(String, Vec<i64>)> = None;
     let mut variables = Vec::new();
     let mut seen_dims = Vec::new();
@@ -418,38 +418,34 @@ fn mdim_header(url: &str, path: &str) -> Result<CubeSource> {
             let (x0, dx) = regular(url, &dnames[n - 1], &xs)?;
             let flip_y = dy > 0.0;
             let north = if flip_y { ys[ys.len() - 1] } else { y0 };
-            let crs_wkt = array_extras(&ds, name)
+            let crs = array_extras(&ds, name)
                 .and_then(|e| e.crs_wkt)
                 .filter(|w| !w.is_empty())
+                .map(|w| crs_from_wkt(&w))
                 .or_else(|| {
                     let geo = dnames[n - 1].starts_with("lon") && dnames[n - 2].starts_with("lat");
-                    geo.then(|| crate::source::parse_crs("EPSG:4326").ok().map(|c| c.wkt))
+                    geo.then(|| crate::source::parse_crs("EPSG:4326").ok())
                         .flatten()
                 })
-                .unwrap_or_default();
-            let g = CubeGrid {
-                width: xs.len(),
-                height: ys.len(),
-                geo_transform: [
-                    x0 - dx / 2.0,
-                    dx,
-                    0.0,
-                    north + dy.abs() / 2.0,
-                    0.0,
-                    -dy.abs(),
-                ],
-                crs_wkt,
-            };
-            grid = Some((g, flip_y, dnames[n - 2].clone(), dnames[n - 1].clone()));
+                .unwrap_or_else(|| Crs::from_wkt(""));
+            let cell = CellSize::new(dx, dy.abs());
+            let g = GridExtent::from_origin(
+                x0 - dx / 2.0,
+                north + dy.abs() / 2.0,
+                cell,
+                xs.len() as u64,
+                ys.len() as u64,
+            );
+            grid = Some((g, crs, flip_y, dnames[n - 2].clone(), dnames[n - 1].clone()));
         }
         let (g, flip_y, yname, xname) = grid
             .as_ref()
-            .map(|g| (&g.0, g.1, &g.2, &g.3))
+            .map(|g| (&g.0, g.2, &g.3, &g.4))
             .ok_or_else(|| Error::Internal("no grid".into()))?;
         if dnames[n - 2] != *yname
             || dnames[n - 1] != *xname
-            || dims[n - 2].size() != g.height
-            || dims[n - 1].size() != g.width
+            || dims[n - 2].size() as u64 != g.rows
+            || dims[n - 1].size() as u64 != g.cols
         {
             return Err(Error::source(
                 url,
@@ -538,7 +534,7 @@ fn mdim_header(url: &str, path: &str) -> Result<CubeSource> {
             stored_bytes: local_group(path).map_or(0, |g| stored_bytes(&g.join(name))),
         });
     }
-    let (Some((grid, ..)), Some((_, times))) = (grid, times) else {
+    let (Some((grid, crs, ..)), Some((_, times))) = (grid, times) else {
         return Err(Error::source(
             url,
             format!(
@@ -550,6 +546,7 @@ fn mdim_header(url: &str, path: &str) -> Result<CubeSource> {
     Ok(CubeSource {
         url: url.to_string(),
         grid,
+        crs,
         times,
         variables,
         skipped: Vec::new(),

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Value, json};
 
-use super::differentiate::Per;
+use super::differentiate::{self, Per};
 use super::temporal::{Freq, GroupBy, Stat};
 use crate::error::{Error, Result};
 
@@ -127,6 +127,20 @@ pub enum ProductOp {
     Climatology(ClimatologyOp),
     Anomaly(AnomalyOp),
     Gradient(GradientOp),
+}
+
+impl ProductOp {
+    /// The rows of context above and below a band that the operation reads besides the band
+    /// itself: its halo, as a focal operation declares one. The gradient's central differences
+    /// need the row on each side ([`differentiate::HALO_ROWS`]); along x it reads whole rows,
+    /// so it needs no columns. The planner keeps the halo inside `memory_mb`; the map task
+    /// reads it.
+    pub fn halo_rows(&self) -> usize {
+        match self {
+            ProductOp::Gradient(_) => differentiate::HALO_ROWS,
+            _ => 0,
+        }
+    }
 }
 
 /// A product: one operation, its chunks, and where it goes.

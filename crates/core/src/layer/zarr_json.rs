@@ -49,12 +49,6 @@ pub(crate) fn zarray(
     })
 }
 
-/// Whether a WKT names a geographic (longitude/latitude) CRS.
-pub(crate) fn is_geographic_wkt(wkt: &str) -> bool {
-    let w = wkt.trim_start();
-    w.starts_with("GEOGCS") || w.starts_with("GEOGCRS") || w.starts_with("GEODCRS")
-}
-
 /// The root attributes: Tessera's layer description and CF conventions.
 pub(super) fn root_attributes(info: &LayerInfo) -> Value {
     json!({ "Conventions": "CF-1.8", "tessera": info })
@@ -96,7 +90,7 @@ pub(super) fn documents(info: &LayerInfo, zstd_level: i32) -> BTreeMap<String, V
         docs.insert(format!("{band}/.zattrs"), attrs);
     }
 
-    let geographic = is_geographic_wkt(&crs.wkt);
+    let geographic = crs.is_geographic();
     for (name, n, axis) in [("x", grid.cols, "X"), ("y", grid.rows, "Y")] {
         docs.insert(
             format!("{name}/.zarray"),

@@ -100,6 +100,49 @@ impl GridExtent {
         )
     }
 
+    /// The number of columns and rows, for indexing in memory.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.cols as usize, self.rows as usize)
+    }
+
+    /// Cell-centre x coordinates, west to east.
+    pub fn xs(&self) -> Vec<f64> {
+        (0..self.cols)
+            .map(|c| self.extent.xmin + (c as f64 + 0.5) * self.cell_size.width)
+            .collect()
+    }
+
+    /// Cell-centre y coordinates, north to south.
+    pub fn ys(&self) -> Vec<f64> {
+        (0..self.rows)
+            .map(|r| self.extent.ymax - (r as f64 + 0.5) * self.cell_size.height)
+            .collect()
+    }
+
+    /// The grid of a window of rows and columns of this one.
+    pub fn window(&self, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) -> GridExtent {
+        GridExtent::from_origin(
+            self.extent.xmin + cols.start as f64 * self.cell_size.width,
+            self.extent.ymax - rows.start as f64 * self.cell_size.height,
+            self.cell_size,
+            cols.len() as u64,
+            rows.len() as u64,
+        )
+    }
+
+    /// Whether both have the same dimensions, corner and cell size, to within a millionth of a
+    /// cell.
+    pub fn same_as(&self, other: &GridExtent) -> bool {
+        let tol = GRID_EPSILON * self.cell_size.width.max(self.cell_size.height);
+        let close = |a: f64, b: f64| (a - b).abs() <= tol;
+        self.cols == other.cols
+            && self.rows == other.rows
+            && close(self.extent.xmin, other.extent.xmin)
+            && close(self.extent.ymax, other.extent.ymax)
+            && close(self.cell_size.width, other.cell_size.width)
+            && close(self.cell_size.height, other.cell_size.height)
+    }
+
     /// Whether `other` has the same cell size and its corner falls on this grid's cell lines.
     pub fn is_aligned_with(&self, other: &GridExtent) -> bool {
         let same = |a: f64, b: f64| (a - b).abs() <= GRID_EPSILON * a.abs().max(b.abs());
@@ -110,6 +153,22 @@ impl GridExtent {
         }
         let (dx, dy) = self.map_to_grid_f64(other.extent.xmin, other.extent.ymax);
         (dx - dx.round()).abs() <= GRID_EPSILON && (dy - dy.round()).abs() <= GRID_EPSILON
+    }
+}
+
+/// `cols`x`rows` cells of `width`x`height` from (xmin, ymax), for messages.
+impl std::fmt::Display for GridExtent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}x{} cells of {}x{} from ({}, {})",
+            self.cols,
+            self.rows,
+            self.cell_size.width,
+            self.cell_size.height,
+            self.extent.xmin,
+            self.extent.ymax
+        )
     }
 }
 
@@ -136,5 +195,21 @@ mod tests {
         assert_eq!(g.cell_centre(0, 0), (564000.0, 146999.0));
         assert_eq!(g.map_to_grid_f64(564000.0, 146999.0), (0.5, 0.5));
         assert_eq!(g.geo_transform(), [563999.5, 1.0, 0.0, 146999.5, 0.0, -1.0]);
+        assert_eq!(g.xs()[..2], [564000.0, 564001.0]);
+        assert_eq!(g.ys()[..2], [146999.0, 146998.0]);
+    }
+
+    #[test]
+    fn a_window_is_the_grid_of_its_cells() {
+        let g = GridExtent::from_origin(-10.125, 60.125, CellSize::new(0.25, 0.25), 80, 40);
+        let w = g.window(4..10, 8..20);
+        assert_eq!((w.cols, w.rows), (12, 6));
+        assert_eq!(w.cell_centre(0, 0), g.cell_centre(8, 4));
+        assert!(g.window(0..40, 0..80).same_as(&g));
+        assert!(!w.same_as(&g));
+        assert_eq!(
+            w.to_string(),
+            "12x6 cells of 0.25x0.25 from (-8.125, 59.125)"
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! Keys of the tile grid: `SpatialKey`, `SpaceTimeKey`, `GridBounds` and `KeyBounds`.
+//! Keys of the tile grid: `SpatialKey`, `GridBounds` and `KeyBounds`.
 
 use serde::{Deserialize, Serialize};
 
@@ -18,24 +18,6 @@ impl SpatialKey {
 impl std::fmt::Display for SpatialKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "({}, {})", self.col, self.row)
-    }
-}
-
-/// A tile's place in space and time; `instant` is milliseconds since the Unix epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct SpaceTimeKey {
-    pub col: u32,
-    pub row: u32,
-    pub instant: i64,
-}
-
-impl SpaceTimeKey {
-    pub const fn new(col: u32, row: u32, instant: i64) -> Self {
-        SpaceTimeKey { col, row, instant }
-    }
-
-    pub fn spatial_key(&self) -> SpatialKey {
-        SpatialKey::new(self.col, self.row)
     }
 }
 
@@ -122,15 +104,6 @@ impl KeyBounds<SpatialKey> {
                 self.max.col.max(other.max.col),
                 self.max.row.max(other.max.row),
             ),
-        }
-    }
-}
-
-impl KeyBounds<SpaceTimeKey> {
-    pub fn to_spatial(&self) -> KeyBounds<SpatialKey> {
-        KeyBounds {
-            min: self.min.spatial_key(),
-            max: self.max.spatial_key(),
         }
     }
 }

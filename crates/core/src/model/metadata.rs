@@ -24,12 +24,33 @@ impl Crs {
         }
     }
 
-    /// Whether map units are angles (a geographic CRS), judged from the WKT's root.
+    /// A CRS known only by its WKT (as a file's metadata gives it); empty when there is none.
+    pub fn from_wkt(wkt: impl Into<String>) -> Crs {
+        Crs {
+            wkt: wkt.into(),
+            epsg: None,
+        }
+    }
+
+    /// Whether map units are angles (a geographic CRS), judged from the WKT's root: WKT1's
+    /// `GEOGCS`, WKT2's `GEOGCRS`/`GEOGRAPHICCRS`, or a WKT2:2015 `GEODCRS` with an ellipsoidal
+    /// coordinate system (a geocentric one is Cartesian).
     pub fn is_geographic(&self) -> bool {
         let root = self.wkt.trim_start();
         ["GEOGCRS", "GEOGCS", "GEOGRAPHICCRS"]
             .iter()
             .any(|k| root.starts_with(k))
+            || (root.starts_with("GEODCRS") && root.contains("ELLIPSOIDAL"))
+    }
+
+    /// The names of the y and x dimensions of a grid in this CRS: `latitude`/`longitude` on a
+    /// geographic one (as cfgrib and ERA5's NetCDF name them), `y`/`x` otherwise.
+    pub fn yx_dim_names(&self) -> (&'static str, &'static str) {
+        if self.is_geographic() {
+            ("latitude", "longitude")
+        } else {
+            ("y", "x")
+        }
     }
 
     /// `EPSG:n`, or the first words of the WKT when there is no code.

@@ -224,7 +224,7 @@ pub(super) fn grib_header(url: &str, path: &str, skip_bad: bool) -> Result<CubeS
     let walk = grib_messages(path);
     let ds = open_walked_grib(path, &walk)
         .map_err(|e| Error::source(url, format!("cannot open: {}", gdal_message(&e))))?;
-    let grid = dataset_grid(url, &ds)?;
+    let (grid, crs) = dataset_grid(url, &ds)?;
     let count = ds.raster_count();
     // Every message is read, or the source is refused (GDAL skips damaged ones quietly) —
     // unless the job said to skip them: then what was left out is noted.
@@ -389,6 +389,7 @@ pub(super) fn grib_header(url: &str, path: &str, skip_bad: bool) -> Result<CubeS
     Ok(CubeSource {
         url: url.to_string(),
         grid,
+        crs,
         times,
         variables,
         skipped,

@@ -141,7 +141,7 @@ impl<'a> SourceReader<'a> {
                 let g = &self.source.grid;
                 let mut shape = vec![self.source.times.len()];
                 shape.extend(var.variable.axes.iter().map(|a| a.values.len()));
-                shape.extend([g.height, g.width]);
+                shape.extend([(g.rows as usize), (g.cols as usize)]);
                 (a.shape() == shape.as_slice()).then(|| std::rc::Rc::new(a))
             })
             .clone()
@@ -207,7 +207,7 @@ impl<'a> SourceReader<'a> {
     ) -> Result<()> {
         let url = &self.source.url;
         let grid = &self.source.grid;
-        let w = grid.width;
+        let w = grid.cols as usize;
         let h = rows.len();
         let planes = var.variable.axes_len();
         let need = times.len() * planes * h * w;
@@ -261,7 +261,7 @@ impl<'a> SourceReader<'a> {
                 nodata,
             } => {
                 let row0 = if *flip_y {
-                    grid.height - rows.end
+                    (grid.rows as usize) - rows.end
                 } else {
                     rows.start
                 };
