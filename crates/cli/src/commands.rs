@@ -8,3 +8,4 @@ pub mod read;
 pub mod run;
 pub mod serve;
 pub mod synth;
+pub mod zonal;

@@ -14,7 +14,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use tessera_core::ingest::{NoProgress, Progress};
 
-use commands::{dem, ingest, jobs, layer, read, run, serve, synth};
+use commands::{dem, ingest, jobs, layer, read, run, serve, synth, zonal};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -63,6 +63,8 @@ enum Command {
         #[command(subcommand)]
         command: dem::DemCommand,
     },
+    /// Statistics of a raster or cube per zone of a polygon layer, as a Parquet or CSV table.
+    Zonal(zonal::ZonalArgs),
     /// Generate deterministic synthetic rasters for examples and benches.
     Synth {
         #[command(subcommand)]
@@ -137,6 +139,14 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Ingest(args) => ingest::run(args, progress.as_ref()),
         Command::Layer { command } => layer::run(command, progress.as_ref()),
         Command::Synth { command } => synth::run(command, progress.as_ref()),
+        Command::Zonal(args) => {
+            let bar: Box<dyn Progress> = if quiet {
+                Box::new(NoProgress)
+            } else {
+                Box::new(progress::Bar::new("zone × steps"))
+            };
+            zonal::run(args, bar.as_ref())
+        }
         Command::Read(args) => runtime()?.block_on(read::run(args, tls_ca)),
         Command::Run(args) => runtime()?.block_on(run::run(args, quiet)),
         Command::Dem { command } => runtime()?.block_on(dem::run(command, quiet)),

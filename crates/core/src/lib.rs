@@ -12,6 +12,8 @@
 //!   declared halo (SVF, slope, aspect, hillshade), and the chain a job applies per tile.
 //! - [`engine`]: the one life every job kind goes through (headers → reduce → stages →
 //!   commit), and the kinds: raster tile jobs and space-time (cube) jobs.
+//! - [`zonal`]: zonal statistics — exact cell coverage of polygons, exactextract's statistics,
+//!   Arrow tables in Parquet or CSV.
 //! - `error`: the crate's one error type.
 
 pub mod cube;
@@ -33,6 +35,7 @@ pub mod store;
 pub mod synth;
 pub mod tile;
 pub mod zarr;
+pub mod zonal;
 
 pub use error::{Error, Result};
 
