@@ -265,6 +265,51 @@ fn piave_basin_averages_equal_exactextract_every_day_and_variable_and_regionmask
         compared += assert_tables_equal(&mine, &theirs, "value", &stats, |_, _, i| i + 1, 1e-6);
     }
     assert_eq!(compared, 27);
+
+    // The same table as Parquet: the column types a reader gets, and the same values.
+    let Some(python) = python_with(&["pyarrow"]) else {
+        return;
+    };
+    let parquet = dir.path().join("piave.parquet");
+    tessera_ok(&[
+        "zonal",
+        nc,
+        "--zones",
+        basin,
+        "--id-field",
+        "value",
+        "--stats",
+        &stats.join(","),
+        "--out",
+        parquet.to_str().unwrap(),
+    ]);
+    let probe = format!(
+        "import pyarrow.parquet as pq, pyarrow.csv as pc\n\
+         t = pq.read_table({:?})\n\
+         print(t.schema.to_string(show_schema_metadata=False))\n\
+         c = pc.read_csv({:?})\n\
+         print(all(abs(a - b) <= 1e-12 * max(abs(b), 1) for a, b in zip(t['sum'].to_pylist(), c['sum'].to_pylist())))",
+        parquet.to_str().unwrap(),
+        o
+    );
+    let out = std::process::Command::new(python)
+        .args(["-c", &probe])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "value: double",
+        "variable: string not null",
+        "time: timestamp[ms]",
+        "count: double",
+        "True",
+    ] {
+        assert!(
+            text.contains(line),
+            "{line:?} in\n{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// A small deterministic generator (xorshift64*).

@@ -2,7 +2,7 @@
 //! as Arrow record batches written to Parquet or CSV, one batch per piece of time steps.
 //!
 //! Types: the id and attributes keep their OGR field types (integer → Int64, real → Float64,
-//! else Utf8; the FID is Int64), `time` is a timestamp in seconds (UTC, no zone attached, as
+//! else Utf8; the FID is Int64), `time` is a timestamp in milliseconds (UTC, no zone attached, as
 //! CF and xarray keep it), counts and sums are Float64 because coverage is fractional, and
 //! `variety` and `cell_count` are Int64. Undefined statistics are nulls.
 //!
@@ -15,7 +15,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray, TimestampSecondArray};
+use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray, TimestampMillisecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
@@ -118,7 +118,7 @@ impl<'z> TableWriter<'z> {
         if time {
             fields.push(Field::new(
                 "time",
-                DataType::Timestamp(TimeUnit::Second, None),
+                DataType::Timestamp(TimeUnit::Millisecond, None),
                 true,
             ));
         }
@@ -206,9 +206,10 @@ impl<'z> TableWriter<'z> {
             columns.push(Arc::new(StringArray::from(vec![name; rows])));
         }
         if self.time {
-            let times: TimestampSecondArray = steps
+            // Milliseconds: Parquet has no timestamp in seconds.
+            let times: TimestampMillisecondArray = steps
                 .clone()
-                .flat_map(|s| std::iter::repeat_n(input.time(s), n_zones))
+                .flat_map(|s| std::iter::repeat_n(input.time(s).map(|t| t * 1000), n_zones))
                 .collect();
             columns.push(Arc::new(times));
         }
