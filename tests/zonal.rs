@@ -558,3 +558,125 @@ fn bad_zonal_input_gets_one_clear_error_and_writes_nothing() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Zones over the synthetic cube's grid (0.25°, north-west corner at -10.125 E, 60.125 N):
+/// polygons with holes and a multipolygon, in EPSG:4326.
+fn cube_zones(path: &Path) {
+    let mut rng = Rng(0x2011_1129_0000_0505);
+    let features: Vec<serde_json::Value> = (0..12)
+        .map(|id| {
+            let cx = -10.125 + 12.0 * rng.next();
+            let cy = 60.125 - 8.0 * rng.next();
+            let r = 0.5 + 2.0 * rng.next();
+            let outer = star(&mut rng, cx, cy, 0.6 * r, r, 9);
+            let geometry = if id % 2 == 0 {
+                let hole: Vec<_> = star(&mut rng, cx, cy, 0.1 * r, 0.4 * r, 5).into_iter().rev().collect();
+                serde_json::json!({"type": "Polygon", "coordinates": [outer, hole]})
+            } else {
+                let other = star(&mut rng, cx + 2.5 * r, cy, 0.2 * r, 0.8 * r, 7);
+                serde_json::json!({"type": "MultiPolygon", "coordinates": [[outer], [other]]})
+            };
+            serde_json::json!({"type": "Feature", "properties": {"basin": format!("b{id}")}, "geometry": geometry})
+        })
+        .collect();
+    std::fs::write(
+        path,
+        serde_json::json!({"type": "FeatureCollection", "features": features}).to_string(),
+    )
+    .expect("write the zones");
+}
+
+#[test]
+fn a_zonal_job_on_a_coordinator_and_two_workers_equals_the_embedded_run() {
+    use tessera_tests::{Procs, start_coordinator, start_worker, tasks_done_in_logs};
+    let dir = temp_dir();
+    let store = dir.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let cube = dir.path().join("cube.zarr");
+    let c = cube.to_str().unwrap();
+    tessera_ok(&[
+        "synth", "cube", c, "--steps", "96", "--rows", "40", "--cols", "56",
+    ]);
+    let zones = dir.path().join("basins.geojson");
+    cube_zones(&zones);
+    let z = zones.to_str().unwrap();
+    let stats = "count,sum,mean,min,max,stdev,median";
+
+    // Embedded.
+    let here = dir.path().join("here.csv");
+    tessera_ok(&[
+        "zonal",
+        c,
+        "--zones",
+        z,
+        "--id-field",
+        "basin",
+        "--stats",
+        stats,
+        "--time",
+        "2019-01-01T06:00:00/2019-01-04T05:00:00",
+        "--out",
+        here.to_str().unwrap(),
+    ]);
+
+    // The same as a job spec on a coordinator and two worker processes.
+    let mut procs = Procs::default();
+    let (coord, url) = start_coordinator(store.to_str().unwrap(), 0, &["--lease-ms", "3000"]);
+    procs.0.push(coord);
+    let logs: Vec<_> = (0..2)
+        .map(|i| dir.path().join(format!("w{i}.log")))
+        .collect();
+    for log in &logs {
+        procs.0.push(start_worker(&url, log, &[]));
+    }
+    let job = dir.path().join("zonal.yaml");
+    std::fs::write(
+        &job,
+        format!(
+            "version: 1\nsources: [{c}]\noutput: {{url: table.csv}}\nzonal:\n  zones: {z}\n  \
+             id_field: basin\n  stats: [{stats}]\n  time: 2019-01-01T06:00:00/2019-01-04T05:00:00\n"
+        ),
+    )
+    .unwrap();
+    let out = tessera_ok(&[
+        "submit",
+        job.to_str().unwrap(),
+        "--coordinator",
+        &url,
+        "--watch",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Succeeded"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The header and eight tasks of partials (two variables × four runs of 18 steps) ran on
+    // the workers.
+    let done = tasks_done_in_logs(&logs);
+    assert_eq!(done.len(), 9, "{done:?}");
+
+    let there = store.join("table.csv");
+    let (h1, r1) = read_csv(&here);
+    let (h2, r2) = read_csv(&there);
+    assert_eq!(h1, h2);
+    assert_eq!(r1.len(), 72 * 2 * 12);
+    assert_eq!(r1.len(), r2.len());
+    for (a, b) in r1.iter().zip(&r2) {
+        for ((name, x), y) in h1.iter().zip(a).zip(b) {
+            match (x.parse::<f64>(), y.parse::<f64>()) {
+                (Ok(x), Ok(y)) => assert!(
+                    (x - y).abs() <= 1e-9 * x.abs().max(1.0),
+                    "{name}: {x} vs {y} in {a:?} / {b:?}"
+                ),
+                _ => assert_eq!(x, y, "{name}"),
+            }
+        }
+    }
+    // The scratch partials are gone.
+    let left: Vec<String> = std::fs::read_dir(&store)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("zonal-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -28,6 +28,7 @@
 
 pub mod cube;
 pub mod raster;
+pub mod zonal;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -114,6 +115,7 @@ pub type StageOutputs =
 pub enum JobPlan {
     Raster(raster::RasterPlan),
     Cube(crate::cube::CubePlan),
+    Zonal(crate::zonal::ZonalPlan),
     /// Stages of tasks that do nothing (`stages[k]` tasks in stage k + 1), to measure the
     /// scheduler and the protocol, and to test the lifecycle.
     Noop {
@@ -126,13 +128,15 @@ pub enum JobPlan {
 pub enum Kind {
     Raster,
     Cube,
+    Zonal,
 }
 
 /// The kind a spec asks for.
 pub fn kind_of(spec: &JobSpec) -> Kind {
-    match spec.cube {
-        Some(_) => Kind::Cube,
-        None => Kind::Raster,
+    match (&spec.cube, &spec.zonal) {
+        (Some(_), _) => Kind::Cube,
+        (_, Some(_)) => Kind::Zonal,
+        _ => Kind::Raster,
     }
 }
 
@@ -156,6 +160,7 @@ pub fn reduce(job: &JobRecord, outputs: Vec<TaskOutput>) -> Result<JobPlan> {
     Ok(match kind_of(&job.spec) {
         Kind::Raster => JobPlan::Raster(raster::RasterPlan::reduce(job, headers)?),
         Kind::Cube => JobPlan::Cube(crate::cube::CubePlan::reduce(job, headers)?),
+        Kind::Zonal => JobPlan::Zonal(<crate::zonal::ZonalPlan as JobKind>::reduce(job, headers)?),
     })
 }
 
@@ -164,6 +169,7 @@ impl JobPlan {
         match self {
             JobPlan::Raster(p) => p.last_stage(),
             JobPlan::Cube(p) => JobKind::last_stage(p),
+            JobPlan::Zonal(p) => JobKind::last_stage(p),
             JobPlan::Noop { stages } => stages.len() as u32,
         }
     }
@@ -172,6 +178,7 @@ impl JobPlan {
         match self {
             JobPlan::Raster(p) => p.stage_tasks(stage),
             JobPlan::Cube(p) => JobKind::stage_tasks(p, stage),
+            JobPlan::Zonal(p) => JobKind::stage_tasks(p, stage),
             JobPlan::Noop { stages } => {
                 let n = stage
                     .checked_sub(1)
@@ -206,6 +213,7 @@ impl JobPlan {
         match self {
             JobPlan::Raster(p) => p.prepare(job, resumed),
             JobPlan::Cube(p) => JobKind::prepare(p, job, resumed),
+            JobPlan::Zonal(p) => JobKind::prepare(p, job, resumed),
             JobPlan::Noop { .. } => Ok(()),
         }
     }
@@ -214,6 +222,7 @@ impl JobPlan {
         match self {
             JobPlan::Raster(p) => p.commit(job, outputs),
             JobPlan::Cube(p) => JobKind::commit(p, job, outputs),
+            JobPlan::Zonal(p) => JobKind::commit(p, job, outputs),
             JobPlan::Noop { .. } => Ok(()),
         }
     }
@@ -222,6 +231,7 @@ impl JobPlan {
         match self {
             JobPlan::Raster(p) => p.discard(job),
             JobPlan::Cube(p) => JobKind::discard(p, job),
+            JobPlan::Zonal(p) => JobKind::discard(p, job),
             JobPlan::Noop { .. } => Ok(()),
         }
     }
@@ -235,6 +245,7 @@ impl JobPlan {
         match self {
             JobPlan::Raster(p) => p.execute(job, task, pool),
             JobPlan::Cube(p) => JobKind::execute(p, job, task, pool),
+            JobPlan::Zonal(p) => JobKind::execute(p, job, task, pool),
             JobPlan::Noop { .. } => Ok(TaskOutput::default()),
         }
     }
@@ -289,6 +300,7 @@ pub fn execute(ctx: &StageContext, task: &TaskPayload, pool: &ComputePool) -> Re
             let header = match kind_of(&ctx.job.spec) {
                 Kind::Raster => raster::RasterPlan::header(&ctx.job, url)?,
                 Kind::Cube => <crate::cube::CubePlan as JobKind>::header(&ctx.job, url)?,
+                Kind::Zonal => <crate::zonal::ZonalPlan as JobKind>::header(&ctx.job, url)?,
             };
             Ok(TaskOutput {
                 tiles: 0,

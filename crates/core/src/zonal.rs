@@ -8,6 +8,8 @@
 //! - [`stats`]: the statistics, as partial aggregates that merge exactly.
 //! - [`zones`]: reading the polygons, ids and attributes through OGR, reprojected.
 //! - `input`: the rasters and cubes a zonal job reads.
+//! - [`job`]: the `zonal:` job section, its plan, tasks and commit — for `tessera zonal` here
+//!   and for a coordinator's workers alike.
 //! - `table`: the long-form table and its Parquet / CSV writer.
 //!
 //! The coverage table — (zone, cell, fraction) — is computed once per grid and zone set and
@@ -17,26 +19,25 @@
 
 pub mod coverage;
 mod input;
+pub mod job;
 pub mod stats;
 mod table;
 pub mod zones;
 
-use rayon::prelude::*;
-
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ingest::Progress;
-use crate::model::GridExtent;
 
 pub use coverage::{Cover, Method, Polygon};
 pub use input::ZonalInput;
+pub use job::{ZonalHeader, ZonalPlan, ZonalSpec, ZonalTask};
 pub use stats::{Accumulator, Stat};
 pub use table::TableFormat;
 pub use zones::{Column, ZoneOptions, Zones};
 
-/// The most value bytes (f64) held at once: a band of rows × a run of time steps.
+/// The most value bytes (f64) a task holds at once: a band of rows × a run of time steps.
 pub const PIECE_BYTES: usize = 64 << 20;
 
-/// What to compute.
+/// A zonal job's options, checked (from a [`ZonalSpec`]).
 #[derive(Debug, Clone)]
 pub struct ZonalOptions {
     pub zones: ZoneOptions,
@@ -61,102 +62,48 @@ pub struct ZonalSummary {
     pub rows: usize,
 }
 
-/// Each zone's covered cells on `grid`, from its polygons in map coordinates.
-pub fn coverage_table(zones: &Zones, grid: &GridExtent, method: Method) -> Vec<Vec<Cover>> {
-    zones
-        .polygons
-        .par_iter()
-        .map(|polygons| {
-            let parts: Vec<Polygon> = polygons
-                .iter()
-                .filter(|rings| !rings.is_empty())
-                .map(|rings| {
-                    let to_grid = |ring: &Vec<(f64, f64)>| -> coverage::Ring {
-                        ring.iter()
-                            .map(|&(x, y)| grid.map_to_grid_f64(x, y))
-                            .collect()
-                    };
-                    Polygon {
-                        exterior: to_grid(&rings[0]),
-                        holes: rings[1..].iter().map(to_grid).collect(),
-                    }
-                })
-                .collect();
-            coverage::coverage(&parts, grid.rows, grid.cols, method)
-        })
-        .collect()
-}
-
-/// Runs a zonal job on `input` and writes its table to `out` (`-`: CSV on standard output).
-/// The table is written beside `out` and moved into place at the end: a failed run leaves no
-/// file and an existing one untouched.
+/// Runs a zonal job here, task after task of its plan, and writes its table to `out` (`-`:
+/// CSV on standard output). The table is written beside `out` and moved into place at the
+/// end: a failed run leaves no file and an existing one untouched.
 pub fn run(
     input: &str,
-    options: &ZonalOptions,
+    spec: &ZonalSpec,
     out: &str,
     progress: &dyn Progress,
 ) -> Result<ZonalSummary> {
-    let format = TableFormat::of(out)?;
+    spec.validate(out)?;
+    let options = spec.options()?;
     let source = ZonalInput::open(input, &options.variables, options.time, &options.bands)?;
-    let crs = source.crs();
-    if crs.wkt.is_empty() {
-        return Err(Error::Crs(format!(
-            "{input} has no CRS: zones cannot be placed on it (set one with gdal_edit.py -a_srs)"
-        )));
-    }
-    let zones = Zones::read(&options.zones, &crs)?;
-    let grid = source.grid();
-    let cover = coverage_table(&zones, &grid, options.method);
-    let zones_outside = cover.iter().filter(|c| c.is_empty()).count();
-    let layers = source.layer_count();
-    let mut writer = table::TableWriter::create(
-        out,
-        format,
-        &zones,
-        &options.stats,
-        source.has_variables(),
-        source.has_time(),
-    )?;
+    let header = ZonalHeader::of(&source);
+    let plan = ZonalPlan::new(input, spec, header, out, &std::process::id().to_string(), 1)?;
+    let zones = Zones::read(&options.zones, &plan.header.crs)?;
+    let layers = plan.header.variables.len() * plan.header.steps.len();
     progress.start((layers * zones.len()) as u64);
-    let (rows, cols) = (grid.rows as usize, grid.cols as usize);
-    let band_rows = (PIECE_BYTES / (cols * 8).max(1)).clamp(1, rows.max(1));
-    let cell_area = grid.cell_size.width * grid.cell_size.height;
-    let keep = stats::keeps_values(&options.stats);
-    let mut written = 0;
+    let mut covered = vec![false; zones.len()];
+    // Tasks of the same rows follow each other's steps: their coverage is computed once.
+    let mut cover: Option<(std::ops::Range<usize>, Vec<Vec<Cover>>)> = None;
     let mut values = Vec::new();
-    for var in 0..source.variable_count() {
-        let steps = source.steps(var);
-        let per_piece = (PIECE_BYTES / (band_rows * cols * 8).max(1)).max(1);
-        for piece_start in (steps.start..steps.end).step_by(per_piece) {
-            let piece = piece_start..(piece_start + per_piece).min(steps.end);
-            let mut accs: Vec<Vec<Accumulator>> = (0..zones.len())
-                .map(|_| vec![Accumulator::new(keep); piece.len()])
-                .collect();
-            for r0 in (0..rows).step_by(band_rows) {
-                let band = r0..(r0 + band_rows).min(rows);
-                let band_cells = band.len() * cols;
-                source.read(var, piece.clone(), band.clone(), &mut values)?;
-                accs.par_iter_mut().zip(&cover).for_each(|(acc, cells)| {
-                    let first = cells.partition_point(|c| (c.row as usize) < band.start);
-                    let last = cells.partition_point(|c| (c.row as usize) < band.end);
-                    for (s, acc) in acc.iter_mut().enumerate() {
-                        let plane = &values[s * band_cells..(s + 1) * band_cells];
-                        for c in &cells[first..last] {
-                            let at = (c.row as usize - band.start) * cols + c.col as usize;
-                            acc.add(plane[at], c.fraction);
-                        }
-                    }
-                });
-            }
-            written += writer.write_piece(&source, var, piece.clone(), &accs, cell_area)?;
-            progress.advance((piece.len() * zones.len()) as u64);
+    let rows = plan.write_table(&zones, |t| {
+        let task = &plan.tasks[t];
+        if cover.as_ref().is_none_or(|(rows, _)| *rows != task.rows) {
+            cover = Some((task.rows.clone(), plan.coverage(&zones, task.rows.clone())?));
         }
-    }
-    writer.finish()?;
+        let Some((_, cells)) = cover.as_ref() else {
+            return Err(crate::Error::Internal("no coverage".into()));
+        };
+        for (seen, cells) in covered.iter_mut().zip(cells) {
+            *seen |= !cells.is_empty();
+        }
+        let accs = plan.aggregate(&source, task, cells, &mut values)?;
+        if task.rows.end == plan.header.grid.rows as usize {
+            progress.advance((task.steps.len() * zones.len()) as u64);
+        }
+        Ok(accs)
+    })?;
     Ok(ZonalSummary {
         zones: zones.len(),
-        zones_outside,
+        zones_outside: covered.iter().filter(|c| !**c).count(),
         layers,
-        rows: written,
+        rows,
     })
 }

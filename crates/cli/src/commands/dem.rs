@@ -200,6 +200,7 @@ pub fn job_spec(io: &DemIo, op: FocalOp, layer_url: String) -> Result<JobSpec> {
         },
         tasks: TaskSizing::default(),
         cube: None,
+        zonal: None,
     };
     spec.validate()?;
     Ok(spec)

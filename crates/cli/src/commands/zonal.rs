@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use tessera_core::cube::Selection;
 use tessera_core::ingest::Progress;
-use tessera_core::zonal::{self, Method, Stat, ZonalOptions, ZoneOptions};
+use tessera_core::zonal::{self, Method, Stat, ZonalSpec};
 
 #[derive(Debug, Args)]
 pub struct ZonalArgs {
@@ -49,30 +49,29 @@ pub struct ZonalArgs {
 }
 
 pub fn run(args: ZonalArgs, progress: &dyn Progress) -> Result<()> {
-    let method = Method::parse(&args.method).with_context(|| {
+    // Flags are checked here so that errors name them (a job spec's name its fields).
+    Method::parse(&args.method).with_context(|| {
         format!(
             "--method {:?}: expected exact, centre or all-touched",
             args.method
         )
     })?;
-    let options = ZonalOptions {
-        zones: ZoneOptions {
-            path: args.zones,
-            id_field: args.id_field,
-            fields: args.fields,
-            make_valid: args.make_valid,
-        },
-        stats: Stat::parse_list(&args.stats)?,
-        method,
+    Stat::parse_list(&args.stats).context("--stats")?;
+    if let Some(time) = &args.time {
+        Selection::parse_time(time).context("--time")?;
+    }
+    let spec = ZonalSpec {
+        zones: args.zones,
+        id_field: args.id_field,
+        fields: args.fields,
+        stats: vec![args.stats],
+        method: args.method,
+        make_valid: args.make_valid,
         variables: args.vars,
-        time: args
-            .time
-            .as_deref()
-            .map(Selection::parse_time)
-            .transpose()?,
+        time: args.time,
         bands: args.band,
     };
-    let summary = zonal::run(&args.input, &options, &args.out, progress)?;
+    let summary = zonal::run(&args.input, &spec, &args.out, progress)?;
     if summary.zones_outside > 0 {
         eprintln!(
             "warning: {} of {} zones cover no cell of {} (their rows have count 0 and no statistics)",

@@ -127,6 +127,10 @@ pub struct JobSpec {
     /// and the products are written under `output.url` (see [`crate::cube::plan`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cube: Option<CubeSpec>,
+    /// A zonal job: statistics of the one source (a raster or a cube) per zone, as the table
+    /// `output.url` (see [`crate::zonal::job`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zonal: Option<crate::zonal::ZonalSpec>,
 }
 
 /// The largest job spec accepted, in bytes.
@@ -244,6 +248,20 @@ impl JobSpec {
             }
             cube.validate()?;
         }
+        if let Some(zonal) = &self.zonal {
+            if self.cube.is_some() || !self.operations.is_empty() {
+                return Err(Error::invalid(
+                    "zonal: a zonal job reads its source as it is (no cube section, no operations)",
+                ));
+            }
+            if self.sources.len() != 1 {
+                return Err(Error::invalid(format!(
+                    "sources: a zonal job reads one raster or cube, not {}",
+                    self.sources.len()
+                )));
+            }
+            zonal.validate(&self.output.url)?;
+        }
         if self.output.url.trim().is_empty() {
             return Err(Error::invalid("output.url: empty"));
         }
@@ -289,9 +307,13 @@ impl JobSpec {
 
     /// A short name for listings.
     pub fn display_name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| match self.cube {
-            Some(_) => format!("cube → {}", self.output.url),
-            None => format!("ingest → {}", self.output.url),
+        self.name.clone().unwrap_or_else(|| {
+            let kind = match (&self.cube, &self.zonal) {
+                (Some(_), _) => "cube",
+                (_, Some(_)) => "zonal",
+                _ => "ingest",
+            };
+            format!("{kind} → {}", self.output.url)
         })
     }
 }

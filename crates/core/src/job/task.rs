@@ -16,6 +16,8 @@ pub enum TaskPayload {
     WriteKeys { keys: Vec<crate::model::SpatialKey> },
     /// A later stage of a space-time job: map a block, or reduce a band's climatologies.
     Cube { task: crate::cube::CubeTask },
+    /// A zonal job's stage 1: the partial aggregates of task `index` of its plan.
+    Zonal { index: u32 },
     /// A task that does nothing (for measuring the scheduler).
     Noop,
 }
@@ -27,6 +29,7 @@ impl TaskPayload {
             TaskPayload::Header { .. } => "header",
             TaskPayload::WriteKeys { .. } => "write-keys",
             TaskPayload::Cube { .. } => "cube",
+            TaskPayload::Zonal { .. } => "zonal",
             TaskPayload::Noop => "no-op",
         }
     }

@@ -15,6 +15,7 @@
 //! the sum over its parts (parts of a valid multipolygon do not overlap).
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 /// A closed ring of (x, y) points in grid coordinates; the last point need not repeat the first.
 pub type Ring = Vec<(f64, f64)>;
@@ -67,19 +68,19 @@ pub struct Cover {
 /// Fractions below this are rounding noise from clipping a vertex that lies on a cell edge.
 const NOISE: f64 = 1e-12;
 
-/// The cells of a `rows` × `cols` grid that `zone` covers, row by row, west to east.
-pub fn coverage(zone: &[Polygon], rows: u64, cols: u64, method: Method) -> Vec<Cover> {
+/// The cells in `rows` of a grid `cols` wide that `zone` covers, row by row, west to east.
+pub fn coverage(zone: &[Polygon], rows: Range<u64>, cols: u64, method: Method) -> Vec<Cover> {
     let mut cells: BTreeMap<(u32, u32), f64> = BTreeMap::new();
     match method {
         Method::Exact | Method::AllTouched => {
             for part in zone {
-                add_ring(&part.exterior, 1.0, rows, cols, &mut cells);
+                add_ring(&part.exterior, 1.0, &rows, cols, &mut cells);
                 for hole in &part.holes {
-                    add_ring(hole, -1.0, rows, cols, &mut cells);
+                    add_ring(hole, -1.0, &rows, cols, &mut cells);
                 }
             }
         }
-        Method::Centre => centres(zone, rows, cols, &mut cells),
+        Method::Centre => centres(zone, &rows, cols, &mut cells),
     }
     cells
         .into_iter()
@@ -180,14 +181,20 @@ fn bounds(ring: &[(f64, f64)]) -> (f64, f64, f64, f64) {
 }
 
 /// Adds `sign` × |ring ∩ cell| to every cell the ring overlaps.
-fn add_ring(ring: &Ring, sign: f64, rows: u64, cols: u64, cells: &mut BTreeMap<(u32, u32), f64>) {
+fn add_ring(
+    ring: &Ring,
+    sign: f64,
+    rows: &Range<u64>,
+    cols: u64,
+    cells: &mut BTreeMap<(u32, u32), f64>,
+) {
     let orientation = signed_area(ring).signum();
     if orientation == 0.0 || ring.iter().any(|(x, y)| !x.is_finite() || !y.is_finite()) {
         return;
     }
     let (_, y0, _, y1) = bounds(ring);
-    let r0 = y0.floor().max(0.0) as u64;
-    let r1 = (y1.ceil().min(rows as f64) as u64).max(r0);
+    let r0 = (y0.floor().max(0.0) as u64).max(rows.start);
+    let r1 = (y1.ceil().max(0.0) as u64).min(rows.end);
     if r0 >= r1 {
         return;
     }
@@ -274,7 +281,7 @@ fn split_cols(
 
 /// Cells whose centre is inside the zone (even–odd over every ring of every part), found by
 /// crossing each row's centre line with the rings' edges.
-fn centres(zone: &[Polygon], rows: u64, cols: u64, cells: &mut BTreeMap<(u32, u32), f64>) {
+fn centres(zone: &[Polygon], rows: &Range<u64>, cols: u64, cells: &mut BTreeMap<(u32, u32), f64>) {
     let rings: Vec<&Ring> = zone
         .iter()
         .flat_map(|p| std::iter::once(&p.exterior).chain(&p.holes))
@@ -288,8 +295,8 @@ fn centres(zone: &[Polygon], rows: u64, cols: u64, cells: &mut BTreeMap<(u32, u3
     if !y0.is_finite() || !y1.is_finite() {
         return;
     }
-    let r0 = (y0 - 0.5).ceil().max(0.0) as u64;
-    let r1 = ((y1 - 0.5).floor() + 1.0).clamp(0.0, rows as f64) as u64;
+    let r0 = ((y0 - 0.5).ceil().max(0.0) as u64).max(rows.start);
+    let r1 = (((y1 - 0.5).floor() + 1.0).max(0.0) as u64).min(rows.end);
     let mut xs = Vec::new();
     for row in r0..r1 {
         let y = row as f64 + 0.5;
@@ -335,7 +342,7 @@ mod tests {
             exterior: square(0.5, 0.5, 2.5, 1.5),
             holes: vec![],
         }];
-        let cover = coverage(&zone, 4, 4, Method::Exact);
+        let cover = coverage(&zone, 0..4, 4, Method::Exact);
         let got: Vec<(u32, u32, f64)> = cover.iter().map(|c| (c.row, c.col, c.fraction)).collect();
         assert_eq!(
             got,
@@ -356,7 +363,7 @@ mod tests {
                 exterior: reversed,
                 holes: vec![],
             }],
-            4,
+            0..4,
             4,
             Method::Exact,
         );
@@ -381,7 +388,7 @@ mod tests {
             exterior,
             holes: vec![square(0.8, 3.1, 1.8, 4.1)],
         }];
-        let cover = coverage(&zone, 10, 10, Method::Exact);
+        let cover = coverage(&zone, 0..10, 10, Method::Exact);
         assert!((total(&cover) - 25.0).abs() < 1e-9, "{}", total(&cover));
         assert!(cover.iter().all(|c| c.fraction > 0.0 && c.fraction <= 1.0));
         // The middle of the U (rows 3-4, columns 3-4) is not covered.
@@ -396,18 +403,38 @@ mod tests {
     }
 
     #[test]
+    fn cells_of_a_band_of_rows_are_those_of_the_whole_grid_in_it() {
+        let zone = [Polygon {
+            exterior: vec![(0.3, 0.2), (9.7, 1.1), (6.2, 9.9), (1.1, 7.3)],
+            holes: vec![square(3.2, 3.3, 5.1, 5.6)],
+        }];
+        let whole = coverage(&zone, 0..10, 10, Method::Exact);
+        let mut bands = coverage(&zone, 0..4, 10, Method::Exact);
+        bands.extend(coverage(&zone, 4..10, 10, Method::Exact));
+        // The same cells; fractions to rounding (the ring is clipped at other lines first).
+        assert_eq!(bands.len(), whole.len());
+        for (a, b) in bands.iter().zip(&whole) {
+            assert_eq!((a.row, a.col), (b.row, b.col));
+            assert!((a.fraction - b.fraction).abs() < 1e-12, "{a:?} {b:?}");
+        }
+        let mut centres = coverage(&zone, 0..5, 10, Method::Centre);
+        centres.extend(coverage(&zone, 5..10, 10, Method::Centre));
+        assert_eq!(centres, coverage(&zone, 0..10, 10, Method::Centre));
+    }
+
+    #[test]
     fn a_polygon_past_the_grid_edge_covers_only_cells_of_the_grid() {
         let zone = [Polygon {
             exterior: square(-2.0, -2.0, 1.5, 1.5),
             holes: vec![],
         }];
-        let cover = coverage(&zone, 3, 3, Method::Exact);
+        let cover = coverage(&zone, 0..3, 3, Method::Exact);
         assert!((total(&cover) - 2.25).abs() < 1e-12);
         let outside = [Polygon {
             exterior: square(5.0, 5.0, 6.0, 6.0),
             holes: vec![],
         }];
-        assert!(coverage(&outside, 3, 3, Method::Exact).is_empty());
+        assert!(coverage(&outside, 0..3, 3, Method::Exact).is_empty());
     }
 
     #[test]
@@ -416,17 +443,17 @@ mod tests {
             exterior: square(0.4, 0.4, 2.6, 1.6),
             holes: vec![],
         }];
-        let centre = coverage(&zone, 4, 4, Method::Centre);
+        let centre = coverage(&zone, 0..4, 4, Method::Centre);
         let got: Vec<(u32, u32)> = centre.iter().map(|c| (c.row, c.col)).collect();
         assert_eq!(got, [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]);
         let narrow = [Polygon {
             exterior: square(0.6, 0.6, 2.4, 1.6),
             holes: vec![],
         }];
-        let centre = coverage(&narrow, 4, 4, Method::Centre);
+        let centre = coverage(&narrow, 0..4, 4, Method::Centre);
         let got: Vec<(u32, u32)> = centre.iter().map(|c| (c.row, c.col)).collect();
         assert_eq!(got, [(1, 1)]);
-        let touched = coverage(&narrow, 4, 4, Method::AllTouched);
+        let touched = coverage(&narrow, 0..4, 4, Method::AllTouched);
         assert_eq!(touched.len(), 6);
         assert!(touched.iter().all(|c| c.fraction == 1.0));
     }

@@ -93,7 +93,7 @@ impl ZonalInput {
                 }
                 bands.to_vec()
             };
-            return Ok(ZonalInput::Raster { source, bands });
+            return ZonalInput::Raster { source, bands }.checked(url);
         }
         if !bands.is_empty() {
             return Err(Error::invalid(format!(
@@ -127,18 +127,29 @@ impl ZonalInput {
                 flat(n, v.axes.len())?;
             }
             let steps = select_steps(url, times, time)?;
-            return Ok(ZonalInput::Cube {
+            return ZonalInput::Cube {
                 reader,
                 variables: names,
                 steps,
-            });
+            }
+            .checked(url);
         }
         let source = CubeSource::open(url, variables)?;
         for v in &source.variables {
             flat(&v.variable.name, v.variable.axes.len())?;
         }
         let steps = select_steps(url, &source.times, time)?;
-        Ok(ZonalInput::CubeFile { source, steps })
+        ZonalInput::CubeFile { source, steps }.checked(url)
+    }
+
+    /// The input's CRS; an input without one is refused (zones cannot be placed on it).
+    fn checked(self, url: &str) -> Result<ZonalInput> {
+        if self.crs().wkt.is_empty() {
+            return Err(Error::Crs(format!(
+                "{url} has no CRS: zones cannot be placed on it (set one with gdal_edit.py -a_srs)"
+            )));
+        }
+        Ok(self)
     }
 
     pub fn crs(&self) -> Crs {

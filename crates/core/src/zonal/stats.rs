@@ -182,6 +182,74 @@ impl Accumulator {
         }
     }
 
+    /// Appends the accumulator to `out`, little-endian: Σw, Σw·v, mean, M2, min, max, cells,
+    /// then the (value, weight) pairs when kept (their count first, or u64::MAX when not).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        for v in [
+            self.weight,
+            self.sum,
+            self.mean,
+            self.m2,
+            self.min,
+            self.max,
+        ] {
+            out.extend(v.to_le_bytes());
+        }
+        out.extend(self.cells.to_le_bytes());
+        match &self.values {
+            None => out.extend(u64::MAX.to_le_bytes()),
+            Some(values) => {
+                out.extend((values.len() as u64).to_le_bytes());
+                for (v, w) in values {
+                    out.extend(v.to_le_bytes());
+                    out.extend(w.to_le_bytes());
+                }
+            }
+        }
+    }
+
+    /// Reads an accumulator [`encode`](Self::encode) wrote from the front of `input`.
+    pub fn decode(input: &mut &[u8]) -> Result<Accumulator> {
+        fn word(input: &mut &[u8]) -> Result<[u8; 8]> {
+            let (head, rest) = input
+                .split_first_chunk::<8>()
+                .ok_or_else(|| Error::Internal("a zonal partial is cut short".into()))?;
+            *input = rest;
+            Ok(*head)
+        }
+        let mut f = [0f64; 6];
+        for v in &mut f {
+            *v = f64::from_le_bytes(word(input)?);
+        }
+        let cells = u64::from_le_bytes(word(input)?);
+        let n = u64::from_le_bytes(word(input)?);
+        let values = if n == u64::MAX {
+            None
+        } else {
+            if n > (input.len() / 16) as u64 {
+                return Err(Error::Internal("a zonal partial is cut short".into()));
+            }
+            let mut values = Vec::with_capacity(n as usize);
+            for _ in 0..n {
+                let v = f64::from_le_bytes(word(input)?);
+                let w = f64::from_le_bytes(word(input)?);
+                values.push((v, w));
+            }
+            Some(values)
+        };
+        let [weight, sum, mean, m2, min, max] = f;
+        Ok(Accumulator {
+            weight,
+            sum,
+            mean,
+            m2,
+            min,
+            max,
+            cells,
+            values,
+        })
+    }
+
     /// The value of `stat`, or `None` where it is undefined (no cell with a value): `count`,
     /// `sum`, `variety`, `cell_count` and `coverage_area` are 0 then, as exactextract gives.
     pub fn value(&self, stat: Stat, cell_area: f64) -> Option<f64> {
@@ -314,6 +382,18 @@ mod tests {
         merged.merge(&filled(&cells[40..77]));
         merged.merge(&filled(&cells[77..]));
         merged.merge(&Accumulator::new(true));
+        // Through its encoding, unchanged.
+        let mut bytes = Vec::new();
+        merged.encode(&mut bytes);
+        Accumulator::new(false).encode(&mut bytes);
+        let mut input = bytes.as_slice();
+        assert_eq!(Accumulator::decode(&mut input).unwrap(), merged);
+        assert_eq!(
+            Accumulator::decode(&mut input).unwrap(),
+            Accumulator::new(false)
+        );
+        assert!(input.is_empty());
+        assert!(Accumulator::decode(&mut &bytes[..20]).is_err());
         for s in Stat::ALL {
             let (a, b) = (whole.value(s, 1.0).unwrap(), merged.value(s, 1.0).unwrap());
             assert!(

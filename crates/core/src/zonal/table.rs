@@ -11,7 +11,6 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -22,7 +21,6 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
-use super::input::ZonalInput;
 use super::stats::{Accumulator, Stat};
 use super::zones::{Column, Zones};
 use crate::error::{Error, Result};
@@ -182,19 +180,19 @@ impl<'z> TableWriter<'z> {
         })
     }
 
-    /// Writes the rows of `steps` of variable `var`: every zone for each step. `accs[z][s]` is
-    /// zone z at step `steps.start + s`.
+    /// Writes the rows of a run of time steps of `variable` (`times`, one per step): every zone
+    /// for each step. `accs[z][s]` is zone z at step s of the run.
     pub(super) fn write_piece(
         &mut self,
-        input: &ZonalInput,
-        var: usize,
-        steps: Range<usize>,
+        variable: &str,
+        times: &[Option<i64>],
         accs: &[Vec<Accumulator>],
         cell_area: f64,
     ) -> Result<usize> {
         let n_zones = self.zones.len();
-        let rows = steps.len() * n_zones;
-        let zone_of = || (0..steps.len()).flat_map(move |_| 0..n_zones);
+        let n_steps = times.len();
+        let rows = n_steps * n_zones;
+        let zone_of = || (0..n_steps).flat_map(move |_| 0..n_zones);
         let mut columns: Vec<ArrayRef> = vec![take(&self.zones.ids, zone_of())];
         for (name, column) in &self.zones.fields {
             if *name != self.zones.id_name {
@@ -202,19 +200,18 @@ impl<'z> TableWriter<'z> {
             }
         }
         if self.variables {
-            let name = input.variable_name(var);
-            columns.push(Arc::new(StringArray::from(vec![name; rows])));
+            columns.push(Arc::new(StringArray::from(vec![variable; rows])));
         }
         if self.time {
             // Milliseconds: Parquet has no timestamp in seconds.
-            let times: TimestampMillisecondArray = steps
-                .clone()
-                .flat_map(|s| std::iter::repeat_n(input.time(s).map(|t| t * 1000), n_zones))
+            let times: TimestampMillisecondArray = times
+                .iter()
+                .flat_map(|t| std::iter::repeat_n(t.map(|t| t * 1000), n_zones))
                 .collect();
             columns.push(Arc::new(times));
         }
         for &stat in &self.stats {
-            let values = (0..steps.len())
+            let values = (0..n_steps)
                 .flat_map(|s| (0..n_zones).map(move |z| (s, z)))
                 .map(|(s, z)| accs[z][s].value(stat, cell_area));
             let array: ArrayRef = if stat.is_integer() {
