@@ -24,7 +24,7 @@ pub struct ZonalArgs {
     #[arg(long, value_delimiter = ',')]
     fields: Vec<String>,
     /// Statistics, comma-separated: count, sum, mean, min, max, stdev, variance, median,
-    /// majority, minority, variety, cell_count, coverage_area.
+    /// majority, minority, variety, cell_count, coverage_area, unique, frac.
     #[arg(long, default_value = "count,sum,mean,min,max")]
     stats: String,
     /// exact (each cell weighted by the fraction of it inside the zone), centre (cells whose

@@ -35,10 +35,14 @@ pub enum Stat {
     CellCount,
     /// Σ coverage · cell area, in the square map units of the grid.
     CoverageArea,
+    /// The distinct values, ascending (a list).
+    Unique,
+    /// The share of `count` each distinct value covers, in the order of `unique` (a list).
+    Frac,
 }
 
 impl Stat {
-    pub const ALL: [Stat; 13] = [
+    pub const ALL: [Stat; 15] = [
         Stat::Count,
         Stat::Sum,
         Stat::Mean,
@@ -52,6 +56,8 @@ impl Stat {
         Stat::Variety,
         Stat::CellCount,
         Stat::CoverageArea,
+        Stat::Unique,
+        Stat::Frac,
     ];
 
     pub fn name(self) -> &'static str {
@@ -69,6 +75,8 @@ impl Stat {
             Stat::Variety => "variety",
             Stat::CellCount => "cell_count",
             Stat::CoverageArea => "coverage_area",
+            Stat::Unique => "unique",
+            Stat::Frac => "frac",
         }
     }
 
@@ -101,11 +109,21 @@ impl Stat {
         matches!(self, Stat::Variety | Stat::CellCount)
     }
 
+    /// Whether its value is a list (one entry per distinct value).
+    pub fn is_list(self) -> bool {
+        matches!(self, Stat::Unique | Stat::Frac)
+    }
+
     /// Whether it needs every (value, weight) pair, not only running sums.
     fn needs_values(self) -> bool {
         matches!(
             self,
-            Stat::Median | Stat::Majority | Stat::Minority | Stat::Variety
+            Stat::Median
+                | Stat::Majority
+                | Stat::Minority
+                | Stat::Variety
+                | Stat::Unique
+                | Stat::Frac
         )
     }
 }
@@ -268,6 +286,18 @@ impl Accumulator {
             Stat::Majority => some.then(|| self.mode(true)).flatten(),
             Stat::Minority => some.then(|| self.mode(false)).flatten(),
             Stat::Variety => Some(self.by_value().len() as f64),
+            // Lists: see `list`.
+            Stat::Unique | Stat::Frac => None,
+        }
+    }
+
+    /// The value of a list statistic (`unique`, `frac`): empty when the zone has no value.
+    pub fn list(&self, stat: Stat) -> Vec<f64> {
+        let by_value = self.by_value();
+        match stat {
+            Stat::Unique => by_value.iter().map(|&(v, _)| v).collect(),
+            Stat::Frac => by_value.iter().map(|&(_, w)| w / self.weight).collect(),
+            _ => Vec::new(),
         }
     }
 
@@ -367,6 +397,8 @@ mod tests {
         assert_eq!(v(Stat::Variety), 3.0);
         assert_eq!(v(Stat::CellCount), 3.0);
         assert_eq!(v(Stat::CoverageArea), 3.5);
+        assert_eq!(a.list(Stat::Unique), [1.0, 2.0, 4.0]);
+        assert_eq!(a.list(Stat::Frac), [0.5 / 1.75, 1.0 / 1.75, 0.25 / 1.75]);
         // Equal weights: the ordinary median.
         let b = filled(&[(3.0, 1.0), (1.0, 1.0), (2.0, 1.0), (10.0, 1.0)]);
         assert_eq!(b.value(Stat::Median, 1.0), Some(2.5));
@@ -394,7 +426,7 @@ mod tests {
         );
         assert!(input.is_empty());
         assert!(Accumulator::decode(&mut &bytes[..20]).is_err());
-        for s in Stat::ALL {
+        for s in Stat::ALL.into_iter().filter(|s| !s.is_list()) {
             let (a, b) = (whole.value(s, 1.0).unwrap(), merged.value(s, 1.0).unwrap());
             assert!(
                 (a - b).abs() <= 1e-12 * a.abs().max(1.0),

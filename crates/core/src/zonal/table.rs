@@ -14,7 +14,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray, TimestampMillisecondArray};
+use arrow::array::{
+    ArrayRef, Float64Array, Float64Builder, Int64Array, ListBuilder, StringArray,
+    TimestampMillisecondArray,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
@@ -63,6 +66,8 @@ pub(super) struct TableWriter<'z> {
     stats: Vec<Stat>,
     variables: bool,
     time: bool,
+    /// List statistics are Arrow lists (Parquet), else space-separated text (CSV).
+    lists: bool,
     schema: SchemaRef,
     sink: Option<Sink>,
     /// (temporary, destination) for a file.
@@ -121,7 +126,12 @@ impl<'z> TableWriter<'z> {
             ));
         }
         for s in stats {
-            let ty = if s.is_integer() {
+            let ty = if s.is_list() && format != TableFormat::Parquet {
+                // CSV has no lists: the values, space-separated.
+                DataType::Utf8
+            } else if s.is_list() {
+                DataType::List(Arc::new(Field::new_list_field(DataType::Float64, true)))
+            } else if s.is_integer() {
                 DataType::Int64
             } else {
                 DataType::Float64
@@ -174,6 +184,7 @@ impl<'z> TableWriter<'z> {
             stats: stats.to_vec(),
             variables,
             time,
+            lists: format == TableFormat::Parquet,
             schema,
             sink: Some(sink),
             paths,
@@ -211,6 +222,31 @@ impl<'z> TableWriter<'z> {
             columns.push(Arc::new(times));
         }
         for &stat in &self.stats {
+            if stat.is_list() {
+                let lists = (0..n_steps)
+                    .flat_map(|s| (0..n_zones).map(move |z| (s, z)))
+                    .map(|(s, z)| accs[z][s].list(stat));
+                let array: ArrayRef = if self.lists {
+                    let mut b = ListBuilder::new(Float64Builder::new());
+                    for l in lists {
+                        b.values().append_slice(&l);
+                        b.append(true);
+                    }
+                    Arc::new(b.finish())
+                } else {
+                    let text = lists.map(|l| {
+                        Some(
+                            l.iter()
+                                .map(|v| v.to_string())
+                                .collect::<Vec<_>>()
+                                .join(" "),
+                        )
+                    });
+                    Arc::new(text.collect::<StringArray>())
+                };
+                columns.push(array);
+                continue;
+            }
             let values = (0..n_steps)
                 .flat_map(|s| (0..n_zones).map(move |z| (s, z)))
                 .map(|(s, z)| accs[z][s].value(stat, cell_area));
