@@ -54,12 +54,26 @@ fn exactextract(
     stats: &[&str],
     dir: &Path,
 ) -> std::collections::BTreeMap<(String, usize), Vec<String>> {
+    exactextract_weighted(python, raster, zones, id, stats, dir, None)
+}
+
+/// [`exactextract`] with a weights raster.
+fn exactextract_weighted(
+    python: &str,
+    raster: &str,
+    zones: &Path,
+    id: &str,
+    stats: &[&str],
+    dir: &Path,
+    weights: Option<&Path>,
+) -> std::collections::BTreeMap<(String, usize), Vec<String>> {
     let out = dir.join("exactextract.csv");
     let script = tessera_tests::manifest_dir().join("tests/python/zonal_reference.py");
     let status = std::process::Command::new(python)
         .arg(script)
         .args([raster, zones.to_str().expect("utf-8"), id, &stats.join(",")])
         .arg(&out)
+        .args(weights)
         .status()
         .expect("run exactextract");
     assert!(status.success(), "exactextract failed");
@@ -293,6 +307,65 @@ fn piave_basin_averages_equal_exactextract_every_day_and_variable_and_regionmask
         compared += assert_tables_equal(&mine, &theirs, "value", &stats, |_, _, i| i + 1, 1e-6);
     }
     assert_eq!(compared, 27);
+
+    // Area-weighted: each cell weighs its area on the sphere. The weighted sum over the weighted
+    // mean is the basin's area, ≈ 3933 km² (the data's README, in EPSG:3035); and exactextract
+    // with a raster of the same areas gives the same weighted statistics.
+    let weighted = dir.path().join("weighted.csv");
+    tessera_ok(&[
+        "zonal",
+        nc,
+        "--zones",
+        basin,
+        "--id-field",
+        "value",
+        "--vars",
+        "precip",
+        "--weights",
+        "area",
+        "--stats",
+        "weighted_mean,weighted_sum",
+        "--out",
+        weighted.to_str().unwrap(),
+    ]);
+    let (wh, wr) = read_csv(&weighted);
+    let (wm, ws) = (column(&wh, "weighted_mean"), column(&wh, "weighted_sum"));
+    let area_km2 = number(&wr[0][ws]).unwrap() / number(&wr[0][wm]).unwrap() / 1e6;
+    assert!((area_km2 - 3933.0).abs() < 0.005 * 3933.0, "{area_km2} km²");
+    let areas = dir.path().join("areas.tif");
+    let script = tessera_tests::manifest_dir().join("tests/python/sphere_areas.py");
+    let status = std::process::Command::new(&python)
+        .arg(script)
+        .arg(format!("netcdf:{nc}:precip"))
+        .arg(&areas)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let wstats = ["weighted_mean", "weighted_sum"];
+    let theirs = exactextract_weighted(
+        &python,
+        &format!("netcdf:{nc}:precip"),
+        Path::new(basin),
+        "value",
+        &wstats,
+        dir.path(),
+        Some(&areas),
+    );
+    assert_eq!(
+        assert_tables_equal(&weighted, &theirs, "value", &wstats, |_, _, i| i + 1, 1e-6),
+        9
+    );
+    let e = tessera_fails(&[
+        "zonal",
+        nc,
+        "--zones",
+        basin,
+        "--stats",
+        "weighted_mean",
+        "--out",
+        o,
+    ]);
+    assert!(e.contains("weighted_mean needs a weight per cell"), "{e}");
 
     // The same table as Parquet: the column types a reader gets, and the same values.
     let Some(python) = python_with(&["pyarrow"]) else {

@@ -29,7 +29,7 @@ use crate::ingest::Progress;
 
 pub use coverage::{Cover, Method, Polygon};
 pub use input::ZonalInput;
-pub use job::{ZonalHeader, ZonalPlan, ZonalSpec, ZonalTask};
+pub use job::{Weights, ZonalHeader, ZonalPlan, ZonalSpec, ZonalTask};
 pub use stats::{Accumulator, Stat};
 pub use table::TableFormat;
 pub use zones::{Column, ZoneOptions, Zones};
@@ -49,6 +49,8 @@ pub struct ZonalOptions {
     pub time: Option<(i64, i64)>,
     /// Raster bands, 1-based (empty: all).
     pub bands: Vec<usize>,
+    /// A weight per cell for the `weighted_*` statistics.
+    pub weights: Option<job::Weights>,
 }
 
 /// What a zonal run did.

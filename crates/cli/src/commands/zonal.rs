@@ -24,7 +24,8 @@ pub struct ZonalArgs {
     #[arg(long, value_delimiter = ',')]
     fields: Vec<String>,
     /// Statistics, comma-separated: count, sum, mean, min, max, stdev, variance, median,
-    /// majority, minority, variety, cell_count, coverage_area, unique, frac.
+    /// majority, minority, variety, cell_count, coverage_area, unique, frac; with --weights,
+    /// weighted_sum, weighted_mean, weighted_variance, weighted_stdev.
     #[arg(long, default_value = "count,sum,mean,min,max")]
     stats: String,
     /// exact (each cell weighted by the fraction of it inside the zone), centre (cells whose
@@ -43,6 +44,10 @@ pub struct ZonalArgs {
     /// Raster bands, 1-based, comma-separated (default: all).
     #[arg(long, value_delimiter = ',')]
     band: Vec<usize>,
+    /// A weight per cell for the weighted_* statistics: `area` (on a geographic grid the
+    /// cell's area on the sphere, in m²).
+    #[arg(long)]
+    weights: Option<String>,
     /// The table: `.parquet`, `.csv`, or `-` for CSV on standard output.
     #[arg(long)]
     out: String,
@@ -70,6 +75,7 @@ pub fn run(args: ZonalArgs, progress: &dyn Progress) -> Result<()> {
         variables: args.vars,
         time: args.time,
         bands: args.band,
+        weights: args.weights,
     };
     let summary = zonal::run(&args.input, &spec, &args.out, progress)?;
     if summary.zones_outside > 0 {

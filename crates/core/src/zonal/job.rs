@@ -63,6 +63,20 @@ pub struct ZonalSpec {
     /// Raster bands, 1-based (empty: all).
     #[serde(default)]
     pub bands: Vec<usize>,
+    /// A weight per cell for the `weighted_*` statistics: `area`, each cell's area (on a
+    /// geographic grid on the sphere of radius [`EARTH_RADIUS`], else its width × height).
+    #[serde(default)]
+    pub weights: Option<String>,
+}
+
+/// The mean Earth radius (IUGG), metres: the sphere cell areas are computed on.
+pub const EARTH_RADIUS: f64 = crate::cube::differentiate::EARTH_RADIUS;
+
+/// Where a cell's weight comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weights {
+    /// The cell's area: in m² on a geographic grid (a sphere), else in map units².
+    Area,
 }
 
 impl ZonalSpec {
@@ -92,7 +106,28 @@ impl ZonalSpec {
                 .transpose()
                 .map_err(|e| named("time", e))?,
             bands: self.bands.clone(),
+            weights: self.weights()?,
         })
+    }
+
+    fn weights(&self) -> Result<Option<Weights>> {
+        let weights = match self.weights.as_deref() {
+            None => None,
+            Some("area") => Some(Weights::Area),
+            Some(other) => {
+                return Err(Error::invalid(format!(
+                    "weights: {other:?}: only `area` is supported (a weights raster is not yet)"
+                )));
+            }
+        };
+        let stats = Stat::parse_list(&self.stats.join(","))?;
+        if let (None, Some(s)) = (weights, stats.iter().find(|s| s.is_weighted())) {
+            return Err(Error::invalid(format!(
+                "{} needs a weight per cell: give weights (area)",
+                s.name()
+            )));
+        }
+        Ok(weights)
     }
 
     /// What can be checked without reading anything.
@@ -270,26 +305,65 @@ impl ZonalPlan {
         values: &mut Vec<f64>,
     ) -> Result<Vec<Vec<Accumulator>>> {
         use rayon::prelude::*;
-        let keep = stats::keeps_values(&self.spec.options()?.stats);
+        let options = self.spec.options()?;
+        let keep = stats::keeps_values(&options.stats);
         let cols = self.header.grid.cols as usize;
         let band = task.rows.clone();
         let band_cells = band.len() * cols;
         input.read(task.var, task.steps.clone(), band.clone(), values)?;
         let values = &*values;
+        let areas = options
+            .weights
+            .map(|Weights::Area| self.row_areas(band.clone()));
         Ok(cover
             .par_iter()
             .map(|cells| {
-                let mut acc = vec![Accumulator::new(keep); task.steps.len()];
+                let fresh = || match areas {
+                    Some(_) => Accumulator::weighted(keep),
+                    None => Accumulator::new(keep),
+                };
+                let mut acc = vec![fresh(); task.steps.len()];
                 for (s, acc) in acc.iter_mut().enumerate() {
                     let plane = &values[s * band_cells..(s + 1) * band_cells];
-                    for c in cells {
-                        let at = (c.row as usize - band.start) * cols + c.col as usize;
-                        acc.add(plane[at], c.fraction);
+                    match &areas {
+                        None => {
+                            for c in cells {
+                                let at = (c.row as usize - band.start) * cols + c.col as usize;
+                                acc.add(plane[at], c.fraction);
+                            }
+                        }
+                        Some(areas) => {
+                            for c in cells {
+                                let r = c.row as usize - band.start;
+                                let at = r * cols + c.col as usize;
+                                acc.add_weighted(plane[at], c.fraction, areas[r]);
+                            }
+                        }
                     }
                 }
                 acc
             })
             .collect())
+    }
+
+    /// The area of a cell of each row of `rows`: on a geographic grid, of the cell on the
+    /// sphere (R² · Δλ · |sin φ_north − sin φ_south|, m²); else width × height (map units²).
+    pub fn row_areas(&self, rows: Range<usize>) -> Vec<f64> {
+        let g = &self.header.grid;
+        let (w, h) = (g.cell_size.width, g.cell_size.height);
+        if !self.header.crs.is_geographic() {
+            return vec![w * h; rows.len()];
+        }
+        rows.map(|r| {
+            let north = (g.extent.ymax - r as f64 * h)
+                .clamp(-90.0, 90.0)
+                .to_radians();
+            let south = (g.extent.ymax - (r + 1) as f64 * h)
+                .clamp(-90.0, 90.0)
+                .to_radians();
+            EARTH_RADIUS * EARTH_RADIUS * w.to_radians() * (north.sin() - south.sin()).abs()
+        })
+        .collect()
     }
 
     /// Runs task `t` on a worker: its partials go to the scratch prefix.

@@ -35,6 +35,12 @@ pub enum Stat {
     CellCount,
     /// Σ coverage · cell area, in the square map units of the grid.
     CoverageArea,
+    /// Σ coverage · weight · value, and the mean, variance and standard deviation with each
+    /// cell weighted by coverage × weight (`--weights`: a cell's area, or a weights raster).
+    WeightedSum,
+    WeightedMean,
+    WeightedVariance,
+    WeightedStdev,
     /// The distinct values, ascending (a list).
     Unique,
     /// The share of `count` each distinct value covers, in the order of `unique` (a list).
@@ -42,7 +48,7 @@ pub enum Stat {
 }
 
 impl Stat {
-    pub const ALL: [Stat; 15] = [
+    pub const ALL: [Stat; 19] = [
         Stat::Count,
         Stat::Sum,
         Stat::Mean,
@@ -56,6 +62,10 @@ impl Stat {
         Stat::Variety,
         Stat::CellCount,
         Stat::CoverageArea,
+        Stat::WeightedSum,
+        Stat::WeightedMean,
+        Stat::WeightedVariance,
+        Stat::WeightedStdev,
         Stat::Unique,
         Stat::Frac,
     ];
@@ -75,6 +85,10 @@ impl Stat {
             Stat::Variety => "variety",
             Stat::CellCount => "cell_count",
             Stat::CoverageArea => "coverage_area",
+            Stat::WeightedSum => "weighted_sum",
+            Stat::WeightedMean => "weighted_mean",
+            Stat::WeightedVariance => "weighted_variance",
+            Stat::WeightedStdev => "weighted_stdev",
             Stat::Unique => "unique",
             Stat::Frac => "frac",
         }
@@ -109,6 +123,14 @@ impl Stat {
         matches!(self, Stat::Variety | Stat::CellCount)
     }
 
+    /// Whether it needs a weight per cell (`--weights`).
+    pub fn is_weighted(self) -> bool {
+        matches!(
+            self,
+            Stat::WeightedSum | Stat::WeightedMean | Stat::WeightedVariance | Stat::WeightedStdev
+        )
+    }
+
     /// Whether its value is a list (one entry per distinct value).
     pub fn is_list(self) -> bool {
         matches!(self, Stat::Unique | Stat::Frac)
@@ -133,39 +155,19 @@ pub fn keeps_values(stats: &[Stat]) -> bool {
     stats.iter().any(|s| s.needs_values())
 }
 
-/// The partial aggregates of one zone over the cells seen so far.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Accumulator {
+/// Σw, Σw·v and the weighted mean and sum of squared deviations (West's update), for one
+/// kind of weight.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+struct Moments {
     weight: f64,
     sum: f64,
     mean: f64,
     m2: f64,
-    min: f64,
-    max: f64,
-    cells: u64,
-    values: Option<Vec<(f64, f64)>>,
 }
 
-impl Accumulator {
-    pub fn new(keep_values: bool) -> Accumulator {
-        Accumulator {
-            weight: 0.0,
-            sum: 0.0,
-            mean: 0.0,
-            m2: 0.0,
-            min: f64::INFINITY,
-            max: f64::NEG_INFINITY,
-            cells: 0,
-            values: keep_values.then(Vec::new),
-        }
-    }
-
-    /// Adds a cell of value `v` covered by `w` (> 0); a NaN value is NoData and left out.
+impl Moments {
     #[inline]
-    pub fn add(&mut self, v: f64, w: f64) {
-        if v.is_nan() {
-            return;
-        }
+    fn add(&mut self, v: f64, w: f64) {
         let total = self.weight + w;
         let delta = v - self.mean;
         let r = delta * w / total;
@@ -173,16 +175,10 @@ impl Accumulator {
         self.m2 += self.weight * delta * r;
         self.weight = total;
         self.sum += w * v;
-        self.min = self.min.min(v);
-        self.max = self.max.max(v);
-        self.cells += 1;
-        if let Some(values) = &mut self.values {
-            values.push((v, w));
-        }
     }
 
-    /// Adds every cell `other` has seen.
-    pub fn merge(&mut self, other: &Accumulator) {
+    /// Chan's combination: as if `other`'s cells had been added one by one.
+    fn merge(&mut self, other: &Moments) {
         if other.weight == 0.0 {
             return;
         }
@@ -192,6 +188,98 @@ impl Accumulator {
         self.m2 += other.m2 + delta * delta * self.weight * other.weight / total;
         self.weight = total;
         self.sum += other.sum;
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        for v in [self.weight, self.sum, self.mean, self.m2] {
+            out.extend(v.to_le_bytes());
+        }
+    }
+
+    fn decode(input: &mut &[u8]) -> Result<Moments> {
+        Ok(Moments {
+            weight: f64::from_le_bytes(word(input)?),
+            sum: f64::from_le_bytes(word(input)?),
+            mean: f64::from_le_bytes(word(input)?),
+            m2: f64::from_le_bytes(word(input)?),
+        })
+    }
+}
+
+fn word(input: &mut &[u8]) -> Result<[u8; 8]> {
+    let (head, rest) = input
+        .split_first_chunk::<8>()
+        .ok_or_else(|| Error::Internal("a zonal partial is cut short".into()))?;
+    *input = rest;
+    Ok(*head)
+}
+
+/// The partial aggregates of one zone over the cells seen so far: moments weighted by
+/// coverage, and — with a weight per cell (`--weights`) — by coverage × weight.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accumulator {
+    moments: Moments,
+    weighted: Option<Moments>,
+    min: f64,
+    max: f64,
+    cells: u64,
+    values: Option<Vec<(f64, f64)>>,
+}
+
+impl Accumulator {
+    pub fn new(keep_values: bool) -> Accumulator {
+        Accumulator {
+            moments: Moments::default(),
+            weighted: None,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            cells: 0,
+            values: keep_values.then(Vec::new),
+        }
+    }
+
+    /// An accumulator that also takes a weight per cell ([`add_weighted`](Self::add_weighted)).
+    pub fn weighted(keep_values: bool) -> Accumulator {
+        Accumulator {
+            weighted: Some(Moments::default()),
+            ..Accumulator::new(keep_values)
+        }
+    }
+
+    /// Adds a cell of value `v` covered by `w` (> 0); a NaN value is NoData and left out.
+    #[inline]
+    pub fn add(&mut self, v: f64, w: f64) {
+        if v.is_nan() {
+            return;
+        }
+        self.moments.add(v, w);
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+        self.cells += 1;
+        if let Some(values) = &mut self.values {
+            values.push((v, w));
+        }
+    }
+
+    /// [`add`](Self::add) for a cell that also weighs `weight` (a cell's area, or a weights
+    /// raster's value); the weighted statistics use coverage × weight.
+    #[inline]
+    pub fn add_weighted(&mut self, v: f64, w: f64, weight: f64) {
+        if v.is_nan() {
+            return;
+        }
+        self.add(v, w);
+        if let Some(m) = &mut self.weighted {
+            m.add(v, w * weight);
+        }
+    }
+
+    /// Adds every cell `other` has seen.
+    pub fn merge(&mut self, other: &Accumulator) {
+        self.moments.merge(&other.moments);
+        if let (Some(a), Some(b)) = (&mut self.weighted, &other.weighted) {
+            a.merge(b);
+        }
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
         self.cells += other.cells;
@@ -200,17 +288,19 @@ impl Accumulator {
         }
     }
 
-    /// Appends the accumulator to `out`, little-endian: Σw, Σw·v, mean, M2, min, max, cells,
-    /// then the (value, weight) pairs when kept (their count first, or u64::MAX when not).
+    /// Appends the accumulator to `out`, little-endian: the coverage moments (Σw, Σw·v, mean,
+    /// M²), a flag and the weighted moments, min, max, cells, then the (value, weight) pairs
+    /// when kept (their count first, or u64::MAX when not).
     pub fn encode(&self, out: &mut Vec<u8>) {
-        for v in [
-            self.weight,
-            self.sum,
-            self.mean,
-            self.m2,
-            self.min,
-            self.max,
-        ] {
+        self.moments.encode(out);
+        match &self.weighted {
+            Some(m) => {
+                out.extend(1u64.to_le_bytes());
+                m.encode(out);
+            }
+            None => out.extend(0u64.to_le_bytes()),
+        }
+        for v in [self.min, self.max] {
             out.extend(v.to_le_bytes());
         }
         out.extend(self.cells.to_le_bytes());
@@ -228,17 +318,13 @@ impl Accumulator {
 
     /// Reads an accumulator [`encode`](Self::encode) wrote from the front of `input`.
     pub fn decode(input: &mut &[u8]) -> Result<Accumulator> {
-        fn word(input: &mut &[u8]) -> Result<[u8; 8]> {
-            let (head, rest) = input
-                .split_first_chunk::<8>()
-                .ok_or_else(|| Error::Internal("a zonal partial is cut short".into()))?;
-            *input = rest;
-            Ok(*head)
-        }
-        let mut f = [0f64; 6];
-        for v in &mut f {
-            *v = f64::from_le_bytes(word(input)?);
-        }
+        let moments = Moments::decode(input)?;
+        let weighted = match u64::from_le_bytes(word(input)?) {
+            0 => None,
+            _ => Some(Moments::decode(input)?),
+        };
+        let min = f64::from_le_bytes(word(input)?);
+        let max = f64::from_le_bytes(word(input)?);
         let cells = u64::from_le_bytes(word(input)?);
         let n = u64::from_le_bytes(word(input)?);
         let values = if n == u64::MAX {
@@ -255,12 +341,9 @@ impl Accumulator {
             }
             Some(values)
         };
-        let [weight, sum, mean, m2, min, max] = f;
         Ok(Accumulator {
-            weight,
-            sum,
-            mean,
-            m2,
+            moments,
+            weighted,
             min,
             max,
             cells,
@@ -272,20 +355,28 @@ impl Accumulator {
     /// `sum`, `variety`, `cell_count` and `coverage_area` are 0 then, as exactextract gives.
     pub fn value(&self, stat: Stat, cell_area: f64) -> Option<f64> {
         let some = self.cells > 0;
+        let m = &self.moments;
+        let weighted = |f: fn(&Moments) -> f64| -> Option<f64> {
+            self.weighted.as_ref().filter(|w| w.weight > 0.0).map(f)
+        };
         match stat {
-            Stat::Count => Some(self.weight),
-            Stat::Sum => Some(self.sum),
+            Stat::Count => Some(m.weight),
+            Stat::Sum => Some(m.sum),
             Stat::CellCount => Some(self.cells as f64),
-            Stat::CoverageArea => Some(self.weight * cell_area),
-            Stat::Mean => some.then(|| self.sum / self.weight),
+            Stat::CoverageArea => Some(m.weight * cell_area),
+            Stat::Mean => some.then(|| m.sum / m.weight),
             Stat::Min => some.then_some(self.min),
             Stat::Max => some.then_some(self.max),
-            Stat::Variance => some.then(|| self.m2 / self.weight),
-            Stat::Stdev => some.then(|| (self.m2 / self.weight).sqrt()),
+            Stat::Variance => some.then(|| m.m2 / m.weight),
+            Stat::Stdev => some.then(|| (m.m2 / m.weight).sqrt()),
             Stat::Median => some.then(|| self.quantile(0.5)).flatten(),
             Stat::Majority => some.then(|| self.mode(true)).flatten(),
             Stat::Minority => some.then(|| self.mode(false)).flatten(),
             Stat::Variety => Some(self.by_value().len() as f64),
+            Stat::WeightedSum => Some(self.weighted.map_or(0.0, |w| w.sum)),
+            Stat::WeightedMean => weighted(|w| w.sum / w.weight),
+            Stat::WeightedVariance => weighted(|w| w.m2 / w.weight),
+            Stat::WeightedStdev => weighted(|w| (w.m2 / w.weight).sqrt()),
             // Lists: see `list`.
             Stat::Unique | Stat::Frac => None,
         }
@@ -296,7 +387,10 @@ impl Accumulator {
         let by_value = self.by_value();
         match stat {
             Stat::Unique => by_value.iter().map(|&(v, _)| v).collect(),
-            Stat::Frac => by_value.iter().map(|&(_, w)| w / self.weight).collect(),
+            Stat::Frac => by_value
+                .iter()
+                .map(|&(_, w)| w / self.moments.weight)
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -426,13 +520,57 @@ mod tests {
         );
         assert!(input.is_empty());
         assert!(Accumulator::decode(&mut &bytes[..20]).is_err());
-        for s in Stat::ALL.into_iter().filter(|s| !s.is_list()) {
+        for s in Stat::ALL
+            .into_iter()
+            .filter(|s| !s.is_list() && !s.is_weighted())
+        {
             let (a, b) = (whole.value(s, 1.0).unwrap(), merged.value(s, 1.0).unwrap());
             assert!(
                 (a - b).abs() <= 1e-12 * a.abs().max(1.0),
                 "{s:?}: {a} vs {b}"
             );
         }
+    }
+
+    #[test]
+    fn weighted_statistics_weigh_coverage_times_weight_and_merge() {
+        let cells = [
+            (1.0, 0.5, 2.0),
+            (3.0, 1.0, 1.0),
+            (f64::NAN, 1.0, 5.0),
+            (5.0, 0.25, 4.0),
+        ];
+        let mut a = Accumulator::weighted(false);
+        for &(v, c, w) in &cells {
+            a.add_weighted(v, c, w);
+        }
+        // Weights c·w = 1, 1, 1: the plain mean of 1, 3, 5.
+        assert_eq!(a.value(Stat::WeightedSum, 1.0), Some(9.0));
+        assert_eq!(a.value(Stat::WeightedMean, 1.0), Some(3.0));
+        assert_eq!(a.value(Stat::WeightedVariance, 1.0), Some(8.0 / 3.0));
+        // Coverage alone still drives the unweighted ones.
+        assert_eq!(a.value(Stat::Count, 1.0), Some(1.75));
+        let mut b = Accumulator::weighted(false);
+        b.add_weighted(1.0, 0.5, 2.0);
+        let mut rest = Accumulator::weighted(false);
+        rest.add_weighted(3.0, 1.0, 1.0);
+        rest.add_weighted(5.0, 0.25, 4.0);
+        b.merge(&rest);
+        let mut bytes = Vec::new();
+        b.encode(&mut bytes);
+        let b = Accumulator::decode(&mut bytes.as_slice()).unwrap();
+        for s in [
+            Stat::WeightedSum,
+            Stat::WeightedMean,
+            Stat::WeightedVariance,
+        ] {
+            let (x, y) = (a.value(s, 1.0).unwrap(), b.value(s, 1.0).unwrap());
+            assert!((x - y).abs() < 1e-12, "{s:?}");
+        }
+        assert_eq!(
+            Accumulator::weighted(false).value(Stat::WeightedMean, 1.0),
+            None
+        );
     }
 
     #[test]
