@@ -508,6 +508,94 @@ fn random_polygons_with_holes_and_multipolygons_equal_exactextract() {
         assert_tables_equal(&out, &theirs, "zone", &stats, |_, _, _| 1, 1e-6),
         60
     );
+
+    // Read in blocks of 64 and of 256 rows (zones cross the blocks' edges): the same table.
+    let (_, whole) = read_csv(&out);
+    for rows in ["64", "256"] {
+        let cut = dir.path().join(format!("rows{rows}.csv"));
+        tessera_ok(&[
+            "zonal",
+            d,
+            "--zones",
+            z,
+            "--id-field",
+            "zone",
+            "--stats",
+            &stats.join(","),
+            "--block-rows",
+            rows,
+            "--out",
+            cut.to_str().unwrap(),
+        ]);
+        let (_, table) = read_csv(&cut);
+        assert_eq!(table.len(), whole.len());
+        for (a, b) in table.iter().zip(&whole) {
+            for (x, y) in a.iter().zip(b) {
+                match (x.parse::<f64>(), y.parse::<f64>()) {
+                    (Ok(x), Ok(y)) => {
+                        assert!(
+                            (x - y).abs() <= 1e-10 * y.abs().max(1.0),
+                            "{rows}: {x} vs {y}"
+                        )
+                    }
+                    _ => assert_eq!(x, y),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn zones_in_another_crs_are_reprojected() {
+    let (Some(nc), Some(basin)) = (
+        shared_data("reanalysis/hydromt_piave_inmaps.nc"),
+        shared_data("vector/hydromt_piave_basins.geojson"),
+    ) else {
+        return;
+    };
+    let dir = temp_dir();
+    // The basin in ETRS89-LAEA (EPSG:3035), metres.
+    let laea = dir.path().join("basin_3035.geojson");
+    let status = std::process::Command::new("ogr2ogr")
+        .args(["-t_srs", "EPSG:3035", "-f", "GeoJSON"])
+        .arg(&laea)
+        .arg(&basin)
+        .status()
+        .expect("ogr2ogr");
+    assert!(status.success());
+    let nc = nc.to_str().unwrap();
+    let table = |zones: &Path, name: &str| {
+        let out = dir.path().join(name);
+        tessera_ok(&[
+            "zonal",
+            nc,
+            "--zones",
+            zones.to_str().unwrap(),
+            "--vars",
+            "precip",
+            "--stats",
+            "count,mean",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let (h, rows) = read_csv(&out);
+        let (c, m) = (column(&h, "count"), column(&h, "mean"));
+        rows.iter()
+            .map(|r| (number(&r[c]).unwrap(), number(&r[m]).unwrap()))
+            .collect::<Vec<_>>()
+    };
+    let native = table(&basin, "native.csv");
+    let reprojected = table(&laea, "reprojected.csv");
+    assert_eq!(native.len(), 9);
+    for ((c0, m0), (c1, m1)) in native.iter().zip(&reprojected) {
+        // Back in degrees the edges are within metres of where they were: cells of 1/60°
+        // (1.3 × 1.9 km) barely notice.
+        assert!((c0 - c1).abs() < 1e-3 * c0, "count {c0} vs {c1}");
+        assert!(
+            (m0 - m1).abs() < 1e-3 * m0.abs().max(0.01),
+            "mean {m0} vs {m1}"
+        );
+    }
 }
 
 #[test]

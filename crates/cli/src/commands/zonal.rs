@@ -48,6 +48,10 @@ pub struct ZonalArgs {
     /// cell's area on the sphere, in m²).
     #[arg(long)]
     weights: Option<String>,
+    /// Rows of the grid read at once (default: as many as 64 MB of values hold); the table does
+    /// not depend on it.
+    #[arg(long)]
+    block_rows: Option<usize>,
     /// The table: `.parquet`, `.csv`, or `-` for CSV on standard output.
     #[arg(long)]
     out: String,
@@ -76,6 +80,7 @@ pub fn run(args: ZonalArgs, progress: &dyn Progress) -> Result<()> {
         time: args.time,
         bands: args.band,
         weights: args.weights,
+        block_rows: args.block_rows,
     };
     let summary = zonal::run(&args.input, &spec, &args.out, progress)?;
     if summary.zones_outside > 0 {

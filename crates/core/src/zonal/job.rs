@@ -67,6 +67,10 @@ pub struct ZonalSpec {
     /// geographic grid on the sphere of radius [`EARTH_RADIUS`], else its width × height).
     #[serde(default)]
     pub weights: Option<String>,
+    /// Rows per task (default: as many as 64 MB of values hold, the whole grid up to 8 million
+    /// cells). The table does not depend on it.
+    #[serde(default)]
+    pub block_rows: Option<usize>,
 }
 
 /// The mean Earth radius (IUGG), metres: the sphere cell areas are computed on.
@@ -220,7 +224,11 @@ impl ZonalPlan {
         spec.validate(out)?;
         let out = table_path(out)?;
         let (rows, cols) = (header.grid.rows as usize, header.grid.cols as usize);
-        let band_rows = (PIECE_BYTES / (cols * 8).max(1)).clamp(1, rows.max(1));
+        let band_rows = match spec.block_rows {
+            Some(0) => return Err(Error::invalid("zonal.block_rows: must be at least 1")),
+            Some(n) => n.min(rows.max(1)),
+            None => (PIECE_BYTES / (cols * 8).max(1)).clamp(1, rows.max(1)),
+        };
         let steps = header.steps.clone();
         let per_piece = (PIECE_BYTES / (band_rows * cols * 8).max(1))
             .min((steps.len() * header.variables.len()).div_ceil(parallel.max(1)))
