@@ -148,6 +148,22 @@ fn assert_tables_equal(
     compared
 }
 
+/// Asserts two tables hold the same values: numbers to `tolerance` relative, the rest equal.
+fn assert_same_values(a: &[Vec<String>], b: &[Vec<String>], tolerance: f64, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}");
+    for (ra, rb) in a.iter().zip(b) {
+        for (x, y) in ra.iter().zip(rb) {
+            match (x.parse::<f64>(), y.parse::<f64>()) {
+                (Ok(x), Ok(y)) => assert!(
+                    (x - y).abs() <= tolerance * y.abs().max(1.0),
+                    "{what}: {x} vs {y} in {ra:?} / {rb:?}"
+                ),
+                _ => assert_eq!(x, y, "{what}"),
+            }
+        }
+    }
+}
+
 const STATS: [&str; 11] = [
     "count", "sum", "mean", "min", "max", "stdev", "variance", "median", "minority", "unique",
     "frac",
@@ -528,20 +544,7 @@ fn random_polygons_with_holes_and_multipolygons_equal_exactextract() {
             cut.to_str().unwrap(),
         ]);
         let (_, table) = read_csv(&cut);
-        assert_eq!(table.len(), whole.len());
-        for (a, b) in table.iter().zip(&whole) {
-            for (x, y) in a.iter().zip(b) {
-                match (x.parse::<f64>(), y.parse::<f64>()) {
-                    (Ok(x), Ok(y)) => {
-                        assert!(
-                            (x - y).abs() <= 1e-10 * y.abs().max(1.0),
-                            "{rows}: {x} vs {y}"
-                        )
-                    }
-                    _ => assert_eq!(x, y),
-                }
-            }
-        }
+        assert_same_values(&table, &whole, 1e-10, &format!("blocks of {rows} rows"));
     }
 }
 
@@ -849,18 +852,7 @@ fn a_zonal_job_on_a_coordinator_and_two_workers_equals_the_embedded_run() {
     let (h2, r2) = read_csv(&there);
     assert_eq!(h1, h2);
     assert_eq!(r1.len(), 72 * 2 * 12);
-    assert_eq!(r1.len(), r2.len());
-    for (a, b) in r1.iter().zip(&r2) {
-        for ((name, x), y) in h1.iter().zip(a).zip(b) {
-            match (x.parse::<f64>(), y.parse::<f64>()) {
-                (Ok(x), Ok(y)) => assert!(
-                    (x - y).abs() <= 1e-9 * x.abs().max(1.0),
-                    "{name}: {x} vs {y} in {a:?} / {b:?}"
-                ),
-                _ => assert_eq!(x, y, "{name}"),
-            }
-        }
-    }
+    assert_same_values(&r1, &r2, 1e-9, "embedded vs distributed");
     // The scratch partials are gone.
     let left: Vec<String> = std::fs::read_dir(&store)
         .unwrap()
