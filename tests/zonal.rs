@@ -153,12 +153,20 @@ fn assert_same_values(a: &[Vec<String>], b: &[Vec<String>], tolerance: f64, what
     assert_eq!(a.len(), b.len(), "{what}");
     for (ra, rb) in a.iter().zip(b) {
         for (x, y) in ra.iter().zip(rb) {
-            match (x.parse::<f64>(), y.parse::<f64>()) {
-                (Ok(x), Ok(y)) => assert!(
-                    (x - y).abs() <= tolerance * y.abs().max(1.0),
-                    "{what}: {x} vs {y} in {ra:?} / {rb:?}"
-                ),
-                _ => assert_eq!(x, y, "{what}"),
+            // A number, or a list of them (unique, frac), or text.
+            let (xs, ys): (Vec<&str>, Vec<&str>) = (
+                x.split_whitespace().collect(),
+                y.split_whitespace().collect(),
+            );
+            assert_eq!(xs.len(), ys.len(), "{what}: {x} vs {y}");
+            for (x, y) in xs.iter().zip(&ys) {
+                match (x.parse::<f64>(), y.parse::<f64>()) {
+                    (Ok(x), Ok(y)) => assert!(
+                        (x - y).abs() <= tolerance * y.abs().max(1.0),
+                        "{what}: {x} vs {y} in {ra:?} / {rb:?}"
+                    ),
+                    _ => assert_eq!(x, y, "{what}"),
+                }
             }
         }
     }
@@ -501,7 +509,9 @@ fn random_polygons_with_holes_and_multipolygons_equal_exactextract() {
     )
     .unwrap();
     let out = dir.path().join("zones.csv");
-    let stats = ["count", "sum", "mean", "min", "max", "stdev", "median"];
+    let stats = [
+        "count", "sum", "mean", "min", "max", "stdev", "median", "unique", "frac",
+    ];
     let (d, z, o) = (
         dsm.to_str().unwrap(),
         zones.to_str().unwrap(),
@@ -853,6 +863,61 @@ fn a_zonal_job_on_a_coordinator_and_two_workers_equals_the_embedded_run() {
     assert_eq!(h1, h2);
     assert_eq!(r1.len(), 72 * 2 * 12);
     assert_same_values(&r1, &r2, 1e-9, "embedded vs distributed");
+    // As Parquet too: the same values through pyarrow.
+    if let Some(python) = python_with(&["pyarrow", "pandas"]) {
+        let here = dir.path().join("here.parquet");
+        tessera_ok(&[
+            "zonal",
+            c,
+            "--zones",
+            z,
+            "--id-field",
+            "basin",
+            "--stats",
+            stats,
+            "--time",
+            "2019-01-01T06:00:00/2019-01-04T05:00:00",
+            "--out",
+            here.to_str().unwrap(),
+        ]);
+        let spec = std::fs::read_to_string(&job)
+            .unwrap()
+            .replace("table.csv", "table.parquet");
+        std::fs::write(&job, spec).unwrap();
+        let out = tessera_ok(&[
+            "submit",
+            job.to_str().unwrap(),
+            "--coordinator",
+            &url,
+            "--watch",
+        ]);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("Succeeded"));
+        let probe = format!(
+            "import pandas as pd, numpy as np\n\
+             a = pd.read_parquet({:?}); b = pd.read_parquet({:?})\n\
+             assert list(a.columns) == list(b.columns) and len(a) == len(b) == {}\n\
+             for c in a.columns:\n\
+             \x20   if a[c].dtype.kind == 'f':\n\
+             \x20       assert np.allclose(a[c], b[c], rtol=1e-9, atol=0, equal_nan=True), c\n\
+             \x20   else:\n\
+             \x20       assert (a[c] == b[c]).all(), c\n\
+             print('equal', a['time'].dtype)",
+            here.to_str().unwrap(),
+            store.join("table.parquet").to_str().unwrap(),
+            r1.len()
+        );
+        let o = std::process::Command::new(python)
+            .args(["-c", &probe])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            said.contains("equal datetime64[ms]"),
+            "{said}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
     // The scratch partials are gone.
     let left: Vec<String> = std::fs::read_dir(&store)
         .unwrap()
