@@ -332,6 +332,27 @@ fn piave_basin_averages_equal_exactextract_every_day_and_variable_and_regionmask
     }
     assert_eq!(compared, 27);
 
+    // The same as a job spec run by `tessera run` (a coordinator and workers in process): the
+    // same table, and no HDF5 diagnostics on stderr from its worker threads.
+    let job = dir.path().join("zonal.yaml");
+    let from_job = dir.path().join("from_job.csv");
+    std::fs::write(
+        &job,
+        format!(
+            "version: 1\nsources: [{nc}]\noutput: {{url: {}}}\nzonal:\n  zones: {basin}\n  \
+             id_field: value\n  stats: [{}]\n",
+            from_job.display(),
+            stats.join(", ")
+        ),
+    )
+    .unwrap();
+    let run = tessera_ok(&["run", job.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&run.stderr);
+    assert!(!said.contains("HDF5-DIAG"), "{said}");
+    let (h2, r2) = read_csv(&from_job);
+    assert_eq!(h2, header);
+    assert_same_values(&r2, &rows, 1e-12, "tessera run vs tessera zonal");
+
     // Area-weighted: each cell weighs its area on the sphere. The weighted sum over the weighted
     // mean is the basin's area, ≈ 3933 km² (the data's README, in EPSG:3035); and exactextract
     // with a raster of the same areas gives the same weighted statistics.

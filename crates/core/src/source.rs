@@ -130,6 +130,33 @@ fn data_type_of(b: &gdal::raster::RasterBand, url: &str, band: usize) -> Result<
     })
 }
 
+/// Stops libhdf5 — under GDAL's netCDF driver — printing its error stack on stderr on this
+/// thread. netCDF-C probes attributes a file may lack (`_QuantizeBitGroom…`), and HDF5 prints
+/// every miss unless told not to; netCDF-C tells it only on the thread that first opened a
+/// file, and a thread-safe HDF5 keeps that setting per thread. Called before NetCDF is read on
+/// any thread; cheap after the first call on a thread, and nothing when libhdf5 is not loaded.
+pub(crate) fn quiet_hdf5() {
+    thread_local! {
+        static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    if QUIET.with(|q| q.replace(true)) {
+        return;
+    }
+    // `H5Eset_auto2(hid_t estack, H5E_auto2_t func, void *data)`; hid_t is int64_t.
+    type SetAuto = unsafe extern "C" fn(i64, *const libc::c_void, *mut libc::c_void) -> i32;
+    // SAFETY: dlsym with RTLD_DEFAULT only looks a name up in the loaded objects.
+    let symbol = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"H5Eset_auto2".as_ptr()) };
+    if symbol.is_null() {
+        return;
+    }
+    // SAFETY: the symbol is HDF5's H5Eset_auto2, whose C signature `SetAuto` is; H5E_DEFAULT
+    // (0) names the calling thread's default stack, and a null function turns printing off.
+    unsafe {
+        let set_auto: SetAuto = std::mem::transmute::<*mut libc::c_void, SetAuto>(symbol);
+        set_auto(0, std::ptr::null(), std::ptr::null_mut());
+    }
+}
+
 /// A CRS from anything GDAL understands: `EPSG:3857`, WKT, PROJJSON or a PROJ string.
 pub fn parse_crs(definition: &str) -> Result<Crs> {
     let srs = SpatialRef::from_definition(definition)

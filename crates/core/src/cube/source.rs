@@ -85,6 +85,7 @@ impl CubeSource {
     /// [`CubeSource::open`]; with `skip_bad`, a GRIB file with damaged messages is read
     /// without them, and what was left out is in [`CubeSource::skipped`].
     pub fn open_skipping(url: &str, variables: &[String], skip_bad: bool) -> Result<CubeSource> {
+        crate::source::quiet_hdf5();
         let path = gdal_path(url)?;
         crate::source::check_exists(url, &path)?;
         if let Some(group) = local_group(&path) {

@@ -95,6 +95,7 @@ impl std::fmt::Debug for SourceReader<'_> {
 
 impl<'a> SourceReader<'a> {
     pub fn open(source: &'a CubeSource) -> Result<SourceReader<'a>> {
+        crate::source::quiet_hdf5();
         let path = gdal_path(&source.url)?;
         let zarr_group = local_group(&path);
         Ok(SourceReader {
