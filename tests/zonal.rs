@@ -400,6 +400,48 @@ fn piave_basin_averages_equal_exactextract_every_day_and_variable_and_regionmask
         assert_tables_equal(&weighted, &theirs, "value", &wstats, |_, _, i| i + 1, 1e-6),
         9
     );
+    // The areas as a weights raster: the same table as --weights area.
+    let from_raster = dir.path().join("from_raster.csv");
+    tessera_ok(&[
+        "zonal",
+        nc,
+        "--zones",
+        basin,
+        "--id-field",
+        "value",
+        "--vars",
+        "precip",
+        "--weights",
+        areas.to_str().unwrap(),
+        "--stats",
+        "weighted_mean,weighted_sum",
+        "--out",
+        from_raster.to_str().unwrap(),
+    ]);
+    let (rh, rr) = read_csv(&from_raster);
+    assert_eq!(rh, wh);
+    assert_same_values(&rr, &wr, 1e-12, "--weights areas.tif vs --weights area");
+    // A weights raster on another grid is refused, naming both grids.
+    let dem = dir.path().join("dem.tif");
+    tessera_tests::synth_dsm(&dem, 20, 20);
+    let e = tessera_fails(&[
+        "zonal",
+        nc,
+        "--zones",
+        basin,
+        "--vars",
+        "precip",
+        "--weights",
+        dem.to_str().unwrap(),
+        "--stats",
+        "weighted_mean",
+        "--out",
+        o,
+    ]);
+    assert!(
+        e.contains("is not the input's") && e.contains("20x20 cells"),
+        "{e}"
+    );
     let e = tessera_fails(&[
         "zonal",
         nc,

@@ -77,6 +77,9 @@ pub fn run(
     let options = spec.options()?;
     let source = ZonalInput::open(input, &options.variables, options.time, &options.bands)?;
     let header = ZonalHeader::of(&source);
+    if let Some(w) = &options.weights {
+        w.check(&header.grid, &header.crs)?;
+    }
     let plan = ZonalPlan::new(input, spec, header, out, &std::process::id().to_string(), 1)?;
     let zones = Zones::read(&options.zones, &plan.header.crs)?;
     let layers = plan.header.variables.len() * plan.header.steps.len();

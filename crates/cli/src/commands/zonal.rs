@@ -45,7 +45,7 @@ pub struct ZonalArgs {
     #[arg(long, value_delimiter = ',')]
     band: Vec<usize>,
     /// A weight per cell for the weighted_* statistics: `area` (on a geographic grid the
-    /// cell's area on the sphere, in m²).
+    /// cell's area on the sphere, in m²), or a raster on the input's grid (band 1).
     #[arg(long)]
     weights: Option<String>,
     /// Rows of the grid read at once (default: as many as 64 MB of values hold); the table does

@@ -20,7 +20,11 @@ impl JobKind for ZonalPlan {
     fn header(job: &JobRecord, url: &str) -> Result<serde_json::Value> {
         let o = zonal_spec(job)?.options()?;
         let input = ZonalInput::open(url, &o.variables, o.time, &o.bands)?;
-        to_header(&ZonalHeader::of(&input))
+        let header = ZonalHeader::of(&input);
+        if let Some(w) = &o.weights {
+            w.check(&header.grid, &header.crs)?;
+        }
+        to_header(&header)
     }
 
     fn reduce(job: &JobRecord, headers: Vec<serde_json::Value>) -> Result<Self> {

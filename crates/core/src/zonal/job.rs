@@ -64,7 +64,8 @@ pub struct ZonalSpec {
     #[serde(default)]
     pub bands: Vec<usize>,
     /// A weight per cell for the `weighted_*` statistics: `area`, each cell's area (on a
-    /// geographic grid on the sphere of radius [`EARTH_RADIUS`], else its width × height).
+    /// geographic grid on the sphere of radius [`EARTH_RADIUS`], else its width × height), or
+    /// a raster on the input's grid whose band 1 holds the weights.
     #[serde(default)]
     pub weights: Option<String>,
     /// Rows per task (default: as many as 64 MB of values hold, the whole grid up to 8 million
@@ -77,10 +78,31 @@ pub struct ZonalSpec {
 pub const EARTH_RADIUS: f64 = crate::cube::differentiate::EARTH_RADIUS;
 
 /// Where a cell's weight comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Weights {
     /// The cell's area: in m² on a geographic grid (a sphere), else in map units².
     Area,
+    /// Band 1 of a raster on the input's grid (its NoData is an undefined weight: the weighted
+    /// statistics of a zone that covers one are NaN, as exactextract gives).
+    Raster(String),
+}
+
+impl Weights {
+    /// Checks that a weights raster lies on `grid` in `crs`; errors name both grids.
+    pub fn check(&self, grid: &GridExtent, crs: &Crs) -> Result<()> {
+        let Weights::Raster(url) = self else {
+            return Ok(());
+        };
+        let source = crate::source::GdalSource::open(url)?;
+        let info = source.info();
+        if !info.grid.same_as(grid) || (!info.crs.wkt.is_empty() && !info.crs.same_as(crs)) {
+            return Err(Error::invalid(format!(
+                "weights {url}: its grid ({} in {}) is not the input's ({grid} in {crs})",
+                info.grid, info.crs
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl ZonalSpec {
@@ -118,16 +140,13 @@ impl ZonalSpec {
         let weights = match self.weights.as_deref() {
             None => None,
             Some("area") => Some(Weights::Area),
-            Some(other) => {
-                return Err(Error::invalid(format!(
-                    "weights: {other:?}: only `area` is supported (a weights raster is not yet)"
-                )));
-            }
+            Some("") => return Err(Error::invalid("weights: empty (area, or a raster)")),
+            Some(raster) => Some(Weights::Raster(raster.to_string())),
         };
         let stats = Stat::parse_list(&self.stats.join(","))?;
-        if let (None, Some(s)) = (weights, stats.iter().find(|s| s.is_weighted())) {
+        if let (None, Some(s)) = (&weights, stats.iter().find(|s| s.is_weighted())) {
             return Err(Error::invalid(format!(
-                "{} needs a weight per cell: give weights (area)",
+                "{} needs a weight per cell: give weights (area, or a raster)",
                 s.name()
             )));
         }
@@ -320,9 +339,27 @@ impl ZonalPlan {
         let band_cells = band.len() * cols;
         input.read(task.var, task.steps.clone(), band.clone(), values)?;
         let values = &*values;
-        let areas = options
-            .weights
-            .map(|Weights::Area| self.row_areas(band.clone()));
+        // A weight per cell of the band, when the statistics ask for one.
+        let areas: Option<Vec<f64>> = match &options.weights {
+            None => None,
+            Some(Weights::Area) => Some(
+                self.row_areas(band.clone())
+                    .into_iter()
+                    .flat_map(|a| std::iter::repeat_n(a, cols))
+                    .collect(),
+            ),
+            Some(Weights::Raster(url)) => {
+                let source = crate::source::GdalSource::open(url)?;
+                let cells = source.read_window(1, 0, band.start as u64, cols, band.len())?;
+                let cell_type = source.info().cell_type;
+                Some(
+                    cells
+                        .iter()
+                        .map(|&w| if cell_type.is_nodata(w) { f64::NAN } else { w })
+                        .collect(),
+                )
+            }
+        };
         Ok(cover
             .par_iter()
             .map(|cells| {
@@ -340,11 +377,10 @@ impl ZonalPlan {
                                 acc.add(plane[at], c.fraction);
                             }
                         }
-                        Some(areas) => {
+                        Some(weights) => {
                             for c in cells {
-                                let r = c.row as usize - band.start;
-                                let at = r * cols + c.col as usize;
-                                acc.add_weighted(plane[at], c.fraction, areas[r]);
+                                let at = (c.row as usize - band.start) * cols + c.col as usize;
+                                acc.add_weighted(plane[at], c.fraction, weights[at]);
                             }
                         }
                     }
