@@ -299,18 +299,22 @@ fn piave_basin_averages_equal_exactextract_every_day_and_variable_and_regionmask
     let stats = [
         "count", "sum", "mean", "min", "max", "stdev", "unique", "frac",
     ];
-    tessera_ok(&[
-        "zonal",
-        nc,
-        "--zones",
-        basin,
-        "--id-field",
-        "value",
-        "--stats",
-        &stats.join(","),
-        "--out",
-        o,
-    ]);
+    // Exact coverage of every variable and day, into `out`.
+    let exact = |out: &str| {
+        tessera_ok(&[
+            "zonal",
+            nc,
+            "--zones",
+            basin,
+            "--id-field",
+            "value",
+            "--stats",
+            &stats.join(","),
+            "--out",
+            out,
+        ]);
+    };
+    exact(o);
     let (header, rows) = read_csv(&out);
     let var = column(&header, "variable");
     let mut compared = 0;
@@ -459,18 +463,7 @@ fn piave_basin_averages_equal_exactextract_every_day_and_variable_and_regionmask
         return;
     };
     let parquet = dir.path().join("piave.parquet");
-    tessera_ok(&[
-        "zonal",
-        nc,
-        "--zones",
-        basin,
-        "--id-field",
-        "value",
-        "--stats",
-        &stats.join(","),
-        "--out",
-        parquet.to_str().unwrap(),
-    ]);
+    exact(parquet.to_str().unwrap());
     let probe = format!(
         "import pyarrow.parquet as pq, pyarrow.csv as pc\n\
          t = pq.read_table({:?})\n\
@@ -867,22 +860,25 @@ fn a_zonal_job_on_a_coordinator_and_two_workers_equals_the_embedded_run() {
     let z = zones.to_str().unwrap();
     let stats = "count,sum,mean,min,max,stdev,median";
 
-    // Embedded.
+    // Embedded, into `out`.
+    let embedded = |out: &Path| {
+        tessera_ok(&[
+            "zonal",
+            c,
+            "--zones",
+            z,
+            "--id-field",
+            "basin",
+            "--stats",
+            stats,
+            "--time",
+            "2019-01-01T06:00:00/2019-01-04T05:00:00",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+    };
     let here = dir.path().join("here.csv");
-    tessera_ok(&[
-        "zonal",
-        c,
-        "--zones",
-        z,
-        "--id-field",
-        "basin",
-        "--stats",
-        stats,
-        "--time",
-        "2019-01-01T06:00:00/2019-01-04T05:00:00",
-        "--out",
-        here.to_str().unwrap(),
-    ]);
+    embedded(&here);
 
     // The same as a job spec on a coordinator and two worker processes.
     let mut procs = Procs::default();
@@ -929,20 +925,7 @@ fn a_zonal_job_on_a_coordinator_and_two_workers_equals_the_embedded_run() {
     // As Parquet too: the same values through pyarrow.
     if let Some(python) = python_with(&["pyarrow", "pandas"]) {
         let here = dir.path().join("here.parquet");
-        tessera_ok(&[
-            "zonal",
-            c,
-            "--zones",
-            z,
-            "--id-field",
-            "basin",
-            "--stats",
-            stats,
-            "--time",
-            "2019-01-01T06:00:00/2019-01-04T05:00:00",
-            "--out",
-            here.to_str().unwrap(),
-        ]);
+        embedded(&here);
         let spec = std::fs::read_to_string(&job)
             .unwrap()
             .replace("table.csv", "table.parquet");
