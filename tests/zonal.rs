@@ -360,23 +360,27 @@ fn piave_basin_averages_equal_exactextract_every_day_and_variable_and_regionmask
     // Area-weighted: each cell weighs its area on the sphere. The weighted sum over the weighted
     // mean is the basin's area, ≈ 3933 km² (the data's README, in EPSG:3035); and exactextract
     // with a raster of the same areas gives the same weighted statistics.
+    // Precipitation weighted by `weights`, into `out`.
+    let weighted_run = |weights: &str, out: &Path| {
+        tessera_ok(&[
+            "zonal",
+            nc,
+            "--zones",
+            basin,
+            "--id-field",
+            "value",
+            "--vars",
+            "precip",
+            "--weights",
+            weights,
+            "--stats",
+            "weighted_mean,weighted_sum",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+    };
     let weighted = dir.path().join("weighted.csv");
-    tessera_ok(&[
-        "zonal",
-        nc,
-        "--zones",
-        basin,
-        "--id-field",
-        "value",
-        "--vars",
-        "precip",
-        "--weights",
-        "area",
-        "--stats",
-        "weighted_mean,weighted_sum",
-        "--out",
-        weighted.to_str().unwrap(),
-    ]);
+    weighted_run("area", &weighted);
     let (wh, wr) = read_csv(&weighted);
     let (wm, ws) = (column(&wh, "weighted_mean"), column(&wh, "weighted_sum"));
     let area_km2 = number(&wr[0][ws]).unwrap() / number(&wr[0][wm]).unwrap() / 1e6;
@@ -406,22 +410,7 @@ fn piave_basin_averages_equal_exactextract_every_day_and_variable_and_regionmask
     );
     // The areas as a weights raster: the same table as --weights area.
     let from_raster = dir.path().join("from_raster.csv");
-    tessera_ok(&[
-        "zonal",
-        nc,
-        "--zones",
-        basin,
-        "--id-field",
-        "value",
-        "--vars",
-        "precip",
-        "--weights",
-        areas.to_str().unwrap(),
-        "--stats",
-        "weighted_mean,weighted_sum",
-        "--out",
-        from_raster.to_str().unwrap(),
-    ]);
+    weighted_run(areas.to_str().unwrap(), &from_raster);
     let (rh, rr) = read_csv(&from_raster);
     assert_eq!(rh, wh);
     assert_same_values(&rr, &wr, 1e-12, "--weights areas.tif vs --weights area");

@@ -316,6 +316,11 @@ pub fn execute(ctx: &StageContext, task: &TaskPayload, pool: &ComputePool) -> Re
     }
 }
 
+/// The error for a task that is not of its job's kind (a plan and a task that do not match).
+pub(crate) fn foreign_task(kind: &str, task: &TaskPayload) -> Error {
+    Error::Internal(format!("a {kind} job has no {} tasks", task.name()))
+}
+
 /// Serialises a header for the reduce.
 pub(crate) fn to_header<T: Serialize>(header: &T) -> Result<serde_json::Value> {
     serde_json::to_value(header).map_err(|e| Error::Internal(format!("header: {e}")))

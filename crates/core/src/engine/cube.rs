@@ -2,7 +2,10 @@
 //! headers → sort, check and plan blocks → map (1), climatology (2), anomaly (3), rechunk (4)
 //! → consolidated metadata of every product.
 
-use super::{ComputePool, JobKind, JobRecord, PlannedTask, StageOutputs, from_headers, to_header};
+use super::{
+    ComputePool, JobKind, JobRecord, PlannedTask, StageOutputs, foreign_task, from_headers,
+    to_header,
+};
 use crate::cube::{CubePlan, CubeSource};
 use crate::error::{Error, Result};
 use crate::job::{TaskOutput, TaskPayload};
@@ -61,10 +64,7 @@ impl JobKind for CubePlan {
         pool: &ComputePool,
     ) -> Result<TaskOutput> {
         let TaskPayload::Cube { task } = task else {
-            return Err(Error::Internal(format!(
-                "a cube job has no {} tasks",
-                task.name()
-            )));
+            return Err(foreign_task("cube", task));
         };
         let (tiles, bytes) = pool.install(|| self.run(*task))?;
         Ok(TaskOutput {

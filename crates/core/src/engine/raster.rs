@@ -3,7 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{ComputePool, JobKind, JobRecord, PlannedTask, StageOutputs, from_headers, to_header};
+use super::{
+    ComputePool, JobKind, JobRecord, PlannedTask, StageOutputs, foreign_task, from_headers,
+    to_header,
+};
 use crate::error::{Error, Result};
 use crate::ingest::{
     IngestOptions, IngestPlan, NoProgress, PlannedSource, attach_layer, create_layer,
@@ -83,10 +86,7 @@ impl JobKind for RasterPlan {
         pool: &ComputePool,
     ) -> Result<TaskOutput> {
         let TaskPayload::WriteKeys { keys } = task else {
-            return Err(Error::Internal(format!(
-                "a raster job has no {} tasks",
-                task.name()
-            )));
+            return Err(foreign_task("raster", task));
         };
         let writer = attach_layer(&self.ingest, job.output().write_url(), &self.options)?;
         let summary =

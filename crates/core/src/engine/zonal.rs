@@ -1,7 +1,10 @@
 //! The zonal kind: one raster or cube → header (grid, variables, steps) → tasks of (variable,
 //! steps, rows) that store partial aggregates per zone → the table, merged at commit.
 
-use super::{ComputePool, JobKind, JobRecord, PlannedTask, StageOutputs, from_headers, to_header};
+use super::{
+    ComputePool, JobKind, JobRecord, PlannedTask, StageOutputs, foreign_task, from_headers,
+    to_header,
+};
 use crate::error::{Error, Result};
 use crate::job::{TaskOutput, TaskPayload};
 use crate::zonal::{ZonalHeader, ZonalInput, ZonalPlan, ZonalSpec};
@@ -79,10 +82,7 @@ impl JobKind for ZonalPlan {
         pool: &ComputePool,
     ) -> Result<TaskOutput> {
         let TaskPayload::Zonal { index } = task else {
-            return Err(Error::Internal(format!(
-                "a zonal job has no {} tasks",
-                task.name()
-            )));
+            return Err(foreign_task("zonal", task));
         };
         let bytes = pool.install(|| ZonalPlan::execute(self, *index as usize))?;
         Ok(TaskOutput {
