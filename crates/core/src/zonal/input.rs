@@ -197,8 +197,8 @@ impl ZonalInput {
         }
     }
 
-    /// The selected time steps (a raster has one).
-    pub fn steps(&self, _var: usize) -> Range<usize> {
+    /// The selected time steps, the same for every variable (a raster has one).
+    pub fn steps(&self) -> Range<usize> {
         match self {
             ZonalInput::Raster { .. } => 0..1,
             ZonalInput::CubeFile { steps, .. } | ZonalInput::Cube { steps, .. } => steps.clone(),
@@ -216,13 +216,6 @@ impl ZonalInput {
                 .times()
                 .and_then(|t| t.get(step).copied()),
         }
-    }
-
-    /// (variable, time step) pairs, or bands.
-    pub fn layer_count(&self) -> usize {
-        (0..self.variable_count())
-            .map(|v| self.steps(v).len())
-            .sum()
     }
 
     /// Reads `rows` of every column of `var` for `steps` into `out`, step by step, NoData as

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::coverage::{Cover, Method, Polygon};
 use super::input::ZonalInput;
 use super::stats::{self, Accumulator, Stat};
-use super::table::{TableFormat, TableWriter};
+use super::table::{TableFormat, TableWriter, hidden_beside};
 use super::zones::{ZoneOptions, Zones};
 use super::{PIECE_BYTES, ZonalOptions};
 use crate::cube::Selection;
@@ -180,7 +180,7 @@ pub struct ZonalHeader {
 
 impl ZonalHeader {
     pub fn of(input: &ZonalInput) -> ZonalHeader {
-        let steps = input.steps(0);
+        let steps = input.steps();
         ZonalHeader {
             grid: input.grid(),
             crs: input.crs(),
@@ -264,16 +264,7 @@ impl ZonalPlan {
                 }
             }
         }
-        let path = std::path::Path::new(&out);
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "table".into());
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => std::path::PathBuf::from("."),
-        };
-        let scratch = dir.join(format!(".{name}.zonal-{tag}"));
+        let scratch = hidden_beside(std::path::Path::new(&out), &format!("zonal-{tag}"));
         Ok(ZonalPlan {
             input: input.to_string(),
             spec: spec.clone(),

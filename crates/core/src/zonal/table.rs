@@ -307,22 +307,29 @@ impl Drop for TableWriter<'_> {
     }
 }
 
-/// `.<name>.tessera-<pid>` in the destination's directory, which must exist.
-fn temporary_beside(dest: &Path) -> Result<PathBuf> {
+/// `.<name>.<tag>` in `dest`'s directory (`.` when it names none): where a table's
+/// temporary file and a zonal job's scratch partials go.
+pub(super) fn hidden_beside(dest: &Path, tag: &str) -> PathBuf {
     let dir = match dest.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
     };
-    if !dir.is_dir() {
-        return Err(Error::invalid(format!(
-            "--out {}: the directory {} does not exist",
-            dest.display(),
-            dir.display()
-        )));
-    }
     let name = dest
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "table".into());
-    Ok(dir.join(format!(".{name}.tessera-{}", std::process::id())))
+    dir.join(format!(".{name}.{tag}"))
+}
+
+/// `.<name>.tessera-<pid>` in the destination's directory, which must exist.
+fn temporary_beside(dest: &Path) -> Result<PathBuf> {
+    let tmp = hidden_beside(dest, &format!("tessera-{}", std::process::id()));
+    match tmp.parent() {
+        Some(dir) if !dir.is_dir() => Err(Error::invalid(format!(
+            "--out {}: the directory {} does not exist",
+            dest.display(),
+            dir.display()
+        ))),
+        _ => Ok(tmp),
+    }
 }
