@@ -23,9 +23,9 @@ fi
 # Python peers the test suite compares against (xarray, rioxarray) and the loopback S3 server
 # (moto_server); the tests that need them skip with a message when they cannot be installed.
 if command -v python3 >/dev/null 2>&1; then
-    if ! python3 -c "import xarray, zarr, rioxarray, cfgrib, dask, flox, netCDF4, exactextract, pyarrow" >/dev/null 2>&1 || ! command -v moto_server >/dev/null 2>&1; then
+    if ! python3 -c "import xarray, zarr, rioxarray, cfgrib, dask, flox, netCDF4, exactextract, pyarrow, pystac, jsonschema" >/dev/null 2>&1 || ! command -v moto_server >/dev/null 2>&1; then
         python3 -m pip install -q xarray zarr rioxarray numpy "moto[server]" cfgrib eccodes pandas netCDF4 \
-            "dask[distributed]" flox psutil exactextract pyarrow \
+            "dask[distributed]" flox psutil exactextract pyarrow pystac jsonschema \
             || echo "note: could not install the Python peers; the xarray and S3 tests will skip"
     fi
 fi
@@ -68,4 +68,7 @@ cube:
 YAML
 "$bin" run "$out/era5-like.yaml"
 "$bin" read "$out/cube/daily" --time 2019-07-01/2019-07-07 --bbox=-3,50,0,60
+echo "== the catalog the jobs wrote beside their outputs: search it with SQL, read a dataset by name"
+"$bin" catalog search --store "$out" --where "status = 'DONE' AND kind = 'cube'" --order-by name
+"$bin" read cube/climatology --store "$out" | head -3
 echo "done: outputs in $out"

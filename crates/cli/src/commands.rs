@@ -1,5 +1,6 @@
 //! One module per command; `main` only parses arguments and dispatches here.
 
+pub mod catalog;
 pub mod dem;
 pub mod ingest;
 pub mod jobs;

@@ -14,7 +14,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use tessera_core::ingest::{NoProgress, Progress};
 
-use commands::{dem, ingest, jobs, layer, read, run, serve, synth, zonal};
+use commands::{catalog, dem, ingest, jobs, layer, read, run, serve, synth, zonal};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -65,6 +65,14 @@ enum Command {
     },
     /// Statistics of a raster or cube per zone of a polygon layer, as a Parquet or CSV table.
     Zonal(zonal::ZonalArgs),
+    /// The datasets of a store: list, search (SQL or CQL2), show, set attributes, remove,
+    /// rebuild from the store, export as STAC.
+    Catalog {
+        #[command(subcommand)]
+        command: catalog::CatalogCommand,
+    },
+    /// Run one read-only SQL query over a store's catalog (`FROM datasets`) and its tables.
+    Sql(catalog::SqlArgs),
     /// Generate deterministic synthetic rasters for examples and benches.
     Synth {
         #[command(subcommand)]
@@ -108,6 +116,9 @@ fn one_line(e: &anyhow::Error) -> String {
         parts.push(cause.to_string());
         if cause.downcast_ref::<tessera_core::Error>().is_some()
             || cause
+                .downcast_ref::<tessera_catalog::QueryError>()
+                .is_some()
+            || cause
                 .downcast_ref::<tessera_client::ClientError>()
                 .is_some()
         {
@@ -147,6 +158,11 @@ fn dispatch(cli: Cli) -> Result<()> {
             };
             zonal::run(args, bar.as_ref())
         }
+        Command::Catalog { command } => {
+            catalog::set_tls_ca(tls_ca);
+            runtime()?.block_on(catalog::run(command))
+        }
+        Command::Sql(args) => runtime()?.block_on(catalog::sql(args)),
         Command::Read(args) => runtime()?.block_on(read::run(args, tls_ca)),
         Command::Run(args) => runtime()?.block_on(run::run(args, quiet)),
         Command::Dem { command } => runtime()?.block_on(dem::run(command, quiet)),

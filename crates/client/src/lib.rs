@@ -50,6 +50,12 @@ pub async fn connect(url: &str, ca_pem: Option<&[u8]>) -> Result<Channel, Client
     })
 }
 
+/// A catalog record from its protocol message.
+fn dataset_of(d: &pb::Dataset) -> Result<tessera_core::catalog::Dataset, ClientError> {
+    serde_json::from_slice(&d.record_json)
+        .map_err(|e| ClientError::Decode(format!("dataset {}: {e}", d.id)))
+}
+
 /// A job-service client that adds the bearer token to every call.
 #[derive(Debug, Clone)]
 pub struct JobClient {
@@ -95,6 +101,42 @@ impl JobClient {
             .await?;
         tessera_proto::from_proto::subset(response.into_inner())
             .map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// A page of the coordinator's catalog search: the records and the next page's token
+    /// (empty on the last page).
+    pub async fn search_datasets(
+        &mut self,
+        request: pb::SearchDatasetsRequest,
+    ) -> Result<(Vec<tessera_core::catalog::Dataset>, String), ClientError> {
+        let r = self.req(request);
+        let page = self.inner.search_datasets(r).await?.into_inner();
+        let records = page
+            .datasets
+            .iter()
+            .map(dataset_of)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((records, page.next_page_token))
+    }
+
+    /// One record of the coordinator's catalog, by id or name.
+    pub async fn get_dataset(
+        &mut self,
+        dataset: &str,
+    ) -> Result<tessera_core::catalog::Dataset, ClientError> {
+        let r = self.req(pb::GetDatasetRequest {
+            dataset: dataset.to_string(),
+        });
+        dataset_of(&self.inner.get_dataset(r).await?.into_inner())
+    }
+
+    /// Sets and removes user attributes of a record; returns the record after.
+    pub async fn update_dataset_attributes(
+        &mut self,
+        request: pb::UpdateDatasetAttributesRequest,
+    ) -> Result<tessera_core::catalog::Dataset, ClientError> {
+        let r = self.req(request);
+        dataset_of(&self.inner.update_dataset_attributes(r).await?.into_inner())
     }
 
     /// Every job the coordinator knows.

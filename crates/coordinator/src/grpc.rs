@@ -15,6 +15,37 @@ use crate::service::{Coordinator, blocking};
 const LEASE_WAIT: std::time::Duration = std::time::Duration::from_millis(1000);
 
 /// The one place core errors become gRPC statuses.
+/// A catalog record as the protocol carries it.
+fn dataset_pb(d: &tessera_core::catalog::Dataset) -> Result<pb::Dataset, Status> {
+    Ok(pb::Dataset {
+        id: d.id.to_string(),
+        name: d.name.clone(),
+        kind: d.kind.as_str().to_string(),
+        status: d.status.as_str().to_string(),
+        url: d.url.clone(),
+        record_json: serde_json::to_vec(d)
+            .map_err(|e| Status::internal(format!("a catalog record: {e}")))?,
+    })
+}
+
+/// A query the catalog refused (its syntax, a column, a statement that writes).
+fn query_status(e: tessera_catalog::QueryError) -> Status {
+    match e {
+        tessera_catalog::QueryError::Invalid(m) => Status::invalid_argument(m),
+        tessera_catalog::QueryError::Core(e) => status_of(e),
+    }
+}
+
+/// An unknown dataset is NOT_FOUND; other errors as [`status_of`] says.
+fn not_found(e: tessera_core::Error) -> Status {
+    match e {
+        tessera_core::Error::InvalidArgument(m) if m.starts_with("no dataset") => {
+            Status::not_found(m)
+        }
+        other => status_of(other),
+    }
+}
+
 pub fn status_of(e: tessera_core::Error) -> Status {
     use tessera_core::Error;
     match e {
@@ -152,14 +183,127 @@ impl pb::job_service_server::JobService for JobApi {
         }))
     }
 
+    async fn search_datasets(
+        &self,
+        req: Request<pb::SearchDatasetsRequest>,
+    ) -> Result<Response<pb::SearchDatasetsResponse>, Status> {
+        let r = req.into_inner();
+        let offset: usize = match r.page_token.as_str() {
+            "" => 0,
+            t => t.parse().map_err(|_| {
+                Status::invalid_argument(format!(
+                    "page_token `{t}` is not one this coordinator gave"
+                ))
+            })?,
+        };
+        let size = match r.page_size {
+            0 => 100,
+            n => (n as usize).min(10_000),
+        };
+        let text = |s: String| (!s.is_empty()).then_some(s);
+        let bbox = match r.bbox.as_slice() {
+            [] => None,
+            [w, s, e, n] => Some([*w, *s, *e, *n]),
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "bbox: four numbers west, south, east, north, not {}",
+                    other.len()
+                )));
+            }
+        };
+        let time = match r.time.as_str() {
+            "" => None,
+            t => Some(tessera_catalog::parse_time_range(t).map_err(query_status)?),
+        };
+        let search = tessera_catalog::Search {
+            where_sql: text(r.where_sql),
+            filter_cql2: text(r.filter_cql2),
+            bbox,
+            time,
+            order_by: text(r.order_by),
+            // One more than a page, to know whether there is a next one.
+            limit: Some(size + 1),
+            offset,
+        };
+        let session = tessera_catalog::Session::open(&self.0.catalog)
+            .await
+            .map_err(query_status)?;
+        let batches = session.search(&search).await.map_err(query_status)?;
+        let ids = tessera_catalog::ids_of(&batches);
+        let mut datasets = Vec::new();
+        for id in ids.iter().take(size) {
+            if let Some(d) = session.state().find(id).map_err(status_of)? {
+                datasets.push(dataset_pb(&d)?);
+            }
+        }
+        Ok(Response::new(pb::SearchDatasetsResponse {
+            datasets,
+            next_page_token: if ids.len() > size {
+                (offset + size).to_string()
+            } else {
+                String::new()
+            },
+        }))
+    }
+
+    async fn get_dataset(
+        &self,
+        req: Request<pb::GetDatasetRequest>,
+    ) -> Result<Response<pb::Dataset>, Status> {
+        let state = self.0.catalog.read().await.map_err(status_of)?;
+        let d = state.require(&req.get_ref().dataset).map_err(not_found)?;
+        Ok(Response::new(dataset_pb(&d)?))
+    }
+
+    async fn update_dataset_attributes(
+        &self,
+        req: Request<pb::UpdateDatasetAttributesRequest>,
+    ) -> Result<Response<pb::Dataset>, Status> {
+        use tessera_core::catalog::{Change, Patch, check_attribute};
+        let r = req.into_inner();
+        for (k, v) in &r.set {
+            check_attribute(k, v).map_err(status_of)?;
+        }
+        for k in &r.unset {
+            check_attribute(k, "").map_err(status_of)?;
+        }
+        let set: std::collections::BTreeMap<String, String> = r.set.into_iter().collect();
+        let state = self
+            .0
+            .catalog
+            .commit(|state| {
+                let d = state.require(&r.dataset)?;
+                Ok(vec![Change::Update {
+                    id: d.id,
+                    patch: Box::new(Patch {
+                        set: set.clone(),
+                        unset: r.unset.clone(),
+                        ..Patch::default()
+                    }),
+                }])
+            })
+            .await
+            .map_err(not_found)?;
+        let d = state.require(&r.dataset).map_err(not_found)?;
+        Ok(Response::new(dataset_pb(&d)?))
+    }
+
     async fn read_cube(
         &self,
         req: Request<pb::ReadCubeRequest>,
     ) -> Result<Response<pb::ReadCubeResponse>, Status> {
         let r = req.into_inner();
+        // A dataset's id or name in the catalog, else a path in the store.
+        let named = match self.0.catalog.read().await {
+            Ok(state) => state.find(&r.layer).map_err(status_of)?.map(|d| d.url),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the catalog");
+                None
+            }
+        };
         let url = self
             .0
-            .resolve_output(&r.layer)
+            .resolve_output(named.as_deref().unwrap_or(&r.layer))
             .map_err(|s| Status::new(s.code(), s.message().replace("output.url", "layer")))?;
         let subset = blocking(move || {
             let reader = CubeReader::open(&url)?;

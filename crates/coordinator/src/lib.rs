@@ -9,11 +9,13 @@
 //!   explicit clock): lease expiry, heartbeats, retries with backoff, attempt caps, cancel.
 //! - [`journal`]: every job's record, plan, finished tasks and end, in the object store.
 //! - [`service`]: the coordinator's state, intake, and the one place effects are applied.
+//! - [`records`]: the catalog records of the datasets jobs write, kept by the lifecycle.
 //! - [`grpc`]: the job and worker services, thin adapters over the service, behind one
 //!   bearer-token interceptor.
 
 pub mod grpc;
 pub mod journal;
 pub mod lifecycle;
+pub mod records;
 pub mod scheduler;
 pub mod service;

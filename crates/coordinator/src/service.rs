@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use tessera_core::catalog::Catalog;
 use tessera_core::engine::{self, JobPlan, JobRecord, StageContext};
 use tessera_core::job::{JobId, JobSpec, JobState, JobStatus, WorkerId};
 use tessera_core::store::{Store, expand_sources, glob_base};
@@ -71,6 +72,8 @@ pub struct Coordinator {
     pub(crate) config: CoordinatorConfig,
     store: Store,
     journal: Journal,
+    /// The catalog of the datasets jobs write, in the same store ([`crate::records`]).
+    pub(crate) catalog: Catalog,
     sched: Mutex<Scheduler>,
     life: Mutex<Lifecycle>,
     /// Jobs resumed with a risky step cut short: how many times it was started.
@@ -120,6 +123,7 @@ impl Coordinator {
         let (changed, _) = watch::channel(0);
         let c = Arc::new(Coordinator {
             journal: Journal::new(store.clone()),
+            catalog: Catalog::new(store.clone()),
             store,
             sched: Mutex::new(Scheduler::new(config.scheduler)),
             life: Mutex::new(Lifecycle::new()),
@@ -177,7 +181,9 @@ impl Coordinator {
                         JobState::Failed,
                         Some(error.clone()),
                     );
-                    c.put_end(job, JobState::Failed, Some(error)).await;
+                    c.put_end(job, JobState::Failed, Some(error.clone())).await;
+                    c.record_end(job, &record, JobState::Failed, Some(error))
+                        .await;
                 }
                 Ok((risky, plan, done)) => {
                     if let Some(risky) = risky {
@@ -194,7 +200,9 @@ impl Coordinator {
                 }
                 Err(e) => {
                     tracing::error!(%job, error = %e, "cannot resume");
-                    c.put_end(job, JobState::Failed, Some(format!("cannot resume: {e}")))
+                    let error = format!("cannot resume: {e}");
+                    c.put_end(job, JobState::Failed, Some(error.clone())).await;
+                    c.record_end(job, &record, JobState::Failed, Some(error))
                         .await;
                 }
             }
@@ -297,6 +305,7 @@ impl Coordinator {
                 plan,
                 resumed,
             } => {
+                self.record_running(job, &record).await;
                 let prepare = blocking(move || plan.prepare(&record, resumed));
                 let result = self.risky(job, "prepare", prepare).await;
                 Some(Event::Prepared {
@@ -347,6 +356,11 @@ impl Coordinator {
                 // Journalled first: a client that sees the end can rely on it.
                 if journal {
                     self.put_end(job, state, error.clone()).await;
+                }
+                // Then the catalog, so that what a client reads after the end is the end.
+                let record = lock(&self.life).context(job).map(|c| c.job);
+                if let Some(record) = record {
+                    self.record_end(job, &record, state, error.clone()).await;
                 }
                 let now = self.now();
                 let mut s = lock(&self.sched);
@@ -529,10 +543,13 @@ impl Coordinator {
             output_url,
             staging,
         };
-        self.journal
-            .put_job(job, &record)
-            .await
-            .map_err(status_of)?;
+        self.record_submitted(job, &record).await?;
+        if let Err(e) = self.journal.put_job(job, &record).await {
+            let error = format!("cannot journal the job: {e}");
+            self.record_end(job, &record, JobState::Failed, Some(error))
+                .await;
+            return Err(status_of(e));
+        }
         self.drive(Event::Submitted {
             job,
             record: Box::new(record),

@@ -140,6 +140,62 @@ pub fn kind_of(spec: &JobSpec) -> Kind {
     }
 }
 
+/// A dataset a job writes, as the catalog records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobDataset {
+    pub name: String,
+    pub kind: crate::catalog::DatasetKind,
+    pub url: String,
+}
+
+/// The datasets a job writes: its layer, each cube product, or its table. Named by the spec's
+/// `catalog.name` (`<name>/<product>` for a cube's products), else by their path in the store
+/// at `store_url`.
+pub fn datasets(job: &JobRecord, store_url: &str) -> Vec<JobDataset> {
+    use crate::catalog::DatasetKind;
+    let root = format!("{}/", store_url.trim_end_matches('/'));
+    let output = job.output_url.trim_end_matches('/');
+    let path_name = |url: &str| {
+        let url = url.trim_end_matches('/');
+        url.strip_prefix(&root)
+            .or_else(|| url.strip_prefix(root.trim_start_matches("file://")))
+            .unwrap_or_else(|| url.rsplit('/').next().unwrap_or(url))
+            .to_string()
+    };
+    let named = job.spec.catalog.as_ref().and_then(|c| c.name.clone());
+    match kind_of(&job.spec) {
+        Kind::Cube => job
+            .spec
+            .cube
+            .iter()
+            .flat_map(|c| &c.products)
+            .map(|(product, p)| {
+                let url = p
+                    .url
+                    .clone()
+                    .unwrap_or_else(|| format!("{output}/{product}"));
+                JobDataset {
+                    name: match &named {
+                        Some(n) => format!("{n}/{product}"),
+                        None => path_name(&url),
+                    },
+                    kind: DatasetKind::Cube,
+                    url,
+                }
+            })
+            .collect(),
+        kind => vec![JobDataset {
+            name: named.unwrap_or_else(|| path_name(output)),
+            kind: if kind == Kind::Zonal {
+                DatasetKind::Table
+            } else {
+                DatasetKind::Raster
+            },
+            url: output.to_string(),
+        }],
+    }
+}
+
 /// The header tasks (stage 0) of a job: one per source.
 pub fn header_tasks(job: &JobRecord) -> Vec<PlannedTask> {
     job.sources

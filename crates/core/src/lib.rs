@@ -16,6 +16,7 @@
 //!   Arrow tables in Parquet or CSV.
 //! - `error`: the crate's one error type.
 
+pub mod catalog;
 pub mod cube;
 pub mod engine;
 pub mod error;

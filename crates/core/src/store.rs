@@ -119,8 +119,11 @@ impl Store {
                         "an s3:// URL needs a bucket (s3://bucket/prefix)",
                     ));
                 }
-                let mut builder =
-                    object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+                // Conditional puts (If-None-Match / If-Match), which the catalog's writers agree
+                // through: S3, MinIO and moto answer them.
+                let mut builder = object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);
                 if !s3_credentials_configured() {
                     // Without credentials object_store would ask the cloud's instance metadata
                     // service (169.254.169.254) for some: requests go unsigned instead.
@@ -214,6 +217,36 @@ impl Store {
             .await
             .map_err(|e| self.err(key, e))?;
         Ok(())
+    }
+
+    /// Writes `key` only if no object is there (a conditional put): `false` when one is.
+    /// What several writers agree through, such as the catalog's log.
+    pub async fn create(&self, key: &str, bytes: Bytes) -> Result<bool> {
+        let opts = object_store::PutOptions::from(object_store::PutMode::Create);
+        match self
+            .inner
+            .put_opts(&Path::from(key), PutPayload::from(bytes), opts)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(self.err(key, e)),
+        }
+    }
+
+    /// The names of the "folders" right under `prefix` (keys up to the next `/`).
+    pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>> {
+        let p = (!prefix.is_empty()).then(|| Path::from(prefix));
+        let listing = self
+            .inner
+            .list_with_delimiter(p.as_ref())
+            .await
+            .map_err(|e| self.err(prefix, e))?;
+        Ok(listing
+            .common_prefixes
+            .into_iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect())
     }
 
     /// The object at `key`, or `None` when there is none.

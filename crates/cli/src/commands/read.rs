@@ -10,8 +10,12 @@ use tessera_core::cube::{CubeReader, Selection, Subset};
 
 #[derive(Debug, Args)]
 pub struct ReadArgs {
-    /// The layer: a path or URL (file://, s3://); with --coordinator, relative to its store.
+    /// The layer: a path or URL (file://, s3://), or a dataset's id or name in the catalog of
+    /// --store; with --coordinator, relative to its store or a name in its catalog.
     layer: String,
+    /// The store whose catalog names the layer (`tessera catalog ls --store ...`).
+    #[arg(long, env = "TESSERA_STORE")]
+    store: Option<String>,
     /// Variables, comma-separated (default: all).
     #[arg(long, value_delimiter = ',')]
     vars: Vec<String>,
@@ -59,8 +63,12 @@ pub async fn run(args: ReadArgs, tls_ca: Option<&std::path::Path>) -> Result<()>
                 .await?
         }
         None => {
+            let layer = match &args.store {
+                Some(store) => resolve(store, &args.layer).await?,
+                None => args.layer.clone(),
+            };
             let a = (
-                args.layer.clone(),
+                layer,
                 args.vars.clone(),
                 args.time.clone(),
                 args.bbox.clone(),
@@ -72,6 +80,21 @@ pub async fn run(args: ReadArgs, tls_ca: Option<&std::path::Path>) -> Result<()>
     };
     let (out, overwrite) = (args.out.clone(), args.overwrite);
     tokio::task::spawn_blocking(move || emit(&subset, out, overwrite)).await?
+}
+
+/// The URL of the dataset a catalog names `layer` (an id or a name), or `layer` itself when
+/// the catalog has no such dataset (a path or URL).
+async fn resolve(store: &str, layer: &str) -> Result<String> {
+    let state = tessera_core::catalog::Catalog::open(store)?.read().await?;
+    Ok(match state.find(layer)? {
+        Some(d) if d.kind == tessera_core::catalog::DatasetKind::Cube => d.url,
+        Some(d) => bail!(
+            "{layer} is a {} dataset ({}); `tessera read` reads cubes",
+            d.kind.as_str(),
+            d.url
+        ),
+        None => layer.to_string(),
+    })
 }
 
 /// Prints or writes a subset (off the async runtime: the Zarr writer blocks).

@@ -131,6 +131,44 @@ pub struct JobSpec {
     /// `output.url` (see [`crate::zonal::job`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zonal: Option<crate::zonal::ZonalSpec>,
+    /// How the job's outputs are named in the catalog, and the attributes they carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<CatalogSpec>,
+}
+
+/// `catalog: {name, attributes: {source: ECMWF, accuracy: 1km}}`: the name of the job's
+/// dataset (of each cube product: `<name>/<product>`) and free attributes, strings or numbers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub attributes: std::collections::BTreeMap<String, serde_yaml::Value>,
+}
+
+impl CatalogSpec {
+    /// The attributes as the catalog keeps them: numbers and booleans as their text.
+    pub fn attributes(&self) -> Result<std::collections::BTreeMap<String, String>> {
+        use serde_yaml::Value;
+        let mut out = std::collections::BTreeMap::new();
+        for (k, v) in &self.attributes {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                _ => {
+                    return Err(Error::invalid(format!(
+                        "catalog.attributes.{k}: a string or a number"
+                    )));
+                }
+            };
+            crate::catalog::check_attribute(k, &text)
+                .map_err(|e| field("catalog.attributes", e))?;
+            out.insert(k.clone(), text);
+        }
+        Ok(out)
+    }
 }
 
 /// The largest job spec accepted, in bytes.
@@ -264,6 +302,12 @@ impl JobSpec {
         }
         if self.output.url.trim().is_empty() {
             return Err(Error::invalid("output.url: empty"));
+        }
+        if let Some(catalog) = &self.catalog {
+            if let Some(name) = &catalog.name {
+                crate::catalog::check_name(name).map_err(|e| field("catalog.name", e))?;
+            }
+            catalog.attributes()?;
         }
         if !(1..=22).contains(&self.output.zstd_level) {
             return Err(Error::invalid(format!(
