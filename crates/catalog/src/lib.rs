@@ -192,11 +192,7 @@ impl Session {
 
     /// Registers the table file at `url` as `reference`, read through the store it is in.
     async fn register_table(&self, i: usize, reference: TableReference, url: &str) -> Result<()> {
-        let (dir, file) = url
-            .trim_end_matches('/')
-            .rsplit_once('/')
-            .ok_or_else(|| invalid(format!("the table `{url}` has no directory")))?;
-        let store = tessera_core::store::Store::open(dir)?;
+        let (store, file) = tessera_core::catalog::split_file_url(url)?;
         let base = format!("tessera-table-{i}://store");
         let parsed = url::Url::parse(&base).map_err(|e| invalid(e.to_string()))?;
         self.ctx

@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use batch::{Rows, SCHEMA, column_names, from_parquet, to_batch, to_parquet};
-pub use describe::{describe, reproject_bbox};
+pub use describe::{describe, reproject_bbox, split_file_url};
 pub use record::{
     Change, Dataset, DatasetKind, Description, Dim, Patch, Status, Variable, check_attribute,
     check_name,

@@ -433,7 +433,11 @@ async fn remove(catalog: &Catalog, dataset: &str, data: bool) -> Result<()> {
     let id = d.id;
     catalog
         .commit(|state| {
-            state.get(id)?.with_context_none(dataset)?;
+            state.get(id)?.ok_or_else(|| {
+                tessera_core::Error::InvalidArgument(format!(
+                    "no dataset `{dataset}` in the catalog (removed meanwhile)"
+                ))
+            })?;
             Ok(vec![Change::Remove { id }])
         })
         .await?;
@@ -451,28 +455,11 @@ async fn remove(catalog: &Catalog, dataset: &str, data: bool) -> Result<()> {
     Ok(())
 }
 
-/// The `Option` of a lookup as an error naming the dataset.
-trait Found<T> {
-    fn with_context_none(self, what: &str) -> tessera_core::Result<T>;
-}
-
-impl<T> Found<T> for Option<T> {
-    fn with_context_none(self, what: &str) -> tessera_core::Result<T> {
-        self.ok_or_else(|| {
-            tessera_core::Error::InvalidArgument(format!(
-                "no dataset `{what}` in the catalog (removed meanwhile)"
-            ))
-        })
-    }
-}
-
 fn delete_data(url: &str, kind: DatasetKind) -> Result<()> {
     match kind {
         DatasetKind::Table => {
-            let (dir, file) = url
-                .rsplit_once('/')
-                .with_context(|| format!("{url}: no directory"))?;
-            tessera_core::store::block_on(Store::open(dir)?.delete(file))?;
+            let (store, file) = tessera_core::catalog::split_file_url(url)?;
+            tessera_core::store::block_on(store.delete(&file))?;
         }
         _ => tessera_core::store::block_on(Store::open(url)?.delete_all())?,
     }

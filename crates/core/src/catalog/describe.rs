@@ -136,7 +136,7 @@ fn describe_cube(url: &str) -> Result<Description> {
 }
 
 /// The store holding a file, and the file's key in it.
-pub(crate) fn split_file_url(url: &str) -> Result<(Store, String)> {
+pub fn split_file_url(url: &str) -> Result<(Store, String)> {
     let url = url.trim_end_matches('/');
     match url.rsplit_once('/') {
         Some((dir, file)) if !file.is_empty() => Ok((
