@@ -23,9 +23,9 @@ fi
 # Python peers the test suite compares against (xarray, rioxarray) and the loopback S3 server
 # (moto_server); the tests that need them skip with a message when they cannot be installed.
 if command -v python3 >/dev/null 2>&1; then
-    if ! python3 -c "import xarray, zarr, rioxarray, cfgrib, dask, flox, netCDF4, exactextract, pyarrow, pystac, jsonschema" >/dev/null 2>&1 || ! command -v moto_server >/dev/null 2>&1; then
+    if ! python3 -c "import xarray, zarr, rioxarray, cfgrib, dask, flox, netCDF4, exactextract, pyarrow, pystac, jsonschema, pykrige, geopandas, shapely" >/dev/null 2>&1 || ! command -v moto_server >/dev/null 2>&1; then
         python3 -m pip install -q xarray zarr rioxarray numpy "moto[server]" cfgrib eccodes pandas netCDF4 \
-            "dask[distributed]" flox psutil exactextract pyarrow pystac jsonschema \
+            "dask[distributed]" flox psutil exactextract pyarrow pystac jsonschema pykrige geopandas shapely \
             || echo "note: could not install the Python peers; the xarray and S3 tests will skip"
     fi
 fi
@@ -71,4 +71,12 @@ YAML
 echo "== the catalog the jobs wrote beside their outputs: search it with SQL, read a dataset by name"
 "$bin" catalog search --store "$out" --where "status = 'DONE' AND kind = 'cube'" --order-by name
 "$bin" read cube/climatology --store "$out" | head -3
+echo "== 60 rain gauges (a deterministic CSV) onto a 100 m grid: ordinary kriging, variogram fitted as PyKrige fits it"
+awk 'BEGIN { srand(7); print "x,y,rain"; for (i = 0; i < 60; i++) { x = 500000 + rand() * 20000; y = 5000000 + rand() * 15000;
+    printf "%.1f,%.1f,%.2f\n", x, y, 20 + 8 * sin(x / 4000) + 5 * cos(y / 3000) + rand() } }' > "$out/gauges.csv"
+"$bin" interpolate "$out/gauges.csv" --value rain --x x --y y --method kriging --variogram spherical --fit \
+    --variance --bbox 500000,5000000,520000,5015000 --cell-size 100 --crs EPSG:32633 --out "$out/rain.tif" --overwrite
+if command -v gdalinfo >/dev/null 2>&1; then
+    gdalinfo -stats "$out/rain.tif" | grep -E "Size is|STATISTICS_(MINIMUM|MEAN|MAXIMUM)" | head -4
+fi
 echo "done: outputs in $out"

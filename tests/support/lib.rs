@@ -20,7 +20,25 @@ pub fn tessera_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
+        // Without the variables `cargo test` gives this process: build scripts that watch
+        // one (ring's watches CARGO_MANIFEST_DIR) would rerun, and everything above them — most
+        // of the dependency tree — would be compiled again for this build.
+        let inherited: Vec<String> = std::env::vars()
+            .map(|(k, _)| k)
+            .filter(|k| {
+                k.starts_with("CARGO_PKG_")
+                    || k.starts_with("CARGO_MANIFEST_")
+                    || k.starts_with("CARGO_CRATE_")
+                    || k.starts_with("CARGO_BIN_")
+                    || k == "CARGO_PRIMARY_PACKAGE"
+                    || k == "OUT_DIR"
+            })
+            .collect();
+        let mut build = Command::new(cargo);
+        for k in &inherited {
+            build.env_remove(k);
+        }
+        let status = build
             .args(["build", "--quiet", "-p", "tessera-cli", "--bin", "tessera"])
             .current_dir(manifest_dir())
             .status()

@@ -3,6 +3,7 @@
 pub mod catalog;
 pub mod dem;
 pub mod ingest;
+pub mod interpolate;
 pub mod jobs;
 pub mod layer;
 pub mod read;

@@ -14,7 +14,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use tessera_core::ingest::{NoProgress, Progress};
 
-use commands::{catalog, dem, ingest, jobs, layer, read, run, serve, synth, zonal};
+use commands::{catalog, dem, ingest, interpolate, jobs, layer, read, run, serve, synth, zonal};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -65,6 +65,9 @@ enum Command {
     },
     /// Statistics of a raster or cube per zone of a polygon layer, as a Parquet or CSV table.
     Zonal(zonal::ZonalArgs),
+    /// Station values onto a grid: nearest, IDW, ordinary kriging, or Thiessen polygons and
+    /// their basin weights.
+    Interpolate(Box<interpolate::InterpolateArgs>),
     /// The datasets of a store: list, search (SQL or CQL2), show, set attributes, remove,
     /// rebuild from the store, export as STAC.
     Catalog {
@@ -157,6 +160,14 @@ fn dispatch(cli: Cli) -> Result<()> {
                 Box::new(progress::Bar::new("zone × steps"))
             };
             zonal::run(args, bar.as_ref())
+        }
+        Command::Interpolate(args) => {
+            let bar: Box<dyn Progress> = if quiet {
+                Box::new(NoProgress)
+            } else {
+                Box::new(progress::Bar::new("time steps"))
+            };
+            interpolate::run(*args, bar.as_ref())
         }
         Command::Catalog { command } => {
             catalog::set_tls_ca(tls_ca);

@@ -21,12 +21,15 @@
 //! leased. A kind is a spec section, a planner and an executor here:
 //! - [`raster`]: tile jobs (cut, merge, map algebra, focal operations) into a raster layer;
 //! - [`cube`]: space-time jobs (resample, climatology, anomaly, gradient, rechunk) into
-//!   space-time layers.
+//!   space-time layers;
+//! - [`zonal`]: statistics per zone of a polygon layer, as a table;
+//! - [`interpolate`]: station values gridded per time step (IDW, kriging, ...) into a cube.
 //!
 //! To add a kind: give [`JobSpec`] its section, implement [`JobKind`] for its plan in a module
 //! beside these two, and add it to [`JobPlan`] and to the dispatch in [`kind_of`].
 
 pub mod cube;
+pub mod interpolate;
 pub mod raster;
 pub mod zonal;
 
@@ -116,6 +119,7 @@ pub enum JobPlan {
     Raster(raster::RasterPlan),
     Cube(crate::cube::CubePlan),
     Zonal(crate::zonal::ZonalPlan),
+    Interpolate(Box<crate::interpolate::InterpolatePlan>),
     /// Stages of tasks that do nothing (`stages[k]` tasks in stage k + 1), to measure the
     /// scheduler and the protocol, and to test the lifecycle.
     Noop {
@@ -129,13 +133,15 @@ pub enum Kind {
     Raster,
     Cube,
     Zonal,
+    Interpolate,
 }
 
 /// The kind a spec asks for.
 pub fn kind_of(spec: &JobSpec) -> Kind {
-    match (&spec.cube, &spec.zonal) {
-        (Some(_), _) => Kind::Cube,
-        (_, Some(_)) => Kind::Zonal,
+    match (&spec.cube, &spec.zonal, &spec.interpolate) {
+        (Some(_), _, _) => Kind::Cube,
+        (_, Some(_), _) => Kind::Zonal,
+        (_, _, Some(_)) => Kind::Interpolate,
         _ => Kind::Raster,
     }
 }
@@ -186,10 +192,10 @@ pub fn datasets(job: &JobRecord, store_url: &str) -> Vec<JobDataset> {
             .collect(),
         kind => vec![JobDataset {
             name: named.unwrap_or_else(|| path_name(output)),
-            kind: if kind == Kind::Zonal {
-                DatasetKind::Table
-            } else {
-                DatasetKind::Raster
+            kind: match kind {
+                Kind::Zonal => DatasetKind::Table,
+                Kind::Interpolate => DatasetKind::Cube,
+                _ => DatasetKind::Raster,
             },
             url: output.to_string(),
         }],
@@ -217,6 +223,7 @@ pub fn reduce(job: &JobRecord, outputs: Vec<TaskOutput>) -> Result<JobPlan> {
         Kind::Raster => JobPlan::Raster(raster::RasterPlan::reduce(job, headers)?),
         Kind::Cube => JobPlan::Cube(crate::cube::CubePlan::reduce(job, headers)?),
         Kind::Zonal => JobPlan::Zonal(<crate::zonal::ZonalPlan as JobKind>::reduce(job, headers)?),
+        Kind::Interpolate => JobPlan::Interpolate(Box::new(JobKind::reduce(job, headers)?)),
     })
 }
 
@@ -226,6 +233,7 @@ impl JobPlan {
             JobPlan::Raster(p) => p.last_stage(),
             JobPlan::Cube(p) => JobKind::last_stage(p),
             JobPlan::Zonal(p) => JobKind::last_stage(p),
+            JobPlan::Interpolate(p) => JobKind::last_stage(p.as_ref()),
             JobPlan::Noop { stages } => stages.len() as u32,
         }
     }
@@ -235,6 +243,7 @@ impl JobPlan {
             JobPlan::Raster(p) => p.stage_tasks(stage),
             JobPlan::Cube(p) => JobKind::stage_tasks(p, stage),
             JobPlan::Zonal(p) => JobKind::stage_tasks(p, stage),
+            JobPlan::Interpolate(p) => JobKind::stage_tasks(p.as_ref(), stage),
             JobPlan::Noop { stages } => {
                 let n = stage
                     .checked_sub(1)
@@ -270,6 +279,7 @@ impl JobPlan {
             JobPlan::Raster(p) => p.prepare(job, resumed),
             JobPlan::Cube(p) => JobKind::prepare(p, job, resumed),
             JobPlan::Zonal(p) => JobKind::prepare(p, job, resumed),
+            JobPlan::Interpolate(p) => JobKind::prepare(p.as_ref(), job, resumed),
             JobPlan::Noop { .. } => Ok(()),
         }
     }
@@ -279,6 +289,7 @@ impl JobPlan {
             JobPlan::Raster(p) => p.commit(job, outputs),
             JobPlan::Cube(p) => JobKind::commit(p, job, outputs),
             JobPlan::Zonal(p) => JobKind::commit(p, job, outputs),
+            JobPlan::Interpolate(p) => JobKind::commit(p.as_ref(), job, outputs),
             JobPlan::Noop { .. } => Ok(()),
         }
     }
@@ -288,6 +299,7 @@ impl JobPlan {
             JobPlan::Raster(p) => p.discard(job),
             JobPlan::Cube(p) => JobKind::discard(p, job),
             JobPlan::Zonal(p) => JobKind::discard(p, job),
+            JobPlan::Interpolate(p) => JobKind::discard(p.as_ref(), job),
             JobPlan::Noop { .. } => Ok(()),
         }
     }
@@ -302,6 +314,7 @@ impl JobPlan {
             JobPlan::Raster(p) => p.execute(job, task, pool),
             JobPlan::Cube(p) => JobKind::execute(p, job, task, pool),
             JobPlan::Zonal(p) => JobKind::execute(p, job, task, pool),
+            JobPlan::Interpolate(p) => JobKind::execute(p.as_ref(), job, task, pool),
             JobPlan::Noop { .. } => Ok(TaskOutput::default()),
         }
     }
@@ -357,6 +370,9 @@ pub fn execute(ctx: &StageContext, task: &TaskPayload, pool: &ComputePool) -> Re
                 Kind::Raster => raster::RasterPlan::header(&ctx.job, url)?,
                 Kind::Cube => <crate::cube::CubePlan as JobKind>::header(&ctx.job, url)?,
                 Kind::Zonal => <crate::zonal::ZonalPlan as JobKind>::header(&ctx.job, url)?,
+                Kind::Interpolate => {
+                    <crate::interpolate::InterpolatePlan as JobKind>::header(&ctx.job, url)?
+                }
             };
             Ok(TaskOutput {
                 tiles: 0,

@@ -25,6 +25,7 @@ pub mod focal;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ingest;
+pub mod interpolate;
 pub mod job;
 pub mod layer;
 pub mod local;

@@ -21,7 +21,7 @@ pub mod coverage;
 mod input;
 pub mod job;
 pub mod stats;
-mod table;
+pub(crate) mod table;
 pub mod zones;
 
 use crate::error::Result;

@@ -201,6 +201,7 @@ pub fn job_spec(io: &DemIo, op: FocalOp, layer_url: String) -> Result<JobSpec> {
         tasks: TaskSizing::default(),
         cube: None,
         zonal: None,
+        interpolate: None,
         catalog: None,
     };
     spec.validate()?;

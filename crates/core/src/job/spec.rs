@@ -131,6 +131,10 @@ pub struct JobSpec {
     /// `output.url` (see [`crate::zonal::job`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zonal: Option<crate::zonal::ZonalSpec>,
+    /// An interpolation job: the one source is a station file (CSV or a point layer), gridded
+    /// per time step into the cube `output.url` (see [`crate::interpolate::job`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interpolate: Option<crate::interpolate::InterpolateSpec>,
     /// How the job's outputs are named in the catalog, and the attributes they carry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catalog: Option<CatalogSpec>,
@@ -300,6 +304,22 @@ impl JobSpec {
             }
             zonal.validate(&self.output.url)?;
         }
+        if let Some(interpolate) = &self.interpolate {
+            if self.cube.is_some() || self.zonal.is_some() || !self.operations.is_empty() {
+                return Err(Error::invalid(
+                    "interpolate: an interpolation job has no cube or zonal section and no operations",
+                ));
+            }
+            if self.sources.len() != 1 {
+                return Err(Error::invalid(format!(
+                    "sources: an interpolation job reads one station file, not {}",
+                    self.sources.len()
+                )));
+            }
+            interpolate
+                .validate()
+                .map_err(|e| Error::invalid(format!("interpolate: {e}")))?;
+        }
         if self.output.url.trim().is_empty() {
             return Err(Error::invalid("output.url: empty"));
         }
@@ -352,9 +372,10 @@ impl JobSpec {
     /// A short name for listings.
     pub fn display_name(&self) -> String {
         self.name.clone().unwrap_or_else(|| {
-            let kind = match (&self.cube, &self.zonal) {
-                (Some(_), _) => "cube",
-                (_, Some(_)) => "zonal",
+            let kind = match (&self.cube, &self.zonal, &self.interpolate) {
+                (Some(_), _, _) => "cube",
+                (_, Some(_), _) => "zonal",
+                (_, _, Some(_)) => "interpolate",
                 _ => "ingest",
             };
             format!("{kind} → {}", self.output.url)

@@ -18,6 +18,8 @@ pub enum TaskPayload {
     Cube { task: crate::cube::CubeTask },
     /// A zonal job's stage 1: the partial aggregates of task `index` of its plan.
     Zonal { index: u32 },
+    /// An interpolation job's stage 1: the time steps of task `index` of its plan.
+    Interpolate { index: u32 },
     /// A task that does nothing (for measuring the scheduler).
     Noop,
 }
@@ -30,6 +32,7 @@ impl TaskPayload {
             TaskPayload::WriteKeys { .. } => "write-keys",
             TaskPayload::Cube { .. } => "cube",
             TaskPayload::Zonal { .. } => "zonal",
+            TaskPayload::Interpolate { .. } => "interpolate",
             TaskPayload::Noop => "no-op",
         }
     }

@@ -309,7 +309,7 @@ impl Drop for TableWriter<'_> {
 
 /// `.<name>.<tag>` in `dest`'s directory (`.` when it names none): where a table's
 /// temporary file and a zonal job's scratch partials go.
-pub(super) fn hidden_beside(dest: &Path, tag: &str) -> PathBuf {
+pub(crate) fn hidden_beside(dest: &Path, tag: &str) -> PathBuf {
     let dir = match dest.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
