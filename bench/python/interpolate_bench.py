@@ -24,6 +24,7 @@ BOX = 100000.0  # metres, both axes
 
 
 def synth(d, n, steps):
+    n = int(n)
     rng = np.random.default_rng(17)
     x, y = rng.uniform(0, BOX, n), rng.uniform(0, BOX, n)
     phase = rng.uniform(0, 6.28, n)
@@ -69,9 +70,10 @@ def pykrige(d, cols, rows, k, rows_timed, steps_timed="1"):
 
 
 def compare(d, tif, rows_timed):
-    from osgeo import gdal
+    import rasterio
 
-    ours = gdal.Open(tif).GetRasterBand(1).ReadAsArray()[: int(rows_timed)].astype("f8")
+    with rasterio.open(tif) as r:
+        ours = r.read(1)[: int(rows_timed)].astype("f8")
     theirs = np.load(f"{d}/pykrige.npy")
     rel = np.max(np.abs(ours - theirs) / np.maximum(np.abs(theirs), 1e-3))
     print(f"  tessera vs PyKrige on the timed band: max relative difference {rel:.2e}")

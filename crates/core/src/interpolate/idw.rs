@@ -29,7 +29,7 @@ pub fn idw(
         for r in rows {
             for c in cols.clone() {
                 let p = grid.cell_centre(c as u64, r as u64);
-                search.select(p, &candidates, reach, &mut near);
+                search.select(p, &candidates, reach, true, &mut near);
                 out.push(weighted(&near, z, power));
             }
         }
@@ -73,6 +73,7 @@ pub fn nearest(xy: &[(f64, f64)], grid: &GridExtent, rows: Range<usize>) -> Vec<
                     grid.cell_centre(c as u64, r as u64),
                     &candidates,
                     reach,
+                    true,
                     &mut near,
                 );
                 out.push(near.first().map_or(usize::MAX, |n| n.1));

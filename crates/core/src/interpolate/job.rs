@@ -328,6 +328,7 @@ fn write_tiff(
             ("TILED", "YES"),
             ("COMPRESS", "DEFLATE"),
             ("BIGTIFF", "IF_SAFER"),
+            ("NUM_THREADS", "ALL_CPUS"),
         ] {
             opts.set_name_value(k, v).map_err(err)?;
         }

@@ -26,6 +26,9 @@ use super::search::{Reach, Search, block_corners, by_blocks};
 use super::variogram::Variogram;
 use crate::model::GridExtent;
 
+/// Neighbour-set systems a block keeps for reuse.
+const SYSTEMS_KEPT: usize = 64;
+
 /// PyKrige's cut-off for a point on a station.
 pub const EPS: f64 = 1e-10;
 
@@ -248,34 +251,82 @@ impl<'a> Kriging<'a> {
             let (nw, se) = block_corners(grid, &rows, &cols);
             let candidates = search.candidates(nw, se, reach);
             let mut out = Vec::with_capacity(rows.len() * cols.len());
-            let mut near = Vec::with_capacity(candidates.len());
+            let n_c = candidates.len();
+            // Each candidate's squared distance to the cell, and whether it is in the set.
+            let mut d2 = vec![0.0; n_c];
+            let mut in_set = vec![false; n_c];
+            let mut order: Vec<(f64, usize, usize)> = Vec::with_capacity(n_c);
             let mut set: Vec<usize> = Vec::with_capacity(k);
-            let mut last: Option<(Vec<usize>, Lu, Vec<f64>)> = None;
+            // The systems of this block's recent neighbour sets, most recent last: cells of a
+            // block share a few sets, and a factorisation costs as much as ~100 cells.
+            let mut systems: Vec<(Vec<usize>, Lu, Vec<f64>)> = Vec::new();
+            let mut current: Option<usize> = None;
             let mut b = Vec::with_capacity(k + 1);
             for r in rows {
                 for c in cols.clone() {
                     let p = grid.cell_centre(c as u64, r as u64);
-                    search.select(p, &candidates, reach, &mut near);
-                    set.clear();
-                    set.extend(near.iter().map(|x| x.1));
-                    set.sort_unstable();
-                    if last.as_ref().is_none_or(|(s, _, _)| *s != set) {
-                        let m = set.len() + 1;
-                        let lu =
-                            Lu::factor(self.matrix(&set, gamma.as_deref()), m).ok_or(Singular)?;
-                        let mut lambda: Vec<f64> =
-                            set.iter().map(|&s| self.z[s]).chain([0.0]).collect();
-                        lu.solve_in_place(&mut lambda);
-                        last = Some((set.clone(), lu, lambda));
+                    for (d, &s) in d2.iter_mut().zip(&candidates) {
+                        *d = dist2(p, self.xy[s]);
                     }
-                    let Some((_, lu, lambda)) = last.as_ref() else {
+                    // The last cell's set is this one's too when all its stations are nearer
+                    // than every other candidate (a tie is decided afresh below).
+                    let same = current.is_some() && {
+                        let (mut max_in, mut min_out) = (f64::NEG_INFINITY, f64::INFINITY);
+                        for (d, &inside) in d2.iter().zip(&in_set) {
+                            if inside {
+                                max_in = max_in.max(*d);
+                            } else {
+                                min_out = min_out.min(*d);
+                            }
+                        }
+                        max_in < min_out
+                    };
+                    if !same {
+                        order.clear();
+                        order.extend(
+                            d2.iter()
+                                .zip(&candidates)
+                                .enumerate()
+                                .map(|(j, (&d, &s))| (d, s, j)),
+                        );
+                        if k < order.len() {
+                            order.select_nth_unstable_by(k - 1, |a, b| {
+                                a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))
+                            });
+                            order.truncate(k);
+                        }
+                        in_set.fill(false);
+                        set.clear();
+                        for &(_, s, j) in &order {
+                            in_set[j] = true;
+                            set.push(s);
+                        }
+                        set.sort_unstable();
+                        current = Some(match systems.iter().rposition(|(s, _, _)| *s == set) {
+                            Some(at) => at,
+                            None => {
+                                let m = set.len() + 1;
+                                let lu = Lu::factor(self.matrix(&set, gamma.as_deref()), m)
+                                    .ok_or(Singular)?;
+                                let mut lambda: Vec<f64> =
+                                    set.iter().map(|&s| self.z[s]).chain([0.0]).collect();
+                                lu.solve_in_place(&mut lambda);
+                                if systems.len() == SYSTEMS_KEPT {
+                                    systems.remove(0);
+                                }
+                                systems.push((set.clone(), lu, lambda));
+                                systems.len() - 1
+                            }
+                        });
+                    }
+                    let Some((set, lu, lambda)) = current.and_then(|at| systems.get(at)) else {
                         return Err(Singular);
                     };
-                    self.rhs(p, &set, &mut b);
+                    self.rhs(p, set, &mut b);
                     if variance {
                         let rhs = b.clone();
                         lu.solve_in_place(&mut b);
-                        let z: f64 = b.iter().zip(&set).map(|(w, &s)| w * self.z[s]).sum();
+                        let z: f64 = b.iter().zip(set).map(|(w, &s)| w * self.z[s]).sum();
                         let s: f64 = b.iter().zip(&rhs).map(|(x, r)| -x * r).sum();
                         out.push((z, s));
                     } else {

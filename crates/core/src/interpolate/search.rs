@@ -16,7 +16,7 @@ use super::kriging::{dist, dist2};
 use crate::model::GridExtent;
 
 /// Cells per side of a block.
-const BLOCK: usize = 16;
+const BLOCK: usize = 64;
 
 /// Which stations a cell uses.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -76,13 +76,14 @@ impl<'a> Search<'a> {
             .collect()
     }
 
-    /// The stations of point `p` among `candidates`, as (squared distance, station), nearest
-    /// first (ties by station order).
+    /// The stations of point `p` among `candidates`, as (squared distance, station): nearest
+    /// first (ties by station order) when `ordered`, else in no particular order.
     pub fn select(
         &self,
         p: (f64, f64),
         candidates: &[usize],
         reach: Reach,
+        ordered: bool,
         out: &mut Vec<(f64, usize)>,
     ) {
         out.clear();
@@ -100,7 +101,9 @@ impl<'a> Search<'a> {
             out.select_nth_unstable_by(k - 1, order);
             out.truncate(k);
         }
-        out.sort_unstable_by(order);
+        if ordered {
+            out.sort_unstable_by(order);
+        }
     }
 }
 
