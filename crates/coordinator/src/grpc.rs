@@ -8,6 +8,7 @@ use tessera_core::cube::{CubeReader, Selection};
 use tessera_core::job::LeasedTask;
 use tessera_proto::{PROTOCOL_VERSION, from_proto, pb};
 use tonic::{Request, Response, Status};
+use tonic_health::ServingStatus;
 
 use crate::service::{Coordinator, blocking};
 
@@ -429,7 +430,48 @@ impl pb::worker_service_server::WorkerService for WorkerApi {
     }
 }
 
-/// Serves both services on `listener` until `shutdown` completes (mini-redis's `run`).
+/// The services whose health is reported: the whole server ("") and each API.
+const HEALTH_NAMES: [&str; 3] = ["", "tessera.v1.JobService", "tessera.v1.WorkerService"];
+
+/// How often the store's reachability is checked for the health service.
+const HEALTH_PERIOD: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn set_health(health: &tonic_health::server::HealthReporter, status: ServingStatus) {
+    for name in HEALTH_NAMES {
+        health.set_service_status(name, status).await;
+    }
+}
+
+/// Keeps the health service's answer current: SERVING while the store answers, NOT_SERVING
+/// (and a log line once per change) while it does not.
+async fn report_health(
+    coordinator: Arc<Coordinator>,
+    health: tonic_health::server::HealthReporter,
+) {
+    let mut last = None;
+    loop {
+        let status = match coordinator.store_reachable().await {
+            Ok(()) => ServingStatus::Serving,
+            Err(e) => {
+                if last != Some(ServingStatus::NotServing) {
+                    tracing::error!(error = %e, "the store is unreachable: NOT_SERVING until it answers");
+                }
+                ServingStatus::NotServing
+            }
+        };
+        if last != Some(status) {
+            if status == ServingStatus::Serving && last.is_some() {
+                tracing::info!("the store answers again: SERVING");
+            }
+            set_health(&health, status).await;
+            last = Some(status);
+        }
+        tokio::time::sleep(HEALTH_PERIOD).await;
+    }
+}
+
+/// Serves both services on `listener` until `shutdown` completes (mini-redis's `run`), with
+/// the standard health service and server reflection (v1 and v1alpha) beside them.
 pub async fn run(
     listener: tokio::net::TcpListener,
     coordinator: Arc<Coordinator>,
@@ -452,7 +494,36 @@ pub async fn run(
             builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
     }
     let auth = BearerAuth::new(coordinator.config.token.as_deref());
+    // grpc.health.v1 (Kubernetes' gRPC probes, grpc_health_probe) and server reflection
+    // (grpcurl and other generic clients): open, like every health endpoint, without a token.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let health_task = tokio::spawn(report_health(coordinator.clone(), health.clone()));
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tessera_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    // The descriptors are compiled in: a failure here is a bug, served around rather than fatal.
+    let reflection_v1 = reflection()
+        .build_v1()
+        .inspect_err(|e| tracing::error!(error = %e, "no server reflection (v1)"))
+        .ok();
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .inspect_err(|e| tracing::error!(error = %e, "no server reflection (v1alpha)"))
+        .ok();
+    let draining = {
+        let health = health.clone();
+        async move {
+            shutdown.await;
+            // Draining: probes see NOT_SERVING while the server finishes its requests.
+            set_health(&health, ServingStatus::NotServing).await;
+        }
+    };
     let result = builder
+        .add_service(health_service)
+        .add_optional_service(reflection_v1)
+        .add_optional_service(reflection_v1alpha)
         .add_service(pb::job_service_server::JobServiceServer::with_interceptor(
             JobApi(coordinator.clone()),
             auth.clone(),
@@ -463,8 +534,9 @@ pub async fn run(
                 auth,
             ),
         )
-        .serve_with_incoming_shutdown(incoming, shutdown)
+        .serve_with_incoming_shutdown(incoming, draining)
         .await;
+    health_task.abort();
     ticker.abort();
     result
 }

