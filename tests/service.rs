@@ -359,3 +359,156 @@ fn an_external_grpcio_client_sees_health_and_reflection_and_runs_a_job() {
     // The layer the job wrote opens.
     tessera_ok(&["layer", "info", store.join("dem").to_str().unwrap()]);
 }
+
+/// Starts a coordinator with `--http` on ephemeral ports: the process, its gRPC URL and its
+/// HTTP URL (the first two lines it prints).
+fn coordinator_with_http(store: &Path, extra: &[&str]) -> (std::process::Child, String, String) {
+    let mut child = Command::new(tessera_bin())
+        .args([
+            "coordinator",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--store",
+        ])
+        .arg(store)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = |prefix: &str| {
+        let line = lines.next().unwrap().unwrap();
+        line.strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+            .to_string()
+    };
+    let grpc = next("listening on ");
+    let http = next("http on ");
+    (child, grpc, http)
+}
+
+#[test]
+fn the_metrics_parse_as_prometheus_text_and_count_the_jobs_tasks() {
+    let Some(python) = python_with(&["prometheus_client"]) else {
+        return;
+    };
+    let dir = temp_dir();
+    let store = dir.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let dem = dir.path().join("dem.tif");
+    synth_dsm(&dem, 300, 200);
+    let mut procs = Procs::default();
+    let (coord, url, http) = coordinator_with_http(&store, &["--token", "s3cret"]);
+    procs.0.push(coord);
+    // A worker logging JSON lines with the task ids as fields.
+    let log = dir.path().join("worker.log");
+    procs.0.push(
+        Command::new(tessera_bin())
+            .args([
+                "--log-format",
+                "json",
+                "worker",
+                "--coordinator",
+                &url,
+                "--token",
+                "s3cret",
+            ])
+            .env("TESSERA_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let scrape = |token: &str| -> serde_json::Value {
+        let probe = format!(
+            "import json, urllib.request, urllib.error\n\
+             from prometheus_client.parser import text_string_to_metric_families\n\
+             req = urllib.request.Request({:?} + '/metrics', headers={{'Authorization': 'Bearer ' + {token:?}}})\n\
+             try:\n\
+             \x20   text = urllib.request.urlopen(req, timeout=10).read().decode()\n\
+             except urllib.error.HTTPError as e:\n\
+             \x20   print(json.dumps({{'status': e.code}})); raise SystemExit\n\
+             out = {{'status': 200}}\n\
+             for f in text_string_to_metric_families(text):\n\
+             \x20   for s in f.samples:\n\
+             \x20       key = s.name + ''.join(f'|{{k}}={{v}}' for k, v in sorted(s.labels.items()) if k != 'le')\n\
+             \x20       if s.name.endswith('_bucket'): continue\n\
+             \x20       out[key] = out.get(key, 0) + s.value\n\
+             print(json.dumps(out))",
+            http
+        );
+        let o = Command::new(&python).args(["-c", &probe]).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    assert_eq!(scrape("wrong")["status"], 401);
+    let before = scrape("s3cret");
+    assert_eq!(before["tessera_queue_depth"], 0.0, "{before}");
+    assert_eq!(before["tessera_jobs|state=succeeded"], 0.0, "{before}");
+
+    let job = dir.path().join("job.yaml");
+    std::fs::write(
+        &job,
+        format!(
+            "version: 1\nsources: [{}]\nlayout: floating:32\ntasks: {{target_mb: 1}}\noutput: {{url: dem}}\n",
+            dem.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(tessera_bin())
+        .args([
+            "--quiet",
+            "submit",
+            job.to_str().unwrap(),
+            "--coordinator",
+            &url,
+            "--token",
+            "s3cret",
+            "--watch",
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(said.contains("Succeeded"), "{said}");
+    // "…, N tasks, …": the job's task count.
+    let tasks: f64 = said
+        .split(" tasks,")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no task count in {said}"));
+    let after = scrape("s3cret");
+    let done = |m: &serde_json::Value| -> f64 {
+        m.as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.starts_with("tessera_tasks_done_total|"))
+            .map(|(_, v)| v.as_f64().unwrap())
+            .sum()
+    };
+    assert_eq!(done(&before), 0.0);
+    assert_eq!(done(&after), tasks, "{after}");
+    assert_eq!(after["tessera_jobs|state=succeeded"], 1.0, "{after}");
+    assert_eq!(after["tessera_workers"], 1.0, "{after}");
+    assert!(after["tessera_written_tiles_total"].as_f64().unwrap() > 0.0);
+    assert_eq!(
+        after["tessera_task_duration_seconds_count|kind=write-keys"],
+        after["tessera_tasks_done_total|kind=write-keys"],
+        "{after}"
+    );
+    // Every worker log line is a JSON object; the finished tasks carry their ids.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut task_lines = 0;
+    for line in text.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        if v["fields"]["message"] == "task done" {
+            assert!(v["fields"]["task"].is_string(), "{line}");
+            task_lines += 1;
+        }
+    }
+    assert_eq!(task_lines as f64, tasks, "{text}");
+}

@@ -26,6 +26,10 @@ struct Cli {
     /// Do not draw progress bars.
     #[arg(long, global = true)]
     quiet: bool,
+    /// Log lines as `text` or `json` (one object per line, with the job and task ids as
+    /// fields), on stderr; the level comes from TESSERA_LOG (default: warn).
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     /// For an https:// coordinator: the PEM certificate of the CA to trust.
     #[arg(long, global = true)]
     tls_ca: Option<PathBuf>,
@@ -86,14 +90,22 @@ enum Command {
 fn main() -> ExitCode {
     tessera_core::tune_allocator();
     let cli = Cli::parse();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG").unwrap_or_else(|_| "warn".into())
+    };
+    let _ = if cli.log_format == "json" {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .try_init()
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init()
+    };
     // GDAL's own messages are folded into Tessera's errors, which name the file and the
     // problem; printed as well they would only repeat them.
     // GDAL's quiet handler still records the last message, which the errors include.
@@ -142,6 +154,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         quiet,
         tls_ca,
         command,
+        ..
     } = cli;
     let tls_ca = tls_ca.as_deref();
     let progress: Box<dyn Progress> = if quiet {

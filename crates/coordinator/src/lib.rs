@@ -14,6 +14,7 @@
 //!   bearer-token interceptor.
 
 pub mod grpc;
+pub mod http;
 pub mod journal;
 pub mod lifecycle;
 pub mod records;

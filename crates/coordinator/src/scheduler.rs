@@ -56,6 +56,8 @@ struct Task {
     /// Every worker the task was leased to: only they may report it done.
     holders: Vec<WorkerId>,
     output: Option<TaskOutput>,
+    /// When it was last leased (for the task duration histogram).
+    leased_ms: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -112,6 +114,41 @@ pub struct Scheduler {
     workers: HashMap<WorkerId, u64>,
     /// Jobs failed by `expire` (a task lost its lease too often), until taken.
     failed: Vec<(JobId, String)>,
+    /// Counters since this scheduler started, for `/metrics`.
+    counters: Counters,
+}
+
+/// Task durations' histogram buckets, seconds (Prometheus `le`).
+pub const DURATION_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
+];
+
+/// Monotonic counters of what the scheduler did, by task kind (the payload's name).
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    pub leased: BTreeMap<&'static str, u64>,
+    pub done: BTreeMap<&'static str, u64>,
+    pub failed: BTreeMap<&'static str, u64>,
+    pub lease_expiries: u64,
+    pub retries: u64,
+    pub bytes_written: u64,
+    pub tiles_written: u64,
+    /// Per kind: counts per bucket of [`DURATION_BUCKETS`] (not cumulative), the sum in
+    /// seconds and the count.
+    pub durations: BTreeMap<&'static str, (Vec<u64>, f64, u64)>,
+}
+
+/// The scheduler's state for `/metrics`: counters, and gauges taken now.
+#[derive(Debug, Default, Clone)]
+pub struct MetricsSnapshot {
+    pub counters: Counters,
+    /// Jobs by state name.
+    pub jobs: BTreeMap<&'static str, u64>,
+    /// Tasks waiting to be leased (the queue depth), and leased now, by kind.
+    pub queued: BTreeMap<&'static str, u64>,
+    pub running: BTreeMap<&'static str, u64>,
+    /// Workers heard from within three lease lengths.
+    pub workers: u64,
 }
 
 impl Scheduler {
@@ -214,6 +251,7 @@ impl Scheduler {
                     leases: 0,
                     holders: Vec::new(),
                     output,
+                    leased_ms: 0,
                 }
             })
             .collect();
@@ -362,6 +400,8 @@ impl Scheduler {
                 }
                 t.lost += 1;
                 j.retries += 1;
+                self.counters.lease_expiries += 1;
+                self.counters.retries += 1;
                 t.state = TaskState::Pending { not_before_ms: now };
                 j.cursor = j.cursor.min(i);
                 if t.lost > max_lost {
@@ -425,6 +465,8 @@ impl Scheduler {
                 }
                 t.state = TaskState::Leased { worker, expires_ms };
                 t.leases += 1;
+                t.leased_ms = now;
+                *self.counters.leased.entry(t.payload.name()).or_default() += 1;
                 if !t.holders.contains(&worker) {
                     t.holders.push(worker);
                 }
@@ -448,7 +490,12 @@ impl Scheduler {
     }
 
     fn task_mut(&mut self, task: TaskId) -> Option<(&mut Job, usize)> {
-        let j = self.jobs.get_mut(&task.job)?;
+        Self::task_in(&mut self.jobs, task)
+    }
+
+    /// A task of a current stage, from the jobs alone (so the counters stay borrowable).
+    fn task_in(jobs: &mut BTreeMap<JobId, Job>, task: TaskId) -> Option<(&mut Job, usize)> {
+        let j = jobs.get_mut(&task.job)?;
         let i = task.index as usize;
         (j.stage == task.stage && i < j.tasks.len()).then_some((j, i))
     }
@@ -491,7 +538,7 @@ impl Scheduler {
         now: u64,
     ) -> ReportOutcome {
         self.touch_worker(worker, now);
-        let Some((j, i)) = self.task_mut(task) else {
+        let Some((j, i)) = Self::task_in(&mut self.jobs, task) else {
             return ReportOutcome::Ignored(format!("task {task} is not part of a current stage"));
         };
         if j.state != JobState::Running {
@@ -509,6 +556,21 @@ impl Scheduler {
         j.done += 1;
         j.tiles_done += output.tiles;
         j.bytes += output.bytes;
+        let kind = t.payload.name();
+        let c = &mut self.counters;
+        *c.done.entry(kind).or_default() += 1;
+        c.bytes_written += output.bytes;
+        c.tiles_written += output.tiles;
+        let seconds = now.saturating_sub(t.leased_ms) as f64 / 1000.0;
+        let (buckets, sum, count) = c
+            .durations
+            .entry(kind)
+            .or_insert_with(|| (vec![0; DURATION_BUCKETS.len()], 0.0, 0));
+        if let Some(b) = DURATION_BUCKETS.iter().position(|&le| seconds <= le) {
+            buckets[b] += 1;
+        }
+        *sum += seconds;
+        *count += 1;
         t.output = Some(output);
         Self::stage_done_outcome(task.job, j).unwrap_or(ReportOutcome::Accepted)
     }
@@ -526,7 +588,7 @@ impl Scheduler {
     ) -> ReportOutcome {
         self.touch_worker(worker, now);
         let (base, cap) = (self.config.backoff_base_ms, self.config.backoff_cap_ms);
-        let Some((j, i)) = self.task_mut(task) else {
+        let Some((j, i)) = Self::task_in(&mut self.jobs, task) else {
             return ReportOutcome::Ignored(format!("task {task} is not part of a current stage"));
         };
         if j.state != JobState::Running {
@@ -544,6 +606,7 @@ impl Scheduler {
         }
         t.failures += 1;
         let failures = t.failures;
+        *self.counters.failed.entry(t.payload.name()).or_default() += 1;
         if kind.is_final() || failures >= j.max_attempts {
             // This worker has stopped running it.
             t.state = TaskState::Pending {
@@ -561,6 +624,7 @@ impl Scheduler {
             };
         }
         j.retries += 1;
+        self.counters.retries += 1;
         let backoff = base.saturating_mul(1 << (failures - 1).min(20)).min(cap);
         t.state = TaskState::Pending {
             not_before_ms: now + backoff,
@@ -586,6 +650,37 @@ impl Scheduler {
             error: j.error.clone(),
             elapsed_ms: j.ended_ms.unwrap_or(now).saturating_sub(j.submitted_ms),
         })
+    }
+
+    /// The counters and the gauges of this moment, for `/metrics`.
+    pub fn metrics(&self, now: u64) -> MetricsSnapshot {
+        let mut m = MetricsSnapshot {
+            counters: self.counters.clone(),
+            ..Default::default()
+        };
+        for j in self.jobs.values() {
+            *m.jobs.entry(j.state.name()).or_default() += 1;
+            if j.state != JobState::Running {
+                continue;
+            }
+            for t in &j.tasks {
+                let kind = t.payload.name();
+                match t.state {
+                    TaskState::Pending { not_before_ms } if not_before_ms != u64::MAX => {
+                        *m.queued.entry(kind).or_default() += 1
+                    }
+                    TaskState::Leased { .. } => *m.running.entry(kind).or_default() += 1,
+                    _ => {}
+                }
+            }
+        }
+        let recent = now.saturating_sub(3 * self.config.lease_ms);
+        m.workers = self
+            .workers
+            .values()
+            .filter(|&&seen| seen >= recent)
+            .count() as u64;
+        m
     }
 
     pub fn jobs(&self, now: u64) -> Vec<JobStatus> {

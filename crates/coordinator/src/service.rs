@@ -216,6 +216,11 @@ impl Coordinator {
         Ok(c)
     }
 
+    /// The scheduler's counters and gauges now, for `/metrics`.
+    pub fn metrics(&self) -> crate::scheduler::MetricsSnapshot {
+        lock(&self.sched).metrics(self.now())
+    }
+
     pub fn now(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }

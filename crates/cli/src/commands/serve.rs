@@ -32,6 +32,10 @@ pub struct CoordinatorArgs {
     /// links, or an s3://bucket/prefix); repeat for more. Default: any source.
     #[arg(long = "allow-sources", value_name = "PREFIX")]
     allow_sources: Vec<String>,
+    /// Also serve HTTP here: Prometheus metrics at /metrics (behind the token, when one is
+    /// set).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -77,6 +81,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> Result<()> {
         tls_cert,
         tls_key,
         allow_sources,
+        http,
     } = args;
     let tls = match tls_cert.zip(tls_key) {
         Some((cert, key)) => Some(tessera_coordinator::service::TlsIdentity {
@@ -105,9 +110,32 @@ pub async fn coordinator(args: CoordinatorArgs) -> Result<()> {
         allowed_sources: allow_sources,
     })
     .await?;
-    // The first line on stdout is the address, for scripts and tests.
+    // The first line on stdout is the address, for scripts and tests; the HTTP address, when
+    // there is one, the second.
     println!("listening on {scheme}://{addr}");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let http_task = match http {
+        Some(http) => {
+            let l = tokio::net::TcpListener::bind(&http)
+                .await
+                .with_context(|| format!("cannot listen on {http} (--http)"))?;
+            println!("http on http://{}", l.local_addr()?);
+            let mut stopped = stopped.clone();
+            let c = c.clone();
+            Some(tokio::spawn(async move {
+                let shutdown = async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                };
+                tessera_coordinator::http::serve(l, c, shutdown).await
+            }))
+        }
+        None => None,
+    };
     serve(listener, c, termination()).await?;
+    let _ = stop.send(true);
+    if let Some(t) = http_task {
+        let _ = t.await;
+    }
     Ok(())
 }
 

@@ -77,6 +77,17 @@ pub enum JobState {
 }
 
 impl JobState {
+    /// The state's name in lower case, for metrics and pages.
+    pub fn name(self) -> &'static str {
+        match self {
+            JobState::Planning => "planning",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
