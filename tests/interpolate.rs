@@ -66,6 +66,19 @@ const GRID: [&str; 6] = [
     "EPSG:32633",
 ];
 
+/// `interpolate STATIONS --value v --x x --y y EXTRA --out OUT` on the test grid.
+fn on_grid(stations: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args = vec!["interpolate", stations.to_str().unwrap(), "--value", "v"];
+    args.extend(["--x", "x", "--y", "y", "--out", out.to_str().unwrap()]);
+    args.extend(extra);
+    args.extend(GRID);
+    args.into_iter().map(String::from).collect()
+}
+
+fn refs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
 fn grid_json(dir: &Path) -> PathBuf {
     let p = dir.join("grid.json");
     std::fs::write(
@@ -860,40 +873,14 @@ fn bad_interpolation_input_gets_one_clear_error_and_writes_nothing() {
         assert!(err.contains(want), "{extra:?}: {err}");
         assert!(!out.exists(), "{extra:?} wrote {o}");
     }
-    // A station file that is not one, a missing one, and a table of rows without coordinates.
+    // A station file that is not one, and a table of rows without coordinates.
     let junk = dir.path().join("junk.csv");
     std::fs::write(&junk, b"\x00\x01\x02 not a table").unwrap();
-    let mut args = vec![
-        "interpolate",
-        junk.to_str().unwrap(),
-        "--value",
-        "v",
-        "--x",
-        "x",
-        "--y",
-        "y",
-        "--out",
-        o,
-    ];
-    args.extend(GRID);
-    let err = tessera_fails(&args);
+    let err = tessera_fails(&refs(&on_grid(&junk, &out, &[])));
     assert!(err.contains("junk.csv"), "{err}");
     let empty = dir.path().join("empty.csv");
     std::fs::write(&empty, "x,y,v\n,,1\nfoo,bar,2\n").unwrap();
-    let mut args = vec![
-        "interpolate",
-        empty.to_str().unwrap(),
-        "--value",
-        "v",
-        "--x",
-        "x",
-        "--y",
-        "y",
-        "--out",
-        o,
-    ];
-    args.extend(GRID);
-    let err = tessera_fails(&args);
+    let err = tessera_fails(&refs(&on_grid(&empty, &out, &[])));
     assert!(
         err.contains("no station has coordinates (2 rows read)"),
         "{err}"
@@ -903,38 +890,10 @@ fn bad_interpolation_input_gets_one_clear_error_and_writes_nothing() {
     // A time series cannot go into one GeoTIFF; a cube needs a time field.
     let series = dir.path().join("series.csv");
     std::fs::write(&series, "x,y,t,v\n1,1,2020-01-01,1\n5,5,2020-01-02,2\n").unwrap();
-    let mut args = vec![
-        "interpolate",
-        series.to_str().unwrap(),
-        "--value",
-        "v",
-        "--x",
-        "x",
-        "--y",
-        "y",
-        "--time-field",
-        "t",
-        "--out",
-        o,
-    ];
-    args.extend(GRID);
-    let err = tessera_fails(&args);
+    let err = tessera_fails(&refs(&on_grid(&series, &out, &["--time-field", "t"])));
     assert!(err.contains("2 time steps"), "{err}");
     let cube = dir.path().join("cube.zarr");
-    let mut args = vec![
-        "interpolate",
-        c,
-        "--value",
-        "v",
-        "--x",
-        "x",
-        "--y",
-        "y",
-        "--out",
-        cube.to_str().unwrap(),
-    ];
-    args.extend(GRID);
-    let err = tessera_fails(&args);
+    let err = tessera_fails(&refs(&on_grid(&csv, &cube, &[])));
     assert!(err.contains("no time field"), "{err}");
     assert!(!cube.exists());
 
@@ -946,21 +905,8 @@ fn bad_interpolation_input_gets_one_clear_error_and_writes_nothing() {
         "x,y,v\n110,90,1\n110,90,3\n500,500,NaN\n700,300,\n,,5\n5000,5000,4\n300,600,2\n",
     )
     .unwrap();
-    let mut args = vec![
-        "interpolate",
-        messy.to_str().unwrap(),
-        "--value",
-        "v",
-        "--x",
-        "x",
-        "--y",
-        "y",
-        "--method",
-        "idw",
-        "--out",
-        o,
-    ];
-    args.extend(GRID);
+    let messy_args = on_grid(&messy, &out, &["--method", "idw"]);
+    let args = refs(&messy_args);
     let run = tessera(&args);
     assert!(
         run.status.success(),

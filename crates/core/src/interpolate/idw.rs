@@ -20,22 +20,7 @@ pub fn idw(
     power: f64,
     reach: Reach,
 ) -> Vec<f64> {
-    let search = Search::new(xy);
-    let filled: Result<Vec<f64>, ()> = by_blocks(grid, rows, |rows, cols| {
-        let (nw, se) = block_corners(grid, &rows, &cols);
-        let candidates = search.candidates(nw, se, reach);
-        let mut near = Vec::new();
-        let mut out = Vec::with_capacity(rows.len() * cols.len());
-        for r in rows {
-            for c in cols.clone() {
-                let p = grid.cell_centre(c as u64, r as u64);
-                search.select(p, &candidates, reach, true, &mut near);
-                out.push(weighted(&near, z, power));
-            }
-        }
-        Ok(out)
-    });
-    filled.unwrap_or_default()
+    each_cell(xy, grid, rows, reach, |near| weighted(near, z, power))
 }
 
 /// The IDW estimate from a point's stations, nearest first, as (squared distance, station).
@@ -55,28 +40,37 @@ fn weighted(near: &[(f64, usize)], z: &[f64], power: f64) -> f64 {
     }
 }
 
-/// The nearest station's index for each cell of `rows` (its Thiessen polygon).
+/// The nearest station's index for each cell of `rows` (its Thiessen polygon); `usize::MAX`
+/// without stations.
 pub fn nearest(xy: &[(f64, f64)], grid: &GridExtent, rows: Range<usize>) -> Vec<usize> {
-    let search = Search::new(xy);
     let reach = Reach {
         nearest: Some(1),
         max_distance: None,
     };
-    let filled: Result<Vec<usize>, ()> = by_blocks(grid, rows, |rows, cols| {
+    each_cell(xy, grid, rows, reach, |near| {
+        near.first().map_or(usize::MAX, |n| n.1)
+    })
+}
+
+/// `value` of each cell of `rows` from the cell's stations in `reach`, nearest first.
+fn each_cell<T: Send + Copy + Default>(
+    xy: &[(f64, f64)],
+    grid: &GridExtent,
+    rows: Range<usize>,
+    reach: Reach,
+    value: impl Fn(&[(f64, usize)]) -> T + Sync,
+) -> Vec<T> {
+    let search = Search::new(xy);
+    let filled: Result<Vec<T>, ()> = by_blocks(grid, rows, |rows, cols| {
         let (nw, se) = block_corners(grid, &rows, &cols);
         let candidates = search.candidates(nw, se, reach);
         let mut near = Vec::new();
         let mut out = Vec::with_capacity(rows.len() * cols.len());
         for r in rows {
             for c in cols.clone() {
-                search.select(
-                    grid.cell_centre(c as u64, r as u64),
-                    &candidates,
-                    reach,
-                    true,
-                    &mut near,
-                );
-                out.push(near.first().map_or(usize::MAX, |n| n.1));
+                let p = grid.cell_centre(c as u64, r as u64);
+                search.select(p, &candidates, reach, true, &mut near);
+                out.push(value(&near));
             }
         }
         Ok(out)

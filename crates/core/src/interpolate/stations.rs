@@ -13,13 +13,13 @@ use std::collections::HashMap;
 
 use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
 use gdal::vector::LayerAccess;
-use gdal::{Dataset, DatasetOptions, GdalOpenFlags};
 use serde::{Deserialize, Serialize};
 
 use crate::cube::time::parse_instant;
 use crate::error::{Error, Result};
 use crate::model::{Crs, GridExtent};
-use crate::source::{gdal_message, gdal_path, parse_crs, spatial_ref};
+use crate::source::{parse_crs, spatial_ref};
+use crate::zonal::zones::{open_vector, vector_layer};
 
 /// Where a station's coordinates and value are.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -80,32 +80,8 @@ impl Stations {
     /// reprojected into `target`.
     pub fn read(path: &str, fields: &StationFields, target: &Crs) -> Result<Stations> {
         let what = format!("stations {path}");
-        let (file, layer_name) = split_layer(path);
-        let ds = Dataset::open_ex(
-            gdal_path(file)?,
-            DatasetOptions {
-                open_flags: GdalOpenFlags::GDAL_OF_VECTOR | GdalOpenFlags::GDAL_OF_VERBOSE_ERROR,
-                ..Default::default()
-            },
-        )
-        .map_err(|e| {
-            Error::invalid(format!(
-                "{what}: not a CSV or vector file GDAL reads ({})",
-                gdal_message(&e)
-            ))
-        })?;
-        let mut layer = match layer_name {
-            Some(name) => ds.layer_by_name(name).map_err(|_| {
-                let names: Vec<String> = ds.layers().map(|l| l.name()).collect();
-                Error::invalid(format!(
-                    "{what}: no layer {name:?} (layers: {})",
-                    names.join(", ")
-                ))
-            })?,
-            None => ds
-                .layer(0)
-                .map_err(|_| Error::invalid(format!("{what}: the file has no layer")))?,
-        };
+        let ds = open_vector(path, &what)?;
+        let mut layer = vector_layer(&ds, path, &what)?;
         let names: Vec<String> = layer.defn().fields().map(|f| f.name()).collect();
         let index = |flag: &str, name: &str| -> Result<usize> {
             names.iter().position(|f| f == name).ok_or_else(|| {
@@ -290,18 +266,6 @@ impl Stations {
             }
         }
         (xy, z, index)
-    }
-}
-
-/// `path:layer` → (path, layer); a URL scheme or a Windows drive is not a layer.
-fn split_layer(text: &str) -> (&str, Option<&str>) {
-    match text.rsplit_once(':') {
-        Some((path, layer))
-            if !layer.is_empty() && !layer.starts_with("//") && !layer.contains('/') =>
-        {
-            (path, Some(layer))
-        }
-        _ => (text, None),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use gdal::cpl::CslStringList;
 use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
-use gdal::vector::{Geometry, LayerAccess, OGRFieldType, OGRwkbGeometryType};
+use gdal::vector::{Geometry, Layer, LayerAccess, OGRFieldType, OGRwkbGeometryType};
 use gdal::{Dataset, DatasetOptions, GdalOpenFlags};
 
 use crate::error::{Error, Result};
@@ -57,33 +57,10 @@ impl Zones {
     /// (each edge densified first so that it stays right: at most `max_segment`, in the
     /// layer's units, is drawn straight).
     pub fn read(options: &ZoneOptions, target: &Crs) -> Result<Zones> {
-        let (path, layer_name) = split_layer(&options.path);
         let what = &options.path;
-        let ds = Dataset::open_ex(
-            gdal_path(path)?,
-            DatasetOptions {
-                open_flags: GdalOpenFlags::GDAL_OF_VECTOR | GdalOpenFlags::GDAL_OF_VERBOSE_ERROR,
-                ..Default::default()
-            },
-        )
-        .map_err(|e| {
-            Error::invalid(format!(
-                "zones {what}: not a vector file GDAL reads ({})",
-                gdal_message(&e)
-            ))
-        })?;
-        let mut layer = match layer_name {
-            Some(name) => ds.layer_by_name(name).map_err(|_| {
-                let names: Vec<String> = ds.layers().map(|l| l.name()).collect();
-                Error::invalid(format!(
-                    "zones {what}: no layer {name:?} (layers: {})",
-                    names.join(", ")
-                ))
-            })?,
-            None => ds
-                .layer(0)
-                .map_err(|_| Error::invalid(format!("zones {what}: the file has no layer")))?,
-        };
+        let named = format!("zones {what}");
+        let ds = open_vector(&options.path, &named)?;
+        let mut layer = vector_layer(&ds, &options.path, &named)?;
         let field_names: Vec<String> = layer.defn().fields().map(|f| f.name()).collect();
         let field_index = |name: &str| -> Result<(usize, OGRFieldType::Type)> {
             let i = field_names.iter().position(|f| f == name).ok_or_else(|| {
@@ -176,6 +153,41 @@ impl Zones {
             zones.polygons.push(polygons);
         }
         Ok(zones)
+    }
+}
+
+/// Opens the vector file of `text` (`path` or `path:layer`, local or `s3://`); `what` names
+/// it in errors.
+pub(crate) fn open_vector(text: &str, what: &str) -> Result<Dataset> {
+    let (path, _) = split_layer(text);
+    Dataset::open_ex(
+        gdal_path(path)?,
+        DatasetOptions {
+            open_flags: GdalOpenFlags::GDAL_OF_VECTOR | GdalOpenFlags::GDAL_OF_VERBOSE_ERROR,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| {
+        Error::invalid(format!(
+            "{what}: not a vector file GDAL reads ({})",
+            gdal_message(&e)
+        ))
+    })
+}
+
+/// The layer `text` names (`path:layer`), or the first one.
+pub(crate) fn vector_layer<'d>(ds: &'d Dataset, text: &str, what: &str) -> Result<Layer<'d>> {
+    match split_layer(text).1 {
+        Some(name) => ds.layer_by_name(name).map_err(|_| {
+            let names: Vec<String> = ds.layers().map(|l| l.name()).collect();
+            Error::invalid(format!(
+                "{what}: no layer {name:?} (layers: {})",
+                names.join(", ")
+            ))
+        }),
+        None => ds
+            .layer(0)
+            .map_err(|_| Error::invalid(format!("{what}: the file has no layer"))),
     }
 }
 
