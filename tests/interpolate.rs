@@ -185,26 +185,9 @@ fn ordinary_kriging_equals_pykrige_for_five_models_given_and_fitted() {
     ];
     for (model, flags, params) in models {
         let out = dir.path().join(format!("{model}.tif"));
-        let mut args = vec![
-            "interpolate",
-            csv.to_str().unwrap(),
-            "--value",
-            "v",
-            "--x",
-            "x",
-            "--y",
-            "y",
-            "--method",
-            "kriging",
-            "--variogram",
-            model,
-            "--variance",
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        args.extend(flags);
-        args.extend(GRID);
-        tessera_ok(&args);
+        let mut extra = vec!["--method", "kriging", "--variogram", model, "--variance"];
+        extra.extend(flags);
+        tessera_ok(&refs(&on_grid(&csv, &out, &extra)));
         let pjson = dir.path().join(format!("{model}.json"));
         std::fs::write(&pjson, params).unwrap();
         let npz_path = dir.path().join(format!("{model}.npz"));
@@ -239,15 +222,7 @@ fn ordinary_kriging_equals_pykrige_for_five_models_given_and_fitted() {
 
         // Fitted on the same lags: parameters within 5 %, estimates within 1e-3.
         let fitted = dir.path().join(format!("{model}-fit.tif"));
-        let mut args = vec![
-            "interpolate",
-            csv.to_str().unwrap(),
-            "--value",
-            "v",
-            "--x",
-            "x",
-            "--y",
-            "y",
+        let extra = [
             "--method",
             "kriging",
             "--variogram",
@@ -255,11 +230,8 @@ fn ordinary_kriging_equals_pykrige_for_five_models_given_and_fitted() {
             "--fit",
             "--nlags",
             "6",
-            "--out",
-            fitted.to_str().unwrap(),
         ];
-        args.extend(GRID);
-        let run = tessera_ok(&args);
+        let run = tessera_ok(&refs(&on_grid(&csv, &fitted, &extra)));
         let ours = reported_params(&String::from_utf8_lossy(&run.stderr));
         let npz_fit = dir.path().join(format!("{model}-fit.npz"));
         let theirs = python(
@@ -304,30 +276,14 @@ fn idw_and_nearest_equal_numpy_and_thiessen_areas_equal_shapely() {
     let grid = grid_json(dir.path());
     for (k, maxdist) in [("-", "-"), ("8", "-"), ("-", "180"), ("5", "150")] {
         let out = dir.path().join(format!("idw-{k}-{maxdist}.tif"));
-        let mut args = vec![
-            "interpolate",
-            csv.to_str().unwrap(),
-            "--value",
-            "v",
-            "--x",
-            "x",
-            "--y",
-            "y",
-            "--method",
-            "idw",
-            "--power",
-            "2.5",
-            "--out",
-            out.to_str().unwrap(),
-        ];
+        let mut extra = vec!["--method", "idw", "--power", "2.5"];
         if k != "-" {
-            args.extend(["--neighbours", k]);
+            extra.extend(["--neighbours", k]);
         }
         if maxdist != "-" {
-            args.extend(["--max-distance", maxdist]);
+            extra.extend(["--max-distance", maxdist]);
         }
-        args.extend(GRID);
-        tessera_ok(&args);
+        tessera_ok(&refs(&on_grid(&csv, &out, &extra)));
         let npz_path = dir.path().join(format!("idw-{k}-{maxdist}.npz"));
         python(
             &py,
@@ -361,31 +317,14 @@ fn idw_and_nearest_equal_numpy_and_thiessen_areas_equal_shapely() {
     let near = dir.path().join("nearest.tif");
     let ids = dir.path().join("ids.tif");
     let polygons = dir.path().join("cells.geojson");
-    let base = [
-        "interpolate",
-        csv.to_str().unwrap(),
-        "--value",
-        "v",
-        "--x",
-        "x",
-        "--y",
-        "y",
-    ];
-    let mut args = base.to_vec();
-    args.extend(["--method", "nearest", "--out", near.to_str().unwrap()]);
-    args.extend(GRID);
-    tessera_ok(&args);
-    let mut args = base.to_vec();
-    args.extend([
+    tessera_ok(&refs(&on_grid(&csv, &near, &["--method", "nearest"])));
+    let polygons_flag = [
         "--method",
         "thiessen",
-        "--out",
-        ids.to_str().unwrap(),
         "--polygons",
         polygons.to_str().unwrap(),
-    ]);
-    args.extend(GRID);
-    tessera_ok(&args);
+    ];
+    tessera_ok(&refs(&on_grid(&csv, &ids, &polygons_flag)));
     let npz_path = dir.path().join("idw----.npz");
     let nearest = npz(&py, &npz_path, "nearest");
     assert_eq!(
