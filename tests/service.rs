@@ -189,34 +189,57 @@ fn the_manifests_command_lines_run_a_job_against_a_loopback_s3() {
     s3.put("/tessera/inputs/dem.tif", &std::fs::read(&dem).unwrap());
     let docs = documents(&dev);
 
-    // Only what differs between a cluster and this machine is replaced: the listen address
-    // (an ephemeral loopback port), the Services' names (loopback), the store's endpoint (the
-    // loopback S3 server instead of the MinIO Service) and the mounted spec's path.
+    // Only what differs between a cluster and this machine is replaced: the listen addresses
+    // (ephemeral loopback ports), the Services' names (loopback), the store's endpoint (the
+    // loopback S3 server instead of the MinIO Service) and the mounted files' paths (the
+    // ConfigMaps' contents, written here).
     let local = |mut env: BTreeMap<String, String>| {
         env.insert("AWS_ENDPOINT_URL".into(), s3.endpoint.clone());
         env
     };
+    let config_text = find(&docs, "ConfigMap", "tessera-config")["data"]["tessera.toml"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mounted = |line: Vec<String>, text: &str, name: &str| -> Vec<String> {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        line.into_iter()
+            .map(|a| {
+                if a == "/etc/tessera/tessera.toml" {
+                    path.to_str().unwrap().to_string()
+                } else {
+                    a
+                }
+            })
+            .collect()
+    };
     let (coordinator, env) = container(&docs, "Deployment", "tessera-coordinator");
-    let coordinator: Vec<String> = coordinator
-        .into_iter()
-        .map(|a| {
-            if a == "0.0.0.0:7710" {
-                "127.0.0.1:0".into()
-            } else {
-                a
-            }
-        })
-        .collect();
+    let coordinator = mounted(
+        coordinator,
+        &config_text
+            .replace("0.0.0.0:7710", "127.0.0.1:0")
+            .replace("0.0.0.0:9090", "127.0.0.1:0"),
+        "coordinator.toml",
+    );
     let mut procs = Procs::default();
     let mut child = spawn(
         &coordinator,
         &local(env),
         &dir.path().join("coordinator.log"),
     );
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+    // The first line is the gRPC address; the rest (the HTTP address) is read and dropped so
+    // that the coordinator never writes to a closed pipe.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .unwrap_or_default();
     procs.0.push(child);
     let url = first
         .trim()
@@ -231,10 +254,7 @@ fn the_manifests_command_lines_run_a_job_against_a_loopback_s3() {
     let service = "http://tessera-coordinator:7710";
 
     let (worker, env) = container(&docs, "Deployment", "tessera-worker");
-    let worker: Vec<String> = worker
-        .into_iter()
-        .map(|a| if a == service { url.clone() } else { a })
-        .collect();
+    let worker = mounted(worker, &config_text.replace(service, &url), "worker.toml");
     procs
         .0
         .push(spawn(&worker, &local(env), &dir.path().join("worker.log")));
@@ -511,4 +531,83 @@ fn the_metrics_parse_as_prometheus_text_and_count_the_jobs_tasks() {
         }
     }
     assert_eq!(task_lines as f64, tasks, "{text}");
+}
+
+#[test]
+fn a_config_file_sets_the_services_options_and_an_unknown_key_is_named() {
+    let dir = temp_dir();
+    let store = dir.path().join("store");
+    let config = dir.path().join("tessera.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[coordinator]\nlisten = \"127.0.0.1:0\"\nstore = \"{}\"\nlease_ms = 4000\n\n\
+             [worker]\nthreads = 1\n",
+            store.display()
+        ),
+    )
+    .unwrap();
+    // The coordinator takes its address and store from the file.
+    let mut child = Command::new(tessera_bin())
+        .args(["coordinator", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let mut procs = Procs::default();
+    procs.0.push(child);
+    let url = first
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    assert!(url.starts_with("http://127.0.0.1:"), "{first}");
+    // The worker takes the rest of its options from the file and its coordinator from the
+    // environment, which wins over the file.
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config).unwrap() + "coordinator = \"http://127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    let log = dir.path().join("worker.log");
+    procs.0.push(
+        Command::new(tessera_bin())
+            .args(["worker", "--config", config.to_str().unwrap()])
+            .env("TESSERA_COORDINATOR", &url)
+            .env("TESSERA_LOG", "info")
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let registered = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("registered")
+    });
+    assert!(registered, "{}", std::fs::read_to_string(&log).unwrap());
+
+    // An unknown key or section is named, with its line.
+    for (text, want) in [
+        (
+            "[coordinator]\nstore = \"/tmp/x\"\nleas_ms = 5\n",
+            "unknown field `leas_ms`",
+        ),
+        ("[workers]\nthreads = 2\n", "unknown field `workers`"),
+        ("[coordinator]\nlease_ms = \"ten\"\n", "line 2"),
+    ] {
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, text).unwrap();
+        let err = tessera_tests::tessera_fails(&["coordinator", "--config", bad.to_str().unwrap()]);
+        assert!(
+            err.contains(want) && err.contains("bad.toml"),
+            "{want}: {err}"
+        );
+    }
+    let err = tessera_tests::tessera_fails(&["worker"]);
+    assert!(err.contains("a coordinator is needed"), "{err}");
 }

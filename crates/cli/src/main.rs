@@ -5,6 +5,7 @@
 //! naming the problem, with exit status 1 (2 for usage errors, from clap).
 
 mod commands;
+mod config;
 mod progress;
 
 use std::path::PathBuf;

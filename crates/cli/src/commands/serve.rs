@@ -11,17 +11,22 @@ use tessera_worker::{WorkerConfig, run as work};
 
 #[derive(Debug, Args)]
 pub struct CoordinatorArgs {
-    #[arg(long, default_value = "127.0.0.1:7710")]
-    listen: String,
+    /// A TOML file with a [coordinator] section (see the README); flags and TESSERA_*
+    /// variables win over it.
+    #[arg(long, env = "TESSERA_CONFIG")]
+    config: Option<PathBuf>,
+    /// The gRPC address (default 127.0.0.1:7710).
+    #[arg(long, env = "TESSERA_LISTEN")]
+    listen: Option<String>,
     /// Object store for the journal; job outputs must lie inside it.
-    #[arg(long)]
-    store: String,
+    #[arg(long, env = "TESSERA_STORE")]
+    store: Option<String>,
     /// Bearer token both services require (or TESSERA_TOKEN).
     #[arg(long, env = "TESSERA_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Task lease length in milliseconds.
-    #[arg(long, default_value_t = 10_000)]
-    lease_ms: u64,
+    /// Task lease length in milliseconds (default 10000).
+    #[arg(long, env = "TESSERA_LEASE_MS")]
+    lease_ms: Option<u64>,
     /// Serve TLS with this PEM certificate (chain); needs --tls-key.
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -34,15 +39,21 @@ pub struct CoordinatorArgs {
     allow_sources: Vec<String>,
     /// Also serve HTTP here: Prometheus metrics at /metrics (behind the token, when one is
     /// set).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", env = "TESSERA_HTTP")]
     http: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
-    #[arg(long)]
-    coordinator: String,
-    #[arg(long)]
+    /// A TOML file with a [worker] section (see the README); flags and TESSERA_* variables
+    /// win over it.
+    #[arg(long, env = "TESSERA_CONFIG")]
+    config: Option<PathBuf>,
+    /// The coordinator's URL.
+    #[arg(long, env = "TESSERA_COORDINATOR")]
+    coordinator: Option<String>,
+    /// Compute threads (default: the cores).
+    #[arg(long, env = "TESSERA_THREADS")]
     threads: Option<usize>,
     #[arg(long, env = "TESSERA_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -51,7 +62,7 @@ pub struct WorkerArgs {
     protocol_version: Option<u32>,
     /// Give up after this many seconds without reaching the coordinator (default: wait for
     /// it forever, through restarts).
-    #[arg(long)]
+    #[arg(long, env = "TESSERA_PATIENCE")]
     patience: Option<u64>,
 }
 
@@ -74,6 +85,7 @@ pub async fn termination() {
 /// `tessera coordinator`: prints `listening on URL` first, then serves until told to stop.
 pub async fn coordinator(args: CoordinatorArgs) -> Result<()> {
     let CoordinatorArgs {
+        config,
         listen,
         store,
         token,
@@ -83,6 +95,20 @@ pub async fn coordinator(args: CoordinatorArgs) -> Result<()> {
         allow_sources,
         http,
     } = args;
+    let file = crate::config::Config::read(config.as_deref())?.coordinator;
+    let listen = listen
+        .or(file.listen)
+        .unwrap_or_else(|| "127.0.0.1:7710".into());
+    let store = store.or(file.store).context(
+        "a store is needed: --store, TESSERA_STORE or `store` in the [coordinator] section of --config",
+    )?;
+    let lease_ms = lease_ms.or(file.lease_ms).unwrap_or(10_000);
+    let allow_sources = if allow_sources.is_empty() {
+        file.allow_sources.unwrap_or_default()
+    } else {
+        allow_sources
+    };
+    let http = http.or(file.http);
     let tls = match tls_cert.zip(tls_key) {
         Some((cert, key)) => Some(tessera_coordinator::service::TlsIdentity {
             cert_pem: std::fs::read(&cert)
@@ -141,12 +167,19 @@ pub async fn coordinator(args: CoordinatorArgs) -> Result<()> {
 
 /// `tessera worker`: takes tasks from the coordinator until told to stop.
 pub async fn worker(args: WorkerArgs, tls_ca: Option<PathBuf>) -> Result<()> {
-    let mut config = WorkerConfig::new(args.coordinator);
-    if let Some(t) = args.threads {
+    let file = crate::config::Config::read(args.config.as_deref())?.worker;
+    let coordinator = args.coordinator.or(file.coordinator).context(
+        "a coordinator is needed: --coordinator, TESSERA_COORDINATOR or `coordinator` in the [worker] section of --config",
+    )?;
+    let mut config = WorkerConfig::new(coordinator);
+    if let Some(t) = args.threads.or(file.threads) {
         config.threads = t.max(1);
     }
     config.token = args.token;
-    config.patience = args.patience.map(std::time::Duration::from_secs);
+    config.patience = args
+        .patience
+        .or(file.patience)
+        .map(std::time::Duration::from_secs);
     if let Some(v) = args.protocol_version {
         config.protocol_version = v;
     }

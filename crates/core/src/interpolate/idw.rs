@@ -8,7 +8,7 @@
 use std::ops::Range;
 
 use super::kriging::EPS;
-use super::search::{Reach, Search, block_corners, by_blocks};
+use super::search::{Reach, Search, block_corners, block_side, by_blocks};
 use crate::model::GridExtent;
 
 /// Inverse distance weighting of the cells of `rows`.
@@ -61,7 +61,8 @@ fn each_cell<T: Send + Copy + Default>(
     value: impl Fn(&[(f64, usize)]) -> T + Sync,
 ) -> Vec<T> {
     let search = Search::new(xy);
-    let filled: Result<Vec<T>, ()> = by_blocks(grid, rows, |rows, cols| {
+    let side = block_side(xy, grid, reach.nearest);
+    let filled: Result<Vec<T>, ()> = by_blocks(grid, rows, side, |rows, cols| {
         let (nw, se) = block_corners(grid, &rows, &cols);
         let candidates = search.candidates(nw, se, reach);
         let mut near = Vec::new();

@@ -22,7 +22,7 @@
 
 use std::ops::Range;
 
-use super::search::{Reach, Search, block_corners, by_blocks};
+use super::search::{Reach, Search, block_corners, block_side, by_blocks};
 use super::variogram::Variogram;
 use crate::model::GridExtent;
 
@@ -247,7 +247,8 @@ impl<'a> Kriging<'a> {
             nearest: Some(k),
             max_distance: None,
         };
-        let cells = by_blocks(grid, rows, |rows, cols| {
+        let side = block_side(self.xy, grid, Some(k));
+        let cells = by_blocks(grid, rows, side, |rows, cols| {
             let (nw, se) = block_corners(grid, &rows, &cols);
             let candidates = search.candidates(nw, se, reach);
             let mut out = Vec::with_capacity(rows.len() * cols.len());

@@ -15,8 +15,36 @@ use rstar::primitives::GeomWithData;
 use super::kriging::{dist, dist2};
 use crate::model::GridExtent;
 
-/// Cells per side of a block.
-const BLOCK: usize = 64;
+/// Cells per side of a block, at the most and at the least.
+const BLOCK_MAX: usize = 64;
+const BLOCK_MIN: usize = 8;
+
+/// Cells per side of a block for `k` nearest stations among `xy` on `grid`: about a quarter
+/// of the distance of a cell's k-th nearest station, so a block's candidates stay few (they
+/// reach r + 2R) while its cells share neighbour sets; 16 without a k.
+pub fn block_side(xy: &[(f64, f64)], grid: &GridExtent, k: Option<usize>) -> usize {
+    let Some(k) = k else {
+        return 16;
+    };
+    let (mut x0, mut y0, mut x1, mut y1) = (
+        f64::INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NEG_INFINITY,
+    );
+    for &(x, y) in xy {
+        (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+    }
+    let area = ((x1 - x0) * (y1 - y0)).max(grid.extent.width() * grid.extent.height());
+    let r_k = (k as f64 * area / (std::f64::consts::PI * xy.len().max(1) as f64)).sqrt();
+    let cell = grid.cell_size.width.max(grid.cell_size.height);
+    let side = r_k / (4.0 * cell);
+    if side.is_finite() {
+        (side as usize).clamp(BLOCK_MIN, BLOCK_MAX)
+    } else {
+        16
+    }
+}
 
 /// Which stations a cell uses.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -107,27 +135,28 @@ impl<'a> Search<'a> {
     }
 }
 
-/// Computes `f` over the cells of `rows` of `grid` a block at a time, in parallel; `f` gets a
-/// block (rows, columns) and returns its values row-major. The result is the band's values,
+/// Computes `f` over the cells of `rows` of `grid` a block of `side` × `side` cells at a
+/// time, in parallel; `f` gets a block (rows, columns) and returns its values row-major. The result is the band's values,
 /// row-major.
 pub fn by_blocks<T: Send + Copy + Default, E: Send>(
     grid: &GridExtent,
     rows: Range<usize>,
+    side: usize,
     f: impl Fn(Range<usize>, Range<usize>) -> Result<Vec<T>, E> + Sync,
 ) -> Result<Vec<T>, E> {
     let cols = grid.cols as usize;
     let blocks: Vec<(usize, usize)> = rows
         .clone()
-        .step_by(BLOCK)
-        .flat_map(|r0| (0..cols).step_by(BLOCK).map(move |c0| (r0, c0)))
+        .step_by(side)
+        .flat_map(|r0| (0..cols).step_by(side).map(move |c0| (r0, c0)))
         .collect();
     let computed: Vec<Vec<T>> = blocks
         .par_iter()
-        .map(|&(r0, c0)| f(r0..(r0 + BLOCK).min(rows.end), c0..(c0 + BLOCK).min(cols)))
+        .map(|&(r0, c0)| f(r0..(r0 + side).min(rows.end), c0..(c0 + side).min(cols)))
         .collect::<Result<_, E>>()?;
     let mut out = vec![T::default(); rows.len() * cols];
     for (&(r0, c0), values) in blocks.iter().zip(computed) {
-        let w = BLOCK.min(cols - c0);
+        let w = side.min(cols - c0);
         for (i, row) in values.chunks(w).enumerate() {
             let at = (r0 - rows.start + i) * cols + c0;
             out[at..at + w].copy_from_slice(row);
