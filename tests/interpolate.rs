@@ -535,7 +535,9 @@ fn files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
 
 #[test]
 fn a_station_time_series_is_the_same_cube_here_embedded_and_on_two_workers() {
-    use tessera_tests::{Procs, start_coordinator, start_worker, tasks_done_in_logs};
+    use tessera_tests::{
+        Procs, start_coordinator, start_worker, submit_and_watch, tasks_done_in_logs,
+    };
     let dir = temp_dir();
     let store = dir.path().join("store");
     std::fs::create_dir_all(&store).unwrap();
@@ -604,18 +606,7 @@ fn a_station_time_series_is_the_same_cube_here_embedded_and_on_two_workers() {
     }
     let job = dir.path().join("distributed.yaml");
     std::fs::write(&job, spec("series.zarr")).unwrap();
-    let out = tessera_ok(&[
-        "submit",
-        job.to_str().unwrap(),
-        "--coordinator",
-        &url,
-        "--watch",
-    ]);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("Succeeded"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    submit_and_watch(&job, &url);
     // The header and 744 / 48 = 16 tasks ran on the workers.
     let done = tasks_done_in_logs(&logs);
     assert_eq!(done.len(), 17, "{done:?}");

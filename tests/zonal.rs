@@ -835,7 +835,9 @@ fn cube_zones(path: &Path) {
 
 #[test]
 fn a_zonal_job_on_a_coordinator_and_two_workers_equals_the_embedded_run() {
-    use tessera_tests::{Procs, start_coordinator, start_worker, tasks_done_in_logs};
+    use tessera_tests::{
+        Procs, start_coordinator, start_worker, submit_and_watch, tasks_done_in_logs,
+    };
     let dir = temp_dir();
     let store = dir.path().join("store");
     std::fs::create_dir_all(&store).unwrap();
@@ -888,18 +890,7 @@ fn a_zonal_job_on_a_coordinator_and_two_workers_equals_the_embedded_run() {
         ),
     )
     .unwrap();
-    let out = tessera_ok(&[
-        "submit",
-        job.to_str().unwrap(),
-        "--coordinator",
-        &url,
-        "--watch",
-    ]);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("Succeeded"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    submit_and_watch(&job, &url);
     // The header and eight tasks of partials (two variables × four runs of 18 steps) ran on
     // the workers.
     let done = tasks_done_in_logs(&logs);
@@ -919,14 +910,7 @@ fn a_zonal_job_on_a_coordinator_and_two_workers_equals_the_embedded_run() {
             .unwrap()
             .replace("table.csv", "table.parquet");
         std::fs::write(&job, spec).unwrap();
-        let out = tessera_ok(&[
-            "submit",
-            job.to_str().unwrap(),
-            "--coordinator",
-            &url,
-            "--watch",
-        ]);
-        assert!(String::from_utf8_lossy(&out.stderr).contains("Succeeded"));
+        submit_and_watch(&job, &url);
         let probe = format!(
             "import pandas as pd, numpy as np\n\
              a = pd.read_parquet({:?}); b = pd.read_parquet({:?})\n\

@@ -180,6 +180,16 @@ pub fn tessera_env(args: &[&str], env: &[(String, String)]) -> Output {
         .expect("cannot run tessera")
 }
 
+/// Submits the job spec at `job` to the coordinator at `url` and follows it to its end
+/// (`tessera submit --watch`); asserts that it succeeded and returns what was said.
+pub fn submit_and_watch(job: &Path, url: &str) -> Output {
+    let job = job.to_str().expect("a UTF-8 path");
+    let out = tessera_ok(&["submit", job, "--coordinator", url, "--watch"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("Succeeded"), "{said}");
+    out
+}
+
 /// A real S3-compatible server (`moto_server` from PyPI) on an ephemeral loopback port,
 /// stopped when dropped.
 #[derive(Debug)]
