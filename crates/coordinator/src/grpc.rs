@@ -84,13 +84,30 @@ impl tonic::service::Interceptor for BearerAuth {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        match given {
-            Some(v) if v.strip_prefix("Bearer ") == Some(token) => Ok(req),
-            Some(_) => Err(Status::unauthenticated("wrong bearer token")),
-            None => Err(Status::unauthenticated(
+        match refusal(given, token) {
+            None => Ok(req),
+            Some(Refusal::Wrong) => Err(Status::unauthenticated("wrong bearer token")),
+            Some(Refusal::Missing) => Err(Status::unauthenticated(
                 "missing bearer token (authorization: Bearer <token>)",
             )),
         }
+    }
+}
+
+/// Why a request is refused the coordinator's bearer token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    Missing,
+    Wrong,
+}
+
+/// Whether an `authorization` value carries `Bearer <token>`: the one check of the gRPC
+/// interceptor and of the HTTP endpoints.
+pub(crate) fn refusal(authorization: Option<&str>, token: &str) -> Option<Refusal> {
+    match authorization {
+        Some(v) if v.strip_prefix("Bearer ") == Some(token) => None,
+        Some(_) => Some(Refusal::Wrong),
+        None => Some(Refusal::Missing),
     }
 }
 

@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use crate::grpc::Refusal;
 use crate::scheduler::{DURATION_BUCKETS, MetricsSnapshot};
 use crate::service::Coordinator;
 
@@ -32,20 +33,16 @@ fn refusal(c: &Coordinator, headers: &HeaderMap) -> Option<Response> {
     let token = c.config.token.as_deref()?;
     let given = headers
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(t) if t == token => None,
-        Some(_) => Some((StatusCode::UNAUTHORIZED, "wrong bearer token\n").into_response()),
-        None => Some(
-            (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                "missing bearer token (Authorization: Bearer <token>)\n",
-            )
-                .into_response(),
-        ),
-    }
+        .and_then(|v| v.to_str().ok());
+    Some(match crate::grpc::refusal(given, token)? {
+        Refusal::Wrong => (StatusCode::UNAUTHORIZED, "wrong bearer token\n").into_response(),
+        Refusal::Missing => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "missing bearer token (Authorization: Bearer <token>)\n",
+        )
+            .into_response(),
+    })
 }
 
 async fn metrics(State(c): State<Arc<Coordinator>>, headers: HeaderMap) -> Response {

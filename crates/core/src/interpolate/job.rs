@@ -283,10 +283,10 @@ pub fn run(
         write_tiff(out, g, &header.crs, &grids, overwrite)?;
     } else {
         progress.start(header.times.len() as u64);
-        let output = Output::for_process(out, overwrite);
-        let plan = InterpolatePlan::new(stations_url, spec, header, output.clone(), 3)?;
+        // `write_whole` stages the cube itself: the plan's tasks write through its writer,
+        // never to the plan's output.
+        let plan = InterpolatePlan::new(stations_url, spec, header, Output::direct(out), 3)?;
         CubeWriter::write_whole(out, plan.info.clone(), 3, overwrite, |writer| {
-            // `write_whole` stages the cube itself: the plan's tasks write through `writer`.
             for t in 0..plan.tasks.len() {
                 plan.run_task(&stations, writer, t, &note)?;
             }

@@ -80,8 +80,16 @@ impl Lu {
 
     /// Solves A x = b, overwriting `b` with x.
     pub fn solve_in_place(&self, b: &mut [f64]) {
+        let mut x = Vec::with_capacity(self.n);
+        self.solve(b, &mut x);
+        b.copy_from_slice(&x);
+    }
+
+    /// Solves A x = b into `x` (its memory reused), leaving `b` as it is.
+    pub fn solve(&self, b: &[f64], x: &mut Vec<f64>) {
         let n = self.n;
-        let mut x: Vec<f64> = self.piv.iter().map(|&p| b[p]).collect();
+        x.clear();
+        x.extend(self.piv.iter().map(|&p| b[p]));
         for i in 0..n {
             let row = &self.lu[i * n..i * n + i];
             let s: f64 = row.iter().zip(&x[..i]).map(|(a, b)| a * b).sum();
@@ -92,7 +100,6 @@ impl Lu {
             let s: f64 = row.iter().zip(&x[i + 1..]).map(|(a, b)| a * b).sum();
             x[i] = (x[i] - s) / self.lu[i * n + i];
         }
-        b.copy_from_slice(&x);
     }
 }
 
@@ -202,18 +209,20 @@ impl<'a> Kriging<'a> {
         lu.solve_in_place(&mut lambda);
         let results: Vec<(f64, f64)> = points
             .par_iter()
-            .map_init(Vec::new, |b, &p| {
-                self.rhs(p, &idx, b);
-                if variance {
-                    let rhs = b.clone();
-                    lu.solve_in_place(b);
-                    let z: f64 = b[..n].iter().zip(self.z).map(|(w, z)| w * z).sum();
-                    let s: f64 = b.iter().zip(&rhs).map(|(x, r)| -x * r).sum();
-                    (z, s)
-                } else {
-                    (b.iter().zip(&lambda).map(|(x, l)| x * l).sum(), f64::NAN)
-                }
-            })
+            .map_init(
+                || (Vec::new(), Vec::new()),
+                |(b, x), &p| {
+                    self.rhs(p, &idx, b);
+                    if variance {
+                        lu.solve(b, x);
+                        let z: f64 = x[..n].iter().zip(self.z).map(|(w, z)| w * z).sum();
+                        let s: f64 = x.iter().zip(b.iter()).map(|(x, r)| -x * r).sum();
+                        (z, s)
+                    } else {
+                        (b.iter().zip(&lambda).map(|(x, l)| x * l).sum(), f64::NAN)
+                    }
+                },
+            )
             .collect();
         out.estimate = results.iter().map(|r| r.0).collect();
         if variance {
@@ -263,6 +272,7 @@ impl<'a> Kriging<'a> {
             let mut systems: Vec<(Vec<usize>, Lu, Vec<f64>)> = Vec::new();
             let mut current: Option<usize> = None;
             let mut b = Vec::with_capacity(k + 1);
+            let mut x = Vec::with_capacity(k + 1);
             for r in rows {
                 for c in cols.clone() {
                     let p = grid.cell_centre(c as u64, r as u64);
@@ -325,10 +335,9 @@ impl<'a> Kriging<'a> {
                     };
                     self.rhs(p, set, &mut b);
                     if variance {
-                        let rhs = b.clone();
-                        lu.solve_in_place(&mut b);
-                        let z: f64 = b.iter().zip(set).map(|(w, &s)| w * self.z[s]).sum();
-                        let s: f64 = b.iter().zip(&rhs).map(|(x, r)| -x * r).sum();
+                        lu.solve(&b, &mut x);
+                        let z: f64 = x.iter().zip(set).map(|(w, &s)| w * self.z[s]).sum();
+                        let s: f64 = x.iter().zip(&b).map(|(x, r)| -x * r).sum();
                         out.push((z, s));
                     } else {
                         out.push((b.iter().zip(lambda).map(|(x, l)| x * l).sum(), f64::NAN));
