@@ -289,7 +289,13 @@ fn the_manifests_command_lines_run_a_job_against_a_loopback_s3() {
     let service = "http://tessera-coordinator:7710";
 
     let (worker, env) = container(&docs, "Deployment", "tessera-worker");
-    let worker = mounted(worker, &config_text.replace(service, &url), "worker.toml");
+    let worker = mounted(
+        worker,
+        &config_text
+            .replace(service, &url)
+            .replace("0.0.0.0:9090", "127.0.0.1:0"),
+        "worker.toml",
+    );
     procs
         .0
         .push(spawn(&worker, &local(env), &dir.path().join("worker.log")));
@@ -470,14 +476,26 @@ fn the_metrics_parse_as_prometheus_text_and_count_the_jobs_tasks() {
                 &url,
                 "--token",
                 "s3cret",
+                "--http",
+                "127.0.0.1:0",
             ])
             .env("TESSERA_LOG", "info")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap(),
     );
-    let scrape = |token: &str| -> serde_json::Value {
+    // The worker's one stdout line: where its own /metrics is.
+    let worker_http = {
+        let stdout = procs.0.last_mut().unwrap().stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        line.trim()
+            .strip_prefix("http on ")
+            .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+            .to_string()
+    };
+    let scrape_at = |http: &str, token: &str| -> serde_json::Value {
         let probe = format!(
             "import json, urllib.request, urllib.error\n\
              from prometheus_client.parser import text_string_to_metric_families\n\
@@ -499,6 +517,13 @@ fn the_metrics_parse_as_prometheus_text_and_count_the_jobs_tasks() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         serde_json::from_slice(&o.stdout).unwrap()
     };
+    let scrape = |token: &str| scrape_at(&http, token);
+    assert_eq!(scrape_at(&worker_http, "wrong")["status"], 401);
+    let worker_before = scrape_at(&worker_http, "s3cret");
+    assert_eq!(
+        worker_before["tessera_worker_tasks_running"], 0.0,
+        "{worker_before}"
+    );
     assert_eq!(scrape("wrong")["status"], 401);
     let before = scrape("s3cret");
     assert_eq!(before["tessera_queue_depth"], 0.0, "{before}");
@@ -553,6 +578,25 @@ fn the_metrics_parse_as_prometheus_text_and_count_the_jobs_tasks() {
         after["tessera_task_duration_seconds_count|kind=write-keys"],
         after["tessera_tasks_done_total|kind=write-keys"],
         "{after}"
+    );
+    // The one worker ran every task: its own counters say the same.
+    let worker_after = scrape_at(&worker_http, "s3cret");
+    let worker_done: f64 = worker_after
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.starts_with("tessera_worker_tasks_done_total|"))
+        .map(|(_, v)| v.as_f64().unwrap())
+        .sum();
+    assert_eq!(worker_done, tasks, "{worker_after}");
+    assert_eq!(
+        worker_after["tessera_worker_written_tiles_total"], after["tessera_written_tiles_total"],
+        "{worker_after}"
+    );
+    assert_eq!(
+        worker_after["tessera_worker_task_duration_seconds_count|kind=write-keys"],
+        after["tessera_tasks_done_total|kind=write-keys"],
+        "{worker_after}"
     );
     // Every worker log line is a JSON object; the finished tasks carry their ids.
     let text = std::fs::read_to_string(&log).unwrap();

@@ -49,6 +49,7 @@ pub struct WorkerConfig {
     pub coordinator: Option<String>,
     pub threads: Option<usize>,
     pub patience: Option<u64>,
+    pub http: Option<String>,
 }
 
 impl Config {

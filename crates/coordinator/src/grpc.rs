@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tessera_core::cube::{CubeReader, Selection};
 use tessera_core::job::LeasedTask;
+use tessera_core::metrics::{Refusal, bearer_refusal};
 use tessera_proto::{PROTOCOL_VERSION, from_proto, pb};
 use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
@@ -84,30 +85,13 @@ impl tonic::service::Interceptor for BearerAuth {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        match refusal(given, token) {
+        match bearer_refusal(given, token) {
             None => Ok(req),
             Some(Refusal::Wrong) => Err(Status::unauthenticated("wrong bearer token")),
             Some(Refusal::Missing) => Err(Status::unauthenticated(
                 "missing bearer token (authorization: Bearer <token>)",
             )),
         }
-    }
-}
-
-/// Why a request is refused the coordinator's bearer token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refusal {
-    Missing,
-    Wrong,
-}
-
-/// Whether an `authorization` value carries `Bearer <token>`: the one check of the gRPC
-/// interceptor and of the HTTP endpoints.
-pub(crate) fn refusal(authorization: Option<&str>, token: &str) -> Option<Refusal> {
-    match authorization {
-        Some(v) if v.strip_prefix("Bearer ") == Some(token) => None,
-        Some(_) => Some(Refusal::Wrong),
-        None => Some(Refusal::Missing),
     }
 }
 

@@ -1,17 +1,23 @@
-//! The coordinator's HTTP side (`tessera coordinator --http ADDR`): Prometheus metrics at
-//! `/metrics`, behind the same bearer token as the gRPC APIs when one is configured.
+//! The coordinator's HTTP side (`tessera coordinator --http ADDR`): the status page (the jobs
+//! with their progress and ETA; for a job, a map of its tasks coloured by state and a preview
+//! of what it wrote), its JSON, and Prometheus metrics at `/metrics` — all behind the same
+//! bearer token as the gRPC APIs when one is configured. A browser gives the token once as
+//! `?token=`; it is kept in a cookie for the page's own requests.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use serde_json::{Value, json};
+use tessera_core::job::{JobId, JobState, JobStatus};
+use tessera_core::preview::{LayerKind, PreviewOptions, layers_under, preview};
 
-use crate::grpc::Refusal;
-use crate::scheduler::{DURATION_BUCKETS, MetricsSnapshot};
+use tessera_core::metrics::{Exposition, Refusal, bearer_refusal};
+
+use crate::scheduler::MetricsSnapshot;
 use crate::service::Coordinator;
 
 /// Serves the HTTP endpoints on `listener` until `shutdown` completes.
@@ -21,32 +27,337 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
+        .route("/", get(index))
+        .route("/jobs/{id}", get(job_page))
+        .route("/jobs/{id}/preview.png", get(job_preview))
+        .route("/api/jobs", get(api_jobs))
+        .route("/api/jobs/{id}", get(api_job))
         .route("/metrics", get(metrics))
+        // The page's own assets hold no data: served to anyone.
+        .route(
+            "/style.css",
+            get(|| async { ([(header::CONTENT_TYPE, "text/css")], STYLE_CSS) }),
+        )
+        .route(
+            "/page.js",
+            get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], PAGE_JS) }),
+        )
         .with_state(coordinator);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }
 
+/// The name of the cookie that keeps a browser's token.
+const COOKIE: &str = "tessera_token";
+
+/// A query string's pairs.
+fn query_pairs(query: &Option<String>) -> Vec<(String, String)> {
+    query.as_deref().map_or_else(Vec::new, |q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .into_owned()
+            .collect()
+    })
+}
+
+fn query_value<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The token a request carries: an `Authorization` header, else the page's cookie, else
+/// `?token=` (as an `Authorization` value).
+fn given_token(headers: &HeaderMap, query: &[(String, String)]) -> Option<String> {
+    if let Some(v) = headers.get(header::AUTHORIZATION) {
+        return Some(v.to_str().unwrap_or("").to_string());
+    }
+    let cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='));
+    cookie
+        .or_else(|| query_value(query, "token"))
+        .map(|t| format!("Bearer {t}"))
+}
+
 /// The refusal of a request without the coordinator's bearer token (when it has one).
-fn refusal(c: &Coordinator, headers: &HeaderMap) -> Option<Response> {
+fn refusal(c: &Coordinator, headers: &HeaderMap, query: &[(String, String)]) -> Option<Response> {
     let token = c.config.token.as_deref()?;
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    Some(match crate::grpc::refusal(given, token)? {
+    let given = given_token(headers, query);
+    Some(match bearer_refusal(given.as_deref(), token)? {
         Refusal::Wrong => (StatusCode::UNAUTHORIZED, "wrong bearer token\n").into_response(),
         Refusal::Missing => (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],
-            "missing bearer token (Authorization: Bearer <token>)\n",
+            "missing bearer token (Authorization: Bearer <token>, or ?token=<token> in a browser)\n",
         )
             .into_response(),
     })
 }
 
-async fn metrics(State(c): State<Arc<Coordinator>>, headers: HeaderMap) -> Response {
-    if let Some(refused) = refusal(&c, &headers) {
+/// A page for a browser: when the request brought the right token in its query, the token is
+/// kept in a cookie for the page's own requests (only this site's, not readable by scripts).
+fn page(c: &Coordinator, query: &[(String, String)], html: String) -> Response {
+    let mut response = Html(html).into_response();
+    if let (Some(token), Some(given)) = (c.config.token.as_deref(), query_value(query, "token"))
+        && given == token
+        && let Ok(v) = HeaderValue::from_str(&format!(
+            "{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/"
+        ))
+    {
+        response.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    response
+}
+
+async fn index(
+    State(c): State<Arc<Coordinator>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let query = query_pairs(&query);
+    if let Some(refused) = refusal(&c, &headers, &query) {
+        return refused;
+    }
+    page(&c, &query, INDEX_HTML.to_string())
+}
+
+async fn job_page(
+    State(c): State<Arc<Coordinator>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let query = query_pairs(&query);
+    if let Some(refused) = refusal(&c, &headers, &query) {
+        return refused;
+    }
+    let job = match find_job(&c, &id) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    page(
+        &c,
+        &query,
+        JOB_HTML.replace("{{JOB_ID}}", &job.id.to_string()),
+    )
+}
+
+/// A request that cannot be answered: its status and the message that says why.
+#[derive(Debug)]
+struct Refused(StatusCode, String);
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        (self.0, format!("{}\n", self.1)).into_response()
+    }
+}
+
+/// The job `id` names, or a 400/404 saying why not.
+fn find_job(c: &Coordinator, id: &str) -> Result<JobStatus, Refused> {
+    let job: JobId = id
+        .parse()
+        .map_err(|_| Refused(StatusCode::BAD_REQUEST, format!("{id:?} is not a job id")))?;
+    c.status(job)
+        .ok_or_else(|| Refused(StatusCode::NOT_FOUND, format!("no job {job}")))
+}
+
+/// A job's progress in 0..=1 (by tiles when it counts them, else by tasks) and, while it
+/// runs, the seconds it still needs at the rate it has had.
+fn progress(s: &JobStatus) -> (f64, Option<f64>) {
+    let fraction = if s.tiles_total > 0 {
+        s.tiles_done as f64 / s.tiles_total as f64
+    } else if s.tasks_total > 0 {
+        s.tasks_done as f64 / s.tasks_total as f64
+    } else {
+        0.0
+    };
+    let fraction = if s.state == JobState::Succeeded {
+        1.0
+    } else {
+        fraction.min(1.0)
+    };
+    let eta = (!s.state.is_terminal() && fraction > 0.0)
+        .then(|| s.elapsed_ms as f64 / 1000.0 * (1.0 - fraction) / fraction);
+    (fraction, eta)
+}
+
+fn job_json(s: &JobStatus) -> Value {
+    let (fraction, eta) = progress(s);
+    json!({
+        "id": s.id.to_string(),
+        "name": s.name,
+        "output": s.output,
+        "state": s.state.name(),
+        "stage": s.stage,
+        "tasks_total": s.tasks_total,
+        "tasks_done": s.tasks_done,
+        "tiles_total": s.tiles_total,
+        "tiles_done": s.tiles_done,
+        "bytes_written": s.bytes_written,
+        "retries": s.retries,
+        "error": s.error,
+        "elapsed_s": s.elapsed_ms as f64 / 1000.0,
+        "progress": fraction,
+        "eta_s": eta,
+    })
+}
+
+async fn api_jobs(
+    State(c): State<Arc<Coordinator>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if let Some(refused) = refusal(&c, &headers, &query_pairs(&query)) {
+        return refused;
+    }
+    // Newest first.
+    let jobs: Vec<Value> = c.jobs().iter().rev().map(job_json).collect();
+    json_response(&Value::from(jobs))
+}
+
+async fn api_job(
+    State(c): State<Arc<Coordinator>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if let Some(refused) = refusal(&c, &headers, &query_pairs(&query)) {
+        return refused;
+    }
+    let status = match find_job(&c, &id) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let mut body = job_json(&status);
+    if let Some(map) = c.tile_map(status.id) {
+        let tasks: Vec<Value> = map
+            .tasks
+            .iter()
+            .map(|t| {
+                json!({
+                    "kind": t.kind,
+                    "state": t.state.name(),
+                    "attempts": t.attempts,
+                    "keys": t.keys,
+                })
+            })
+            .collect();
+        body["map"] = json!({ "stage": map.stage, "tasks": tasks });
+    }
+    // What a finished job wrote that can be previewed.
+    if status.state == JobState::Succeeded {
+        let output = status.output.clone();
+        let layers = tokio::task::spawn_blocking(move || layers_under(&output))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        body["layers"] = layers
+            .into_iter()
+            .map(|(name, kind)| {
+                json!({
+                    "name": name,
+                    "kind": match kind { LayerKind::Raster => "raster", LayerKind::Cube => "cube" },
+                })
+            })
+            .collect();
+    }
+    json_response(&body)
+}
+
+fn json_response(v: &Value) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+}
+
+/// The query's value of `name` parsed, or a 400 naming it.
+fn parsed<T: std::str::FromStr>(
+    query: &[(String, String)],
+    name: &str,
+    default: T,
+) -> Result<T, Refused> {
+    match query_value(query, name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|_| Refused(StatusCode::BAD_REQUEST, format!("bad {name}: {v:?}"))),
+    }
+}
+
+async fn job_preview(
+    State(c): State<Arc<Coordinator>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let query = query_pairs(&query);
+    if let Some(refused) = refusal(&c, &headers, &query) {
+        return refused;
+    }
+    let status = match find_job(&c, &id) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    if status.state != JobState::Succeeded {
+        return (
+            StatusCode::CONFLICT,
+            format!(
+                "job {} is {}: a preview needs it to have succeeded\n",
+                status.id,
+                status.state.name()
+            ),
+        )
+            .into_response();
+    }
+    // A product of the job's output, by its name: one path segment, nothing above the output.
+    let layer = query_value(&query, "layer").unwrap_or("");
+    if layer.contains('/') || layer.contains('\\') || layer == "." || layer == ".." {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("layer {layer:?} is not a product name of this job's output\n"),
+        )
+            .into_response();
+    }
+    let options = match (|| {
+        Ok::<_, Refused>(PreviewOptions {
+            max_side: parsed(&query, "size", 1024usize)?.clamp(1, 4096),
+            band: parsed(&query, "band", 1usize)?,
+            var: query_value(&query, "var").map(str::to_string),
+            time: query_value(&query, "time").map(str::to_string),
+        })
+    })() {
+        Ok(o) => o,
+        Err(e) => return e.into_response(),
+    };
+    let url = if layer.is_empty() {
+        status.output.clone()
+    } else {
+        format!("{}/{layer}", status.output.trim_end_matches('/'))
+    };
+    match tokio::task::spawn_blocking(move || preview(&url, &options)).await {
+        Ok(Ok(p)) => ([(header::CONTENT_TYPE, "image/png")], p.png).into_response(),
+        Ok(Err(e @ tessera_core::Error::InvalidArgument(_))) => {
+            (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
+        }
+        Ok(Err(e)) => (StatusCode::NOT_FOUND, format!("{e}\n")).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the preview stopped: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(
+    State(c): State<Arc<Coordinator>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if let Some(refused) = refusal(&c, &headers, &query_pairs(&query)) {
         return refused;
     }
     (
@@ -59,17 +370,18 @@ async fn metrics(State(c): State<Arc<Coordinator>>, headers: HeaderMap) -> Respo
         .into_response()
 }
 
-fn head(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
+const INDEX_HTML: &str = include_str!("page/index.html");
+const JOB_HTML: &str = include_str!("page/job.html");
+const STYLE_CSS: &str = include_str!("page/style.css");
+const PAGE_JS: &str = include_str!("page/page.js");
 
 /// The Prometheus text exposition of a snapshot.
 pub fn render(m: &MetricsSnapshot) -> String {
-    let mut out = String::new();
-    head(&mut out, "tessera_jobs", "gauge", "Jobs by state.");
+    let mut out = Exposition::default();
+    out.head("tessera_jobs", "gauge", "Jobs by state.");
     for state in ["planning", "running", "succeeded", "failed", "cancelled"] {
         let n = m.jobs.get(state).copied().unwrap_or(0);
-        let _ = writeln!(out, "tessera_jobs{{state=\"{state}\"}} {n}");
+        out.sample("tessera_jobs", &[("state", state)], n);
     }
     let by_kind = [
         (
@@ -104,9 +416,9 @@ pub fn render(m: &MetricsSnapshot) -> String {
         ),
     ];
     for (metric, kind, help, values) in by_kind {
-        head(&mut out, metric, kind, help);
+        out.head(metric, kind, help);
         for (k, v) in values {
-            let _ = writeln!(out, "{metric}{{kind=\"{k}\"}} {v}");
+            out.sample(metric, &[("kind", k)], v);
         }
     }
     let queue: u64 = m.queued.values().sum();
@@ -150,31 +462,17 @@ pub fn render(m: &MetricsSnapshot) -> String {
         ),
     ];
     for (metric, kind, help, v) in scalars {
-        head(&mut out, metric, kind, help);
-        let _ = writeln!(out, "{metric} {v}");
+        out.head(metric, kind, help);
+        out.sample(metric, &[], v);
     }
     let metric = "tessera_task_duration_seconds";
-    head(
-        &mut out,
+    out.head(
         metric,
         "histogram",
         "From lease to report of finished tasks, by task kind.",
     );
-    for (kind, (buckets, sum, count)) in &c.durations {
-        let mut cumulative = 0;
-        for (le, n) in DURATION_BUCKETS.iter().zip(buckets) {
-            cumulative += n;
-            let _ = writeln!(
-                out,
-                "{metric}_bucket{{kind=\"{kind}\",le=\"{le}\"}} {cumulative}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "{metric}_bucket{{kind=\"{kind}\",le=\"+Inf\"}} {count}"
-        );
-        let _ = writeln!(out, "{metric}_sum{{kind=\"{kind}\"}} {sum}");
-        let _ = writeln!(out, "{metric}_count{{kind=\"{kind}\"}} {count}");
+    for (kind, h) in &c.durations {
+        out.histogram(metric, &[("kind", kind)], h);
     }
-    out
+    out.finish()
 }

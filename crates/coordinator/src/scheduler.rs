@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 pub use tessera_core::job::{FailureKind, JobState, JobStatus, TaskOutput, TaskPayload};
 use tessera_core::job::{JobId, TaskId, WorkerId};
+use tessera_core::metrics::Histogram;
 
 /// Timing rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,11 +119,6 @@ pub struct Scheduler {
     counters: Counters,
 }
 
-/// Task durations' histogram buckets, seconds (Prometheus `le`).
-pub const DURATION_BUCKETS: [f64; 12] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
-];
-
 /// Monotonic counters of what the scheduler did, by task kind (the payload's name).
 #[derive(Debug, Default, Clone)]
 pub struct Counters {
@@ -133,9 +129,8 @@ pub struct Counters {
     pub retries: u64,
     pub bytes_written: u64,
     pub tiles_written: u64,
-    /// Per kind: counts per bucket of [`DURATION_BUCKETS`] (not cumulative), the sum in
-    /// seconds and the count.
-    pub durations: BTreeMap<&'static str, (Vec<u64>, f64, u64)>,
+    /// Per kind: from lease to report of finished tasks.
+    pub durations: BTreeMap<&'static str, Histogram>,
 }
 
 /// The scheduler's state for `/metrics`: counters, and gauges taken now.
@@ -149,6 +144,49 @@ pub struct MetricsSnapshot {
     pub running: BTreeMap<&'static str, u64>,
     /// Workers heard from within three lease lengths.
     pub workers: u64,
+}
+
+/// A task's state as the status page colours it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TileState {
+    Queued,
+    Running,
+    Done,
+    /// Its job stopped after it failed: it will not run again.
+    Failed,
+    /// Waiting or running again after a failure or a lost lease.
+    Retried,
+}
+
+impl TileState {
+    pub fn name(self) -> &'static str {
+        match self {
+            TileState::Queued => "queued",
+            TileState::Running => "running",
+            TileState::Done => "done",
+            TileState::Failed => "failed",
+            TileState::Retried => "retried",
+        }
+    }
+}
+
+/// One task of a [`TileMap`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct MapTask {
+    pub kind: &'static str,
+    pub state: TileState,
+    /// Times it was leased.
+    pub attempts: u32,
+    /// The (col, row) spatial keys it writes, for a raster stage; empty otherwise (the page
+    /// lays such tasks out by index).
+    pub keys: Vec<(u32, u32)>,
+}
+
+/// The tasks of a job's current stage, in task order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TileMap {
+    pub stage: u32,
+    pub tasks: Vec<MapTask>,
 }
 
 impl Scheduler {
@@ -562,15 +600,7 @@ impl Scheduler {
         c.bytes_written += output.bytes;
         c.tiles_written += output.tiles;
         let seconds = now.saturating_sub(t.leased_ms) as f64 / 1000.0;
-        let (buckets, sum, count) = c
-            .durations
-            .entry(kind)
-            .or_insert_with(|| (vec![0; DURATION_BUCKETS.len()], 0.0, 0));
-        if let Some(b) = DURATION_BUCKETS.iter().position(|&le| seconds <= le) {
-            buckets[b] += 1;
-        }
-        *sum += seconds;
-        *count += 1;
+        c.durations.entry(kind).or_default().observe(seconds);
         t.output = Some(output);
         Self::stage_done_outcome(task.job, j).unwrap_or(ReportOutcome::Accepted)
     }
@@ -683,6 +713,50 @@ impl Scheduler {
         m
     }
 
+    /// The tasks of `job`'s current (or last) stage, each with its state and where it lies:
+    /// what the status page draws as the job's tile map.
+    pub fn tile_map(&self, job: JobId) -> Option<TileMap> {
+        let j = self.jobs.get(&job)?;
+        let tasks = j
+            .tasks
+            .iter()
+            .map(|t| {
+                let again = t.failures + t.lost > 0;
+                let state = match t.state {
+                    TaskState::Done => TileState::Done,
+                    TaskState::Leased { .. } if again => TileState::Retried,
+                    TaskState::Leased { .. } => TileState::Running,
+                    // Halted: it will not run again; it failed if it ever did.
+                    TaskState::Pending { not_before_ms } if not_before_ms == u64::MAX => {
+                        if t.failures > 0 {
+                            TileState::Failed
+                        } else {
+                            TileState::Queued
+                        }
+                    }
+                    TaskState::Pending { .. } if again => TileState::Retried,
+                    TaskState::Pending { .. } => TileState::Queued,
+                };
+                let keys = match &t.payload {
+                    TaskPayload::WriteKeys { keys } => {
+                        keys.iter().map(|k| (k.col, k.row)).collect()
+                    }
+                    _ => Vec::new(),
+                };
+                MapTask {
+                    kind: t.payload.name(),
+                    state,
+                    attempts: t.leases,
+                    keys,
+                }
+            })
+            .collect();
+        Some(TileMap {
+            stage: j.stage,
+            tasks,
+        })
+    }
+
     pub fn jobs(&self, now: u64) -> Vec<JobStatus> {
         self.order
             .iter()
@@ -728,6 +802,31 @@ mod tests {
             bytes: 10,
             result: None,
         }
+    }
+
+    #[test]
+    fn the_tile_map_colours_each_task_by_its_state() {
+        let (mut s, job) = setup(4, 2);
+        let w = WorkerId::new();
+        let states = |s: &Scheduler| -> Vec<&str> {
+            let map = s.tile_map(job).unwrap();
+            map.tasks.iter().map(|t| t.state.name()).collect()
+        };
+        assert_eq!(states(&s), ["queued"; 4]);
+        let l = s.lease(w, 3, 0);
+        s.report_ok(w, l[0].task, ok(), 10);
+        s.report_err(w, l[1].task, FailureKind::Execution, "boom".into(), 10);
+        assert_eq!(states(&s), ["done", "retried", "running", "queued"]);
+        // Leased again after its backoff: still marked as a retry.
+        assert!(s.heartbeat(w, &[l[2].task], 900).is_empty());
+        let again = s.lease(w, 1, 1000);
+        assert_eq!(again[0].task, l[1].task);
+        assert_eq!(states(&s), ["done", "retried", "running", "queued"]);
+        assert_eq!(s.tile_map(job).unwrap().tasks[1].attempts, 2);
+        // Its second failure fails the job: that task is failed, the untouched one queued.
+        s.report_err(w, l[1].task, FailureKind::Execution, "boom".into(), 1010);
+        assert_eq!(states(&s), ["done", "failed", "running", "queued"]);
+        assert!(s.tile_map(JobId::new()).is_none());
     }
 
     #[test]

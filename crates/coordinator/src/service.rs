@@ -586,6 +586,11 @@ impl Coordinator {
         status.map(|s| self.settled(s))
     }
 
+    /// The tasks of `job`'s current stage with their states, for the status page.
+    pub fn tile_map(&self, job: JobId) -> Option<crate::scheduler::TileMap> {
+        lock(&self.sched).tile_map(job)
+    }
+
     pub fn jobs(&self) -> Vec<JobStatus> {
         let jobs = lock(&self.sched).jobs(self.now());
         jobs.into_iter().map(|s| self.settled(s)).collect()

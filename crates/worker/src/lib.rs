@@ -3,7 +3,10 @@
 //! A worker registers with a coordinator (checking the protocol version), then leases tasks,
 //! runs them with `tessera-core` on its own rayon pool (never on the async runtime), heartbeats
 //! the tasks it holds, and reports outputs or structured errors. When `shutdown` completes it
-//! stops leasing, finishes what it holds, reports, and returns.
+//! stops leasing, finishes what it holds, reports, and returns. It counts what it ran for its
+//! `/metrics` ([`metrics`]).
+
+pub mod metrics;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -39,6 +42,8 @@ pub struct WorkerConfig {
     pub patience: Option<Duration>,
     /// For an `https://` coordinator: the PEM certificate of the CA to trust.
     pub tls_ca_pem: Option<Vec<u8>>,
+    /// What the worker counts for its `/metrics`.
+    pub metrics: Arc<metrics::WorkerMetrics>,
 }
 
 /// A channel to `url`; `https://` URLs use TLS and trust `ca_pem`.
@@ -62,6 +67,7 @@ impl WorkerConfig {
             protocol_version: PROTOCOL_VERSION,
             tls_ca_pem: None,
             patience: None,
+            metrics: Arc::default(),
         }
     }
 }
@@ -243,7 +249,14 @@ async fn lease_loop(
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(id.clone());
             tracing::debug!(task = %id, attempt = lease.attempt, "task started");
+            config.metrics.started();
+            let began = std::time::Instant::now();
             let outcome = execute(client, &mut contexts, &pool, &lease).await;
+            config.metrics.ended(
+                lease.payload.name(),
+                began.elapsed().as_secs_f64(),
+                outcome.as_ref().ok(),
+            );
             match &outcome {
                 Ok(o) => {
                     tracing::info!(task = %id, attempt = lease.attempt, tiles = o.tiles, "task done")
@@ -281,6 +294,7 @@ async fn lease_loop(
             }
             held.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
             if let Err(s) = sent {
+                config.metrics.undelivered();
                 tracing::warn!(task = %id, error = %s, "report not delivered; the task will be leased again");
             }
         }

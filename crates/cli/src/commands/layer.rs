@@ -1,4 +1,5 @@
-//! `tessera layer`: a gdalinfo-like summary of a layer, and its export to one GeoTIFF or COG.
+//! `tessera layer`: a gdalinfo-like summary of a layer, its export to one GeoTIFF or COG, and
+//! a PNG preview.
 
 use std::path::PathBuf;
 
@@ -7,6 +8,7 @@ use clap::Subcommand;
 use tessera_core::export::{ExportFormat, export};
 use tessera_core::ingest::Progress;
 use tessera_core::layer::LayerReader;
+use tessera_core::preview::{PreviewOptions, label, preview};
 
 #[derive(Debug, Subcommand)]
 pub enum LayerCommand {
@@ -28,6 +30,25 @@ pub enum LayerCommand {
         #[arg(long, default_value = "deflate")]
         compress: String,
     },
+    /// Draw one band of a layer, or one step of a cube variable, as a PNG: a colour ramp
+    /// between its minimum and maximum with a legend, NoData transparent.
+    Preview {
+        layer: String,
+        out: PathBuf,
+        /// A raster layer's band (1-based).
+        #[arg(long, default_value_t = 1)]
+        band: usize,
+        /// A cube's variable (default: its first).
+        #[arg(long)]
+        var: Option<String>,
+        /// A cube's step: an instant (the nearest step) or a climatology's group (7, DJF);
+        /// default: the last.
+        #[arg(long)]
+        time: Option<String>,
+        /// The image's longest side in pixels (the layer is sampled down to fit).
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+    },
 }
 
 pub fn run(command: LayerCommand, progress: &dyn Progress) -> Result<()> {
@@ -42,6 +63,35 @@ pub fn run(command: LayerCommand, progress: &dyn Progress) -> Result<()> {
             let format: ExportFormat = format.parse()?;
             export(&layer, &out, format, compress.parse()?, progress)?;
             eprintln!("wrote {}", out.display());
+            Ok(())
+        }
+        LayerCommand::Preview {
+            layer,
+            out,
+            band,
+            var,
+            time,
+            size,
+        } => {
+            let options = PreviewOptions {
+                max_side: size,
+                band,
+                var,
+                time,
+            };
+            let p = preview(&layer, &options)?;
+            std::fs::write(&out, &p.png)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            eprintln!(
+                "wrote {} ({} x {} pixels, 1 per {} cells; {}; {} .. {})",
+                out.display(),
+                p.width,
+                p.height,
+                p.stride,
+                p.title,
+                label(p.min),
+                label(p.max)
+            );
             Ok(())
         }
     }

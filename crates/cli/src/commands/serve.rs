@@ -64,6 +64,10 @@ pub struct WorkerArgs {
     /// it forever, through restarts).
     #[arg(long, env = "TESSERA_PATIENCE")]
     patience: Option<u64>,
+    /// Also serve Prometheus metrics over HTTP here, at /metrics (behind --token, when one is
+    /// set).
+    #[arg(long, value_name = "ADDR", env = "TESSERA_HTTP")]
+    http: Option<String>,
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -186,6 +190,30 @@ pub async fn worker(args: WorkerArgs, tls_ca: Option<PathBuf>) -> Result<()> {
     config.tls_ca_pem = tls_ca
         .map(|p| std::fs::read(&p).with_context(|| format!("cannot read {}", p.display())))
         .transpose()?;
-    work(config, termination()).await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let http_task = match args.http.or(file.http) {
+        Some(http) => {
+            let l = tokio::net::TcpListener::bind(&http)
+                .await
+                .with_context(|| format!("cannot listen on {http} (--http)"))?;
+            // The only line a worker prints on stdout: where its metrics are.
+            println!("http on http://{}", l.local_addr()?);
+            let mut stopped = stopped.clone();
+            let (metrics, token) = (config.metrics.clone(), config.token.clone());
+            Some(tokio::spawn(async move {
+                let shutdown = async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                };
+                tessera_worker::metrics::serve(l, metrics, token, shutdown).await
+            }))
+        }
+        None => None,
+    };
+    let worked = work(config, termination()).await;
+    let _ = stop.send(true);
+    if let Some(t) = http_task {
+        let _ = t.await;
+    }
+    worked?;
     Ok(())
 }
