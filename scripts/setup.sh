@@ -16,6 +16,8 @@ for pkg in libgdal-dev gdal-bin pkg-config; do
 done
 # kubectl (with kustomize) renders the Kubernetes manifests for their tests.
 command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
+# A headless browser loads the coordinator's status page in its test.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]}"
     sudo_if_needed apt-get update -qq

@@ -788,3 +788,64 @@ fn damaged_sources_are_refused_naming_what_is_wrong() {
         "{attrs}"
     );
 }
+
+#[test]
+fn a_cube_step_previews_as_a_png_and_bad_selections_are_named() {
+    let dir = temp_dir();
+    let cube = dir.path().join("cube");
+    let c = cube.to_str().unwrap();
+    tessera_ok(&[
+        "synth", "cube", c, "--steps", "48", "--rows", "300", "--cols", "500",
+    ]);
+    let png = dir.path().join("tp.png");
+    let out = tessera_ok(&[
+        "layer",
+        "preview",
+        c,
+        png.to_str().unwrap(),
+        "--var",
+        "tp",
+        "--time",
+        "2019-01-01T05:20",
+        "--size",
+        "128",
+    ]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    // 500 x 300 cells at one pixel per 4: 125 x 75, the nearest step to 05:20 is 05:00.
+    assert!(
+        said.contains("(125 x 75 pixels, 1 per 4 cells; tp at time 2019-01-01T05:00:00;"),
+        "{said}"
+    );
+    let bytes = std::fs::read(&png).unwrap();
+    let be = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+    // The canvas is at least as wide as the legend (200) and adds its 34 rows.
+    assert_eq!((be(16), be(20)), (200, 75 + 34));
+    let info = std::process::Command::new("gdalinfo")
+        .arg(&png)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&info.stdout).contains("Size is 200, 109"));
+    for (args, needle) in [
+        (
+            vec!["--var", "sst"],
+            "unknown variable \"sst\" (the layer has t2m, tp)",
+        ),
+        (
+            vec!["--time", "2020-01-01"],
+            "time 2020-01-01 is outside the cube (2019-01-01T00:00:00 .. 2019-01-02T23:00:00)",
+        ),
+        (
+            vec!["--band", "2"],
+            "is a cube: it has variables (--var) and steps (--time), not bands",
+        ),
+        (
+            vec!["--size", "0"],
+            "a preview needs a size of at least 1 pixel",
+        ),
+    ] {
+        let mut a = vec!["layer", "preview", c, png.to_str().unwrap()];
+        a.extend(args);
+        let err = tessera_fails(&a);
+        assert!(err.contains(needle), "{a:?}: {err}");
+    }
+}

@@ -690,3 +690,358 @@ fn a_config_file_sets_the_services_options_and_an_unknown_key_is_named() {
     let err = tessera_tests::tessera_fails(&["worker"]);
     assert!(err.contains("a coordinator is needed"), "{err}");
 }
+
+/// A headless Chromium (Debian's `chromium`), or `None` (saying so) without one.
+fn chromium() -> Option<String> {
+    for name in ["chromium", "chromium-browser", "google-chrome"] {
+        if Command::new(name)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return Some(name.to_string());
+        }
+    }
+    eprintln!("skipping: no chromium (apt-get install chromium)");
+    None
+}
+
+/// Loads `url` in headless Chromium, lets its scripts run for a few (virtual) seconds, and
+/// returns the DOM they left — or, with `screenshot`, writes a PNG of the page there.
+fn browse(chrome: &str, profile: &Path, url: &str, screenshot: Option<&Path>) -> String {
+    let mut cmd = Command::new(chrome);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--no-first-run",
+        "--window-size=1280,1600",
+        "--virtual-time-budget=4000",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()));
+    match screenshot {
+        Some(path) => cmd.arg(format!("--screenshot={}", path.display())),
+        None => cmd.arg("--dump-dom"),
+    };
+    let out = cmd.arg(url).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{chrome} {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// A GET over plain HTTP/1.1 with an optional bearer token: the status and the body.
+fn http_get(base: &str, path: &str, token: Option<&str>) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let host = base.strip_prefix("http://").unwrap().trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    (status, raw[split + 4..].to_vec())
+}
+
+/// How many elements of the DOM carry `needle` (an attribute, a class).
+fn count(dom: &str, needle: &str) -> usize {
+    dom.matches(needle).count()
+}
+
+#[test]
+fn the_status_page_shows_a_running_job_its_tile_map_and_a_preview() {
+    let Some(chrome) = chromium() else { return };
+    let dir = temp_dir();
+    let store = dir.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let dem = dir.path().join("dem.tif");
+    let (cols, rows) = (1200usize, 800usize);
+    synth_dsm(&dem, cols as u32, rows as u32);
+    // Screenshots go under the build directory, where a developer (or CI) can look at them.
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page");
+    std::fs::create_dir_all(&shots).unwrap();
+    let profile = dir.path().join("chromium");
+    let mut procs = Procs::default();
+    let (coord, url, http) =
+        coordinator_with_http(&store, &["--token", "s3cret", "--lease-ms", "60000"]);
+    procs.0.push(coord);
+    let log = dir.path().join("worker.log");
+    procs
+        .0
+        .push(start_worker(&url, &log, &["--token", "s3cret"]));
+    let job = dir.path().join("job.yaml");
+    std::fs::write(
+        &job,
+        format!(
+            "version: 1\nsources: [{}]\nlayout: floating:32\ntasks: {{target_mb: 1}}\noutput: {{url: dem}}\n",
+            dem.display()
+        ),
+    )
+    .unwrap();
+    let out = tessera_ok(&[
+        "submit",
+        job.to_str().unwrap(),
+        "--coordinator",
+        &url,
+        "--token",
+        "s3cret",
+    ]);
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let api = |token: Option<&str>| -> serde_json::Value {
+        let (status, body) = http_get(&http, &format!("/api/jobs/{id}"), token);
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        serde_json::from_slice(&body).unwrap()
+    };
+    // The worker is paused (SIGSTOP) once it has done part of the write stage, so that the
+    // page is seen mid-job whatever this machine's speed.
+    let worker_pid = procs.0[1].id().to_string();
+    let mut paused = None;
+    for _ in 0..6000 {
+        let j = api(Some("s3cret"));
+        let done = j["map"]["tasks"]
+            .as_array()
+            .map_or(0, |t| t.iter().filter(|t| t["state"] == "done").count());
+        if j["stage"] == 1 && done >= 2 {
+            let stop = Command::new("kill").args(["-STOP", &worker_pid]).status();
+            assert!(stop.unwrap().success());
+            paused = Some(api(Some("s3cret")));
+            break;
+        }
+        assert_ne!(
+            j["state"], "succeeded",
+            "the job ended before it was seen running: {j}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let mid = paused.expect("the job reached its write stage");
+    let tasks = mid["map"]["tasks"].as_array().unwrap().clone();
+    let keys: usize = tasks
+        .iter()
+        .map(|t| t["keys"].as_array().unwrap().len())
+        .sum();
+    let by_state = |s: &str| tasks.iter().filter(|t| t["state"] == s).count();
+    assert!(by_state("queued") > 0, "{mid}");
+    assert!(
+        mid["eta_s"].as_f64().is_some(),
+        "a running job has an ETA: {mid}"
+    );
+
+    // Mid-job: the list shows the job running, the job page its tiles by state.
+    let list = browse(&chrome, &profile, &format!("{http}/?token=s3cret"), None);
+    assert!(
+        list.contains(&format!("data-job=\"{id}\" data-state=\"running\"")),
+        "{list}"
+    );
+    let page = format!("{http}/jobs/{id}?token=s3cret");
+    let dom = browse(&chrome, &profile, &page, None);
+    assert!(dom.contains("data-state=\"running\""), "{dom}");
+    assert_eq!(count(&dom, "<rect "), keys, "one cell per tile");
+    let cells = |dom: &str, state: &str| count(dom, &format!("class=\"{state}\" data-task"));
+    assert_eq!(
+        cells(&dom, "done"),
+        tasks
+            .iter()
+            .filter(|t| t["state"] == "done")
+            .map(|t| t["keys"].as_array().unwrap().len())
+            .sum::<usize>()
+    );
+    assert!(cells(&dom, "queued") > 0, "{dom}");
+    browse(&chrome, &profile, &page, Some(&shots.join("running.png")));
+
+    // Resumed, the job ends; the page shows every tile done and the layer's preview.
+    assert!(
+        Command::new("kill")
+            .args(["-CONT", &worker_pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut end = api(Some("s3cret"));
+    for _ in 0..600 {
+        if end["state"] == "succeeded" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        end = api(Some("s3cret"));
+    }
+    assert_eq!(end["state"], "succeeded", "{end}");
+    assert_eq!(end["eta_s"], serde_json::Value::Null);
+    let dom = browse(&chrome, &profile, &page, None);
+    assert!(dom.contains("data-state=\"succeeded\""), "{dom}");
+    assert_eq!(cells(&dom, "done"), keys, "{dom}");
+    assert!(dom.contains("<img src=\"/jobs/"), "{dom}");
+    browse(&chrome, &profile, &page, Some(&shots.join("finished.png")));
+    for shot in ["running.png", "finished.png"] {
+        let png = std::fs::read(shots.join(shot)).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{shot}");
+    }
+
+    // The preview: a PNG of the layer sampled to at most 1024 pixels a side, with the legend
+    // strip under it; GDAL reads it as RGBA.
+    let (status, png) = http_get(&http, &format!("/jobs/{id}/preview.png"), Some("s3cret"));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&png));
+    let be = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap()) as usize;
+    let stride = cols.max(rows).div_ceil(1024);
+    assert_eq!(
+        (be(16), be(20)),
+        (cols.div_ceil(stride), rows.div_ceil(stride) + 34)
+    );
+    let path = dir.path().join("preview.png");
+    std::fs::write(&path, &png).unwrap();
+    let info = Command::new("gdalinfo").arg(&path).output().unwrap();
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        info.contains("Driver: PNG/Portable Network Graphics"),
+        "{info}"
+    );
+    assert!(info.contains("ColorInterp=Alpha"), "{info}");
+    // `tessera layer preview` draws the same image.
+    let cli = dir.path().join("cli.png");
+    tessera_ok(&[
+        "layer",
+        "preview",
+        store.join("dem").to_str().unwrap(),
+        cli.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read(&cli).unwrap(), png);
+
+    // Bad input: a wrong or missing token, a preview of what is not there.
+    let wrong = browse(
+        &chrome,
+        &profile.with_extension("other"),
+        &format!("{http}/?token=nope"),
+        None,
+    );
+    assert!(wrong.contains("wrong bearer token"), "{wrong}");
+    assert_eq!(http_get(&http, "/api/jobs", Some("nope")).0, 401);
+    assert_eq!(http_get(&http, "/api/jobs", None).0, 401);
+    assert_eq!(
+        http_get(&http, &format!("/jobs/{id}/preview.png"), None).0,
+        401
+    );
+    let (status, body) = http_get(
+        &http,
+        &format!("/jobs/{id}/preview.png?band=3"),
+        Some("s3cret"),
+    );
+    assert_eq!(status, 404);
+    assert!(String::from_utf8_lossy(&body).contains("band 3 not found"));
+    let (status, body) = http_get(
+        &http,
+        &format!("/jobs/{id}/preview.png?layer=../x"),
+        Some("s3cret"),
+    );
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    let (status, _) = http_get(&http, "/jobs/not-a-job", Some("s3cret"));
+    assert_eq!(status, 400);
+}
+
+#[test]
+fn a_coordinator_waits_not_serving_for_a_store_unreachable_at_start() {
+    let Some(python) = python_with(&["grpc", "grpc_health.v1.health_pb2"]) else {
+        return;
+    };
+    // A port with nothing on it yet: the store's endpoint.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let env = S3Server::env_at(&format!("http://127.0.0.1:{port}"));
+    let dir = temp_dir();
+    let log = dir.path().join("coordinator.log");
+    let mut procs = Procs::default();
+    let mut child = Command::new(tessera_bin())
+        .args([
+            "coordinator",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "s3://tessera",
+        ])
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    procs.0.push(child);
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| {
+            panic!(
+                "unexpected line {line:?}: {}",
+                std::fs::read_to_string(&log).unwrap()
+            )
+        })
+        .to_string();
+    let health = || -> String {
+        let probe = format!(
+            "import grpc\n\
+             from grpc_health.v1 import health_pb2, health_pb2_grpc\n\
+             stub = health_pb2_grpc.HealthStub(grpc.insecure_channel({:?}))\n\
+             r = stub.Check(health_pb2.HealthCheckRequest(service='tessera.v1.JobService'), timeout=10)\n\
+             print(health_pb2.HealthCheckResponse.ServingStatus.Name(r.status))",
+            url.trim_start_matches("http://")
+        );
+        let o = Command::new(&python).args(["-c", &probe]).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert_eq!(health(), "NOT_SERVING");
+    // Clients are told why (UNAVAILABLE, which workers retry on).
+    let err = tessera_tests::tessera_fails(&["jobs", "--coordinator", &url]);
+    assert!(
+        err.contains("its store s3://tessera does not answer yet"),
+        "{err}"
+    );
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        said.contains("the store is unreachable at start: NOT_SERVING until it answers"),
+        "{said}"
+    );
+
+    // The store comes up (and its bucket is made): the coordinator starts, SERVING.
+    let Some(s3) = S3Server::start_on(port) else {
+        return;
+    };
+    s3.put("/tessera", b"");
+    let mut status = health();
+    for _ in 0..120 {
+        if status == "SERVING" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        status = health();
+    }
+    assert_eq!(
+        status,
+        "SERVING",
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    tessera_ok(&["jobs", "--coordinator", &url]);
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(said.contains("the store answers: starting"), "{said}");
+}

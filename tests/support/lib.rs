@@ -201,9 +201,14 @@ pub struct S3Server {
 impl S3Server {
     /// Starts `moto_server` on 127.0.0.1, or returns `None` (saying why) when it is not installed.
     pub fn start() -> Option<S3Server> {
+        Self::start_on(0)
+    }
+
+    /// [`S3Server::start`] on `port` (0: an ephemeral one).
+    pub fn start_on(port: u16) -> Option<S3Server> {
         use std::io::{BufRead, BufReader};
         let spawned = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", "0"])
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn();

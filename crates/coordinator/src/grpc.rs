@@ -10,6 +10,7 @@ use tessera_core::metrics::{Refusal, bearer_refusal};
 use tessera_proto::{PROTOCOL_VERSION, from_proto, pb};
 use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
+use tonic_reflection::server::{v1, v1alpha};
 
 use crate::service::{Coordinator, blocking};
 
@@ -471,6 +472,126 @@ async fn report_health(
     }
 }
 
+/// A server builder, with TLS when the coordinator has an identity.
+fn server_builder(
+    tls: Option<&crate::service::TlsIdentity>,
+) -> Result<tonic::transport::Server, tonic::transport::Error> {
+    let builder = tonic::transport::Server::builder();
+    match tls {
+        Some(tls) => {
+            let identity = tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem);
+            builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+        }
+        None => Ok(builder),
+    }
+}
+
+/// Server reflection, v1 and v1alpha, over Tessera's and the health service's descriptors.
+/// They are compiled in: a failure here is a bug, served around rather than fatal.
+fn reflection() -> (
+    Option<v1::ServerReflectionServer<impl v1::ServerReflection>>,
+    Option<v1alpha::ServerReflectionServer<impl v1alpha::ServerReflection>>,
+) {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tessera_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let v1 = builder()
+        .build_v1()
+        .inspect_err(|e| tracing::error!(error = %e, "no server reflection (v1)"))
+        .ok();
+    let v1alpha = builder()
+        .build_v1alpha()
+        .inspect_err(|e| tracing::error!(error = %e, "no server reflection (v1alpha)"))
+        .ok();
+    (v1, v1alpha)
+}
+
+/// How long the first retry of a store unreachable at start waits, and the longest wait.
+const START_RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+const START_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A coordinator whose store did not answer at start (MinIO still starting, a bucket not made
+/// yet) keeps its port: it serves the health service as NOT_SERVING, reflection, and
+/// UNAVAILABLE for every other call (workers and clients retry on it), while it tries to
+/// start again with growing waits, logging each failure. Returns the started coordinator, or
+/// `None` when `stop` completes first; an error that is not the store's ends the wait.
+pub async fn start_when_the_store_answers(
+    listener: &tokio::net::TcpListener,
+    config: crate::service::CoordinatorConfig,
+    first: tessera_core::Error,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<Option<Arc<Coordinator>>, StartError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    set_health(&health, ServingStatus::NotServing).await;
+    let (reflection_v1, reflection_v1alpha) = reflection();
+    let mut routes = tonic::service::Routes::new(health_service);
+    if let Some(r) = reflection_v1 {
+        routes = routes.add_service(r);
+    }
+    if let Some(r) = reflection_v1alpha {
+        routes = routes.add_service(r);
+    }
+    let message = format!(
+        "the coordinator is starting: its store {} does not answer yet",
+        config.store_url
+    );
+    let router = routes.into_axum_router().fallback(move || {
+        let message = message.clone();
+        async move { Status::unavailable(message).into_http::<axum::body::Body>() }
+    });
+    let incoming = futures::stream::unfold(listener, |l| async move {
+        Some((l.accept().await.map(|(s, _)| s), l))
+    });
+    let (started, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = server_builder(config.tls.as_ref())?
+        .add_routes(tonic::service::Routes::from(router))
+        .serve_with_incoming_shutdown(incoming, async {
+            let _ = stopped.await;
+        });
+    let store = config.store_url.clone();
+    let retry = async move {
+        let (mut wait, mut last, mut attempt) = (START_RETRY_FIRST, first, 1u32);
+        loop {
+            tracing::error!(%store, error = %last, attempt, retry_in_s = wait.as_secs(), "the store is unreachable at start: NOT_SERVING until it answers");
+            tokio::time::sleep(wait).await;
+            match Coordinator::start(config.clone()).await {
+                Ok(c) => {
+                    tracing::warn!(%store, attempt, "the store answers: starting");
+                    return Ok(c);
+                }
+                Err(e @ tessera_core::Error::Storage { .. }) => last = e,
+                Err(e) => return Err(StartError::Start(e)),
+            }
+            wait = (wait * 2).min(START_RETRY_MAX);
+            attempt += 1;
+        }
+    };
+    tokio::pin!(server, retry, stop);
+    let outcome = tokio::select! {
+        r = &mut retry => Some(r),
+        r = &mut server => return Err(match r {
+            Ok(()) => StartError::Start(tessera_core::Error::Internal("the waiting server stopped".into())),
+            Err(e) => StartError::Serve(e),
+        }),
+        () = &mut stop => None,
+    };
+    // The waiting server hands its port over: it closes its connections (clients reconnect).
+    let _ = started.send(());
+    server.await?;
+    outcome.transpose()
+}
+
+/// Why a coordinator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Start(#[from] tessera_core::Error),
+    #[error("cannot serve gRPC: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
 /// Serves both services on `listener` until `shutdown` completes (mini-redis's `run`), with
 /// the standard health service and server reflection (v1 and v1alpha) beside them.
 pub async fn run(
@@ -488,31 +609,13 @@ pub async fn run(
         })
     };
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = &coordinator.config.tls {
-        let identity = tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem);
-        builder =
-            builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
-    }
+    let mut builder = server_builder(coordinator.config.tls.as_ref())?;
     let auth = BearerAuth::new(coordinator.config.token.as_deref());
     // grpc.health.v1 (Kubernetes' gRPC probes, grpc_health_probe) and server reflection
     // (grpcurl and other generic clients): open, like every health endpoint, without a token.
     let (health, health_service) = tonic_health::server::health_reporter();
     let health_task = tokio::spawn(report_health(coordinator.clone(), health.clone()));
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(tessera_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    // The descriptors are compiled in: a failure here is a bug, served around rather than fatal.
-    let reflection_v1 = reflection()
-        .build_v1()
-        .inspect_err(|e| tracing::error!(error = %e, "no server reflection (v1)"))
-        .ok();
-    let reflection_v1alpha = reflection()
-        .build_v1alpha()
-        .inspect_err(|e| tracing::error!(error = %e, "no server reflection (v1alpha)"))
-        .ok();
+    let (reflection_v1, reflection_v1alpha) = reflection();
     let draining = {
         let health = health.clone();
         async move {

@@ -109,7 +109,14 @@ pub fn preview(url: &str, options: &PreviewOptions) -> Result<Preview> {
             let (v, w, h, s) = sample_raster(url, options)?;
             (v, w, h, s, format!("band {}", options.band))
         }
-        LayerKind::Cube => sample_cube(url, options)?,
+        LayerKind::Cube => {
+            if options.band != 1 {
+                return Err(Error::invalid(format!(
+                    "{url} is a cube: it has variables (--var) and steps (--time), not bands"
+                )));
+            }
+            sample_cube(url, options)?
+        }
     };
     let (min, max) = values
         .iter()

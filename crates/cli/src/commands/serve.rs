@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use tessera_coordinator::grpc::start_when_the_store_answers;
 use tessera_coordinator::scheduler::SchedulerConfig;
 use tessera_coordinator::service::{Coordinator, CoordinatorConfig, run as serve};
 use tessera_worker::{WorkerConfig, run as work};
@@ -131,18 +132,33 @@ pub async fn coordinator(args: CoordinatorArgs) -> Result<()> {
         lease_ms,
         ..Default::default()
     };
-    let c = Coordinator::start(CoordinatorConfig {
+    let config = CoordinatorConfig {
         store_url: store,
         token,
         scheduler,
         tls,
         resume: Default::default(),
         allowed_sources: allow_sources,
-    })
-    .await?;
+    };
     // The first line on stdout is the address, for scripts and tests; the HTTP address, when
-    // there is one, the second.
-    println!("listening on {scheme}://{addr}");
+    // there is one, the second. A store that does not answer yet is waited for on the port,
+    // NOT_SERVING to probes; anything else wrong with it (a bad URL) ends the start.
+    let c = match Coordinator::start(config.clone()).await {
+        Ok(c) => {
+            println!("listening on {scheme}://{addr}");
+            c
+        }
+        Err(first @ tessera_core::Error::Storage { .. }) => {
+            println!("listening on {scheme}://{addr}");
+            let waited =
+                start_when_the_store_answers(&listener, config, first, termination()).await?;
+            match waited {
+                Some(c) => c,
+                None => return Ok(()),
+            }
+        }
+        Err(e) => return Err(e.into()),
+    };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let http_task = match http {
         Some(http) => {
