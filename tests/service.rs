@@ -316,11 +316,34 @@ fn the_manifests_command_lines_run_a_job_against_a_loopback_s3() {
             _ => a,
         })
         .collect();
-    let out = Command::new(tessera_bin())
+    // The submit Job waits for the job; a service that exits meanwhile (a renamed flag, a
+    // config key it refuses) fails the test at once, with its log, instead of a wait forever.
+    let mut waiting = Command::new(tessera_bin())
         .args(&submit[1..])
         .envs(local(env))
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while waiting.try_wait().unwrap().is_none() {
+        for (p, name) in procs.0.iter_mut().zip(["coordinator", "worker"]) {
+            if let Some(status) = p.try_wait().unwrap() {
+                let _ = waiting.kill();
+                panic!(
+                    "the {name} of the manifests exited ({status}): {}",
+                    std::fs::read_to_string(dir.path().join(format!("{name}.log")))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the submit Job did not end within 300 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = waiting.wait_with_output().unwrap();
     let said =
         String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     assert!(
