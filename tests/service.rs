@@ -58,7 +58,14 @@ fn strings(v: &Value) -> Vec<String> {
 /// A container's command line and environment as Kubernetes would start it: `envFrom`
 /// ConfigMaps and Secrets and `env` resolved, `$(VAR)` in the arguments expanded.
 fn container(docs: &[Value], kind: &str, name: &str) -> (Vec<String>, BTreeMap<String, String>) {
-    let pod = &find(docs, kind, name)["spec"]["template"]["spec"];
+    let doc = find(docs, kind, name);
+    // A CronJob's pod is one level further down, in its job template.
+    let job = if kind == "CronJob" {
+        &doc["spec"]["jobTemplate"]
+    } else {
+        doc
+    };
+    let pod = &job["spec"]["template"]["spec"];
     let c = &pod["containers"][0];
     let mut env = BTreeMap::new();
     for source in c["envFrom"].as_sequence().into_iter().flatten() {
@@ -308,6 +315,12 @@ fn the_manifests_command_lines_run_a_job_against_a_loopback_s3() {
     let spec_path = dir.path().join("job.yaml");
     std::fs::write(&spec_path, spec).unwrap();
     let (submit, env) = container(&docs, "Job", "tessera-submit");
+    // The CronJob (the Kubernetes alternative to a coordinator schedule) runs the same
+    // command line with the same environment, and the same spec.
+    assert_eq!(
+        container(&docs, "CronJob", "tessera-nightly"),
+        (submit.clone(), env.clone())
+    );
     let submit: Vec<String> = submit
         .into_iter()
         .map(|a| match a.as_str() {

@@ -8,6 +8,7 @@ pub mod jobs;
 pub mod layer;
 pub mod read;
 pub mod run;
+pub mod schedule;
 pub mod serve;
 pub mod synth;
 pub mod zonal;

@@ -15,7 +15,9 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use tessera_core::ingest::{NoProgress, Progress};
 
-use commands::{catalog, dem, ingest, interpolate, jobs, layer, read, run, serve, synth, zonal};
+use commands::{
+    catalog, dem, ingest, interpolate, jobs, layer, read, run, schedule, serve, synth, zonal,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -63,6 +65,11 @@ enum Command {
     Watch(jobs::JobArgs),
     /// Cancel a job.
     Cancel(jobs::JobArgs),
+    /// Specs a coordinator submits itself on a cron expression: add, ls, show, rm, run-now.
+    Schedule {
+        #[command(subcommand)]
+        command: schedule::ScheduleCommand,
+    },
     /// Terrain analysis as gdaldem does it, run as a tiled job: svf, slope, aspect, hillshade.
     Dem {
         #[command(subcommand)]
@@ -197,6 +204,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Submit(args) => runtime()?.block_on(jobs::submit(args, tls_ca, quiet)),
         Command::Jobs(remote) => runtime()?.block_on(jobs::list(remote, tls_ca)),
+        Command::Schedule { command } => runtime()?.block_on(schedule::run(command, tls_ca)),
         Command::Watch(args) => runtime()?.block_on(jobs::follow(args, tls_ca, quiet)),
         Command::Cancel(args) => runtime()?.block_on(jobs::cancel(args, tls_ca)),
     }

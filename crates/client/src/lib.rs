@@ -139,6 +139,37 @@ impl JobClient {
         dataset_of(&self.inner.update_dataset_attributes(r).await?.into_inner())
     }
 
+    /// Adds a schedule: `spec_yaml` submitted by the coordinator on `cron` in `timezone`.
+    pub async fn add_schedule(
+        &mut self,
+        request: pb::AddScheduleRequest,
+    ) -> Result<pb::Schedule, ClientError> {
+        let r = self.req(request);
+        Ok(self.inner.add_schedule(r).await?.into_inner())
+    }
+
+    /// Every schedule of the coordinator, with its runs.
+    pub async fn list_schedules(&mut self) -> Result<Vec<pb::Schedule>, ClientError> {
+        let r = self.req(pb::ListSchedulesRequest {});
+        Ok(self.inner.list_schedules(r).await?.into_inner().schedules)
+    }
+
+    /// Removes a schedule; returns it as it was.
+    pub async fn remove_schedule(&mut self, name: &str) -> Result<pb::Schedule, ClientError> {
+        let r = self.req(pb::ScheduleRef {
+            name: name.to_string(),
+        });
+        Ok(self.inner.remove_schedule(r).await?.into_inner())
+    }
+
+    /// Fires a schedule now; returns it with the run that made.
+    pub async fn run_schedule_now(&mut self, name: &str) -> Result<pb::Schedule, ClientError> {
+        let r = self.req(pb::ScheduleRef {
+            name: name.to_string(),
+        });
+        Ok(self.inner.run_schedule_now(r).await?.into_inner())
+    }
+
     /// Every job the coordinator knows.
     pub async fn list(&mut self) -> Result<Vec<JobStatus>, ClientError> {
         let r = self.req(pb::ListJobsRequest {});

@@ -291,6 +291,44 @@ impl pb::job_service_server::JobService for JobApi {
         Ok(Response::new(dataset_pb(&d)?))
     }
 
+    async fn add_schedule(
+        &self,
+        req: Request<pb::AddScheduleRequest>,
+    ) -> Result<Response<pb::Schedule>, Status> {
+        let r = req.into_inner();
+        let s = self
+            .0
+            .add_schedule(&r.name, &r.spec_yaml, &r.cron, &r.timezone)
+            .await?;
+        Ok(Response::new(schedule_pb(&s)))
+    }
+
+    async fn list_schedules(
+        &self,
+        _req: Request<pb::ListSchedulesRequest>,
+    ) -> Result<Response<pb::ListSchedulesResponse>, Status> {
+        let schedules = self.0.list_schedules().await;
+        Ok(Response::new(pb::ListSchedulesResponse {
+            schedules: schedules.iter().map(schedule_pb).collect(),
+        }))
+    }
+
+    async fn remove_schedule(
+        &self,
+        req: Request<pb::ScheduleRef>,
+    ) -> Result<Response<pb::Schedule>, Status> {
+        let s = self.0.remove_schedule(&req.into_inner().name).await?;
+        Ok(Response::new(schedule_pb(&s)))
+    }
+
+    async fn run_schedule_now(
+        &self,
+        req: Request<pb::ScheduleRef>,
+    ) -> Result<Response<pb::Schedule>, Status> {
+        let s = self.0.run_schedule_now(&req.into_inner().name).await?;
+        Ok(Response::new(schedule_pb(&s)))
+    }
+
     async fn read_cube(
         &self,
         req: Request<pb::ReadCubeRequest>,
@@ -429,6 +467,35 @@ impl pb::worker_service_server::WorkerService for WorkerApi {
         let ctx = self.0.stage_context(job, r.stage)?;
         let json = serde_json::to_vec(&ctx).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(pb::StagePlanResponse { plan_json: json }))
+    }
+}
+
+/// A schedule as the API returns it.
+fn schedule_pb(s: &crate::schedules::Schedule) -> pb::Schedule {
+    let trigger = |t: crate::schedules::Trigger| match t {
+        crate::schedules::Trigger::Cron => "cron",
+        crate::schedules::Trigger::CatchUp => "catch_up",
+        crate::schedules::Trigger::Manual => "manual",
+    };
+    pb::Schedule {
+        name: s.name.clone(),
+        cron: s.cron.clone(),
+        timezone: s.timezone.clone(),
+        spec_yaml: s.spec_yaml.clone(),
+        created_ms: s.created_ms,
+        next_ms: s.next_ms().unwrap_or(0),
+        runs: s
+            .runs
+            .iter()
+            .map(|r| pb::ScheduleRun {
+                due_ms: r.due_ms,
+                fired_ms: r.fired_ms,
+                trigger: trigger(r.trigger).into(),
+                job_id: r.job.clone().unwrap_or_default(),
+                outcome: r.outcome.name().into(),
+                note: r.note.clone().unwrap_or_default(),
+            })
+            .collect(),
     }
 }
 
@@ -603,8 +670,9 @@ pub async fn run(
         let c = coordinator.clone();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                tokio::time::sleep(crate::service::SCHEDULE_TICK).await;
                 c.expire().await;
+                c.tick_schedules().await;
             }
         })
     };

@@ -10,6 +10,7 @@
 //! _tessera/jobs/<job>/risky.json        a step that runs the job's own code in the coordinator
 //!                                       (reduce, prepare, commit, discard), started and not
 //!                                       finished, with how many times it was started so
+//! _tessera/schedules/<name>.json        a schedule and its recent runs (crate::schedules)
 //! ```
 
 use bytes::Bytes;
@@ -20,6 +21,7 @@ use tessera_core::job::{JobId, JobState, TaskOutput};
 use tessera_core::store::Store;
 
 use crate::lifecycle::DoneTasks;
+use crate::schedules::Schedule;
 
 /// How a job ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -122,6 +124,44 @@ impl Journal {
         self.store
             .delete(&format!("{}/risky.json", Self::dir(job)))
             .await
+    }
+
+    /// How a job ended, when it has.
+    pub async fn end(&self, job: JobId) -> Result<Option<JobEnd>> {
+        self.get(&format!("{}/end.json", Self::dir(job))).await
+    }
+
+    fn schedule_key(name: &str) -> String {
+        format!("_tessera/schedules/{name}.json")
+    }
+
+    pub async fn put_schedule(&self, schedule: &Schedule) -> Result<()> {
+        self.store
+            .put(&Self::schedule_key(&schedule.name), json(schedule))
+            .await
+    }
+
+    pub async fn delete_schedule(&self, name: &str) -> Result<()> {
+        self.store.delete(&Self::schedule_key(name)).await
+    }
+
+    /// Every schedule the store holds; a record that cannot be read is logged and left out
+    /// (the others still fire).
+    pub async fn schedules(&self) -> Result<Vec<Schedule>> {
+        let mut out = Vec::new();
+        for key in self.store.list("_tessera/schedules").await? {
+            if !key.ends_with(".json") {
+                continue;
+            }
+            match self.get::<Schedule>(&key).await {
+                Ok(Some(s)) => out.push(s),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(%key, error = %e, "a schedule's record cannot be read: it does not fire")
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The step that was running when the coordinator last stopped, if one was.

@@ -10,6 +10,7 @@
 //! - [`journal`]: every job's record, plan, finished tasks and end, in the object store.
 //! - [`service`]: the coordinator's state, intake, and the one place effects are applied.
 //! - [`records`]: the catalog records of the datasets jobs write, kept by the lifecycle.
+//! - [`schedules`]: specs the coordinator submits itself on cron expressions.
 //! - [`grpc`]: the job and worker services, thin adapters over the service, behind one
 //!   bearer-token interceptor.
 
@@ -19,4 +20,5 @@ pub mod journal;
 pub mod lifecycle;
 pub mod records;
 pub mod scheduler;
+pub mod schedules;
 pub mod service;

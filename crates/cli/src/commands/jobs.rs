@@ -79,6 +79,11 @@ pub async fn cancel(args: JobArgs, tls_ca: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
+/// Connects to the coordinator `remote` names.
+pub async fn connect_remote(remote: Remote, tls_ca: Option<&Path>) -> Result<JobClient> {
+    remote.client(tls_ca).await
+}
+
 /// Connects the job client, reading the CA certificate to trust from `tls_ca`.
 pub async fn connect(url: &str, token: Option<String>, tls_ca: Option<&Path>) -> Result<JobClient> {
     let ca = tls_ca
