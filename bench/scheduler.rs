@@ -1,6 +1,8 @@
 //! No-op tasks through a real coordinator and 2 workers over loopback gRPC: tasks per second
 //! and the per-task overhead of the protocol (lease, report, journal write to an in-memory
-//! store, scheduler bookkeeping).
+//! store, scheduler bookkeeping), leasing one task at a time and 64; then, in the same run,
+//! dask.distributed's rate for no-op tasks with 2 worker processes (`bench/python/dask_noop.py`,
+//! skipped without dask) and the ratio.
 //!
 //!     cargo bench --bench scheduler [-- TASKS]
 
@@ -32,6 +34,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let _ = rx.wait_for(|v| *v).await;
     };
     let server = tokio::spawn(run(listener, coordinator.clone(), wait(stopped.clone())));
+    let mut rates = Vec::new();
     for batch in [1u32, 64] {
         let mut workers = Vec::new();
         let (wstop, wstopped) = tokio::sync::watch::channel(false);
@@ -55,6 +58,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let secs = started.elapsed().as_secs_f64();
+        rates.push((batch, n as f64 / secs));
         println!(
             "{n} no-op tasks, 2 workers, lease batch {batch:>2}: {:>8.0} tasks/s, {:>6.1} µs per task",
             n as f64 / secs,
@@ -67,5 +71,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let _ = stop.send(true);
     server.await??;
+    let dask_n = (n / 4).max(1000).to_string();
+    let dask = std::process::Command::new("python3")
+        .args(["bench/python/dask_noop.py", &dask_n])
+        .stderr(std::process::Stdio::null())
+        .output();
+    match dask {
+        Ok(o) if o.status.success() => {
+            let said = String::from_utf8_lossy(&o.stdout);
+            let rate: f64 = said
+                .split_whitespace()
+                .next()
+                .and_then(|r| r.parse().ok())
+                .ok_or("no rate from dask_noop.py")?;
+            println!(
+                "{dask_n} no-op tasks, dask.distributed, 2 worker processes: {rate:>8.0} tasks/s"
+            );
+            for (batch, r) in &rates {
+                println!("Tessera lease batch {batch:>2} / dask: {:.1}x", r / rate);
+            }
+        }
+        _ => println!("dask.distributed not run (pip install 'dask[distributed]')"),
+    }
     Ok(())
 }

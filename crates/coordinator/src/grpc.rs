@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt as _;
 use tessera_core::cube::{CubeReader, Selection};
 use tessera_core::job::LeasedTask;
 use tessera_core::metrics::{Refusal, bearer_refusal};
@@ -539,6 +540,16 @@ async fn report_health(
     }
 }
 
+/// An accepted connection without Nagle's algorithm: a response's frames (headers, data,
+/// trailers) leave at once instead of waiting for the client's acknowledgement of the first.
+fn nodelay(
+    accepted: std::io::Result<tokio::net::TcpStream>,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let stream = accepted?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
 /// A server builder, with TLS when the coordinator has an identity.
 fn server_builder(
     tls: Option<&crate::service::TlsIdentity>,
@@ -609,7 +620,7 @@ pub async fn start_when_the_store_answers(
         async move { Status::unavailable(message).into_http::<axum::body::Body>() }
     });
     let incoming = futures::stream::unfold(listener, |l| async move {
-        Some((l.accept().await.map(|(s, _)| s), l))
+        Some((nodelay(l.accept().await.map(|(s, _)| s)), l))
     });
     let (started, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = server_builder(config.tls.as_ref())?
@@ -676,7 +687,7 @@ pub async fn run(
             }
         })
     };
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(nodelay);
     let mut builder = server_builder(coordinator.config.tls.as_ref())?;
     let auth = BearerAuth::new(coordinator.config.token.as_deref());
     // grpc.health.v1 (Kubernetes' gRPC probes, grpc_health_probe) and server reflection
