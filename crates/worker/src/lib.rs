@@ -181,57 +181,9 @@ pub async fn run(
             }
         })
     };
-    let mut reports = tokio::task::JoinSet::new();
-    let result = lease_loop(&config, &client, worker, &held, &mut reports, shutdown).await;
-    // Reports on their way are given a moment (a coordinator that is down will lease their
-    // tasks again); the heartbeat keeps their leases meanwhile.
-    let drained = tokio::time::timeout(REPORT_DRAIN, async {
-        while reports.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(
-            undelivered = reports.len(),
-            "stopping with reports undelivered; their tasks will be leased again"
-        );
-        reports.abort_all();
-    }
+    let result = lease_loop(&config, &client, worker, &held, shutdown).await;
     heartbeat.abort();
     result
-}
-
-/// How long a stopping worker waits for the reports it has not delivered yet.
-const REPORT_DRAIN: Duration = Duration::from_secs(5);
-
-/// Reports sent and not yet answered, at most: the next task runs while they travel.
-const REPORTS_IN_FLIGHT: usize = 64;
-
-/// Delivers a task's report, retrying an unreachable coordinator for [`REPORT_GRACE`]; then
-/// the task is no longer held.
-async fn deliver(
-    client: Client,
-    report: pb::ReportTaskRequest,
-    id: String,
-    held: Arc<Mutex<HashSet<String>>>,
-    metrics: Arc<metrics::WorkerMetrics>,
-) {
-    let send = || {
-        let (mut inner, request) = (client.inner.clone(), client.req(report.clone()));
-        async move { inner.report_task(request).await }
-    };
-    let mut sent = send().await;
-    // A coordinator that is restarting will lease the task again if this never arrives; the
-    // worker itself goes on waiting for the coordinator in the lease loop.
-    let deadline = std::time::Instant::now() + REPORT_GRACE;
-    while matches!(&sent, Err(s) if unreachable(s)) && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        sent = send().await;
-    }
-    held.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-    if let Err(s) = sent {
-        metrics.undelivered();
-        tracing::warn!(task = %id, error = %s, "report not delivered; the task will be leased again");
-    }
 }
 
 async fn lease_loop(
@@ -239,7 +191,6 @@ async fn lease_loop(
     client: &Client,
     worker: WorkerId,
     held: &Arc<Mutex<HashSet<String>>>,
-    reports: &mut tokio::task::JoinSet<()>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), WorkerError> {
     tokio::pin!(shutdown);
@@ -321,18 +272,31 @@ async fn lease_loop(
                     outcome,
                 },
             );
-            // The report travels while the next task runs; at most REPORTS_IN_FLIGHT wait.
-            reports.spawn(deliver(
-                client.clone(),
-                report,
-                id,
-                held.clone(),
-                config.metrics.clone(),
-            ));
-            while reports.len() >= REPORTS_IN_FLIGHT {
-                reports.join_next().await;
+            let mut sent = client
+                .inner
+                .clone()
+                .report_task(client.req(report.clone()))
+                .await;
+            // A coordinator that is restarting will lease the task again if this never arrives;
+            // the worker itself goes on waiting for the coordinator in the lease loop.
+            let deadline = std::time::Instant::now() + REPORT_GRACE;
+            while matches!(&sent, Err(s) if unreachable(s)) && std::time::Instant::now() < deadline
+            {
+                tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+                sent = client
+                    .inner
+                    .clone()
+                    .report_task(client.req(report.clone()))
+                    .await;
             }
-            while reports.try_join_next().is_some() {}
+            held.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            if let Err(s) = sent {
+                config.metrics.undelivered();
+                tracing::warn!(task = %id, error = %s, "report not delivered; the task will be leased again");
+            }
         }
     }
 }
