@@ -489,3 +489,108 @@ fn a_restarted_coordinator_resumes_a_cube_job_without_redoing_finished_tasks() {
     );
     assert!(got == want, "the resumed products equal the embedded run");
 }
+
+#[test]
+fn workers_leasing_many_tasks_report_them_together_and_write_what_one_process_writes() {
+    let tmp = temp_dir();
+    let dem = tmp.path().join("dem.tif");
+    tessera_tests::synth_dsm(&dem, 1200, 960);
+    // A mosaic of 40 sources: 40 quick header tasks, several per lease, reported together.
+    let parts = tmp.path().join("parts");
+    std::fs::create_dir_all(&parts).unwrap();
+    for i in 0..40 {
+        let (col, row) = ((i % 8) * 150, (i / 8) * 192);
+        let out = std::process::Command::new("gdal_translate")
+            .args(["-q", "-srcwin"])
+            .args([col, row, 150, 192].map(|v| v.to_string()))
+            .arg(&dem)
+            .arg(parts.join(format!("part{i:02}.tif")))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let glob = format!("{}/part*.tif", parts.display());
+    let reference = tmp.path().join("reference");
+    let files: Vec<String> = (0..40)
+        .map(|i| parts.join(format!("part{i:02}.tif")).display().to_string())
+        .collect();
+    let mut args = vec!["ingest"];
+    args.extend(files.iter().map(String::as_str));
+    args.extend([
+        "--layout",
+        "floating:32",
+        "--out",
+        reference.to_str().unwrap(),
+    ]);
+    tessera_ok(&args);
+    let store = tmp.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let mut procs = Procs::default();
+    let (coord, url) = start_coordinator(store.to_str().unwrap(), 0, &[]);
+    procs.0.push(coord);
+    let logs: Vec<_> = (0..2)
+        .map(|i| tmp.path().join(format!("worker{i}.log")))
+        .collect();
+    for log in &logs {
+        procs.0.push(
+            std::process::Command::new(tessera_tests::tessera_bin())
+                .args([
+                    "worker",
+                    "--coordinator",
+                    &url,
+                    "--threads",
+                    "1",
+                    "--lease",
+                    "16",
+                ])
+                .env("TESSERA_LOG", "debug")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(log).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    let job = write_job(
+        tmp.path(),
+        &[&glob],
+        "dem",
+        "layout: floating:32\ntasks: {target_mb: 1}\n",
+    );
+    let out = tessera_ok(&[
+        "submit",
+        job.to_str().unwrap(),
+        "--coordinator",
+        &url,
+        "--watch",
+    ]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("Succeeded"), "{said}");
+    let tasks: usize = said
+        .split(" tasks,")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no task count in {said}"));
+    // Every task ran once; some reports went together; the layer is the single-process
+    // ingest's, byte for byte.
+    let ids = tasks_done_in_logs(&logs);
+    assert_eq!(ids.len(), tasks, "{ids:?}");
+    assert_eq!(
+        ids.iter().collect::<std::collections::BTreeSet<_>>().len(),
+        tasks
+    );
+    let together = logs
+        .iter()
+        .map(|l| std::fs::read_to_string(l).unwrap())
+        .filter(|t| t.contains("reports sent together"))
+        .count();
+    assert!(together > 0, "no reports were sent together");
+    assert!(
+        chunks(&store.join("dem")) == chunks(&reference),
+        "the layers differ"
+    );
+}

@@ -50,6 +50,7 @@ pub struct WorkerConfig {
     pub threads: Option<usize>,
     pub patience: Option<u64>,
     pub http: Option<String>,
+    pub lease: Option<u32>,
 }
 
 impl Config {

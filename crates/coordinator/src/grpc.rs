@@ -459,6 +459,18 @@ impl pb::worker_service_server::WorkerService for WorkerApi {
         Ok(Response::new(pb::ReportTaskResponse { accepted }))
     }
 
+    async fn report_tasks(
+        &self,
+        req: Request<pb::ReportTasksRequest>,
+    ) -> Result<Response<pb::ReportTasksResponse>, Status> {
+        let mut accepted = Vec::new();
+        for r in req.into_inner().reports {
+            let (worker, report) = from_proto::report(r)?;
+            accepted.push(self.0.report(worker, report).await?);
+        }
+        Ok(Response::new(pb::ReportTasksResponse { accepted }))
+    }
+
     async fn get_stage_plan(
         &self,
         req: Request<pb::StagePlanRequest>,

@@ -25,6 +25,26 @@ use tonic::transport::Channel;
 /// How long a finished task's report is retried before it is left to the lease's expiry.
 const REPORT_GRACE: Duration = Duration::from_secs(60);
 
+/// Reports of one lease's quick tasks sent in one call, at most; and how long they gather.
+const MAX_REPORT_BATCH: usize = 64;
+const REPORT_GATHER: Duration = Duration::from_millis(10);
+
+/// Sends reports: one with `ReportTask`, several with `ReportTasks`.
+async fn send_reports(
+    client: &Client,
+    batch: &[pb::ReportTaskRequest],
+) -> Result<(), tonic::Status> {
+    let mut inner = client.inner.clone();
+    if let [one] = batch {
+        inner.report_task(client.req(one.clone())).await.map(drop)
+    } else {
+        let request = client.req(pb::ReportTasksRequest {
+            reports: batch.to_vec(),
+        });
+        inner.report_tasks(request).await.map(drop)
+    }
+}
+
 /// How a worker runs.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -236,12 +256,24 @@ async fn lease_loop(
             continue;
         }
         idle = Duration::from_millis(5);
-        for lease in leases {
-            // Told to stop: leased tasks not started are left to expire (and be leased again).
-            tokio::select! {
+        let leased = leases.len();
+        let mut pending: Vec<(String, pb::ReportTaskRequest)> = Vec::new();
+        let mut gathering = std::time::Instant::now();
+        for (i, lease) in leases.into_iter().enumerate() {
+            // Told to stop: leased tasks not started are left to expire (and be leased again);
+            // those done and not reported yet are reported (once) first.
+            let stopping = tokio::select! {
                 biased;
-                _ = &mut shutdown => return Ok(()),
-                _ = std::future::ready(()) => {}
+                _ = &mut shutdown => true,
+                _ = std::future::ready(()) => false,
+            };
+            if stopping {
+                let batch: Vec<pb::ReportTaskRequest> =
+                    pending.iter().map(|(_, r)| r.clone()).collect();
+                if !batch.is_empty() && send_reports(client, &batch).await.is_err() {
+                    config.metrics.undelivered();
+                }
+                return Ok(());
             }
             let lease = LeasedTask::try_from(lease).map_err(|e| WorkerError::Rpc(e.to_string()))?;
             let id = lease.task.to_string();
@@ -272,13 +304,22 @@ async fn lease_loop(
                     outcome,
                 },
             );
-            let mut sent = client
-                .inner
-                .clone()
-                .report_task(client.req(report.clone()))
-                .await;
-            // A coordinator that is restarting will lease the task again if this never arrives;
-            // the worker itself goes on waiting for the coordinator in the lease loop.
+            // Quick tasks of one lease are reported together; a slow task (or the lease's last)
+            // sends what has gathered at once. Every report is delivered before the next lease.
+            pending.push((id, report));
+            let last = i + 1 == leased;
+            if !(last || pending.len() >= MAX_REPORT_BATCH || gathering.elapsed() >= REPORT_GATHER)
+            {
+                continue;
+            }
+            let batch: Vec<pb::ReportTaskRequest> =
+                pending.iter().map(|(_, r)| r.clone()).collect();
+            if batch.len() > 1 {
+                tracing::debug!(reports = batch.len(), "reports sent together");
+            }
+            let mut sent = send_reports(client, &batch).await;
+            // A coordinator that is restarting will lease the tasks again if this never
+            // arrives; the worker itself goes on waiting for the coordinator in the lease loop.
             let deadline = std::time::Instant::now() + REPORT_GRACE;
             while matches!(&sent, Err(s) if unreachable(s)) && std::time::Instant::now() < deadline
             {
@@ -286,17 +327,18 @@ async fn lease_loop(
                     _ = &mut shutdown => return Ok(()),
                     _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                 }
-                sent = client
-                    .inner
-                    .clone()
-                    .report_task(client.req(report.clone()))
-                    .await;
+                sent = send_reports(client, &batch).await;
             }
-            held.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-            if let Err(s) = sent {
-                config.metrics.undelivered();
-                tracing::warn!(task = %id, error = %s, "report not delivered; the task will be leased again");
+            let mut h = held.lock().unwrap_or_else(|p| p.into_inner());
+            for (id, _) in pending.drain(..) {
+                h.remove(&id);
+                if let Err(s) = &sent {
+                    config.metrics.undelivered();
+                    tracing::warn!(task = %id, error = %s, "report not delivered; the task will be leased again");
+                }
             }
+            drop(h);
+            gathering = std::time::Instant::now();
         }
     }
 }

@@ -69,6 +69,10 @@ pub struct WorkerArgs {
     /// set).
     #[arg(long, value_name = "ADDR", env = "TESSERA_HTTP")]
     http: Option<String>,
+    /// Tasks leased at once (default 1); the quick ones among them are reported together.
+    /// More suits many short tasks; 1 spreads long ones best over workers.
+    #[arg(long, value_name = "N", env = "TESSERA_LEASE")]
+    lease: Option<u32>,
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -200,6 +204,9 @@ pub async fn worker(args: WorkerArgs, tls_ca: Option<PathBuf>) -> Result<()> {
         .patience
         .or(file.patience)
         .map(std::time::Duration::from_secs);
+    if let Some(n) = args.lease.or(file.lease) {
+        config.max_tasks = n.clamp(1, 1024);
+    }
     if let Some(v) = args.protocol_version {
         config.protocol_version = v;
     }
