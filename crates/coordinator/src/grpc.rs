@@ -693,7 +693,7 @@ pub async fn run(
         let c = coordinator.clone();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(crate::service::SCHEDULE_TICK).await;
+                tokio::time::sleep(crate::schedules::SCHEDULE_TICK).await;
                 c.expire().await;
                 c.tick_schedules().await;
             }

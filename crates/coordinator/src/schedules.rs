@@ -10,11 +10,20 @@
 //! schedule's previous run has not ended is skipped, and recorded as such. A coordinator that
 //! was down when firings were due runs the schedule once when it is back (the latest missed
 //! firing), not once per missed firing.
+//!
+//! The records and the cron arithmetic come first; then the coordinator's schedule methods
+//! (add, remove, list, run now, and the tick that fires what is due).
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
+use tessera_core::job::{JobId, JobSpec, JobState};
+use tonic::Status;
+
+use crate::grpc::status_of;
+use crate::service::Coordinator;
 
 /// How many runs a schedule keeps in its record (the newest).
 pub const RUNS_KEPT: usize = 50;
@@ -202,6 +211,215 @@ pub fn check_name(name: &str) -> Result<(), String> {
         ))
     }
 }
+
+/// Milliseconds since the epoch, now.
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Coordinator {
+    /// Adds a schedule: its name, cron expression, time zone and spec are checked now (the
+    /// spec as a submission would check it, without submitting); it first fires at the next
+    /// due time after now.
+    pub async fn add_schedule(
+        &self,
+        name: &str,
+        yaml: &str,
+        cron: &str,
+        timezone: &str,
+    ) -> Result<Schedule, Status> {
+        check_name(name).map_err(Status::invalid_argument)?;
+        let timezone = if timezone.is_empty() { "UTC" } else { timezone };
+        Cron::parse(cron, timezone).map_err(Status::invalid_argument)?;
+        let spec = JobSpec::from_yaml(yaml).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.resolve_output(&spec.output.url)?;
+        spec.ingest_options().map_err(status_of)?;
+        let mut schedules = self.schedules.lock().await;
+        if schedules.contains_key(name) {
+            return Err(Status::already_exists(format!(
+                "a schedule named {name} exists; remove it first (tessera schedule rm {name})"
+            )));
+        }
+        let now = wall_ms();
+        let schedule = Schedule {
+            name: name.to_string(),
+            spec_yaml: yaml.to_string(),
+            cron: cron.to_string(),
+            timezone: timezone.to_string(),
+            created_ms: now,
+            last_due_ms: now,
+            runs: Vec::new(),
+        };
+        self.journal
+            .put_schedule(&schedule)
+            .await
+            .map_err(status_of)?;
+        schedules.insert(name.to_string(), schedule.clone());
+        tracing::info!(schedule = name, cron, timezone, "schedule added");
+        Ok(schedule)
+    }
+
+    /// Removes a schedule (a run it started goes on).
+    pub async fn remove_schedule(&self, name: &str) -> Result<Schedule, Status> {
+        let mut schedules = self.schedules.lock().await;
+        let Some(schedule) = schedules.get(name).cloned() else {
+            return Err(no_schedule(name, &schedules));
+        };
+        self.journal
+            .delete_schedule(name)
+            .await
+            .map_err(status_of)?;
+        schedules.remove(name);
+        Ok(schedule)
+    }
+
+    /// Every schedule, with the outcomes of their runs brought up to date.
+    pub async fn list_schedules(&self) -> Vec<Schedule> {
+        let mut schedules = self.schedules.lock().await;
+        for s in schedules.values_mut() {
+            self.refresh_schedule(s).await;
+        }
+        schedules.values().cloned().collect()
+    }
+
+    /// Fires a schedule now, whatever its cron expression says (still skipped while its last
+    /// run has not ended); its next cron firing is unchanged.
+    pub async fn run_schedule_now(&self, name: &str) -> Result<Schedule, Status> {
+        let mut schedules = self.schedules.lock().await;
+        if !schedules.contains_key(name) {
+            return Err(no_schedule(name, &schedules));
+        }
+        let Some(s) = schedules.get_mut(name) else {
+            return Err(no_schedule(name, &BTreeMap::new()));
+        };
+        let now = wall_ms();
+        self.fire(s, now, Trigger::Manual, None).await;
+        Ok(s.clone())
+    }
+
+    /// Fires every schedule that is due: called by the coordinator's ticker.
+    pub async fn tick_schedules(&self) {
+        let now = wall_ms();
+        let mut schedules = self.schedules.lock().await;
+        for s in schedules.values_mut() {
+            let Ok(cron) = s.cron() else { continue };
+            let Some((due, n)) = cron.latest_due(s.last_due_ms, now) else {
+                continue;
+            };
+            // More than a tick late: the coordinator was down (or stalled) across firings.
+            let late = now - due > 2 * SCHEDULE_TICK.as_millis() as i64 || n > 1;
+            let (trigger, note) = if late {
+                (
+                    Trigger::CatchUp,
+                    Some(format!(
+                        "{n} firing{} due while the coordinator was down, the latest at {}: run once",
+                        if n == 1 { " was" } else { "s were" },
+                        format_ms(due)
+                    )),
+                )
+            } else {
+                (Trigger::Cron, None)
+            };
+            s.last_due_ms = due;
+            self.fire(s, due, trigger, note).await;
+        }
+    }
+
+    /// One firing of `s`: skipped while its last run has not ended, else its spec submitted;
+    /// recorded either way, and the record written.
+    async fn fire(&self, s: &mut Schedule, due: i64, trigger: Trigger, note: Option<String>) {
+        self.refresh_schedule(s).await;
+        let fired_ms = wall_ms();
+        let run = if let Some(job) = s.running_job() {
+            Run {
+                due_ms: due,
+                fired_ms,
+                trigger,
+                job: None,
+                outcome: Outcome::Skipped,
+                note: Some(format!(
+                    "the previous run (job {job}) has not ended (concurrency: forbid)"
+                )),
+            }
+        } else {
+            match self.submit(&s.spec_yaml).await {
+                Ok(job) => Run {
+                    due_ms: due,
+                    fired_ms,
+                    trigger,
+                    job: Some(job.to_string()),
+                    outcome: Outcome::Running,
+                    note,
+                },
+                Err(status) => Run {
+                    due_ms: due,
+                    fired_ms,
+                    trigger,
+                    job: None,
+                    outcome: Outcome::Refused,
+                    note: Some(status.message().to_string()),
+                },
+            }
+        };
+        tracing::info!(schedule = %s.name, outcome = run.outcome.name(), job = ?run.job, note = ?run.note, "schedule fired");
+        s.push(run);
+        if let Err(e) = self.journal.put_schedule(s).await {
+            tracing::error!(schedule = %s.name, error = %e, "cannot write the schedule's record");
+        }
+    }
+
+    /// Brings the last run's outcome up to date from its job; writes the record if it changed.
+    async fn refresh_schedule(&self, s: &mut Schedule) {
+        let Some(id) = s.running_job().map(str::to_string) else {
+            return;
+        };
+        let Ok(job) = id.parse::<JobId>() else { return };
+        let ended = match self.status(job) {
+            Some(st) if st.state.is_terminal() => Some((st.state, st.error)),
+            Some(_) => None,
+            None => match self.journal.end(job).await {
+                Ok(Some(end)) => Some((end.state, end.error)),
+                Ok(None) => Some((
+                    JobState::Failed,
+                    Some(format!("job {job} is unknown to this coordinator")),
+                )),
+                Err(_) => None,
+            },
+        };
+        let Some((state, error)) = ended else { return };
+        if let Some(run) = s.runs.last_mut() {
+            run.outcome = match state {
+                JobState::Succeeded => Outcome::Succeeded,
+                JobState::Cancelled => Outcome::Cancelled,
+                _ => Outcome::Failed,
+            };
+            if error.is_some() {
+                run.note = error;
+            }
+        }
+        if let Err(e) = self.journal.put_schedule(s).await {
+            tracing::error!(schedule = %s.name, error = %e, "cannot write the schedule's record");
+        }
+    }
+}
+
+/// The error for a schedule that is not there, naming those that are.
+fn no_schedule(name: &str, schedules: &BTreeMap<String, Schedule>) -> Status {
+    let names: Vec<&str> = schedules.keys().map(String::as_str).collect();
+    Status::not_found(format!(
+        "no schedule named {name} (there {})",
+        match names.len() {
+            0 => "are none".to_string(),
+            1 => format!("is {}", names[0]),
+            _ => format!("are {}", names.join(", ")),
+        }
+    ))
+}
+
+/// How often the coordinator looks for due schedules.
+pub const SCHEDULE_TICK: std::time::Duration = std::time::Duration::from_millis(250);
 
 #[cfg(test)]
 mod tests {
