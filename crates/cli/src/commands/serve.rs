@@ -163,28 +163,21 @@ pub async fn coordinator(args: CoordinatorArgs) -> Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
-    let (stop, stopped) = tokio::sync::watch::channel(false);
     let http_task = match http {
-        Some(http) => {
-            let l = tokio::net::TcpListener::bind(&http)
-                .await
-                .with_context(|| format!("cannot listen on {http} (--http)"))?;
-            println!("http on http://{}", l.local_addr()?);
-            let mut stopped = stopped.clone();
+        Some(addr) => {
             let c = c.clone();
-            Some(tokio::spawn(async move {
-                let shutdown = async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                };
-                tessera_coordinator::http::serve(l, c, shutdown).await
-            }))
+            Some(
+                HttpSide::start(&addr, |l, shutdown| {
+                    tessera_coordinator::http::serve(l, c, shutdown)
+                })
+                .await?,
+            )
         }
         None => None,
     };
     serve(listener, c, termination()).await?;
-    let _ = stop.send(true);
-    if let Some(t) = http_task {
-        let _ = t.await;
+    if let Some(h) = http_task {
+        h.stop().await;
     }
     Ok(())
 }
@@ -213,30 +206,59 @@ pub async fn worker(args: WorkerArgs, tls_ca: Option<PathBuf>) -> Result<()> {
     config.tls_ca_pem = tls_ca
         .map(|p| std::fs::read(&p).with_context(|| format!("cannot read {}", p.display())))
         .transpose()?;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
     let http_task = match args.http.or(file.http) {
-        Some(http) => {
-            let l = tokio::net::TcpListener::bind(&http)
-                .await
-                .with_context(|| format!("cannot listen on {http} (--http)"))?;
-            // The only line a worker prints on stdout: where its metrics are.
-            println!("http on http://{}", l.local_addr()?);
-            let mut stopped = stopped.clone();
+        // The only line a worker prints on stdout: where its metrics are.
+        Some(addr) => {
             let (metrics, token) = (config.metrics.clone(), config.token.clone());
-            Some(tokio::spawn(async move {
-                let shutdown = async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                };
-                tessera_worker::metrics::serve(l, metrics, token, shutdown).await
-            }))
+            Some(
+                HttpSide::start(&addr, |l, shutdown| {
+                    tessera_worker::metrics::serve(l, metrics, token, shutdown)
+                })
+                .await?,
+            )
         }
         None => None,
     };
     let worked = work(config, termination()).await;
-    let _ = stop.send(true);
-    if let Some(t) = http_task {
-        let _ = t.await;
+    if let Some(h) = http_task {
+        h.stop().await;
     }
     worked?;
     Ok(())
 }
+
+/// A service's HTTP side (`--http ADDR`), served beside it until it stops.
+struct HttpSide {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl HttpSide {
+    /// Binds `addr`, prints `http on URL` on stdout, and serves with `serve` on a task of its
+    /// own until [`HttpSide::stop`].
+    async fn start<F, Fut>(addr: &str, serve: F) -> Result<HttpSide>
+    where
+        F: FnOnce(tokio::net::TcpListener, ShutdownSignal) -> Fut,
+        Fut: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+    {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (--http)"))?;
+        println!("http on http://{}", listener.local_addr()?);
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let shutdown: ShutdownSignal = Box::pin(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        });
+        let task = tokio::spawn(serve(listener, shutdown));
+        Ok(HttpSide { stop, task })
+    }
+
+    /// Stops serving (gracefully) and waits for it.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// What an HTTP side waits on to stop.
+type ShutdownSignal = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
