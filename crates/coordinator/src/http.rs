@@ -85,18 +85,32 @@ fn given_token(headers: &HeaderMap, query: &[(String, String)]) -> Option<String
 }
 
 /// The refusal of a request without the coordinator's bearer token (when it has one).
-fn refusal(c: &Coordinator, headers: &HeaderMap, query: &[(String, String)]) -> Option<Response> {
+fn refusal(c: &Coordinator, headers: &HeaderMap, query: &[(String, String)]) -> Option<Refused> {
     let token = c.config.token.as_deref()?;
     let given = given_token(headers, query);
     Some(match bearer_refusal(given.as_deref(), token)? {
-        Refusal::Wrong => (StatusCode::UNAUTHORIZED, "wrong bearer token\n").into_response(),
-        Refusal::Missing => (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "missing bearer token (Authorization: Bearer <token>, or ?token=<token> in a browser)\n",
-        )
-            .into_response(),
+        Refusal::Wrong => Refused::new(StatusCode::UNAUTHORIZED, "wrong bearer token"),
+        Refusal::Missing => Refused {
+            challenge: true,
+            ..Refused::new(
+                StatusCode::UNAUTHORIZED,
+                "missing bearer token (Authorization: Bearer <token>, or ?token=<token> in a browser)",
+            )
+        },
     })
+}
+
+/// The job `id` names, for a request that brings the token: what every job route starts with.
+fn authorized_job(
+    c: &Coordinator,
+    headers: &HeaderMap,
+    query: &[(String, String)],
+    id: &str,
+) -> Result<JobStatus, Refused> {
+    match refusal(c, headers, query) {
+        Some(refused) => Err(refused),
+        None => find_job(c, id),
+    }
 }
 
 /// A page for a browser: when the request brought the right token in its query, the token is
@@ -121,7 +135,7 @@ async fn index(
 ) -> Response {
     let query = query_pairs(&query);
     if let Some(refused) = refusal(&c, &headers, &query) {
-        return refused;
+        return refused.into_response();
     }
     page(&c, &query, INDEX_HTML.to_string())
 }
@@ -133,10 +147,7 @@ async fn job_page(
     RawQuery(query): RawQuery,
 ) -> Response {
     let query = query_pairs(&query);
-    if let Some(refused) = refusal(&c, &headers, &query) {
-        return refused;
-    }
-    let job = match find_job(&c, &id) {
+    let job = match authorized_job(&c, &headers, &query, &id) {
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
@@ -147,13 +158,33 @@ async fn job_page(
     )
 }
 
-/// A request that cannot be answered: its status and the message that says why.
+/// A request that cannot be answered: its status, the message that says why, and whether it
+/// asks for a bearer token (`WWW-Authenticate`).
 #[derive(Debug)]
-struct Refused(StatusCode, String);
+struct Refused {
+    status: StatusCode,
+    message: String,
+    challenge: bool,
+}
+
+impl Refused {
+    fn new(status: StatusCode, message: impl Into<String>) -> Refused {
+        Refused {
+            status,
+            message: message.into(),
+            challenge: false,
+        }
+    }
+}
 
 impl IntoResponse for Refused {
     fn into_response(self) -> Response {
-        (self.0, format!("{}\n", self.1)).into_response()
+        let body = format!("{}\n", self.message);
+        if self.challenge {
+            (self.status, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
+        } else {
+            (self.status, body).into_response()
+        }
     }
 }
 
@@ -161,9 +192,9 @@ impl IntoResponse for Refused {
 fn find_job(c: &Coordinator, id: &str) -> Result<JobStatus, Refused> {
     let job: JobId = id
         .parse()
-        .map_err(|_| Refused(StatusCode::BAD_REQUEST, format!("{id:?} is not a job id")))?;
+        .map_err(|_| Refused::new(StatusCode::BAD_REQUEST, format!("{id:?} is not a job id")))?;
     c.status(job)
-        .ok_or_else(|| Refused(StatusCode::NOT_FOUND, format!("no job {job}")))
+        .ok_or_else(|| Refused::new(StatusCode::NOT_FOUND, format!("no job {job}")))
 }
 
 /// A job's progress in 0..=1 (by tiles when it counts them, else by tasks) and, while it
@@ -213,7 +244,7 @@ async fn api_jobs(
     RawQuery(query): RawQuery,
 ) -> Response {
     if let Some(refused) = refusal(&c, &headers, &query_pairs(&query)) {
-        return refused;
+        return refused.into_response();
     }
     // Newest first.
     let jobs: Vec<Value> = c.jobs().iter().rev().map(job_json).collect();
@@ -226,10 +257,7 @@ async fn api_job(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    if let Some(refused) = refusal(&c, &headers, &query_pairs(&query)) {
-        return refused;
-    }
-    let status = match find_job(&c, &id) {
+    let status = match authorized_job(&c, &headers, &query_pairs(&query), &id) {
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
@@ -284,7 +312,7 @@ fn parsed<T: std::str::FromStr>(
         None => Ok(default),
         Some(v) => v
             .parse()
-            .map_err(|_| Refused(StatusCode::BAD_REQUEST, format!("bad {name}: {v:?}"))),
+            .map_err(|_| Refused::new(StatusCode::BAD_REQUEST, format!("bad {name}: {v:?}"))),
     }
 }
 
@@ -294,44 +322,43 @@ async fn job_preview(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let query = query_pairs(&query);
-    if let Some(refused) = refusal(&c, &headers, &query) {
-        return refused;
+    match preview_png(&c, &headers, &query_pairs(&query), &id).await {
+        Ok(png) => ([(header::CONTENT_TYPE, "image/png")], png).into_response(),
+        Err(e) => e.into_response(),
     }
-    let status = match find_job(&c, &id) {
-        Ok(s) => s,
-        Err(e) => return e.into_response(),
-    };
+}
+
+/// The PNG a preview request asks for, or why not.
+async fn preview_png(
+    c: &Coordinator,
+    headers: &HeaderMap,
+    query: &[(String, String)],
+    id: &str,
+) -> Result<Vec<u8>, Refused> {
+    let status = authorized_job(c, headers, query, id)?;
     if status.state != JobState::Succeeded {
-        return (
+        return Err(Refused::new(
             StatusCode::CONFLICT,
             format!(
-                "job {} is {}: a preview needs it to have succeeded\n",
+                "job {} is {}: a preview needs it to have succeeded",
                 status.id,
                 status.state.name()
             ),
-        )
-            .into_response();
+        ));
     }
     // A product of the job's output, by its name: one path segment, nothing above the output.
-    let layer = query_value(&query, "layer").unwrap_or("");
+    let layer = query_value(query, "layer").unwrap_or("");
     if layer.contains('/') || layer.contains('\\') || layer == "." || layer == ".." {
-        return (
+        return Err(Refused::new(
             StatusCode::BAD_REQUEST,
-            format!("layer {layer:?} is not a product name of this job's output\n"),
-        )
-            .into_response();
+            format!("layer {layer:?} is not a product name of this job's output"),
+        ));
     }
-    let options = match (|| {
-        Ok::<_, Refused>(PreviewOptions {
-            max_side: parsed(&query, "size", 1024usize)?.clamp(1, 4096),
-            band: parsed(&query, "band", 1usize)?,
-            var: query_value(&query, "var").map(str::to_string),
-            time: query_value(&query, "time").map(str::to_string),
-        })
-    })() {
-        Ok(o) => o,
-        Err(e) => return e.into_response(),
+    let options = PreviewOptions {
+        max_side: parsed(query, "size", 1024usize)?.clamp(1, 4096),
+        band: parsed(query, "band", 1usize)?,
+        var: query_value(query, "var").map(str::to_string),
+        time: query_value(query, "time").map(str::to_string),
     };
     let url = if layer.is_empty() {
         status.output.clone()
@@ -339,16 +366,15 @@ async fn job_preview(
         format!("{}/{layer}", status.output.trim_end_matches('/'))
     };
     match tokio::task::spawn_blocking(move || preview(&url, &options)).await {
-        Ok(Ok(p)) => ([(header::CONTENT_TYPE, "image/png")], p.png).into_response(),
+        Ok(Ok(p)) => Ok(p.png),
         Ok(Err(e @ tessera_core::Error::InvalidArgument(_))) => {
-            (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
+            Err(Refused::new(StatusCode::BAD_REQUEST, e.to_string()))
         }
-        Ok(Err(e)) => (StatusCode::NOT_FOUND, format!("{e}\n")).into_response(),
-        Err(e) => (
+        Ok(Err(e)) => Err(Refused::new(StatusCode::NOT_FOUND, e.to_string())),
+        Err(e) => Err(Refused::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("the preview stopped: {e}\n"),
-        )
-            .into_response(),
+            format!("the preview stopped: {e}"),
+        )),
     }
 }
 
@@ -358,7 +384,7 @@ async fn metrics(
     RawQuery(query): RawQuery,
 ) -> Response {
     if let Some(refused) = refusal(&c, &headers, &query_pairs(&query)) {
-        return refused;
+        return refused.into_response();
     }
     (
         [(
