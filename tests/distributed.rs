@@ -569,12 +569,7 @@ fn workers_leasing_many_tasks_report_them_together_and_write_what_one_process_wr
     ]);
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("Succeeded"), "{said}");
-    let tasks: usize = said
-        .split(" tasks,")
-        .next()
-        .and_then(|s| s.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no task count in {said}"));
+    let tasks = tessera_tests::task_count(&said);
     // Every task ran once; some reports went together; the layer is the single-process
     // ingest's, byte for byte.
     let ids = tasks_done_in_logs(&logs);

@@ -11,8 +11,8 @@ use std::process::{Command, Stdio};
 
 use serde_yaml::Value;
 use tessera_tests::{
-    Procs, S3Server, manifest_dir, python_with, start_coordinator, start_worker, synth_dsm,
-    temp_dir, tessera_bin, tessera_ok,
+    Procs, S3Server, manifest_dir, python_with, raster_job, start_coordinator, start_worker,
+    synth_dsm, task_count, temp_dir, tessera_bin, tessera_ok,
 };
 
 /// `kubectl kustomize` of an overlay, or `None` (saying so) without kubectl.
@@ -565,15 +565,13 @@ fn the_metrics_parse_as_prometheus_text_and_count_the_jobs_tasks() {
     assert_eq!(before["tessera_queue_depth"], 0.0, "{before}");
     assert_eq!(before["tessera_jobs|state=succeeded"], 0.0, "{before}");
 
-    let job = dir.path().join("job.yaml");
-    std::fs::write(
-        &job,
-        format!(
-            "version: 1\nsources: [{}]\nlayout: floating:32\ntasks: {{target_mb: 1}}\noutput: {{url: dem}}\n",
-            dem.display()
-        ),
-    )
-    .unwrap();
+    let job = raster_job(
+        dir.path(),
+        "job",
+        &dem,
+        "layout: floating:32\ntasks: {target_mb: 1}\n",
+        "dem",
+    );
     let out = Command::new(tessera_bin())
         .args([
             "--quiet",
@@ -589,13 +587,7 @@ fn the_metrics_parse_as_prometheus_text_and_count_the_jobs_tasks() {
         .unwrap();
     let said = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(said.contains("Succeeded"), "{said}");
-    // "…, N tasks, …": the job's task count.
-    let tasks: f64 = said
-        .split(" tasks,")
-        .next()
-        .and_then(|s| s.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no task count in {said}"));
+    let tasks = task_count(&said) as f64;
     let after = scrape("s3cret");
     let done = |m: &serde_json::Value| -> f64 {
         m.as_object()
@@ -822,15 +814,13 @@ fn the_status_page_shows_a_running_job_its_tile_map_and_a_preview() {
     procs
         .0
         .push(start_worker(&url, &log, &["--token", "s3cret"]));
-    let job = dir.path().join("job.yaml");
-    std::fs::write(
-        &job,
-        format!(
-            "version: 1\nsources: [{}]\nlayout: floating:32\ntasks: {{target_mb: 1}}\noutput: {{url: dem}}\n",
-            dem.display()
-        ),
-    )
-    .unwrap();
+    let job = raster_job(
+        dir.path(),
+        "job",
+        &dem,
+        "layout: floating:32\ntasks: {target_mb: 1}\n",
+        "dem",
+    );
     let out = tessera_ok(&[
         "submit",
         job.to_str().unwrap(),

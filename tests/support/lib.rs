@@ -190,6 +190,15 @@ pub fn submit_and_watch(job: &Path, url: &str) -> Output {
     out
 }
 
+/// The task count of a job from `tessera submit --watch`'s summary ("…, N tasks, …").
+pub fn task_count(said: &str) -> usize {
+    said.split(" tasks,")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no task count in {said}"))
+}
+
 /// A real S3-compatible server (`moto_server` from PyPI) on an ephemeral loopback port,
 /// stopped when dropped.
 #[derive(Debug)]
