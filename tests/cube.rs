@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use tessera_tests::{
-    manifest_dir, python_with, shared_data, start_coordinator, temp_dir, tessera, tessera_fails,
-    tessera_ok,
+    grib_messages, manifest_dir, python_with, shared_data, start_coordinator, temp_dir, tessera,
+    tessera_fails, tessera_ok,
 };
 
 fn reanalysis(name: &str) -> Option<PathBuf> {
@@ -88,21 +88,7 @@ fn job_fails(job: &Path) -> String {
 
 /// Splits a GRIB file at message boundaries into files of `per` messages each.
 fn split_grib(path: &Path, per: usize, dir: &Path) -> Vec<PathBuf> {
-    let bytes = std::fs::read(path).expect("read grib");
-    let mut messages = Vec::new();
-    let mut i = 0;
-    while i + 8 <= bytes.len() {
-        if &bytes[i..i + 4] != b"GRIB" {
-            i += 1;
-            continue;
-        }
-        let len = (usize::from(bytes[i + 4]) << 16)
-            | (usize::from(bytes[i + 5]) << 8)
-            | usize::from(bytes[i + 6]);
-        messages.push(&bytes[i..(i + len).min(bytes.len())]);
-        i += len.max(8);
-    }
-    messages
+    grib_messages(path)
         .chunks(per)
         .enumerate()
         .map(|(k, m)| {

@@ -4,48 +4,10 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-use std::time::{Duration, Instant};
-
 use tessera_tests::{
     Procs, start_coordinator, start_worker, synth_dsm, temp_dir, tessera_fails, tessera_ok,
+    wait_for_runs as wait_for,
 };
-
-/// The runs of schedule `name` as `schedule show` prints them: (trigger, outcome, job, note).
-fn runs(url: &str, name: &str) -> Vec<(String, String, String, String)> {
-    let out = tessera_ok(&["schedule", "show", name, "--coordinator", url]);
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let mut lines = text.lines().skip_while(|l| !l.starts_with("DUE"));
-    lines.next();
-    lines
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (
-                f[2].to_string(),
-                f[3].to_string(),
-                f[4].to_string(),
-                f[5..].join(" "),
-            )
-        })
-        .collect()
-}
-
-/// Waits (at most a minute) until `done` holds for the runs of `name`.
-fn wait_for(
-    url: &str,
-    name: &str,
-    what: &str,
-    done: impl Fn(&[(String, String, String, String)]) -> bool,
-) -> Vec<(String, String, String, String)> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let r = runs(url, name);
-        if done(&r) {
-            return r;
-        }
-        assert!(Instant::now() < deadline, "{what}: {r:#?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 fn count(runs: &[(String, String, String, String)], outcome: &str) -> usize {
     runs.iter().filter(|r| r.1 == outcome).count()
@@ -154,7 +116,7 @@ fn a_schedule_fires_through_a_coordinator_restart_and_skips_overlapping_firings(
     procs.0[0].kill().unwrap();
     procs.0[0].wait().unwrap();
     let before = runs_from_store(&store);
-    std::thread::sleep(Duration::from_secs(7));
+    std::thread::sleep(std::time::Duration::from_secs(7));
     let (coord, url2) = start_coordinator(store_url, port, &[]);
     procs.0[0] = coord;
     assert_eq!(url2, url);

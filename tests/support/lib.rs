@@ -472,3 +472,59 @@ pub fn tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     walk(dir, dir, &mut out);
     out
 }
+
+/// The messages of a GRIB edition 1 file (the 3-byte length in section 0), in file order.
+pub fn grib_messages(path: &Path) -> Vec<Vec<u8>> {
+    let bytes = std::fs::read(path).expect("read grib");
+    let mut messages = Vec::new();
+    let mut i = 0;
+    while i + 8 <= bytes.len() {
+        if &bytes[i..i + 4] != b"GRIB" {
+            i += 1;
+            continue;
+        }
+        let len = (usize::from(bytes[i + 4]) << 16)
+            | (usize::from(bytes[i + 5]) << 8)
+            | usize::from(bytes[i + 6]);
+        messages.push(bytes[i..(i + len).min(bytes.len())].to_vec());
+        i += len.max(8);
+    }
+    messages
+}
+
+/// Schedules: the runs of schedule `name` as `schedule show` prints them: (trigger, outcome, job, note).
+pub fn schedule_runs(url: &str, name: &str) -> Vec<(String, String, String, String)> {
+    let out = tessera_ok(&["schedule", "show", name, "--coordinator", url]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut lines = text.lines().skip_while(|l| !l.starts_with("DUE"));
+    lines.next();
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (
+                f[2].to_string(),
+                f[3].to_string(),
+                f[4].to_string(),
+                f[5..].join(" "),
+            )
+        })
+        .collect()
+}
+
+/// Waits (at most a minute) until `done` holds for the runs of `name`.
+pub fn wait_for_runs(
+    url: &str,
+    name: &str,
+    what: &str,
+    done: impl Fn(&[(String, String, String, String)]) -> bool,
+) -> Vec<(String, String, String, String)> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let r = schedule_runs(url, name);
+        if done(&r) {
+            return r;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {r:#?}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

@@ -84,6 +84,8 @@ struct Job {
     tasks_total_before: u64,
     /// Stopped here, its life not ended yet (see [`Scheduler::ending`]).
     ending: bool,
+    /// What the run does, from its plan.
+    summary: Option<String>,
 }
 
 /// What a report led to.
@@ -249,9 +251,21 @@ impl Scheduler {
                 tasks_done_before: 0,
                 tasks_total_before: 0,
                 ending: false,
+                summary: None,
             },
         );
         self.order.push(id);
+    }
+
+    pub fn summary(&self, job: JobId) -> Option<String> {
+        self.jobs.get(&job).and_then(|j| j.summary.clone())
+    }
+
+    /// Keeps what the job's plan says it does, for its status.
+    pub fn set_summary(&mut self, job: JobId, summary: Option<String>) {
+        if let Some(j) = self.jobs.get_mut(&job) {
+            j.summary = summary;
+        }
     }
 
     /// Starts `stage` of a job with its tasks (each with the tiles it will write). `done` marks
@@ -679,6 +693,7 @@ impl Scheduler {
             retries: j.retries,
             error: j.error.clone(),
             elapsed_ms: j.ended_ms.unwrap_or(now).saturating_sub(j.submitted_ms),
+            summary: j.summary.clone(),
         })
     }
 

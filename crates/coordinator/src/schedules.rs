@@ -19,6 +19,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
+use tessera_core::cube::spec::Mode;
 use tessera_core::job::{JobId, JobSpec, JobState};
 use tonic::Status;
 
@@ -233,7 +234,21 @@ impl Coordinator {
         check_name(name).map_err(Status::invalid_argument)?;
         let timezone = if timezone.is_empty() { "UTC" } else { timezone };
         Cron::parse(cron, timezone).map_err(Status::invalid_argument)?;
-        let spec = JobSpec::from_yaml(yaml).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let mut spec =
+            JobSpec::from_yaml(yaml).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // A scheduled cube job is incremental unless its spec says `mode: full`: each run
+        // brings the products up to date with what is new.
+        let yaml = match spec.cube.as_mut().filter(|c| c.mode.is_none()) {
+            Some(cube) => {
+                cube.mode = Some(Mode::Incremental);
+                let text = spec.to_yaml();
+                spec = JobSpec::from_yaml(&text)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                text
+            }
+            None => yaml.to_string(),
+        };
+        let yaml = yaml.as_str();
         self.resolve_output(&spec.output.url)?;
         spec.ingest_options().map_err(status_of)?;
         let mut schedules = self.schedules.lock().await;
@@ -376,19 +391,23 @@ impl Coordinator {
             return;
         };
         let Ok(job) = id.parse::<JobId>() else { return };
+        // How it ended, why it failed, and what it did (an incremental run's figures).
         let ended = match self.status(job) {
-            Some(st) if st.state.is_terminal() => Some((st.state, st.error)),
+            Some(st) if st.state.is_terminal() => Some((st.state, st.error, st.summary)),
             Some(_) => None,
             None => match self.journal.end(job).await {
-                Ok(Some(end)) => Some((end.state, end.error)),
+                Ok(Some(end)) => Some((end.state, end.error, None)),
                 Ok(None) => Some((
                     JobState::Failed,
                     Some(format!("job {job} is unknown to this coordinator")),
+                    None,
                 )),
                 Err(_) => None,
             },
         };
-        let Some((state, error)) = ended else { return };
+        let Some((state, error, summary)) = ended else {
+            return;
+        };
         if let Some(run) = s.runs.last_mut() {
             run.outcome = match state {
                 JobState::Succeeded => Outcome::Succeeded,
@@ -397,6 +416,11 @@ impl Coordinator {
             };
             if error.is_some() {
                 run.note = error;
+            } else if let Some(did) = summary {
+                run.note = Some(match run.note.take() {
+                    Some(note) => format!("{note}; {did}"),
+                    None => did,
+                });
             }
         }
         if let Err(e) = self.journal.put_schedule(s).await {

@@ -324,6 +324,7 @@ impl Coordinator {
                 resumed,
             } => {
                 self.record_running(job, &record).await;
+                lock(&self.sched).set_summary(job, plan.summary());
                 let prepare = blocking(move || plan.prepare(&record, resumed));
                 let result = self.risky(job, "prepare", prepare).await;
                 Some(Event::Prepared {
@@ -335,7 +336,16 @@ impl Coordinator {
                 // What every task reported, from the journal (it holds them across restarts).
                 let commit = async {
                     match self.journal.tasks(job).await {
-                        Ok(outputs) => blocking(move || plan.commit(&record, &outputs)).await,
+                        Ok(outputs) => {
+                            if let Some(read) = plan.measured(&outputs) {
+                                let mut sched = lock(&self.sched);
+                                let summary = sched.summary(job);
+                                let joined =
+                                    summary.map_or(read.clone(), |s| format!("{s}; {read}"));
+                                sched.set_summary(job, Some(joined));
+                            }
+                            blocking(move || plan.commit(&record, &outputs)).await
+                        }
                         Err(e) => Err(e),
                     }
                 };
@@ -554,7 +564,9 @@ impl Coordinator {
         self.check_sources(&sources)?;
         let job = JobId::new();
         // A job that may replace an output writes beside it until it has succeeded.
-        let staging = spec.output.overwrite.then(|| job.to_string());
+        // An incremental cube job appends in place (its metadata last), never staged.
+        let incremental = spec.cube.as_ref().is_some_and(|c| c.incremental());
+        let staging = (spec.output.overwrite && !incremental).then(|| job.to_string());
         let record = JobRecord {
             spec,
             sources,

@@ -15,6 +15,7 @@
 mod blocks;
 pub mod differentiate;
 mod execute;
+pub mod incremental;
 pub mod layer;
 mod netcdf;
 mod pieces;
@@ -135,7 +136,53 @@ pub struct CubeInfo {
     /// What was left out of sources damaged in part (`on_bad_input: skip`), by source.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped_inputs: Vec<String>,
+    /// Set on a product kept by incremental runs: the input steps it was made from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<Inputs>,
     pub complete: bool,
+}
+
+/// The input time steps a product kept by incremental runs was computed from, as runs of
+/// equal spacing `[first, step, count]` (ten years of hourly steps are one run): the next run
+/// reads only the steps that are not here. Such a product's lead coordinate has fixed chunks,
+/// so that a reader of its old metadata still decodes the coordinate chunks an append
+/// rewrites.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inputs {
+    pub runs: Vec<[i64; 3]>,
+}
+
+impl Inputs {
+    /// The runs of sorted, distinct `times`.
+    pub fn from_times(times: &[i64]) -> Inputs {
+        let mut runs: Vec<[i64; 3]> = Vec::new();
+        for &t in times {
+            match runs.last_mut() {
+                Some([first, step, count]) if *count == 1 => {
+                    *step = t - *first;
+                    *count = 2;
+                }
+                Some([first, step, count]) if *first + *step * *count == t => *count += 1,
+                _ => runs.push([t, 0, 1]),
+            }
+        }
+        Inputs { runs }
+    }
+
+    pub fn times(&self) -> Vec<i64> {
+        self.runs
+            .iter()
+            .flat_map(|&[first, step, count]| (0..count).map(move |k| first + step * k))
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.runs.iter().map(|r| r[2].max(0) as usize).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl CubeInfo {
@@ -214,6 +261,8 @@ mod stored {
         sources: Vec<String>,
         #[serde(default)]
         skipped_inputs: Vec<String>,
+        #[serde(default)]
+        incremental: Option<super::Inputs>,
         complete: bool,
     }
 
@@ -250,6 +299,7 @@ mod stored {
                 chunks: s.chunks,
                 sources: s.sources,
                 skipped_inputs: s.skipped_inputs,
+                incremental: s.incremental,
                 complete: s.complete,
             })
         }

@@ -228,6 +228,27 @@ pub fn reduce(job: &JobRecord, outputs: Vec<TaskOutput>) -> Result<JobPlan> {
 }
 
 impl JobPlan {
+    /// What the run does beyond its figures, for its status: an incremental run's steps
+    /// added and read and periods recomputed, or that nothing was new.
+    pub fn summary(&self) -> Option<String> {
+        match self {
+            JobPlan::Cube(p) => p.summary(),
+            _ => None,
+        }
+    }
+
+    /// What the finished tasks measured, for the job's status: the steps an incremental
+    /// cube run's map tasks read from their sources.
+    pub fn measured(&self, outputs: &StageOutputs) -> Option<String> {
+        match self {
+            JobPlan::Cube(p) if p.incremental() => Some(format!(
+                "the map tasks read {} steps from the sources",
+                crate::cube::incremental::steps_read(outputs)
+            )),
+            _ => None,
+        }
+    }
+
     pub fn last_stage(&self) -> u32 {
         match self {
             JobPlan::Raster(p) => p.last_stage(),

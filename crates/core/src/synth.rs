@@ -305,6 +305,7 @@ impl SynthCube {
             },
             sources: vec!["tessera synth cube".into()],
             skipped_inputs: Vec::new(),
+            incremental: None,
             complete: false,
         };
         let plane = self.rows * self.cols;

@@ -63,6 +63,7 @@ impl TryFrom<pb::JobStatus> for JobStatus {
             retries: s.retries,
             error: (!s.error.is_empty()).then_some(s.error),
             elapsed_ms: (s.elapsed_seconds * 1000.0).round() as u64,
+            summary: (!s.summary.is_empty()).then_some(s.summary),
         })
     }
 }

@@ -81,6 +81,7 @@ mod tests {
             retries: 2,
             error: None,
             elapsed_ms: 1500,
+            summary: Some("incremental: nothing new".into()),
         };
         let back = JobStatus::try_from(pb::JobStatus::from(&status)).unwrap();
         assert_eq!(

@@ -29,6 +29,7 @@ impl From<&JobStatus> for pb::JobStatus {
             error: s.error.clone().unwrap_or_default(),
             output: s.output.clone(),
             elapsed_seconds: s.elapsed_ms as f64 / 1000.0,
+            summary: s.summary.clone().unwrap_or_default(),
         }
     }
 }

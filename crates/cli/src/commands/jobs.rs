@@ -132,6 +132,9 @@ pub fn print_summary(s: &JobStatus) {
         secs,
         s.tiles_done as f64 / secs.max(1e-9)
     );
+    if let Some(summary) = &s.summary {
+        eprintln!("  {summary}");
+    }
 }
 
 pub fn print_jobs(jobs: &[JobStatus]) {
@@ -151,6 +154,9 @@ pub fn print_jobs(jobs: &[JobStatus]) {
         );
         if let Some(e) = &j.error {
             println!("    error: {e}");
+        }
+        if let Some(summary) = &j.summary {
+            println!("    {summary}");
         }
     }
 }

@@ -30,12 +30,14 @@ pub(super) fn with_halo(band: &Range<usize>, halo: usize, grid_rows: usize) -> R
 
 /// Bands of rows and blocks of time within the budget, cut on every product's chunk
 /// boundaries; a rechunk whose time chunks cannot fit one band becomes staged (`products`).
+/// Blocks cover the steps from `from` (an incremental run's first step read) to the end.
 pub(super) fn plan_layout(
     spec: &CubeSpec,
     grid: &GridExtent,
     variables: &[CubeVariable],
     times: &[i64],
     products: &mut [PlannedProduct],
+    from: usize,
 ) -> Result<Layout> {
     // Bands: multiples of every product's y chunk; as tall as the budget allows.
     let budget = spec.memory_mb as usize * (1 << 20);
@@ -137,17 +139,20 @@ pub(super) fn plan_layout(
     // × variables) and at most 64 pieces each.
     let per_block = bands.len() * variables.len().max(1);
     let wanted_blocks = 4usize.div_ceil(per_block).max(1);
-    let target = (n / wanted_blocks).clamp(piece_steps.min(n), (64 * piece_steps).max(1));
-    let block_cuts: Vec<usize> = (0..=n).filter(|&i| block_cut[i]).collect();
+    let span = n - from.min(n);
+    let target = (span / wanted_blocks).clamp(piece_steps.min(span), (64 * piece_steps).max(1));
+    let block_cuts: Vec<usize> = (from..=n).filter(|&i| block_cut[i] || i == from).collect();
     let mut spans = Vec::new();
-    let mut start = 0;
+    let mut start = from;
     for w in block_cuts.windows(2) {
         if w[1] - start > target && w[0] > start {
             spans.push(start..w[0]);
             start = w[0];
         }
     }
-    spans.push(start..n);
+    if start < n || from == 0 {
+        spans.push(start..n);
+    }
     let blocks = spans
         .iter()
         .flat_map(|s| {

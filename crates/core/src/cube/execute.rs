@@ -20,9 +20,23 @@ use crate::zarr::{ChunkView, StepRing};
 use super::pieces::*;
 use super::plan::*;
 
+/// What a task did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Figures {
+    pub chunks: u64,
+    pub bytes: u64,
+    /// The steps of the cube a map task read from its sources, as they were read.
+    pub read: Option<Range<usize>>,
+}
+
 impl CubePlan {
-    /// Runs one task; returns (chunks written, bytes of values written).
-    pub fn run(&self, task: CubeTask) -> Result<(u64, u64)> {
+    /// Runs one task.
+    pub fn run(&self, task: CubeTask) -> Result<Figures> {
+        let written = |(chunks, bytes)| Figures {
+            chunks,
+            bytes,
+            read: None,
+        };
         match task {
             CubeTask::Map { block, var } => {
                 self.map_block(self.block(block)?, self.var(var)?, false)
@@ -30,13 +44,13 @@ impl CubePlan {
             CubeTask::Anomaly { block, var } => {
                 self.map_block(self.block(block)?, self.var(var)?, true)
             }
-            CubeTask::Climatology { band } => self.reduce_band(band),
+            CubeTask::Climatology { band } => self.reduce_band(band).map(written),
             CubeTask::Rechunk {
                 product,
                 var,
                 chunk,
                 row,
-            } => self.assemble(product, var, chunk, row),
+            } => self.assemble(product, var, chunk, row).map(written),
         }
     }
 
@@ -52,7 +66,7 @@ impl CubePlan {
     /// accumulators, the chunk being gathered) is borrowed across the fold of every piece;
     /// cutting it up means a task-state struct first, which the speed issue (21) should do with
     /// the bench beside it.
-    pub(super) fn map_block(&self, b: MapBlock, v: usize, anomaly: bool) -> Result<(u64, u64)> {
+    pub(super) fn map_block(&self, b: MapBlock, v: usize, anomaly: bool) -> Result<Figures> {
         let band = self.bands[b.band].clone();
         let rows = band.len();
         let w = self.grid.cols as usize;
@@ -125,7 +139,16 @@ impl CubePlan {
                     let after = |t: usize| {
                         ((periods.index(self.times[t - 1]) - base) as usize / chunk + 1) * chunk
                     };
-                    let o0 = if b.t0 == 0 { 0 } else { after(b.t0) };
+                    // An incremental run's first block starts at the period of its first step
+                    // (a period held in part is rewritten whole).
+                    let window_start = self.window.is_some_and(|w| w.read_from == b.t0);
+                    let o0 = if b.t0 == 0 {
+                        0
+                    } else if window_start {
+                        (periods.index(self.times[b.t0]) - base) as usize
+                    } else {
+                        after(b.t0)
+                    };
                     let o1 = if b.t1 == self.times.len() {
                         p.info.lead.len()
                     } else {
@@ -150,7 +173,10 @@ impl CubePlan {
             }
         }
         let mut fed = vec![false; clims.len()];
-        for (k, (ci, _)) in clims.iter().enumerate() {
+        // An incremental run folds each step into climatologies itself: a resample's bins
+        // may hold steps the kept partial sums have already.
+        let feeding = !self.incremental();
+        for (k, (ci, _)) in clims.iter().enumerate().filter(|_| feeding) {
             let c = &self.climatologies[*ci];
             for r in &mut resamples {
                 if let Some(acc) = r.stats.iter().position(|&(_, s)| c.stat.follows_from(s))
@@ -171,6 +197,8 @@ impl CubePlan {
             r.start_chunk(cells);
         }
 
+        // The steps folded, as (first, end) of the pieces seen.
+        let mut read_steps: Option<(usize, usize)> = None;
         // Pieces are read on a thread of their own while the previous one is folded.
         let step_bytes = planes * have_rows * w * 4;
         let (full_tx, full) = mpsc::sync_channel::<Result<(Range<usize>, PieceData)>>(1);
@@ -268,6 +296,9 @@ impl CubePlan {
                 .map_err(|e| Error::Internal(format!("cannot start a reading thread: {e}")))?;
             for read in full {
                 let (piece, piece_data) = read?;
+                read_steps = Some(read_steps.map_or((piece.start, piece.end), |(a, z)| {
+                    (a.min(piece.start), z.max(piece.end))
+                }));
                 'fold: {
                     let steps = piece.len();
                     let data = piece_data.values();
@@ -430,7 +461,10 @@ impl CubePlan {
                                 a.add(slot, step);
                             }
                         }
-                        for ((ci, a), _) in clims.iter_mut().zip(&fed).filter(|(_, fed)| !**fed) {
+                        let new = piece.start + s >= self.climatology_from();
+                        for ((ci, a), _) in
+                            clims.iter_mut().zip(&fed).filter(|(_, fed)| !**fed && new)
+                        {
                             let c = &self.climatologies[*ci];
                             let slot = c.groups.binary_search(&c.by.key(t)).unwrap_or(0);
                             a.add(slot, step);
@@ -463,7 +497,11 @@ impl CubePlan {
             let key = format!("{}/t{}", self.clim_key(*ci, v, b.band), b.t0);
             block_on(scratch.put(&key, Bytes::from(a.to_bytes())))?;
         }
-        Ok((chunks, bytes))
+        Ok(Figures {
+            chunks,
+            bytes,
+            read: read_steps.map(|(a, z)| a..z),
+        })
     }
 
     pub(super) fn per_metre(&self, dx: &mut [f32], dy: &mut [f32], band: Range<usize>, ys: &[f64]) {
@@ -489,11 +527,11 @@ impl CubePlan {
         self.create_products(overwrite)?;
         let result = (1..=Self::LAST_STAGE).try_fold((0u64, 0u64), |acc, stage| {
             let tasks = self.stage_tasks(stage);
-            let r: Vec<(u64, u64)> = tasks
+            let r: Vec<Figures> = tasks
                 .par_iter()
                 .map(|t| self.run(*t))
                 .collect::<Result<_>>()?;
-            Ok::<_, Error>(r.iter().fold(acc, |a, b| (a.0 + b.0, a.1 + b.1)))
+            Ok::<_, Error>(r.iter().fold(acc, |a, b| (a.0 + b.chunks, a.1 + b.bytes)))
         });
         match result {
             Ok(r) => {

@@ -36,11 +36,28 @@ use crate::store::{Store, block_on};
 pub const CUBE_FORMAT_VERSION: u32 = 2;
 
 fn raw_zarray(shape: &[usize], dtype: &str, fill: Value) -> Value {
+    let chunks: Vec<usize> = shape.iter().map(|&n| n.max(1)).collect();
+    raw_chunked_zarray(shape, &chunks, dtype, fill)
+}
+
+fn raw_chunked_zarray(shape: &[usize], chunks: &[usize], dtype: &str, fill: Value) -> Value {
     json!({
-        "zarr_format": 2, "shape": shape, "chunks": shape.iter().map(|&n| n.max(1)).collect::<Vec<_>>(),
+        "zarr_format": 2, "shape": shape, "chunks": chunks,
         "dtype": dtype, "compressor": null, "fill_value": fill, "order": "C", "filters": null,
         "dimension_separator": ".",
     })
+}
+
+/// The lead coordinate's chunk length in a product kept by incremental runs: fixed, so that
+/// an append rewrites the last coordinate chunk at the same shape (a reader of the old
+/// metadata decodes it and sees the old values) and adds new ones after it.
+pub(super) fn appendable_lead_chunk(lead: &Lead) -> usize {
+    match lead {
+        Lead::Time(_) => 4096,
+        Lead::Month(_) => 12,
+        Lead::Season(_) => 4,
+        Lead::Dayofyear(_) => 366,
+    }
 }
 
 fn f64_bytes(v: &[f64]) -> Vec<u8> {
@@ -63,17 +80,34 @@ fn documents(info: &CubeInfo, zstd_level: i32) -> (BTreeMap<String, Value>, Coor
         ".zattrs".into(),
         json!({ "Conventions": "CF-1.8", "tessera_cube": info }),
     );
+    let lead = &info.lead;
+    // The lead coordinate's chunks: the whole coordinate, or fixed in an appendable product.
+    let lead_chunk = info
+        .incremental
+        .as_ref()
+        .map(|_| appendable_lead_chunk(lead));
     let mut coord = |name: &str, dtype: &str, n: usize, bytes: Vec<u8>, attrs: Value| {
+        let chunk = lead_chunk
+            .filter(|_| name == lead.name())
+            .unwrap_or(n.max(1));
         docs.insert(
             format!("{name}/.zarray"),
-            raw_zarray(&[n], dtype, Value::Null),
+            raw_chunked_zarray(&[n], &[chunk], dtype, Value::Null),
         );
         let mut a = attrs;
         a["_ARRAY_DIMENSIONS"] = json!([name]);
         docs.insert(format!("{name}/.zattrs"), a);
-        chunks.push((format!("{name}/0"), bytes));
+        // Uncompressed chunks are whole: the last is padded with zeros.
+        let item = bytes.len().checked_div(n).unwrap_or(0);
+        for (k, part) in bytes.chunks((chunk * item).max(1)).enumerate() {
+            let mut part = part.to_vec();
+            part.resize(chunk * item, 0);
+            chunks.push((format!("{name}/{k}"), part));
+        }
+        if n == 0 {
+            chunks.push((format!("{name}/0"), Vec::new()));
+        }
     };
-    let lead = &info.lead;
     match lead {
         Lead::Time(t) => {
             let (units, per) = layer_time_units(t);
@@ -291,8 +325,10 @@ impl CubeWriter {
     }
 
     /// Writes a block of variable `var`: `data` is (lead, axes..., rows, all columns) row-major,
-    /// starting at lead index `lead0` and row `row0`, both on chunk boundaries; the block ends
-    /// on a chunk boundary or at the end of the array. Chunks are encoded in parallel.
+    /// starting at lead index `lead0` and row `row0`; the row is on a chunk boundary, the block
+    /// ends on a chunk boundary or at the end of the array. A block that starts inside a lead
+    /// chunk (an incremental run appending after the steps the product holds) keeps the values
+    /// stored before `lead0` in that chunk. Chunks are encoded in parallel.
     pub fn write_block(
         &self,
         var: usize,
@@ -310,50 +346,52 @@ impl CubeWriter {
         } = self.info.chunks;
         let planes = v.axes_len();
         let w = self.info.grid.cols as usize;
-        if !lead0.is_multiple_of(cl)
-            || !row0.is_multiple_of(cy)
-            || data.len() != leads * planes * rows * w
-        {
+        if !row0.is_multiple_of(cy) || data.len() != leads * planes * rows * w {
             return Err(Error::Internal(format!(
                 "block at lead {lead0}, row {row0} of {leads}x{planes}x{rows}x{w} is not chunk-aligned or has {} values",
                 data.len()
             )));
         }
+        // Lead chunks by their first lead: the first may begin before `lead0`.
+        let first = lead0 / cl * cl;
         let mut jobs = Vec::new();
-        for t0 in (0..leads).step_by(cl) {
+        for a in (first..lead0 + leads).step_by(cl) {
             for p in 0..planes {
                 for r0 in (0..rows).step_by(cy) {
                     for c0 in (0..w).step_by(cx) {
-                        jobs.push((t0, p, r0, c0));
+                        jobs.push((a, p, r0, c0));
                     }
                 }
             }
         }
-        jobs.par_iter().try_for_each(|&(t0, p, r0, c0)| {
+        jobs.par_iter().try_for_each(|&(a, p, r0, c0)| {
             CHUNK.with_borrow_mut(|chunk| {
+                let at = [a / cl, p, (row0 + r0) / cy, c0 / cx];
                 chunk.clear();
-                chunk.resize(cl * cy * cx, f32::NAN);
-                for dt in 0..cl.min(leads - t0) {
+                let kept = if a < lead0 {
+                    self.read_chunk(var, at)?
+                } else {
+                    None
+                };
+                match kept {
+                    Some(kept) => chunk.extend_from_slice(&kept),
+                    None => chunk.resize(cl * cy * cx, f32::NAN),
+                }
+                for t in a.max(lead0)..(a + cl).min(lead0 + leads) {
+                    let (dt, i) = (t - a, t - lead0);
                     for dr in 0..cy.min(rows - r0) {
                         let n = cx.min(w - c0);
-                        let src =
-                            &data[(((t0 + dt) * planes + p) * rows + r0 + dr) * w + c0..][..n];
+                        let src = &data[((i * planes + p) * rows + r0 + dr) * w + c0..][..n];
                         chunk[(dt * cy + dr) * cx..][..n].copy_from_slice(src);
                     }
                 }
-                self.write_chunk(
-                    var,
-                    [(lead0 + t0) / cl, p, (row0 + r0) / cy, c0 / cx],
-                    chunk,
-                )
+                self.write_chunk(var, at, chunk)
             })
         })
     }
 
-    /// Writes one chunk of a variable: `at` is (lead chunk, plane, row chunk, column chunk),
-    /// `chunk` the chunk's values (lead, y, x), NaN-padded past the edges. An all-NaN chunk is
-    /// not stored (it reads as the fill value).
-    pub fn write_chunk(&self, var: usize, at: [usize; 4], chunk: &[f32]) -> Result<()> {
+    /// The object key of a chunk: `at` is (lead chunk, plane, row chunk, column chunk).
+    fn chunk_key(&self, var: usize, at: [usize; 4]) -> (String, String) {
         let v = &self.info.variables[var];
         let [lead, p, row, col] = at;
         let mut index = vec![lead];
@@ -366,14 +404,30 @@ impl CubeWriter {
         }
         index.extend(plane_index);
         index.extend([row, col]);
+        let key: Vec<String> = index.iter().map(usize::to_string).collect();
+        (
+            format!("{}/{}", v.name, key.join(".")),
+            format!("chunk {index:?} of {}", v.name),
+        )
+    }
+
+    /// One stored chunk of a variable (`None`: not stored, all NaN).
+    fn read_chunk(&self, var: usize, at: [usize; 4]) -> Result<Option<Vec<f32>>> {
+        let Chunks { lead, y, x } = self.info.chunks;
+        let (key, what) = self.chunk_key(var, at);
+        crate::zarr::chunk::get_f32(&self.store, &key, lead * y * x, &what)
+    }
+
+    /// Writes one chunk of a variable: `at` is (lead chunk, plane, row chunk, column chunk),
+    /// `chunk` the chunk's values (lead, y, x), NaN-padded past the edges. An all-NaN chunk is
+    /// not stored (it reads as the fill value).
+    pub fn write_chunk(&self, var: usize, at: [usize; 4], chunk: &[f32]) -> Result<()> {
         if chunk.iter().all(|x| x.is_nan()) {
             return Ok(());
         }
         // The array's `.zarray` says: Zarr v2, "." separated keys, "<f4" in C order, one
         // zstd frame at the cube's level.
-        let key: Vec<String> = index.iter().map(usize::to_string).collect();
-        let key = format!("{}/{}", v.name, key.join("."));
-        let what = format!("chunk {index:?} of {}", v.name);
+        let (key, what) = self.chunk_key(var, at);
         crate::zarr::chunk::put(&self.store, &key, chunk, f32::NAN, self.zstd_level, &what)
     }
 
@@ -383,6 +437,24 @@ impl CubeWriter {
         let root = json!({ "Conventions": "CF-1.8", "tessera_cube": self.info });
         put_root_and_consolidated(&self.store, &mut self.documents, root)?;
         Ok(self.info)
+    }
+
+    /// Marks an appended cube complete: each array's metadata and the coordinates at the new
+    /// lengths, then the root attributes and consolidated metadata, last. A reader of the
+    /// consolidated metadata sees the old cube or the new one: chunks past the old ends are
+    /// not read by the old metadata, and the chunks an append completes keep the old values.
+    pub fn finish_append(self) -> Result<CubeInfo> {
+        let arrays: BTreeMap<String, Value> = self
+            .documents
+            .iter()
+            .filter(|(key, _)| key.contains('/'))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        put_documents(&self.store, &arrays)?;
+        for (key, bytes) in &self.coordinates {
+            block_on(self.store.put(key, Bytes::from(bytes.clone())))?;
+        }
+        self.finish()
     }
 
     /// Writes a whole cube in this process: `fill` writes its chunks, then it is finished. A

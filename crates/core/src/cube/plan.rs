@@ -7,6 +7,7 @@
 //! sources: [era5/2018-*.grib, era5/2019-*.grib]   # GRIB, NetCDF, Zarr; concatenated along time
 //! output: {url: ./era5, zstd_level: 3, overwrite: true}   # products go to <url>/<name>
 //! cube:
+//!   mode: full                    # or incremental: append what is new ([`super::incremental`])
 //!   variables: [t2m, tp]          # optional: all
 //!   duplicates: error             # error | first | last: a time step in two files
 //!   memory_mb: 64                 # what a task reads at once, per variable
@@ -34,6 +35,7 @@ use serde_json::json;
 
 use super::blocks;
 use super::differentiate::Per;
+use super::incremental::{self, Window};
 use super::layer::{CUBE_FORMAT_VERSION, CubeWriter};
 use super::source::CubeSource;
 use super::temporal::{Freq, GroupBy, Periods, SEASONS, Stat};
@@ -121,6 +123,10 @@ pub struct CubePlan {
     pub piece_steps: usize,
     pub scratch: String,
     pub zstd_level: i32,
+    /// An incremental run over products that exist: the steps it reads and the first step
+    /// they do not hold ([`super::incremental`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Window>,
 }
 
 /// A task of a space-time job.
@@ -297,12 +303,26 @@ impl CubePlan {
         for p in &mut products {
             p.info.skipped_inputs = skipped.clone();
         }
+        let window = if spec.incremental() {
+            incremental::fit(spec, &mut products, &sources, &times)?
+        } else {
+            None
+        };
+        let from = window.map_or(0, |w| w.read_from);
         let blocks::Layout {
             bands,
             blocks,
             piece_cuts: cuts,
             piece_steps,
-        } = blocks::plan_layout(spec, &grid, &variables, &times, &mut products)?;
+        } = blocks::plan_layout(spec, &grid, &variables, &times, &mut products, from)?;
+        if spec.incremental()
+            && let Some(p) = products.iter().find(|p| p.staged)
+        {
+            return Err(Error::invalid(format!(
+                "cube.products.{}: its time chunks do not fit cube.memory_mb one band at a time, and such a rechunk cannot be appended by incremental runs (raise memory_mb or use smaller time chunks)",
+                p.name
+            )));
+        }
         Ok(CubePlan {
             sources,
             steps,
@@ -318,6 +338,7 @@ impl CubePlan {
             piece_steps,
             scratch: format!("{root}/_scratch"),
             zstd_level,
+            window,
         })
     }
 
@@ -327,6 +348,10 @@ impl CubePlan {
     /// The tasks of a stage (1 map, 2 climatology, 3 anomaly, 4 rechunk); empty when the job
     /// has none.
     pub fn stage_tasks(&self, stage: u32) -> Vec<CubeTask> {
+        if self.blocks.is_empty() {
+            // An incremental run with nothing new.
+            return Vec::new();
+        }
         let anomalies = self
             .products
             .iter()
@@ -370,6 +395,11 @@ impl CubePlan {
 
     /// Creates every product's layer (metadata and coordinates).
     pub fn create_products(&self, overwrite: bool) -> Result<()> {
+        if self.window.is_some() {
+            // An incremental run appends to products that exist; it writes no metadata
+            // until it has written every chunk.
+            return Ok(());
+        }
         for p in &self.products {
             CubeWriter::create(&p.url, p.info.clone(), self.zstd_level, overwrite)?;
         }
@@ -379,6 +409,9 @@ impl CubePlan {
     /// Writes every product's metadata and coordinates again, keeping the chunks that are there
     /// (a job resumed by a restarted coordinator).
     pub fn attach_products(&self) -> Result<()> {
+        if self.window.is_some() {
+            return Ok(());
+        }
         for p in &self.products {
             CubeWriter::attach(&p.url, p.info.clone(), self.zstd_level)?.write_metadata()?;
         }
@@ -388,6 +421,12 @@ impl CubePlan {
     /// Consolidates every product, promotes those that replace old ones, and removes the
     /// scratch objects.
     pub fn finish_products(&self) -> Result<()> {
+        if let Some(w) = self.window {
+            if w.new_from >= self.times.len() {
+                return Ok(());
+            }
+            return self.finish_append();
+        }
         for p in &self.products {
             CubeWriter::attach(&p.url, p.info.clone(), self.zstd_level)?.finish()?;
         }
@@ -414,6 +453,9 @@ impl CubePlan {
     /// Deletes what was written of every product (after a failure): staged products leave
     /// the ones they were to replace untouched. The first error, after trying them all.
     pub fn abort_products(&self) -> Result<()> {
+        if self.window.is_some() {
+            return self.abort_append();
+        }
         let mut first = None;
         for p in &self.products {
             if let Err(e) = p.output().discard() {
@@ -741,6 +783,7 @@ fn plan_products(
             },
             sources: src_urls,
             skipped_inputs: Vec::new(),
+            incremental: None,
             complete: false,
         };
         let url = p.url.clone().unwrap_or_else(|| format!("{root}/{name}"));

@@ -241,6 +241,7 @@ impl Subset {
             },
             sources: Vec::new(),
             skipped_inputs: Vec::new(),
+            incremental: None,
             complete: false,
         };
         let rows = self.grid.rows as usize;

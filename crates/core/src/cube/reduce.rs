@@ -208,6 +208,15 @@ impl CubePlan {
         let rows = band.len();
         let planes = self.variables[v].axes_len();
         let cells = planes * rows * (self.grid.cols as usize);
+        let carried;
+        let total = if self.incremental() {
+            let mut t = total.clone();
+            self.carry_partials(ci, v, band_index, &mut t)?;
+            carried = t;
+            &carried
+        } else {
+            total
+        };
         let mut out = vec![0f32; c.groups.len() * cells];
         for g in 0..c.groups.len() {
             total.finish_slot(g, &mut out[g * cells..(g + 1) * cells]);

@@ -372,6 +372,41 @@ impl Accumulator {
         }
     }
 
+    /// Folds slot `from` of `other` into slot `to` where their rows overlap: both hold
+    /// `planes` planes of whole rows `w` wide, this one of rows `mine`, `other` of rows `its`
+    /// (a partial kept for other bands of rows than this run's).
+    pub fn merge_rows(
+        &mut self,
+        (to, from): (usize, usize),
+        other: &Accumulator,
+        (planes, w): (usize, usize),
+        (mine, its): (std::ops::Range<usize>, std::ops::Range<usize>),
+    ) {
+        let (sum, count, extreme) = self.stat.parts();
+        let max = self.stat == Stat::Max;
+        let rows = mine.start.max(its.start)..mine.end.min(its.end);
+        for p in 0..planes {
+            for r in rows.clone() {
+                let a0 = to * self.cells + (p * mine.len() + r - mine.start) * w;
+                let b0 = from * other.cells + (p * its.len() + r - its.start) * w;
+                for (a, b) in (a0..a0 + w).zip(b0..b0 + w) {
+                    if sum {
+                        self.sum[a] += other.sum[b];
+                    }
+                    if count {
+                        self.count[a] += other.count[b] + other.whole[from];
+                    }
+                    if extreme {
+                        let (x, y) = (self.extreme[a], other.extreme[b]);
+                        if x.is_nan() || (max && y > x) || (!max && y < x) {
+                            self.extreme[a] = y;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// The statistic of `slot`, one value per cell.
     pub fn finish_slot(&self, slot: usize, out: &mut [f32]) {
         let r = slot * self.cells..(slot + 1) * self.cells;

@@ -66,11 +66,14 @@ impl JobKind for CubePlan {
         let TaskPayload::Cube { task } = task else {
             return Err(foreign_task("cube", task));
         };
-        let (tiles, bytes) = pool.install(|| self.run(*task))?;
+        let done = pool.install(|| self.run(*task))?;
         Ok(TaskOutput {
-            tiles,
-            bytes,
-            result: None,
+            tiles: done.chunks,
+            bytes: done.bytes,
+            // The steps a map task read, for the job's figures ([`CubePlan::steps_read`]).
+            result: done
+                .read
+                .map(|r| serde_json::json!({ "steps_read": [r.start, r.end] })),
         })
     }
 

@@ -129,6 +129,7 @@ impl InterpolatePlan {
             chunks: Chunks { lead, y: cy, x: cx },
             sources: vec![stations.to_string()],
             skipped_inputs: Vec::new(),
+            incremental: None,
             complete: false,
         };
         let tasks = (0..times.len())

@@ -112,6 +112,8 @@ pub struct JobStatus {
     pub retries: u64,
     pub error: Option<String>,
     pub elapsed_ms: u64,
+    /// What the run does beyond its figures ([`crate::engine::JobPlan::summary`]).
+    pub summary: Option<String>,
 }
 
 /// A task as a worker receives it.

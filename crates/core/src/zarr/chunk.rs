@@ -92,6 +92,30 @@ pub fn put<T: Plain>(
         .map_err(|e| e.context(format!("cannot write {what}")))
 }
 
+/// Reads back one f32 chunk that [`put`] wrote: `None` when it is not stored (it reads as the
+/// fill value). `len` is the chunk's number of values.
+pub fn get_f32(store: &Store, key: &str, len: usize, what: &str) -> Result<Option<Vec<f32>>> {
+    let Some(frame) =
+        block_on(store.get(key)).map_err(|e| e.context(format!("cannot read {what}")))?
+    else {
+        return Ok(None);
+    };
+    let raw = zstd::bulk::decompress(&frame, len * 4)
+        .ok()
+        .filter(|raw| raw.len() == len * 4)
+        .ok_or_else(|| {
+            Error::storage(
+                format!("{}/{key}", store.url()),
+                format!("{what} is not one zstd frame of {len} f4 values"),
+            )
+        })?;
+    Ok(Some(
+        raw.chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,466 @@
+//! Incremental cube runs (issue 19) on the March 2019 ERA5 GRIB, split by the test into files
+//! that arrive one after another: each run brings the hourly cube, daily statistics and the
+//! monthly climatology up to date, reading only what is new, and ends equal (every value, as
+//! xarray reads them) to one job over every file. A reader polling while appends run sees the
+//! old cube or the new one; new files of another grid or variable set are refused by name and
+//! nothing is appended. Skipped cleanly when the data or Python with xarray is absent.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use tessera_tests::{
+    Procs, grib_messages, manifest_dir, python_with, shared_data, start_coordinator, start_worker,
+    temp_dir, tessera, tessera_ok, tree, wait_for_runs,
+};
+
+fn uk_grib() -> Option<PathBuf> {
+    let p = shared_data("reanalysis")?.join("era5-2mt-2019-03-uk.grib");
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!("skipping: {} is absent", p.display());
+        None
+    }
+}
+
+/// The hourly messages of the March GRIB cut at `cuts` (message indices) into files
+/// `part<k>.grib` under `dir`.
+fn split_at(grib: &Path, cuts: &[usize], dir: &Path) -> Vec<PathBuf> {
+    let messages = grib_messages(grib);
+    assert_eq!(
+        messages.len(),
+        744,
+        "the March file has 744 hourly messages"
+    );
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let mut edges = vec![0];
+    edges.extend_from_slice(cuts);
+    edges.push(messages.len());
+    edges
+        .windows(2)
+        .enumerate()
+        .map(|(k, w)| {
+            let p = dir.join(format!("part{k}.grib"));
+            std::fs::write(&p, messages[w[0]..w[1]].concat()).expect("write part");
+            p
+        })
+        .collect()
+}
+
+const PRODUCTS: &str = "    hourly: {ingest: {}, chunks: {time: HOURLY}}
+    daily: {resample: {freq: 1D, stats: {t2m: [mean, max]}}, chunks: {time: DAILY}}
+    clim: {climatology: {by: month}}
+";
+
+/// A cube job over `sources` into `out`, incremental or full, with the hourly and daily time
+/// chunks given.
+fn job(
+    dir: &Path,
+    name: &str,
+    sources: &str,
+    out: &Path,
+    mode: &str,
+    chunks: (usize, usize),
+) -> PathBuf {
+    let products = PRODUCTS
+        .replace("HOURLY", &chunks.0.to_string())
+        .replace("DAILY", &chunks.1.to_string());
+    let mode = if mode.is_empty() {
+        String::new()
+    } else {
+        format!("  mode: {mode}\n")
+    };
+    let yaml = format!(
+        "version: 1\nsources: [{sources:?}]\noutput: {{url: {:?}}}\ncube:\n{mode}  products:\n{products}",
+        out.display().to_string()
+    );
+    let path = dir.join(name);
+    std::fs::write(&path, yaml).expect("write job");
+    path
+}
+
+/// Runs a job with two embedded workers; returns what it said (the summary).
+fn run(job: &Path) -> String {
+    let out = tessera_ok(&["run", job.to_str().expect("utf-8"), "--workers", "2"]);
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    eprintln!("{said}");
+    said
+}
+
+fn compare(python: &str, a: &Path, b: &Path) -> BTreeMap<String, String> {
+    let out = Command::new(python)
+        .arg(manifest_dir().join("tests/python/cube_incremental.py"))
+        .args([
+            "same",
+            a.to_str().expect("utf-8"),
+            b.to_str().expect("utf-8"),
+        ])
+        .args(["hourly", "daily", "clim"])
+        .output()
+        .expect("run python");
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    said.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (v.split(':').next().unwrap_or("").to_string(), k.to_string()))
+        .collect()
+}
+
+fn assert_same(python: &str, incremental: &Path, full: &Path) {
+    let verdicts = compare(python, incremental, full);
+    for p in ["hourly", "daily", "clim"] {
+        assert_eq!(
+            verdicts.get(p).map(String::as_str),
+            Some("same"),
+            "{p}: {verdicts:?}"
+        );
+    }
+}
+
+/// Runs 1–3 as files of 10, 10 and 11 days arrive, then a run 4 with nothing new: the
+/// products equal one job over the three files, and runs 2 and 3 read only the new files'
+/// steps (as the map tasks report them).
+#[test]
+fn runs_over_files_of_10_10_and_11_days_equal_one_job_and_read_only_the_new_steps() {
+    let (Some(grib), Some(py)) = (uk_grib(), python_with(&["xarray", "zarr"])) else {
+        return;
+    };
+    let dir = temp_dir();
+    let d = dir.path();
+    let parts = split_at(&grib, &[240, 480], &d.join("all"));
+    let arrived = d.join("arrived");
+    std::fs::create_dir_all(&arrived).expect("mkdir");
+    let glob = format!("{}/*.grib", arrived.display());
+    let incremental = job(d, "inc.yaml", &glob, &d.join("inc"), "incremental", (24, 8));
+    let full_glob = format!("{}/*.grib", d.join("all").display());
+    let full = job(d, "full.yaml", &full_glob, &d.join("full"), "full", (24, 8));
+    run(&full);
+
+    let mut said = Vec::new();
+    for part in &parts {
+        std::fs::copy(part, arrived.join(part.file_name().expect("name"))).expect("copy");
+        said.push(run(&incremental));
+    }
+    assert!(said[0].contains("first run: 240 steps"), "{}", said[0]);
+    assert!(
+        said[1].contains("240 new steps appended (2019-03-11T00:00:00 .. 2019-03-20T23:00:00)")
+            && said[1].contains("the map tasks read 240 steps"),
+        "run 2 reads only the second file: {}",
+        said[1]
+    );
+    assert!(
+        said[2].contains("264 new steps appended (2019-03-21T00:00:00 .. 2019-03-31T23:00:00)")
+            && said[2].contains("the map tasks read 264 steps"),
+        "run 3 reads only the third file: {}",
+        said[2]
+    );
+    let before = tree(&d.join("inc"));
+    let nothing = run(&incremental);
+    assert!(
+        nothing.contains("nothing new") && nothing.contains("read 0 steps"),
+        "{nothing}"
+    );
+    assert!(nothing.contains("0 tiles written"), "{nothing}");
+    assert_eq!(
+        tree(&d.join("inc")),
+        before,
+        "a run with nothing new writes nothing"
+    );
+    assert_same(&py, &d.join("inc"), &d.join("full"));
+}
+
+/// Files that end half-way through a day (and time chunks that straddle the files): the day
+/// is completed by the next run, not duplicated, and everything equals one job.
+#[test]
+fn a_day_split_across_two_files_is_completed_by_the_next_run() {
+    let (Some(grib), Some(py)) = (uk_grib(), python_with(&["xarray", "zarr"])) else {
+        return;
+    };
+    let dir = temp_dir();
+    let d = dir.path();
+    // 10.5 days, then to 21 Mar 20:00, then the rest; hourly chunks of 100 steps and daily
+    // chunks of 7 days end inside the files.
+    let parts = split_at(&grib, &[252, 500], &d.join("all"));
+    let arrived = d.join("arrived");
+    std::fs::create_dir_all(&arrived).expect("mkdir");
+    let glob = format!("{}/*.grib", arrived.display());
+    let incremental = job(
+        d,
+        "inc.yaml",
+        &glob,
+        &d.join("inc"),
+        "incremental",
+        (100, 7),
+    );
+    let full_glob = format!("{}/*.grib", d.join("all").display());
+    let full = job(
+        d,
+        "full.yaml",
+        &full_glob,
+        &d.join("full"),
+        "full",
+        (100, 7),
+    );
+    run(&full);
+    let mut said = Vec::new();
+    for part in &parts {
+        std::fs::copy(part, arrived.join(part.file_name().expect("name"))).expect("copy");
+        said.push(run(&incremental));
+    }
+    assert!(
+        said[1].contains("248 new steps appended")
+            && said[1]
+                .contains("12 held steps again to complete the period from 2019-03-11T00:00:00")
+            && said[1].contains("the map tasks read 260 steps"),
+        "{}",
+        said[1]
+    );
+    assert_same(&py, &d.join("inc"), &d.join("full"));
+}
+
+/// A reader that opens the hourly cube with xarray again and again while eleven appends run
+/// sees, each time, a time axis that is a prefix of the whole month's and every listed step
+/// with its values: never a half-appended cube.
+#[test]
+fn a_reader_polling_while_appends_run_never_sees_a_half_appended_cube() {
+    let (Some(grib), Some(py)) = (uk_grib(), python_with(&["xarray", "zarr"])) else {
+        return;
+    };
+    let dir = temp_dir();
+    let d = dir.path();
+    // Files of 68 hours: every append ends inside a day and inside a time chunk.
+    let cuts: Vec<usize> = (1..11).map(|k| k * 68).collect();
+    let parts = split_at(&grib, &cuts, &d.join("all"));
+    let full_glob = format!("{}/*.grib", d.join("all").display());
+    let full = job(d, "full.yaml", &full_glob, &d.join("full"), "full", (48, 4));
+    run(&full);
+    let arrived = d.join("arrived");
+    std::fs::create_dir_all(&arrived).expect("mkdir");
+    let glob = format!("{}/*.grib", arrived.display());
+    let incremental = job(d, "inc.yaml", &glob, &d.join("inc"), "incremental", (48, 4));
+    // The first run makes the cube, then the reader starts.
+    std::fs::copy(&parts[0], arrived.join("part0.grib")).expect("copy");
+    run(&incremental);
+    let stop = d.join("stop");
+    let reader = Command::new(&py)
+        .arg(manifest_dir().join("tests/python/cube_incremental.py"))
+        .args(["poll"])
+        .arg(d.join("inc/hourly"))
+        .arg(d.join("full/hourly"))
+        .arg(&stop)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the reader");
+    for part in &parts[1..] {
+        std::fs::copy(part, arrived.join(part.file_name().expect("name"))).expect("copy");
+        run(&incremental);
+    }
+    std::fs::write(&stop, b"").expect("stop the reader");
+    let out = reader.wait_with_output().expect("reader");
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!("{said}{}", String::from_utf8_lossy(&out.stderr));
+    let bad: Vec<&str> = said.lines().filter(|l| l.starts_with("bad=")).collect();
+    assert!(bad.is_empty(), "the reader saw {bad:?}");
+    let polls: usize = said
+        .lines()
+        .find_map(|l| l.strip_prefix("polls="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let states: Vec<usize> = said
+        .lines()
+        .find_map(|l| l.strip_prefix("states="))
+        .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_default();
+    assert!(polls >= 10, "the reader polled {polls} times");
+    assert!(
+        states.len() >= 3 && states.windows(2).all(|w| w[0] < w[1]),
+        "the reader saw the cube grow: {states:?}"
+    );
+    assert_eq!(states.last(), Some(&744), "{states:?}");
+}
+
+/// Runs whose new file has another grid or another variable set fail naming the file, and
+/// the products stay as they were, byte for byte; so do runs that cannot be incremental.
+#[test]
+fn new_files_of_another_grid_or_variable_set_are_refused_and_nothing_is_appended() {
+    let (Some(grib), Some(py)) = (uk_grib(), python_with(&["xarray", "cfgrib", "scipy"])) else {
+        return;
+    };
+    let dir = temp_dir();
+    let d = dir.path();
+    let parts = split_at(&grib, &[240, 480], &d.join("all"));
+    let arrived = d.join("arrived");
+    std::fs::create_dir_all(&arrived).expect("mkdir");
+    std::fs::copy(&parts[0], arrived.join("part0.grib")).expect("copy");
+    let glob = format!("{}/*", arrived.display());
+    let incremental = job(d, "inc.yaml", &glob, &d.join("inc"), "incremental", (24, 8));
+    run(&incremental);
+    let held = tree(&d.join("inc"));
+
+    // The second file as NetCDF: cut to fewer latitudes, or with t2m renamed.
+    let make = |name: &str, change: &str| -> PathBuf {
+        let path = d.join(name);
+        let script = format!(
+            "import xarray as xr\nds = xr.open_dataset({:?}, engine='cfgrib', indexpath='').load()\nds = {change}\nds.drop_vars([c for c in ('number', 'step', 'surface', 'valid_time') if c in ds.coords]).to_netcdf({:?}, engine='scipy')\n# eccodes can crash in the interpreter's teardown (without PROJ's data path set):\n# the file is written, so leave before it.\nimport os; os._exit(0)\n",
+            parts[1].display().to_string(),
+            path.display().to_string()
+        );
+        let out = Command::new(&py)
+            .args(["-c", &script])
+            .output()
+            .expect("python");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        path
+    };
+    // The second file with 2 m dewpoint for 2 m temperature: GRIB 1's parameter number
+    // (octet 9 of section 1) 167 made 168.
+    let dewpoint = d.join("vars.grib");
+    let messages: Vec<Vec<u8>> = grib_messages(&parts[1])
+        .into_iter()
+        .map(|mut m| {
+            assert_eq!(m[16], 167, "2 m temperature");
+            m[16] = 168;
+            m
+        })
+        .collect();
+    std::fs::write(&dewpoint, messages.concat()).expect("write");
+    let other_grid = make("grid.nc", "ds.isel(latitude=slice(0, 20))");
+    for (name, file, what) in [
+        ("grid.nc", other_grid, "grids differ"),
+        ("vars.grib", dewpoint, "variables differ"),
+    ] {
+        let placed = arrived.join(name);
+        std::fs::copy(&file, &placed).expect("copy");
+        let out = tessera(&["run", incremental.to_str().expect("utf-8")]);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(1), "{name} is refused: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(
+            err.contains(what) && err.contains(&placed.display().to_string()),
+            "{name}: the error names what differs and the file: {err}"
+        );
+        assert_eq!(tree(&d.join("inc")), held, "{name}: nothing was appended");
+        std::fs::remove_file(&placed).expect("rm");
+    }
+
+    // An anomaly cannot be kept incrementally; a product a full run wrote has no record of
+    // its steps.
+    let anomaly = d.join("anomaly.yaml");
+    std::fs::write(
+        &anomaly,
+        std::fs::read_to_string(&incremental)
+            .expect("read")
+            .replace("    clim:", "    anom: {anomaly: {by: month}}\n    clim:"),
+    )
+    .expect("write");
+    let out = tessera(&["run", anomaly.to_str().expect("utf-8")]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        err.contains("cube.products.anom: an anomaly cannot be kept by incremental runs"),
+        "{err}"
+    );
+    let full = job(d, "full.yaml", &glob, &d.join("byfull"), "full", (24, 8));
+    run(&full);
+    let again = job(
+        d,
+        "again.yaml",
+        &glob,
+        &d.join("byfull"),
+        "incremental",
+        (24, 8),
+    );
+    let out = tessera(&["run", again.to_str().expect("utf-8")]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        err.contains("was written by a full run and records no input steps"),
+        "{err}"
+    );
+    assert_eq!(tree(&d.join("inc")), held);
+}
+
+/// A cube spec on a schedule (its mode unset) is incremental: as files arrive, each firing
+/// brings the products up to date, through a SIGKILL and restart of the coordinator; a firing
+/// with nothing new does no work; `schedule show` records what each run did; and the
+/// products end equal to one job over every file.
+#[test]
+fn a_scheduled_cube_job_keeps_its_products_up_to_date_as_files_arrive() {
+    let (Some(grib), Some(py)) = (uk_grib(), python_with(&["xarray", "zarr"])) else {
+        return;
+    };
+    let dir = temp_dir();
+    let d = dir.path();
+    let parts = split_at(&grib, &[240, 480], &d.join("all"));
+    let full_glob = format!("{}/*.grib", d.join("all").display());
+    let full = job(d, "full.yaml", &full_glob, &d.join("full"), "full", (24, 8));
+    run(&full);
+    let store = d.join("store");
+    let arrived = d.join("arrived");
+    std::fs::create_dir_all(&store).expect("mkdir");
+    std::fs::create_dir_all(&arrived).expect("mkdir");
+    let glob = format!("{}/*.grib", arrived.display());
+    let spec = job(d, "era5.yaml", &glob, Path::new("era5"), "", (24, 8));
+    let store_url = store.to_str().expect("utf-8");
+    let mut procs = Procs::default();
+    let (coordinator, url) = start_coordinator(store_url, 0, &[]);
+    procs.0.push(coordinator);
+    let port: u16 = url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    procs.0.push(start_worker(&url, &d.join("worker.log"), &[]));
+    std::fs::copy(&parts[0], arrived.join("part0.grib")).expect("copy");
+    let spec_path = spec.to_str().expect("utf-8");
+    tessera_ok(&[
+        "schedule",
+        "add",
+        spec_path,
+        "--cron",
+        "*/2 * * * * *",
+        "--coordinator",
+        &url,
+    ]);
+    let said = |r: &[(String, String, String, String)], what: &str| {
+        r.iter().any(|r| r.1 == "succeeded" && r.3.contains(what))
+    };
+    wait_for_runs(&url, "era5", "the first run", |r| {
+        said(r, "first run: 240 steps")
+    });
+    std::fs::copy(&parts[1], arrived.join("part1.grib")).expect("copy");
+    wait_for_runs(&url, "era5", "the second file appended", |r| {
+        said(r, "240 new steps appended") && said(r, "the map tasks read 240 steps")
+    });
+
+    // Down while the third file arrives; back on its port, the next run appends it.
+    procs.0[0].kill().expect("kill");
+    procs.0[0].wait().expect("wait");
+    std::fs::copy(&parts[2], arrived.join("part2.grib")).expect("copy");
+    let (coordinator, again) = start_coordinator(store_url, port, &[]);
+    procs.0[0] = coordinator;
+    assert_eq!(again, url);
+    let r = wait_for_runs(
+        &url,
+        "era5",
+        "the third file appended, then nothing new",
+        |r| {
+            let third = r
+                .iter()
+                .position(|r| r.1 == "succeeded" && r.3.contains("264 new steps appended"));
+            third.is_some_and(|k| said(&r[k + 1..], "nothing new"))
+        },
+    );
+    assert!(!r.iter().any(|r| r.1 == "failed"), "no run failed: {r:#?}");
+    tessera_ok(&["schedule", "rm", "era5", "--coordinator", &url]);
+    drop(procs);
+    assert_same(&py, &store.join("era5"), &d.join("full"));
+}
