@@ -69,10 +69,10 @@ fn job(
     let mode = if mode.is_empty() {
         String::new()
     } else {
-        format!("  mode: {mode}\n")
+        format!("mode: {mode}\n")
     };
     let yaml = format!(
-        "version: 1\nsources: [{sources:?}]\noutput: {{url: {:?}}}\ncube:\n{mode}  products:\n{products}",
+        "version: 1\n{mode}sources: [{sources:?}]\noutput: {{url: {:?}}}\ncube:\n  products:\n{products}",
         out.display().to_string()
     );
     let path = dir.join(name);
@@ -257,6 +257,8 @@ fn a_reader_polling_while_appends_run_never_sees_a_half_appended_cube() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the reader");
+    let ready = d.join("stop.ready");
+    tessera_tests::wait_until(120, "the reader's first read", || ready.exists());
     for part in &parts[1..] {
         std::fs::copy(part, arrived.join(part.file_name().expect("name"))).expect("copy");
         run(&incremental);
@@ -463,4 +465,131 @@ fn a_scheduled_cube_job_keeps_its_products_up_to_date_as_files_arrive() {
     tessera_ok(&["schedule", "rm", "era5", "--coordinator", &url]);
     drop(procs);
     assert_same(&py, &store.join("era5"), &d.join("full"));
+}
+
+/// The quadrants of a `w` × `h` synthetic DSM as GeoTIFFs `nw`, `ne`, `sw`, `se` under `dir`.
+fn quadrants(dsm: &Path, (w, h): (u32, u32), dir: &Path) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let (hw, hh) = (w / 2, h / 2);
+    [("nw", 0, 0), ("ne", hw, 0), ("sw", 0, hh), ("se", hw, hh)]
+        .iter()
+        .map(|(name, x, y)| {
+            let out = dir.join(format!("{name}.tif"));
+            let status = Command::new("gdal_translate")
+                .args(["-q", "-srcwin"])
+                .args([x, y, &hw, &hh].map(|v| v.to_string()))
+                .arg(dsm)
+                .arg(&out)
+                .status()
+                .expect("gdal_translate");
+            assert!(status.success(), "gdal_translate {name}");
+            out
+        })
+        .collect()
+}
+
+/// The stored tiles of a layer (not its metadata), by key.
+fn tiles(layer: &Path) -> BTreeMap<String, Vec<u8>> {
+    tree(layer)
+        .into_iter()
+        .filter(|(k, _)| {
+            k.starts_with("band_") && !k.rsplit('/').next().unwrap_or("").starts_with('.')
+        })
+        .collect()
+}
+
+/// A mosaic whose glob matches more tiles at each run: slope over it is brought up to date by
+/// rewriting only the tiles the new files touch (with the halo), the layer grows south and
+/// east, and it ends equal, tile for tile, to one job over the four files; a new file west
+/// of the layer's origin is refused by name with the layer unchanged.
+#[test]
+fn a_growing_mosaic_rewrites_only_the_tiles_new_files_touch() {
+    let dir = temp_dir();
+    let d = dir.path();
+    let dsm = d.join("dsm.tif");
+    tessera_tests::synth_dsm(&dsm, 600, 400);
+    let parts = quadrants(&dsm, (600, 400), &d.join("all"));
+    let arrived = d.join("arrived");
+    std::fs::create_dir_all(&arrived).expect("mkdir");
+    let extra = "layout: floating:64\noperations: [{slope: {units: degrees}}]\n";
+    let full = tessera_tests::raster_job(
+        d,
+        "full",
+        &d.join("all/*.tif"),
+        extra,
+        &d.join("full").display().to_string(),
+    );
+    run(&full);
+    let incremental = tessera_tests::raster_job(
+        d,
+        "inc",
+        &arrived.join("*.tif"),
+        &format!("mode: incremental\n{extra}"),
+        &d.join("inc").display().to_string(),
+    );
+    let arrive = |k: usize| {
+        let name = parts[k].file_name().expect("name");
+        std::fs::copy(&parts[k], arrived.join(name)).expect("copy");
+    };
+    arrive(0);
+    arrive(1);
+    run(&incremental);
+    let total = tiles(&d.join("full")).len();
+    for (k, grew) in [(2, "grew from 600 x 200 to 600 x 400 cells"), (3, "")] {
+        arrive(k);
+        let said = run(&incremental);
+        let written: usize = said
+            .split(" tiles written")
+            .next()
+            .and_then(|s| s.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(usize::MAX);
+        assert!(
+            said.contains("1 new sources") && written > 0 && written < total,
+            "only the tiles the new file touches: {said}"
+        );
+        assert!(said.contains(grew), "{said}");
+    }
+    let before = tree(&d.join("inc"));
+    let nothing = run(&incremental);
+    assert!(nothing.contains("nothing new"), "{nothing}");
+    assert_eq!(tree(&d.join("inc")), before, "nothing new writes nothing");
+    assert!(
+        tiles(&d.join("inc")) == tiles(&d.join("full")),
+        "the same tiles, byte for byte, as one job over the mosaic"
+    );
+    let cells = |p: &Path| {
+        tessera_tests::gdal_cells(p)
+            .iter()
+            .map(|v| v.to_bits())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        cells(&d.join("inc")) == cells(&d.join("full")),
+        "GDAL reads the same cells"
+    );
+
+    // West of the origin: refused, naming the file; the layer stays as it was.
+    let east = d.join("east");
+    std::fs::create_dir_all(&east).expect("mkdir");
+    std::fs::copy(&parts[1], east.join("ne.tif")).expect("copy");
+    let job = tessera_tests::raster_job(
+        d,
+        "east",
+        &east.join("*.tif"),
+        &format!("mode: incremental\n{extra}"),
+        &d.join("east-layer").display().to_string(),
+    );
+    run(&job);
+    let held = tree(&d.join("east-layer"));
+    std::fs::copy(&parts[0], east.join("nw.tif")).expect("copy");
+    let out = tessera(&["run", job.to_str().expect("utf-8")]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("reach west or north of the layer's origin")
+            && err.contains(&east.join("nw.tif").display().to_string()),
+        "{err}"
+    );
+    assert_eq!(tree(&d.join("east-layer")), held, "nothing was written");
 }

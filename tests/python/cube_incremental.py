@@ -6,7 +6,8 @@ poll URL REF STOP     opens the cube at URL with xarray (consolidated metadata) 
                       again until the file STOP exists, and checks each state it sees: the time
                       axis is a prefix of REF's, and every step it lists has its values (equal
                       to REF's). Prints `polls=N`, `states=a,b,c` (the lengths seen), and
-                      `bad=<why>` for each inconsistent state.
+                      `bad=<why>` for each inconsistent state. Writes STOP.ready once it has
+                      read the cube once.
 """
 
 import os
@@ -76,6 +77,8 @@ def poll(url, ref_url, stop):
             continue
         if not states or states[-1] != n:
             states.append(n)
+        if polls == 1:
+            open(stop + ".ready", "w").close()
     print(f"polls={polls}")
     print("states=" + ",".join(str(s) for s in states))
     for b in bad[:20]:

@@ -19,7 +19,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
-use tessera_core::cube::spec::Mode;
+use tessera_core::job::Mode;
 use tessera_core::job::{JobId, JobSpec, JobState};
 use tonic::Status;
 
@@ -238,15 +238,14 @@ impl Coordinator {
             JobSpec::from_yaml(yaml).map_err(|e| Status::invalid_argument(e.to_string()))?;
         // A scheduled cube job is incremental unless its spec says `mode: full`: each run
         // brings the products up to date with what is new.
-        let yaml = match spec.cube.as_mut().filter(|c| c.mode.is_none()) {
-            Some(cube) => {
-                cube.mode = Some(Mode::Incremental);
-                let text = spec.to_yaml();
-                spec = JobSpec::from_yaml(&text)
-                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
-                text
-            }
-            None => yaml.to_string(),
+        let yaml = if spec.cube.is_some() && spec.mode.is_none() {
+            spec.mode = Some(Mode::Incremental);
+            let text = spec.to_yaml();
+            spec =
+                JobSpec::from_yaml(&text).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            text
+        } else {
+            yaml.to_string()
         };
         let yaml = yaml.as_str();
         self.resolve_output(&spec.output.url)?;

@@ -564,9 +564,8 @@ impl Coordinator {
         self.check_sources(&sources)?;
         let job = JobId::new();
         // A job that may replace an output writes beside it until it has succeeded.
-        // An incremental cube job appends in place (its metadata last), never staged.
-        let incremental = spec.cube.as_ref().is_some_and(|c| c.incremental());
-        let staging = (spec.output.overwrite && !incremental).then(|| job.to_string());
+        // An incremental job updates its outputs in place (their metadata last), never staged.
+        let staging = (spec.output.overwrite && !spec.incremental()).then(|| job.to_string());
         let record = JobRecord {
             spec,
             sources,

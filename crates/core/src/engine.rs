@@ -233,6 +233,7 @@ impl JobPlan {
     pub fn summary(&self) -> Option<String> {
         match self {
             JobPlan::Cube(p) => p.summary(),
+            JobPlan::Raster(p) => p.summary(),
             _ => None,
         }
     }

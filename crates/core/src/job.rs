@@ -5,7 +5,7 @@ mod spec;
 mod task;
 
 pub use ids::{JobId, TaskId, WorkerId};
-pub use spec::{JobSpec, OutputSpec, SPEC_VERSION, TaskSizing};
+pub use spec::{JobSpec, Mode, OutputSpec, SPEC_VERSION, TaskSizing};
 pub use task::{
     FailureKind, JobState, JobStatus, LeasedTask, TaskFailure, TaskOutput, TaskPayload, TaskReport,
 };

@@ -276,6 +276,20 @@ impl LayerWriter {
         Ok(self.info)
     }
 
+    /// Marks an updated layer complete: its arrays' metadata and coordinates at the new size,
+    /// then the root attributes and consolidated metadata, last.
+    pub fn finish_update(self) -> Result<LayerInfo> {
+        let arrays: BTreeMap<String, Value> = self
+            .documents
+            .iter()
+            .filter(|(key, _)| key.contains('/'))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        put_documents(&self.store, &arrays)?;
+        self.write_coordinates()?;
+        self.finish()
+    }
+
     /// Deletes everything written so far (after a failure), so no half-written layer remains.
     pub fn abort(self) -> Result<()> {
         block_on(self.store.delete_all())

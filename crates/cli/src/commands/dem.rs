@@ -181,6 +181,7 @@ fn absolute(input: &str) -> Result<String> {
 pub fn job_spec(io: &DemIo, op: FocalOp, layer_url: String) -> Result<JobSpec> {
     let spec = JobSpec {
         version: SPEC_VERSION,
+        mode: None,
         name: Some(format!("dem {}", op.name())),
         sources: vec![absolute(&io.input)?],
         layout: format!("floating:{}", io.tile_size),

@@ -1,4 +1,4 @@
-//! Incremental runs (`cube.mode: incremental`): products brought up to date with the steps
+//! Incremental runs (`mode: incremental` in the job spec): products brought up to date with the steps
 //! their sources have and they do not, without recomputing the past.
 //!
 //! Every product an incremental run writes records the input steps it was made from

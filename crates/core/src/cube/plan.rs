@@ -4,10 +4,10 @@
 //!
 //! ```yaml
 //! version: 1
+//! mode: full                      # or incremental: append what is new ([`super::incremental`])
 //! sources: [era5/2018-*.grib, era5/2019-*.grib]   # GRIB, NetCDF, Zarr; concatenated along time
 //! output: {url: ./era5, zstd_level: 3, overwrite: true}   # products go to <url>/<name>
 //! cube:
-//!   mode: full                    # or incremental: append what is new ([`super::incremental`])
 //!   variables: [t2m, tp]          # optional: all
 //!   duplicates: error             # error | first | last: a time step in two files
 //!   memory_mb: 64                 # what a task reads at once, per variable
@@ -276,7 +276,19 @@ impl CubePlan {
         zstd_level: i32,
         sources: Vec<CubeSource>,
     ) -> Result<CubePlan> {
-        spec.validate()?;
+        Self::planned(spec, output_root, zstd_level, sources, false)
+    }
+
+    /// The same for a job whose products incremental runs keep (`mode: incremental`): only
+    /// what the products that exist do not hold is planned ([`super::incremental`]).
+    pub fn planned(
+        spec: &CubeSpec,
+        output_root: &str,
+        zstd_level: i32,
+        sources: Vec<CubeSource>,
+        incremental: bool,
+    ) -> Result<CubePlan> {
+        spec.validate(incremental)?;
         if sources.is_empty() {
             return Err(Error::invalid("no sources"));
         }
@@ -303,7 +315,7 @@ impl CubePlan {
         for p in &mut products {
             p.info.skipped_inputs = skipped.clone();
         }
-        let window = if spec.incremental() {
+        let window = if incremental {
             incremental::fit(spec, &mut products, &sources, &times)?
         } else {
             None
@@ -315,9 +327,7 @@ impl CubePlan {
             piece_cuts: cuts,
             piece_steps,
         } = blocks::plan_layout(spec, &grid, &variables, &times, &mut products, from)?;
-        if spec.incremental()
-            && let Some(p) = products.iter().find(|p| p.staged)
-        {
+        if incremental && let Some(p) = products.iter().find(|p| p.staged) {
             return Err(Error::invalid(format!(
                 "cube.products.{}: its time chunks do not fit cube.memory_mb one band at a time, and such a rechunk cannot be appended by incremental runs (raise memory_mb or use smaller time chunks)",
                 p.name

@@ -36,25 +36,10 @@ pub enum OnBadInput {
     Skip,
 }
 
-/// How a job treats products that exist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Compute every product from every step (replacing them with `output.overwrite`).
-    Full,
-    /// Bring the products up to date: only the steps they do not hold yet are read and
-    /// appended, the resample periods those steps touch recomputed, and climatologies updated
-    /// from the partial sums kept beside them ([`crate::cube::incremental`]).
-    Incremental,
-}
-
 /// The `cube:` section of a job spec.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CubeSpec {
-    /// `full` or `incremental`; unset is full, except in a schedule, where it is incremental.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mode: Option<Mode>,
     #[serde(default)]
     pub variables: Vec<String>,
     #[serde(default)]
@@ -250,12 +235,9 @@ impl<'de> Deserialize<'de> for ProductSpec {
 }
 
 impl CubeSpec {
-    pub fn incremental(&self) -> bool {
-        self.mode == Some(Mode::Incremental)
-    }
-
-    /// Checks what can be checked without the sources.
-    pub fn validate(&self) -> Result<()> {
+    /// Checks what can be checked without the sources; `incremental`: for a job whose
+    /// products incremental runs keep.
+    pub fn validate(&self, incremental: bool) -> Result<()> {
         if self.products.is_empty() {
             return Err(Error::invalid(
                 "cube.products: at least one product is needed",
@@ -281,7 +263,7 @@ impl CubeSpec {
                     )));
                 }
             }
-            if self.incremental() && matches!(p.op, ProductOp::Anomaly(_)) {
+            if incremental && matches!(p.op, ProductOp::Anomaly(_)) {
                 return Err(Error::invalid(format!(
                     "cube.products.{name}: an anomaly cannot be kept by incremental runs (every step of it changes when new steps change the climatology): use mode: full"
                 )));

@@ -26,11 +26,12 @@ impl JobKind for CubePlan {
 
     fn reduce(job: &JobRecord, headers: Vec<serde_json::Value>) -> Result<Self> {
         let sources: Vec<CubeSource> = from_headers(headers)?;
-        let mut plan = CubePlan::new(
+        let mut plan = CubePlan::planned(
             cube_spec(job)?,
             &job.output_url,
             job.spec.output.zstd_level,
             sources,
+            job.spec.incremental(),
         )?;
         if let Some(tag) = &job.staging {
             plan.stage_products(tag);

@@ -1,5 +1,10 @@
 //! The raster kind: sources cut into a tiled layer through the operation chain, GeoTrellis's
 //! way — headers → collect metadata and lay out the keys → tile tasks → consolidated metadata.
+//!
+//! An incremental run (`mode: incremental`) over a layer that exists compares the sources (the
+//! globs expanded again) with the ones the layer records, and writes only the tiles that the
+//! new ones touch (with the operations' halo around them), each from every source over it; the
+//! layer's extent grows east and south as the new sources need, its metadata written last.
 
 use serde::{Deserialize, Serialize};
 
@@ -13,7 +18,9 @@ use crate::ingest::{
     plan_from_sources, plan_source, write_keys,
 };
 use crate::job::{TaskOutput, TaskPayload};
-use crate::model::SpatialKey;
+use crate::layer::{LayerInfo, LayerReader};
+use crate::model::{Extent, SpatialKey};
+use crate::store::{Store, block_on};
 
 /// The plan of a raster job: the ingest plan, the options it was made with, and the output
 /// per tile task.
@@ -22,6 +29,151 @@ pub struct RasterPlan {
     pub options: IngestOptions,
     pub ingest: IngestPlan,
     pub target_mb: u32,
+    /// An incremental run over a layer that exists: `ingest.keys` are then only the tiles the
+    /// new sources touch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<Update>,
+}
+
+/// What an incremental run adds to a layer that exists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Update {
+    /// The sources the layer did not have.
+    pub new_sources: Vec<String>,
+    /// The layer's tiles (keys) before and after, and its size in cells before.
+    pub keys_before: usize,
+    pub keys_after: usize,
+    pub size_before: (u64, u64),
+}
+
+impl RasterPlan {
+    /// Compares the plan over every source with the layer at `url`: `None` when there is no
+    /// layer yet (this run writes it whole); else the update, with `ingest.keys` cut to the
+    /// tiles the new sources touch. Refuses, naming the new files, sources that would move the
+    /// layer's origin or change its grid, and a layer source no source matches any more.
+    fn fit(&mut self, url: &str) -> Result<Option<Update>> {
+        if block_on(Store::open(url)?.list(""))?.is_empty() {
+            return Ok(None);
+        }
+        let old: LayerInfo = LayerReader::open(url)
+            .map_err(|e| {
+                Error::invalid(format!(
+                    "{url}: cannot bring this layer up to date, it does not read as a layer: {e}"
+                ))
+            })?
+            .info()
+            .clone();
+        let plan = &self.ingest;
+        let urls: Vec<&str> = plan.sources.iter().map(|s| s.info.url.as_str()).collect();
+        if let Some(gone) = old.sources.iter().find(|s| !urls.contains(&s.as_str())) {
+            return Err(Error::invalid(format!(
+                "the layer was made from {gone}, which no source matches any more: incremental runs add sources; rebuild with mode: full"
+            )));
+        }
+        let new: Vec<usize> = (0..plan.sources.len())
+            .filter(|&i| !old.sources.contains(&plan.sources[i].info.url))
+            .collect();
+        let names = new
+            .iter()
+            .map(|&i| plan.sources[i].info.url.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (was, is) = (&old.metadata, &plan.metadata);
+        let differs = |what: &str, theirs: String, ours: String| {
+            Error::invalid(format!(
+                "{names}: with the new sources the layer's {what} would be {ours}, the layer at {url} has {theirs}; nothing was written (rebuild with mode: full)"
+            ))
+        };
+        if old.bands != plan.band_names {
+            return Err(differs(
+                "bands",
+                old.bands.join(", "),
+                plan.band_names.join(", "),
+            ));
+        }
+        if was.cell_type != is.cell_type {
+            return Err(differs(
+                "cell type",
+                format!("{:?}", was.cell_type),
+                format!("{:?}", is.cell_type),
+            ));
+        }
+        if !was.crs.same_as(&is.crs) {
+            return Err(differs("CRS", was.crs.to_string(), is.crs.to_string()));
+        }
+        let tiling = |m: &crate::model::TileLayerMetadata| {
+            let (tl, cs) = (m.layout.tile_layout, m.layout.cell_size());
+            format!(
+                "tiles of {} x {} cells of {} x {}",
+                tl.tile_cols, tl.tile_rows, cs.width, cs.height
+            )
+        };
+        if tiling(was) != tiling(is) {
+            return Err(differs("tiling", tiling(was), tiling(is)));
+        }
+        let (a, b) = (was.array_grid(), is.array_grid());
+        if a.extent.xmin != b.extent.xmin || a.extent.ymax != b.extent.ymax {
+            return Err(Error::invalid(format!(
+                "{names}: the new sources reach west or north of the layer's origin ({}, {}) at {url}: incremental runs grow a layer east and south; nothing was written (rebuild with mode: full)",
+                a.extent.xmin, a.extent.ymax
+            )));
+        }
+        // The tiles the new sources touch, with the operations' halo around each.
+        let halo = plan.chain(&self.options)?.halo() as f64;
+        let cs = is.layout.cell_size();
+        let touched: Vec<Extent> = new
+            .iter()
+            .map(|&i| {
+                let e = plan.sources[i].layer_grid.extent;
+                Extent::new(
+                    e.xmin - halo * cs.width,
+                    e.ymin - halo * cs.height,
+                    e.xmax + halo * cs.width,
+                    e.ymax + halo * cs.height,
+                )
+            })
+            .collect();
+        let mt = is.layout.map_transform();
+        let keys_after = plan.keys.len();
+        self.ingest
+            .keys
+            .retain(|k| touched.iter().any(|e| e.intersects(&mt.key_to_extent(*k))));
+        let grid = was.array_grid();
+        Ok(Some(Update {
+            new_sources: new
+                .iter()
+                .map(|&i| self.ingest.sources[i].info.url.clone())
+                .collect(),
+            keys_before: LayerReader::open(url)
+                .and_then(|r| r.tiles_present(0))
+                .map_or(0, |t| t.len()),
+            keys_after,
+            size_before: (grid.cols, grid.rows),
+        }))
+    }
+
+    /// What this run does, for the job's status (an incremental run's figures).
+    pub fn summary(&self) -> Option<String> {
+        let u = self.update.as_ref()?;
+        if u.new_sources.is_empty() {
+            return Some("incremental: nothing new, the layer has every source".into());
+        }
+        let grid = self.ingest.metadata.array_grid();
+        let mut s = format!(
+            "incremental: {} new sources ({}); {} tiles written, of {} in the layer",
+            u.new_sources.len(),
+            u.new_sources.join(", "),
+            self.ingest.keys.len(),
+            u.keys_after
+        );
+        if (grid.cols, grid.rows) != u.size_before {
+            s += &format!(
+                "; the layer grew from {} x {} to {} x {} cells",
+                u.size_before.0, u.size_before.1, grid.cols, grid.rows
+            );
+        }
+        Some(s)
+    }
 }
 
 /// Groups the plan's keys (already in Z-order, so neighbours travel together) into tile tasks
@@ -52,11 +204,16 @@ impl JobKind for RasterPlan {
         let options = job.spec.ingest_options()?;
         let sources: Vec<PlannedSource> = from_headers(headers)?;
         let ingest = plan_from_sources(sources, &options)?;
-        Ok(RasterPlan {
+        let mut plan = RasterPlan {
             options,
             ingest,
             target_mb: job.spec.tasks.target_mb,
-        })
+            update: None,
+        };
+        if job.spec.incremental() {
+            plan.update = plan.fit(&job.output_url)?;
+        }
+        Ok(plan)
     }
 
     fn last_stage(&self) -> u32 {
@@ -71,6 +228,10 @@ impl JobKind for RasterPlan {
     }
 
     fn prepare(&self, job: &JobRecord, resumed: bool) -> Result<()> {
+        if self.update.is_some() {
+            // The layer exists: its metadata is written when the new tiles are.
+            return Ok(());
+        }
         let output = job.output();
         if resumed {
             attach_layer(&self.ingest, output.write_url(), &self.options)?.write_metadata()
@@ -127,11 +288,22 @@ impl JobKind for RasterPlan {
         let output = job.output();
         let writer = attach_layer(&self.ingest, output.write_url(), &self.options)?;
         writer.verify(&self.ingest.keys, &empty)?;
+        if let Some(u) = &self.update {
+            if !u.new_sources.is_empty() {
+                writer.finish_update()?;
+            }
+            return Ok(());
+        }
         writer.finish()?;
         output.commit()
     }
 
+    /// Removes what the job wrote; an incremental run leaves the layer it updates (its
+    /// metadata still the old one; the tiles it rewrote hold the new sources too).
     fn discard(&self, job: &JobRecord) -> Result<()> {
+        if self.update.is_some() {
+            return Ok(());
+        }
         job.output().discard()
     }
 }

@@ -3,6 +3,8 @@
 //! ```yaml
 //! version: 1
 //! name: dem-ndvi
+//! mode: full                     # or incremental: bring existing outputs up to date with new
+//!                                # sources (cube and raster jobs; implied for a cube on a schedule)
 //! sources: [s3://bucket/red.tif, s3://bucket/nir.tif]   # URLs or globs (*, ?)
 //! layout: floating:256
 //! target_crs: EPSG:3857          # optional: reproject
@@ -96,6 +98,18 @@ impl Default for TaskSizing {
     }
 }
 
+/// How a job treats outputs that exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Compute every output from every source (replacing it with `output.overwrite`).
+    Full,
+    /// Bring the outputs up to date with what is new: a cube job reads and appends only the
+    /// time steps its products do not hold ([`crate::cube::incremental`]); a raster job
+    /// rewrites only the tiles new source files touch ([`crate::engine::raster`]).
+    Incremental,
+}
+
 /// A job as submitted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -103,6 +117,9 @@ pub struct JobSpec {
     pub version: u32,
     #[serde(default)]
     pub name: Option<String>,
+    /// `full` or `incremental`; unset is full, except for a cube job on a schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
     pub sources: Vec<String>,
     #[serde(default = "default_layout")]
     pub layout: String,
@@ -242,6 +259,11 @@ impl JobSpec {
     }
 
     /// Checks everything that can be checked without reading sources.
+    /// Whether the job brings existing outputs up to date (`mode: incremental`).
+    pub fn incremental(&self) -> bool {
+        self.mode == Some(Mode::Incremental)
+    }
+
     pub fn validate(&self) -> Result<()> {
         if self.version != SPEC_VERSION {
             return Err(Error::invalid(format!(
@@ -288,7 +310,12 @@ impl JobSpec {
                     "operations: a cube job has products (cube.products), not raster operations",
                 ));
             }
-            cube.validate()?;
+            cube.validate(self.incremental())?;
+        }
+        if self.incremental() && (self.zonal.is_some() || self.interpolate.is_some()) {
+            return Err(Error::invalid(
+                "mode: incremental is for cube and raster jobs (a zonal or interpolation job is computed whole)",
+            ));
         }
         if let Some(zonal) = &self.zonal {
             if self.cube.is_some() || !self.operations.is_empty() {
