@@ -462,6 +462,19 @@ fn a_scheduled_cube_job_keeps_its_products_up_to_date_as_files_arrive() {
         },
     );
     assert!(!r.iter().any(|r| r.1 == "failed"), "no run failed: {r:#?}");
+    // The catalog records what the last run did, for each product.
+    let out = tessera_ok(&[
+        "catalog",
+        "search",
+        "--where",
+        "last_run LIKE 'incremental: nothing new%'",
+        "--coordinator",
+        &url,
+    ]);
+    let found = String::from_utf8_lossy(&out.stdout).to_string();
+    for product in ["hourly", "daily", "clim"] {
+        assert!(found.contains(&format!("era5/{product}")), "{found}");
+    }
     tessera_ok(&["schedule", "rm", "era5", "--coordinator", &url]);
     drop(procs);
     assert_same(&py, &store.join("era5"), &d.join("full"));

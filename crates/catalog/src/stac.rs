@@ -110,6 +110,9 @@ pub fn item(d: &Dataset) -> Result<Item> {
     extra.insert("updated".into(), to_json(&time(d.update_time))?);
     extra.insert("tessera:kind".into(), json!(d.kind.as_str()));
     extra.insert("tessera:status".into(), json!(d.status.as_str()));
+    if let Some(run) = &d.last_run {
+        extra.insert("tessera:last_run".into(), json!(run));
+    }
     if !d.attributes.is_empty() {
         extra.insert("tessera:attributes".into(), to_json(&d.attributes)?);
     }

@@ -168,6 +168,8 @@ impl Coordinator {
             .unwrap_or_default()
         };
         let (named, attributes) = named_and_attributes(record);
+        // What the run did (an incremental run's figures), from its status.
+        let summary = self.status(job).and_then(|s| s.summary);
         let hash = spec_hash(record);
         let now = now_ms();
         let committed = self
@@ -188,6 +190,7 @@ impl Coordinator {
                         error: Some(None),
                         job_id: Some(job.to_string()),
                         spec_hash: Some(hash.clone()),
+                        last_run: Some(summary.clone()),
                         description: Some(description),
                         set: attributes.clone(),
                         ..Patch::default()

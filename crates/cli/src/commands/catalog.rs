@@ -307,6 +307,9 @@ fn summary(d: &Dataset) -> String {
     if let Some(h) = &d.spec_hash {
         s += &format!("Spec SHA-256: {h}\n");
     }
+    if let Some(run) = &d.last_run {
+        s += &format!("Last run: {run}\n");
+    }
     if let Some(crs) = &desc.crs {
         let short: String = crs.chars().take(120).collect();
         s += &format!("CRS: {short}\n");

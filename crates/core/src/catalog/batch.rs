@@ -58,6 +58,7 @@ pub static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("url", DataType::Utf8, false),
         Field::new("job_id", DataType::Utf8, true),
         Field::new("spec_hash", DataType::Utf8, true),
+        Field::new("last_run", DataType::Utf8, true),
         Field::new("crs", DataType::Utf8, true),
         Field::new("bbox", floats(), true),
         Field::new("bbox_4326", floats(), true),
@@ -118,6 +119,7 @@ pub fn to_batch<'a>(records: impl IntoIterator<Item = &'a Dataset>) -> Result<Re
     let mut url = StringBuilder::new();
     let mut job = StringBuilder::new();
     let mut hash = StringBuilder::new();
+    let mut last_run = StringBuilder::new();
     let mut crs = StringBuilder::new();
     let mut bbox = ListBuilder::new(Float64Builder::new());
     let mut bbox_4326 = ListBuilder::new(Float64Builder::new());
@@ -145,6 +147,7 @@ pub fn to_batch<'a>(records: impl IntoIterator<Item = &'a Dataset>) -> Result<Re
         url.append_value(&r.url);
         job.append_option(r.job_id.as_deref());
         hash.append_option(r.spec_hash.as_deref());
+        last_run.append_option(r.last_run.as_deref());
         crs.append_option(d.crs.as_deref());
         push_floats(&mut bbox, d.bbox.as_ref().map(|b| &b[..]));
         push_floats(&mut bbox_4326, d.bbox_4326.as_ref().map(|b| &b[..]));
@@ -191,6 +194,7 @@ pub fn to_batch<'a>(records: impl IntoIterator<Item = &'a Dataset>) -> Result<Re
         Arc::new(url.finish()),
         Arc::new(job.finish()),
         Arc::new(hash.finish()),
+        Arc::new(last_run.finish()),
         Arc::new(crs.finish()),
         Arc::new(bbox.finish()),
         Arc::new(bbox_4326.finish()),
@@ -204,6 +208,9 @@ pub fn to_batch<'a>(records: impl IntoIterator<Item = &'a Dataset>) -> Result<Re
     ];
     RecordBatch::try_new(SCHEMA.clone(), columns).map_err(map_err)
 }
+
+/// Columns a catalog written by an older Tessera may not have.
+const ADDED_LATER: [&str; 1] = ["last_run"];
 
 /// Reads the records of a catalog table batch (a snapshot's) back.
 #[derive(Debug)]
@@ -221,6 +228,11 @@ impl<'a> Rows<'a> {
     /// Checks that the batch has the catalog table's columns.
     pub fn new(batch: &'a RecordBatch) -> Result<Rows<'a>> {
         for f in SCHEMA.fields() {
+            // A catalog written before a column was added reads it as empty.
+            if ADDED_LATER.contains(&f.name().as_str()) && batch.column_by_name(f.name()).is_none()
+            {
+                continue;
+            }
             let col = batch
                 .column_by_name(f.name())
                 .ok_or_else(|| bad(f.name()))?;
@@ -238,7 +250,7 @@ impl<'a> Rows<'a> {
     }
 
     fn text(&self, name: &str, i: usize) -> Option<String> {
-        let a = self.col(name).as_string::<i32>();
+        let a = self.batch.column_by_name(name)?.as_string::<i32>();
         a.is_valid(i).then(|| a.value(i).to_string())
     }
 
@@ -334,6 +346,7 @@ impl<'a> Rows<'a> {
             url: text("url")?,
             job_id: self.text("job_id", i),
             spec_hash: self.text("spec_hash", i),
+            last_run: self.text("last_run", i),
             description: Description {
                 crs: self.text("crs", i),
                 bbox: four("bbox"),

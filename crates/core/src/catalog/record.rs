@@ -132,6 +132,10 @@ pub struct Dataset {
     /// SHA-256 of the job spec that wrote it, hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec_hash: Option<String>,
+    /// What the job that last wrote it did, as its status said (an incremental run's steps
+    /// or tiles added and periods rewritten, or that nothing was new).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<String>,
     #[serde(flatten)]
     pub description: Description,
     /// Free user attributes; numbers are kept as their text.
@@ -153,6 +157,9 @@ pub struct Patch {
     pub job_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec_hash: Option<String>,
+    /// `Some(None)` clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<Option<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<Description>,
     /// Attributes set (added or replaced).
@@ -196,6 +203,7 @@ impl Dataset {
             url: url.to_string(),
             job_id: None,
             spec_hash: None,
+            last_run: None,
             description: Description::default(),
             attributes: BTreeMap::new(),
         }
@@ -217,6 +225,9 @@ impl Dataset {
         }
         if let Some(hash) = &patch.spec_hash {
             self.spec_hash = Some(hash.clone());
+        }
+        if let Some(run) = &patch.last_run {
+            self.last_run = run.clone();
         }
         if let Some(d) = &patch.description {
             self.description = d.clone();

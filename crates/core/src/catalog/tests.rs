@@ -52,6 +52,21 @@ fn records_survive_arrow_and_parquet() {
     assert_eq!(read, records);
 }
 
+#[test]
+fn a_catalog_written_before_last_run_existed_reads_it_as_empty() {
+    let mut records: Vec<Dataset> = (0..3).map(sample).collect();
+    records[1].last_run = Some("incremental: nothing new".into());
+    let batch = to_batch(&records).expect("batch");
+    let i = batch.schema().index_of("last_run").expect("the column");
+    let mut old = batch.clone();
+    old.remove_column(i);
+    let rows = Rows::new(&old).expect("rows without last_run");
+    let read: Vec<Dataset> = (0..rows.len()).map(|i| rows.get(i).expect("row")).collect();
+    assert!(read.iter().all(|d| d.last_run.is_none()));
+    let rows = Rows::new(&batch).expect("rows");
+    assert_eq!(rows.get(1).expect("row"), records[1]);
+}
+
 #[tokio::test]
 async fn commits_are_read_back_in_order_through_compaction() {
     let cat = memory("order");
