@@ -122,6 +122,49 @@ fn assert_same(python: &str, incremental: &Path, full: &Path) {
     }
 }
 
+/// The March GRIB cut at `cuts` in a temporary directory (`all/`), one job over every part
+/// (into `full/`), and an incremental job over the parts that have arrived (`arrived/`, into
+/// `inc/`), with the hourly and daily time chunks given.
+struct Archive {
+    dir: tempfile::TempDir,
+    parts: Vec<PathBuf>,
+    incremental: PathBuf,
+}
+
+impl Archive {
+    fn new(grib: &Path, cuts: &[usize], chunks: (usize, usize)) -> Archive {
+        let dir = temp_dir();
+        let d = dir.path();
+        let parts = split_at(grib, cuts, &d.join("all"));
+        std::fs::create_dir_all(d.join("arrived")).expect("mkdir");
+        let glob = format!("{}/*", d.join("arrived").display());
+        let incremental = job(d, "inc.yaml", &glob, &d.join("inc"), "incremental", chunks);
+        let all = format!("{}/*.grib", d.join("all").display());
+        run(&job(d, "full.yaml", &all, &d.join("full"), "full", chunks));
+        Archive {
+            dir,
+            parts,
+            incremental,
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Part `k` arrives.
+    fn arrive(&self, k: usize) {
+        let name = self.parts[k].file_name().expect("a file name");
+        std::fs::copy(&self.parts[k], self.path("arrived").join(name)).expect("copy");
+    }
+
+    /// Part `k` arrives and the incremental job runs: what it said.
+    fn run_after(&self, k: usize) -> String {
+        self.arrive(k);
+        run(&self.incremental)
+    }
+}
+
 /// Runs 1–3 as files of 10, 10 and 11 days arrive, then a run 4 with nothing new: the
 /// products equal one job over the three files, and runs 2 and 3 read only the new files'
 /// steps (as the map tasks report them).
@@ -130,22 +173,8 @@ fn runs_over_files_of_10_10_and_11_days_equal_one_job_and_read_only_the_new_step
     let (Some(grib), Some(py)) = (uk_grib(), python_with(&["xarray", "zarr"])) else {
         return;
     };
-    let dir = temp_dir();
-    let d = dir.path();
-    let parts = split_at(&grib, &[240, 480], &d.join("all"));
-    let arrived = d.join("arrived");
-    std::fs::create_dir_all(&arrived).expect("mkdir");
-    let glob = format!("{}/*.grib", arrived.display());
-    let incremental = job(d, "inc.yaml", &glob, &d.join("inc"), "incremental", (24, 8));
-    let full_glob = format!("{}/*.grib", d.join("all").display());
-    let full = job(d, "full.yaml", &full_glob, &d.join("full"), "full", (24, 8));
-    run(&full);
-
-    let mut said = Vec::new();
-    for part in &parts {
-        std::fs::copy(part, arrived.join(part.file_name().expect("name"))).expect("copy");
-        said.push(run(&incremental));
-    }
+    let a = Archive::new(&grib, &[240, 480], (24, 8));
+    let said: Vec<String> = (0..3).map(|k| a.run_after(k)).collect();
     assert!(said[0].contains("first run: 240 steps"), "{}", said[0]);
     assert!(
         said[1].contains("240 new steps appended (2019-03-11T00:00:00 .. 2019-03-20T23:00:00)")
@@ -159,19 +188,19 @@ fn runs_over_files_of_10_10_and_11_days_equal_one_job_and_read_only_the_new_step
         "run 3 reads only the third file: {}",
         said[2]
     );
-    let before = tree(&d.join("inc"));
-    let nothing = run(&incremental);
+    let before = tree(&a.path("inc"));
+    let nothing = run(&a.incremental);
     assert!(
         nothing.contains("nothing new") && nothing.contains("read 0 steps"),
         "{nothing}"
     );
     assert!(nothing.contains("0 tiles written"), "{nothing}");
     assert_eq!(
-        tree(&d.join("inc")),
+        tree(&a.path("inc")),
         before,
         "a run with nothing new writes nothing"
     );
-    assert_same(&py, &d.join("inc"), &d.join("full"));
+    assert_same(&py, &a.path("inc"), &a.path("full"));
 }
 
 /// Files that end half-way through a day (and time chunks that straddle the files): the day
@@ -181,37 +210,10 @@ fn a_day_split_across_two_files_is_completed_by_the_next_run() {
     let (Some(grib), Some(py)) = (uk_grib(), python_with(&["xarray", "zarr"])) else {
         return;
     };
-    let dir = temp_dir();
-    let d = dir.path();
     // 10.5 days, then to 21 Mar 20:00, then the rest; hourly chunks of 100 steps and daily
     // chunks of 7 days end inside the files.
-    let parts = split_at(&grib, &[252, 500], &d.join("all"));
-    let arrived = d.join("arrived");
-    std::fs::create_dir_all(&arrived).expect("mkdir");
-    let glob = format!("{}/*.grib", arrived.display());
-    let incremental = job(
-        d,
-        "inc.yaml",
-        &glob,
-        &d.join("inc"),
-        "incremental",
-        (100, 7),
-    );
-    let full_glob = format!("{}/*.grib", d.join("all").display());
-    let full = job(
-        d,
-        "full.yaml",
-        &full_glob,
-        &d.join("full"),
-        "full",
-        (100, 7),
-    );
-    run(&full);
-    let mut said = Vec::new();
-    for part in &parts {
-        std::fs::copy(part, arrived.join(part.file_name().expect("name"))).expect("copy");
-        said.push(run(&incremental));
-    }
+    let a = Archive::new(&grib, &[252, 500], (100, 7));
+    let said: Vec<String> = (0..3).map(|k| a.run_after(k)).collect();
     assert!(
         said[1].contains("248 new steps appended")
             && said[1]
@@ -220,7 +222,7 @@ fn a_day_split_across_two_files_is_completed_by_the_next_run() {
         "{}",
         said[1]
     );
-    assert_same(&py, &d.join("inc"), &d.join("full"));
+    assert_same(&py, &a.path("inc"), &a.path("full"));
 }
 
 /// A reader that opens the hourly cube with xarray again and again while eleven appends run
@@ -231,21 +233,12 @@ fn a_reader_polling_while_appends_run_never_sees_a_half_appended_cube() {
     let (Some(grib), Some(py)) = (uk_grib(), python_with(&["xarray", "zarr"])) else {
         return;
     };
-    let dir = temp_dir();
-    let d = dir.path();
     // Files of 68 hours: every append ends inside a day and inside a time chunk.
     let cuts: Vec<usize> = (1..11).map(|k| k * 68).collect();
-    let parts = split_at(&grib, &cuts, &d.join("all"));
-    let full_glob = format!("{}/*.grib", d.join("all").display());
-    let full = job(d, "full.yaml", &full_glob, &d.join("full"), "full", (48, 4));
-    run(&full);
-    let arrived = d.join("arrived");
-    std::fs::create_dir_all(&arrived).expect("mkdir");
-    let glob = format!("{}/*.grib", arrived.display());
-    let incremental = job(d, "inc.yaml", &glob, &d.join("inc"), "incremental", (48, 4));
+    let a = Archive::new(&grib, &cuts, (48, 4));
     // The first run makes the cube, then the reader starts.
-    std::fs::copy(&parts[0], arrived.join("part0.grib")).expect("copy");
-    run(&incremental);
+    a.run_after(0);
+    let d = a.dir.path();
     let stop = d.join("stop");
     let reader = Command::new(&py)
         .arg(manifest_dir().join("tests/python/cube_incremental.py"))
@@ -259,9 +252,8 @@ fn a_reader_polling_while_appends_run_never_sees_a_half_appended_cube() {
         .expect("start the reader");
     let ready = d.join("stop.ready");
     tessera_tests::wait_until(120, "the reader's first read", || ready.exists());
-    for part in &parts[1..] {
-        std::fs::copy(part, arrived.join(part.file_name().expect("name"))).expect("copy");
-        run(&incremental);
+    for k in 1..a.parts.len() {
+        a.run_after(k);
     }
     std::fs::write(&stop, b"").expect("stop the reader");
     let out = reader.wait_with_output().expect("reader");
@@ -294,15 +286,10 @@ fn new_files_of_another_grid_or_variable_set_are_refused_and_nothing_is_appended
     let (Some(grib), Some(py)) = (uk_grib(), python_with(&["xarray", "cfgrib", "scipy"])) else {
         return;
     };
-    let dir = temp_dir();
-    let d = dir.path();
-    let parts = split_at(&grib, &[240, 480], &d.join("all"));
-    let arrived = d.join("arrived");
-    std::fs::create_dir_all(&arrived).expect("mkdir");
-    std::fs::copy(&parts[0], arrived.join("part0.grib")).expect("copy");
+    let a = Archive::new(&grib, &[240, 480], (24, 8));
+    a.run_after(0);
+    let (d, parts, arrived) = (a.dir.path(), &a.parts, a.path("arrived"));
     let glob = format!("{}/*", arrived.display());
-    let incremental = job(d, "inc.yaml", &glob, &d.join("inc"), "incremental", (24, 8));
-    run(&incremental);
     let held = tree(&d.join("inc"));
 
     // The second file as NetCDF: cut to fewer latitudes, or with t2m renamed.
@@ -343,7 +330,7 @@ fn new_files_of_another_grid_or_variable_set_are_refused_and_nothing_is_appended
     ] {
         let placed = arrived.join(name);
         std::fs::copy(&file, &placed).expect("copy");
-        let out = tessera(&["run", incremental.to_str().expect("utf-8")]);
+        let out = tessera(&["run", a.incremental.to_str().expect("utf-8")]);
         let err = String::from_utf8_lossy(&out.stderr).to_string();
         assert_eq!(out.status.code(), Some(1), "{name} is refused: {err}");
         assert!(!err.contains("panicked"), "{err}");
@@ -360,7 +347,7 @@ fn new_files_of_another_grid_or_variable_set_are_refused_and_nothing_is_appended
     let anomaly = d.join("anomaly.yaml");
     std::fs::write(
         &anomaly,
-        std::fs::read_to_string(&incremental)
+        std::fs::read_to_string(&a.incremental)
             .expect("read")
             .replace("    clim:", "    anom: {anomaly: {by: month}}\n    clim:"),
     )
@@ -371,8 +358,14 @@ fn new_files_of_another_grid_or_variable_set_are_refused_and_nothing_is_appended
         err.contains("cube.products.anom: an anomaly cannot be kept by incremental runs"),
         "{err}"
     );
-    let full = job(d, "full.yaml", &glob, &d.join("byfull"), "full", (24, 8));
-    run(&full);
+    run(&job(
+        d,
+        "byfull.yaml",
+        &glob,
+        &d.join("byfull"),
+        "full",
+        (24, 8),
+    ));
     let again = job(
         d,
         "again.yaml",
@@ -399,17 +392,11 @@ fn a_scheduled_cube_job_keeps_its_products_up_to_date_as_files_arrive() {
     let (Some(grib), Some(py)) = (uk_grib(), python_with(&["xarray", "zarr"])) else {
         return;
     };
-    let dir = temp_dir();
-    let d = dir.path();
-    let parts = split_at(&grib, &[240, 480], &d.join("all"));
-    let full_glob = format!("{}/*.grib", d.join("all").display());
-    let full = job(d, "full.yaml", &full_glob, &d.join("full"), "full", (24, 8));
-    run(&full);
+    let a = Archive::new(&grib, &[240, 480], (24, 8));
+    let d = a.dir.path();
     let store = d.join("store");
-    let arrived = d.join("arrived");
     std::fs::create_dir_all(&store).expect("mkdir");
-    std::fs::create_dir_all(&arrived).expect("mkdir");
-    let glob = format!("{}/*.grib", arrived.display());
+    let glob = format!("{}/*.grib", a.path("arrived").display());
     let spec = job(d, "era5.yaml", &glob, Path::new("era5"), "", (24, 8));
     let store_url = store.to_str().expect("utf-8");
     let mut procs = Procs::default();
@@ -421,7 +408,7 @@ fn a_scheduled_cube_job_keeps_its_products_up_to_date_as_files_arrive() {
         .and_then(|p| p.parse().ok())
         .expect("port");
     procs.0.push(start_worker(&url, &d.join("worker.log"), &[]));
-    std::fs::copy(&parts[0], arrived.join("part0.grib")).expect("copy");
+    a.arrive(0);
     let spec_path = spec.to_str().expect("utf-8");
     tessera_ok(&[
         "schedule",
@@ -438,7 +425,7 @@ fn a_scheduled_cube_job_keeps_its_products_up_to_date_as_files_arrive() {
     wait_for_runs(&url, "era5", "the first run", |r| {
         said(r, "first run: 240 steps")
     });
-    std::fs::copy(&parts[1], arrived.join("part1.grib")).expect("copy");
+    a.arrive(1);
     wait_for_runs(&url, "era5", "the second file appended", |r| {
         said(r, "240 new steps appended") && said(r, "the map tasks read 240 steps")
     });
@@ -446,7 +433,7 @@ fn a_scheduled_cube_job_keeps_its_products_up_to_date_as_files_arrive() {
     // Down while the third file arrives; back on its port, the next run appends it.
     procs.0[0].kill().expect("kill");
     procs.0[0].wait().expect("wait");
-    std::fs::copy(&parts[2], arrived.join("part2.grib")).expect("copy");
+    a.arrive(2);
     let (coordinator, again) = start_coordinator(store_url, port, &[]);
     procs.0[0] = coordinator;
     assert_eq!(again, url);

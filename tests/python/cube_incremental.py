@@ -50,7 +50,9 @@ def poll(url, ref_url, stop):
     ref_values = {v: ref[v].values for v in names}
     polls, states, bad = 0, [], []
     deadline = time.time() + 600
-    while not os.path.exists(stop) and time.time() < deadline:
+    while time.time() < deadline:
+        # Once STOP exists every append has ended: one more read sees the last state.
+        last = os.path.exists(stop)
         try:
             cube = xr.open_zarr(url)
         except FileNotFoundError:
@@ -58,6 +60,8 @@ def poll(url, ref_url, stop):
             continue
         except Exception as e:  # a half-written cube that does not open
             bad.append(f"open: {type(e).__name__}: {e}")
+            if last:
+                break
             continue
         polls += 1
         try:
@@ -74,11 +78,15 @@ def poll(url, ref_url, stop):
                     bad.append(f"{v} over {n} steps differs ({missing} NaN)")
         except Exception as e:
             bad.append(f"read: {type(e).__name__}: {e}")
+            if last:
+                break
             continue
         if not states or states[-1] != n:
             states.append(n)
         if polls == 1:
             open(stop + ".ready", "w").close()
+        if last:
+            break
     print(f"polls={polls}")
     print("states=" + ",".join(str(s) for s in states))
     for b in bad[:20]:

@@ -279,13 +279,7 @@ impl LayerWriter {
     /// Marks an updated layer complete: its arrays' metadata and coordinates at the new size,
     /// then the root attributes and consolidated metadata, last.
     pub fn finish_update(self) -> Result<LayerInfo> {
-        let arrays: BTreeMap<String, Value> = self
-            .documents
-            .iter()
-            .filter(|(key, _)| key.contains('/'))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        put_documents(&self.store, &arrays)?;
+        put_array_documents(&self.store, &self.documents)?;
         self.write_coordinates()?;
         self.finish()
     }
@@ -391,6 +385,15 @@ pub(crate) fn put_documents<'a>(
         block_on(store.put(key, Bytes::from(bytes)))?;
     }
     Ok(())
+}
+
+/// Writes the documents of a group's arrays (keys `<array>/...`), not its root's: an update
+/// rewrites them before the root attributes and consolidated metadata.
+pub(crate) fn put_array_documents(
+    store: &Store,
+    documents: &BTreeMap<String, Value>,
+) -> Result<()> {
+    put_documents(store, documents.iter().filter(|(key, _)| key.contains('/')))
 }
 
 /// Completes a group: its root attributes `root`, then, last, the consolidated metadata of

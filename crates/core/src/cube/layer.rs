@@ -26,7 +26,7 @@ use super::time::layer_time_units;
 use super::{Chunks, CubeInfo, CubeVariable, Lead};
 use crate::error::{Error, Result};
 use crate::layer::{
-    RootInfo, SyncStorage, ZarrArray, consolidated_metadata, put_documents,
+    RootInfo, SyncStorage, ZarrArray, consolidated_metadata, put_array_documents, put_documents,
     put_root_and_consolidated, root_info, spatial_ref_attrs, zarr_array, zarr_storage, zarray,
 };
 use crate::model::{Crs, DataType};
@@ -444,13 +444,7 @@ impl CubeWriter {
     /// consolidated metadata sees the old cube or the new one: chunks past the old ends are
     /// not read by the old metadata, and the chunks an append completes keep the old values.
     pub fn finish_append(self) -> Result<CubeInfo> {
-        let arrays: BTreeMap<String, Value> = self
-            .documents
-            .iter()
-            .filter(|(key, _)| key.contains('/'))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        put_documents(&self.store, &arrays)?;
+        put_array_documents(&self.store, &self.documents)?;
         for (key, bytes) in &self.coordinates {
             block_on(self.store.put(key, Bytes::from(bytes.clone())))?;
         }
