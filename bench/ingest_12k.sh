@@ -35,6 +35,7 @@ run "gdal_translate -of COG" gdal_translate -q -of COG -co COMPRESS=ZSTD -co BLO
     -co NUM_THREADS=ALL_CPUS "$work/src.tif" "$work/gdal.tif"
 run "gdal_translate -of Zarr" gdal_translate -q -of Zarr -co COMPRESS=ZSTD \
     -co BLOCKSIZE=256,256 "$work/src.tif" "$work/gdal.zarr"
+ratio "tessera run (2 workers) vs tessera ingest:" "tessera ingest" "tessera run (2 workers)"
 ratio "tessera ingest vs gdal COG:" "gdal_translate -of COG" "tessera ingest"
 ratio "tessera ingest vs gdal Zarr:" "gdal_translate -of Zarr" "tessera ingest"
 
