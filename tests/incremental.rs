@@ -342,6 +342,33 @@ fn new_files_of_another_grid_or_variable_set_are_refused_and_nothing_is_appended
         std::fs::remove_file(&placed).expect("rm");
     }
 
+    // The first file delivered again under another name (a preliminary file replaced by its
+    // final version): refused by default, naming it; with duplicates: first the held steps are
+    // kept, and nothing is new.
+    let (held_file, again) = (arrived.join("part0.grib"), arrived.join("part0-final.grib"));
+    std::fs::rename(&held_file, &again).expect("rename");
+    let out = tessera(&["run", a.incremental.to_str().expect("utf-8")]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        err.contains(&format!(
+            "{}: it delivers again the step 2019-03-01T00:00:00 that the products hold",
+            again.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(tree(&d.join("inc")), held, "a refused run writes nothing");
+    let keep = d.join("keep.yaml");
+    std::fs::write(
+        &keep,
+        std::fs::read_to_string(&a.incremental)
+            .expect("read")
+            .replace("cube:\n", "cube:\n  duplicates: first\n"),
+    )
+    .expect("write");
+    assert!(run(&keep).contains("nothing new"));
+    assert_eq!(tree(&d.join("inc")), held);
+    std::fs::rename(&again, &held_file).expect("rename back");
+
     // An anomaly cannot be kept incrementally; a product a full run wrote has no record of
     // its steps.
     let anomaly = d.join("anomaly.yaml");

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::layer::appendable_lead_chunk;
-use super::plan::{CubePlan, CubeSpec, PlannedProduct, ProductOp};
+use super::plan::{CubePlan, CubeSpec, Duplicates, PlannedProduct, ProductOp};
 use super::temporal::{Accumulator, Freq, Periods};
 use super::time::format_instant;
 use super::{CubeInfo, CubeReader, CubeSource, CubeWriter, Inputs};
@@ -79,9 +79,13 @@ pub(super) fn fit(
     times: &[i64],
 ) -> Result<Option<Window>> {
     let inputs = Inputs::from_times(times);
+    let urls: Vec<String> = sources.iter().map(|s| s.url.clone()).collect();
     let mut found = Vec::with_capacity(products.len());
     for p in products.iter_mut() {
         p.info.incremental = Some(inputs.clone());
+        // Every source, not the first thousand: the next run tells a file that delivers
+        // held steps again from the files the products were made from.
+        p.info.sources = urls.clone();
         let chunks = &mut p.info.chunks;
         if spec.products[&p.name].chunks.time.is_none() {
             // Chunks that do not depend on the number of steps: the next run appends to them.
@@ -173,6 +177,23 @@ pub(super) fn fit(
             "{file}: its step {} is before the last step the products hold ({}): incremental runs append along time; rebuild with mode: full",
             format_instant(early),
             format_instant(held[held.len() - 1])
+        )));
+    }
+    // A held step that a file the products were not made from delivers again (a preliminary
+    // month replaced by its final version) follows `duplicates`: `first` keeps the held step;
+    // incremental runs do not rewrite held steps, so `last` and `error` refuse it by name.
+    let made_from: Vec<&String> = found.iter().flatten().flat_map(|e| &e.sources).collect();
+    let again = sources.iter().find_map(|s| {
+        let t = s.times.iter().find(|t| held.binary_search(t).is_ok())?;
+        (!made_from.contains(&&s.url)).then_some((s, *t))
+    });
+    if let Some((s, t)) = again
+        && spec.duplicates != Duplicates::First
+    {
+        return Err(Error::invalid(format!(
+            "{}: it delivers again the step {} that the products hold, from files they were made from; incremental runs do not rewrite held steps: set cube.duplicates: first to keep them, or rebuild with mode: full",
+            s.url,
+            format_instant(t)
         )));
     }
     let new_from = held.len();
