@@ -9,7 +9,9 @@
 //! - [`layer`]: the layer format — a Zarr v2 group that xarray opens with decoded time.
 //! - [`temporal`]: resample, climatology and anomaly as accumulators over time steps.
 //! - [`differentiate`]: d/dx, d/dy and magnitude with xarray's `differentiate` arithmetic.
-//! - [`plan`]: the job (`CubeSpec`) → plan of blocks and stages → the tasks a worker runs.
+//! - [`plan`]: the job (`CubeSpec`) → plan of blocks and stages → the tasks a worker runs; the
+//!   products' outputs and coordinates are planned in `products`.
+//! - [`incremental`]: runs that bring existing products up to date with new time steps.
 //! - [`read`]: selection by variables, time range and bbox, and origin/shape access.
 
 mod blocks;
@@ -20,6 +22,7 @@ pub mod layer;
 mod netcdf;
 mod pieces;
 pub mod plan;
+mod products;
 pub mod read;
 mod reduce;
 pub mod source;
