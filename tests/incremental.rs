@@ -80,6 +80,29 @@ fn job(
     path
 }
 
+/// Runs a job that must be refused: exit 1, no panic; returns what it said.
+fn refused(job: &Path) -> String {
+    let out = tessera(&["run", job.to_str().expect("utf-8")]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{} is refused: {err}",
+        job.display()
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+/// A copy of the spec at `job`, named `name` beside it, with `from` replaced by `to`.
+fn variant(job: &Path, name: &str, from: &str, to: &str) -> PathBuf {
+    let text = std::fs::read_to_string(job).expect("read the spec");
+    assert!(text.contains(from), "{from:?} is in {}", job.display());
+    let path = job.with_file_name(name);
+    std::fs::write(&path, text.replace(from, to)).expect("write the spec");
+    path
+}
+
 /// Runs a job with two embedded workers; returns what it said (the summary).
 fn run(job: &Path) -> String {
     let out = tessera_ok(&["run", job.to_str().expect("utf-8"), "--workers", "2"]);
@@ -330,10 +353,7 @@ fn new_files_of_another_grid_or_variable_set_are_refused_and_nothing_is_appended
     ] {
         let placed = arrived.join(name);
         std::fs::copy(&file, &placed).expect("copy");
-        let out = tessera(&["run", a.incremental.to_str().expect("utf-8")]);
-        let err = String::from_utf8_lossy(&out.stderr).to_string();
-        assert_eq!(out.status.code(), Some(1), "{name} is refused: {err}");
-        assert!(!err.contains("panicked"), "{err}");
+        let err = refused(&a.incremental);
         assert!(
             err.contains(what) && err.contains(&placed.display().to_string()),
             "{name}: the error names what differs and the file: {err}"
@@ -347,8 +367,7 @@ fn new_files_of_another_grid_or_variable_set_are_refused_and_nothing_is_appended
     // kept, and nothing is new.
     let (held_file, again) = (arrived.join("part0.grib"), arrived.join("part0-final.grib"));
     std::fs::rename(&held_file, &again).expect("rename");
-    let out = tessera(&["run", a.incremental.to_str().expect("utf-8")]);
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let err = refused(&a.incremental);
     assert!(
         err.contains(&format!(
             "{}: it delivers again the step 2019-03-01T00:00:00 that the products hold",
@@ -357,30 +376,25 @@ fn new_files_of_another_grid_or_variable_set_are_refused_and_nothing_is_appended
         "{err}"
     );
     assert_eq!(tree(&d.join("inc")), held, "a refused run writes nothing");
-    let keep = d.join("keep.yaml");
-    std::fs::write(
-        &keep,
-        std::fs::read_to_string(&a.incremental)
-            .expect("read")
-            .replace("cube:\n", "cube:\n  duplicates: first\n"),
-    )
-    .expect("write");
+    let keep = variant(
+        &a.incremental,
+        "keep.yaml",
+        "cube:\n",
+        "cube:\n  duplicates: first\n",
+    );
     assert!(run(&keep).contains("nothing new"));
     assert_eq!(tree(&d.join("inc")), held);
     std::fs::rename(&again, &held_file).expect("rename back");
 
     // An anomaly cannot be kept incrementally; a product a full run wrote has no record of
     // its steps.
-    let anomaly = d.join("anomaly.yaml");
-    std::fs::write(
-        &anomaly,
-        std::fs::read_to_string(&a.incremental)
-            .expect("read")
-            .replace("    clim:", "    anom: {anomaly: {by: month}}\n    clim:"),
-    )
-    .expect("write");
-    let out = tessera(&["run", anomaly.to_str().expect("utf-8")]);
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let anomaly = variant(
+        &a.incremental,
+        "anomaly.yaml",
+        "    clim:",
+        "    anom: {anomaly: {by: month}}\n    clim:",
+    );
+    let err = refused(&anomaly);
     assert!(
         err.contains("cube.products.anom: an anomaly cannot be kept by incremental runs"),
         "{err}"
@@ -401,8 +415,7 @@ fn new_files_of_another_grid_or_variable_set_are_refused_and_nothing_is_appended
         "incremental",
         (24, 8),
     );
-    let out = tessera(&["run", again.to_str().expect("utf-8")]);
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let err = refused(&again);
     assert!(
         err.contains("was written by a full run and records no input steps"),
         "{err}"
@@ -610,9 +623,7 @@ fn a_growing_mosaic_rewrites_only_the_tiles_new_files_touch() {
     run(&job);
     let held = tree(&d.join("east-layer"));
     std::fs::copy(&parts[0], east.join("nw.tif")).expect("copy");
-    let out = tessera(&["run", job.to_str().expect("utf-8")]);
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = refused(&job);
     assert!(
         err.contains("reach west or north of the layer's origin")
             && err.contains(&east.join("nw.tif").display().to_string()),

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::layer::appendable_lead_chunk;
-use super::plan::{CubePlan, CubeSpec, Duplicates, PlannedProduct, ProductOp};
+use super::plan::{CubePlan, CubeSpec, Duplicates, PlannedProduct, ProductOp, default_lead_chunk};
 use super::temporal::{Accumulator, Freq, Periods};
 use super::time::format_instant;
 use super::{CubeInfo, CubeReader, CubeSource, CubeWriter, Inputs};
@@ -91,7 +91,7 @@ pub(super) fn fit(
             // Chunks that do not depend on the number of steps: the next run appends to them.
             chunks.lead = match p.op {
                 ProductOp::Climatology(_) => appendable_lead_chunk(&p.info.lead),
-                _ => ((1usize << 20) / (chunks.y * chunks.x).max(1)).max(1),
+                _ => default_lead_chunk(usize::MAX, chunks.y, chunks.x),
             };
         }
         found.push(existing(&p.url)?);

@@ -40,8 +40,7 @@ pub struct RasterPlan {
 pub struct Update {
     /// The sources the layer did not have.
     pub new_sources: Vec<String>,
-    /// The layer's tiles (keys) before and after, and its size in cells before.
-    pub keys_before: usize,
+    /// The layer's tiles (keys) after the run, and its size in cells before.
     pub keys_after: usize,
     pub size_before: (u64, u64),
 }
@@ -144,9 +143,6 @@ impl RasterPlan {
                 .iter()
                 .map(|&i| self.ingest.sources[i].info.url.clone())
                 .collect(),
-            keys_before: LayerReader::open(url)
-                .and_then(|r| r.tiles_present(0))
-                .map_or(0, |t| t.len()),
             keys_after,
             size_before: (grid.cols, grid.rows),
         }))
