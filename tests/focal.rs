@@ -382,6 +382,75 @@ fn tiled_results_equal_the_whole_raster_bit_for_bit() {
     }
 }
 
+/// `tessera dem` without `--keep-layer` computes the tiles in-process and writes them straight
+/// into the GeoTIFF; with it, it runs the job (embedded coordinator and worker) and exports the
+/// layer. Both must write the same file: every cell bit for bit, the same grid, CRS, cell type
+/// and NoData — for tiles that are TIFF blocks (256) and tiles that are not (100), f32 and
+/// Byte outputs, and a raster that is a multiple of neither.
+#[test]
+fn the_direct_path_writes_what_the_job_and_export_write() {
+    let tmp = temp_dir();
+    let dsm = tmp.path().join("dsm.tif");
+    tessera_ok(&["synth", "dsm", s(&dsm), "--cols", "677", "--rows", "523"]);
+    let cases: [&[&str]; 4] = [
+        &["slope"],
+        &["hillshade", "--tile-size", "100"],
+        &[
+            "svf",
+            "--directions",
+            "8",
+            "--radius-cells",
+            "40",
+            "--steps",
+            "12",
+        ],
+        &["aspect", "--tile-size", "100", "--compress", "deflate"],
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        let (direct, job) = (
+            tmp.path().join(format!("{i}-direct.tif")),
+            tmp.path().join(format!("{i}-job.tif")),
+        );
+        let layer = tmp.path().join(format!("{i}-layer"));
+        let mut a = vec!["dem", case[0], s(&dsm), s(&direct)];
+        a.extend(&case[1..]);
+        tessera_ok(&a);
+        let mut b = vec!["dem", case[0], s(&dsm), s(&job), "--keep-layer", s(&layer)];
+        b.extend(&case[1..]);
+        tessera_ok(&b);
+        assert!(layer.join("zarr.json").exists() || layer.join(".zgroup").exists());
+        let (x, y) = (
+            gdal::Dataset::open(&direct).unwrap(),
+            gdal::Dataset::open(&job).unwrap(),
+        );
+        assert_eq!(x.raster_size(), y.raster_size(), "{case:?}");
+        assert_eq!(
+            x.geo_transform().unwrap(),
+            y.geo_transform().unwrap(),
+            "{case:?}"
+        );
+        assert_eq!(x.projection(), y.projection(), "{case:?}");
+        let (bx, by) = (x.rasterband(1).unwrap(), y.rasterband(1).unwrap());
+        assert_eq!(bx.band_type(), by.band_type(), "{case:?}");
+        // NaN (f32 outputs) is not equal to itself: compared as written.
+        assert_eq!(
+            format!("{:?}", bx.no_data_value()),
+            format!("{:?}", by.no_data_value()),
+            "{case:?}"
+        );
+        assert_eq!(bx.block_size(), by.block_size(), "{case:?}");
+        assert_bits_equal(&format!("{case:?}"), &raster(&direct), &raster(&job));
+    }
+    // Nothing but the outputs and the kept layers: no temporary file, no scratch directory.
+    let mut left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    left.sort();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 #[test]
 fn bad_parameters_fail_before_any_work_naming_the_parameter() {
     let tmp = temp_dir();

@@ -10,9 +10,9 @@ use gdal::{Dataset, DriverManager};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::ingest::Progress;
+use crate::ingest::{IngestOptions, IngestPlan, KeysSummary, Progress, with_threads, write_keys};
 use crate::layer::LayerReader;
-use crate::model::DataType;
+use crate::model::{DataType, SpatialKey, TileLayerMetadata};
 use crate::source::spatial_ref;
 use crate::tile::{Cell, Tile};
 
@@ -110,18 +110,7 @@ pub fn export(
     progress: &dyn Progress,
 ) -> Result<()> {
     let reader = LayerReader::open(layer_url)?;
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if !parent.is_dir() {
-        return Err(gdal_err(out, "its directory does not exist"));
-    }
-    let name = out
-        .file_name()
-        .ok_or_else(|| gdal_err(out, "not a file name"))?
-        .to_string_lossy()
-        .to_string();
+    let (parent, name) = beside(out)?;
     let tiff = TempFile(Some(
         parent.join(format!(".{name}.{}.tmp.tif", std::process::id())),
     ));
@@ -131,13 +120,14 @@ pub fn export(
         .ok_or_else(|| Error::Internal("temp path".into()))?;
     {
         let md = reader.metadata();
+        let ds = create_gtiff(&tiff_path, md, reader.info().bands.len(), compression)?;
         let ds = match md.cell_type.data_type {
-            DataType::U8 => write_gtiff::<u8>(&reader, &tiff_path, compression, progress),
-            DataType::I16 => write_gtiff::<i16>(&reader, &tiff_path, compression, progress),
-            DataType::U16 => write_gtiff::<u16>(&reader, &tiff_path, compression, progress),
-            DataType::I32 => write_gtiff::<i32>(&reader, &tiff_path, compression, progress),
-            DataType::F32 => write_gtiff::<f32>(&reader, &tiff_path, compression, progress),
-            DataType::F64 => write_gtiff::<f64>(&reader, &tiff_path, compression, progress),
+            DataType::U8 => write_gtiff::<u8>(&reader, ds, &tiff_path, progress),
+            DataType::I16 => write_gtiff::<i16>(&reader, ds, &tiff_path, progress),
+            DataType::U16 => write_gtiff::<u16>(&reader, ds, &tiff_path, progress),
+            DataType::I32 => write_gtiff::<i32>(&reader, ds, &tiff_path, progress),
+            DataType::F32 => write_gtiff::<f32>(&reader, ds, &tiff_path, progress),
+            DataType::F64 => write_gtiff::<f64>(&reader, ds, &tiff_path, progress),
         }?;
         match format {
             ExportFormat::GTiff => drop(ds),
@@ -184,19 +174,35 @@ struct ExportBlock<T> {
     values: Vec<T>,
 }
 
-fn write_gtiff<T: Cell + GdalType + Copy>(
-    reader: &LayerReader,
+/// The directory `out` is written in, and its file name.
+fn beside(out: &Path) -> Result<(PathBuf, String)> {
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        return Err(gdal_err(out, "its directory does not exist"));
+    }
+    let name = out
+        .file_name()
+        .ok_or_else(|| gdal_err(out, "not a file name"))?
+        .to_string_lossy()
+        .to_string();
+    Ok((parent.to_path_buf(), name))
+}
+
+/// An empty GeoTIFF at `path` for a layer with this metadata and `bands` bands: its grid, CRS,
+/// cell type and NoData, tiled as the layer is when its tiles are multiples of 16 cells.
+fn create_gtiff(
     path: &Path,
+    md: &TileLayerMetadata,
+    bands: usize,
     compression: Compression,
-    progress: &dyn Progress,
 ) -> Result<Dataset> {
-    let md = reader.metadata();
     let grid = md.array_grid();
-    let bands = reader.info().bands.len();
-    let driver = DriverManager::get_driver_by_name("GTiff").map_err(|e| gdal_err(path, e))?;
+    let driver = crate::source::geotiff_driver()?;
     let mut opts = CslStringList::new();
     let tl = md.layout.tile_layout;
-    let block_ok = tl.tile_cols.is_multiple_of(16) && tl.tile_rows.is_multiple_of(16);
     let mut pairs: Vec<(&str, String)> = vec![
         ("BIGTIFF", "IF_SAFER".to_string()),
         // Blocks are compressed on all cores.
@@ -208,7 +214,7 @@ fn write_gtiff<T: Cell + GdalType + Copy>(
             .into_iter()
             .map(|(k, v)| (k, v.to_string())),
     );
-    if block_ok {
+    if block_tiled(md) {
         pairs.extend([
             ("TILED", "YES".to_string()),
             ("BLOCKXSIZE", tl.tile_cols.to_string()),
@@ -218,31 +224,59 @@ fn write_gtiff<T: Cell + GdalType + Copy>(
     for (k, v) in &pairs {
         opts.set_name_value(k, v).map_err(|e| gdal_err(path, e))?;
     }
-    let mut ds = driver
-        .create_with_band_type_with_options::<T, _>(
-            path,
-            grid.cols as usize,
-            grid.rows as usize,
-            bands,
-            &opts,
-        )
-        .map_err(|e| gdal_err(path, e))?;
+    let (cols, rows) = (grid.cols as usize, grid.rows as usize);
+    macro_rules! create {
+        ($t:ty) => {
+            driver.create_with_band_type_with_options::<$t, _>(path, cols, rows, bands, &opts)
+        };
+    }
+    let mut ds = match md.cell_type.data_type {
+        DataType::U8 => create!(u8),
+        DataType::I16 => create!(i16),
+        DataType::U16 => create!(u16),
+        DataType::I32 => create!(i32),
+        DataType::F32 => create!(f32),
+        DataType::F64 => create!(f64),
+    }
+    .map_err(|e| gdal_err(path, e))?;
     ds.set_geo_transform(&grid.geo_transform())
         .map_err(|e| gdal_err(path, e))?;
     if !md.crs.wkt.is_empty() {
         ds.set_spatial_ref(&spatial_ref(&md.crs)?)
             .map_err(|e| gdal_err(path, e))?;
     }
+    if let Some(nd) = md.cell_type.nodata {
+        for b in 1..=bands {
+            ds.rasterband(b)
+                .and_then(|mut band| band.set_no_data_value(Some(nd)))
+                .map_err(|e| gdal_err(path, e))?;
+        }
+    }
+    Ok(ds)
+}
+
+/// Whether the GeoTIFF's blocks are the layer's tiles (TIFF tiles are multiples of 16 cells).
+fn block_tiled(md: &TileLayerMetadata) -> bool {
+    let tl = md.layout.tile_layout;
+    tl.tile_cols.is_multiple_of(16) && tl.tile_rows.is_multiple_of(16)
+}
+
+fn write_gtiff<T: Cell + GdalType + Copy>(
+    reader: &LayerReader,
+    ds: Dataset,
+    path: &Path,
+    progress: &dyn Progress,
+) -> Result<Dataset> {
+    let md = reader.metadata();
+    let grid = md.array_grid();
+    let bands = reader.info().bands.len();
+    let tl = md.layout.tile_layout;
     let bounds = md.bounds.to_grid_bounds();
     let row_len = (bounds.col_max - bounds.col_min + 1).max(1) as usize;
     let keys: Vec<_> = bounds.iter_keys().collect();
     progress.start(keys.len() as u64 * bands as u64);
     for b in 1..=bands {
         let mut band = ds.rasterband(b).map_err(|e| gdal_err(path, e))?;
-        if let Some(nd) = md.cell_type.nodata {
-            band.set_no_data_value(Some(nd))
-                .map_err(|e| gdal_err(path, e))?;
-        }
         // Tiles are read and decoded in parallel, a row of tiles at a time (bounded memory), and
         // written in order.
         for row in keys.chunks(row_len) {
@@ -279,4 +313,135 @@ fn write_gtiff<T: Cell + GdalType + Copy>(
         }
     }
     Ok(ds)
+}
+
+/// One GeoTIFF written block by block as tile tasks compute its tiles — no layer in between,
+/// nothing decoded twice. Built by the embedded fast path (`tessera dem` without
+/// `--keep-layer`): each tile is converted to the file's type on the thread that hands it in
+/// and written as one TIFF block (one write call while the file's lock is held); blocks are
+/// compressed on all cores by GDAL. The file is written under a temporary name beside `out`
+/// and renamed by [`GeoTiffWriter::finish`]; dropped unfinished, it is removed.
+pub struct GeoTiffWriter {
+    ds: std::sync::Mutex<Dataset>,
+    metadata: TileLayerMetadata,
+    bands: usize,
+    temp: TempFile,
+    out: PathBuf,
+}
+
+impl std::fmt::Debug for GeoTiffWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GeoTiffWriter")
+            .field("out", &self.out)
+            .field("bands", &self.bands)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GeoTiffWriter {
+    /// Creates the file for a layer with this metadata and `bands` bands.
+    pub fn create(
+        metadata: &TileLayerMetadata,
+        bands: usize,
+        out: &Path,
+        compression: Compression,
+    ) -> Result<GeoTiffWriter> {
+        let (parent, name) = beside(out)?;
+        let path = parent.join(format!(".{name}.{}.tmp.tif", std::process::id()));
+        let temp = TempFile(Some(path.clone()));
+        let ds = create_gtiff(&path, metadata, bands, compression)?;
+        Ok(GeoTiffWriter {
+            ds: std::sync::Mutex::new(ds),
+            metadata: metadata.clone(),
+            bands,
+            temp,
+            out: out.to_path_buf(),
+        })
+    }
+
+    /// Writes the tile at `key` of band `band` (0-based): one block when the file's blocks are
+    /// the tiles, else the tile's window clipped to the raster.
+    pub fn write_tile(&self, band: usize, key: SpatialKey, tile: &Tile) -> Result<()> {
+        let md = &self.metadata;
+        if band >= self.bands || !md.bounds.to_grid_bounds().contains(key) {
+            return Err(Error::Internal(format!(
+                "tile {key} of band {band} is outside the GeoTIFF"
+            )));
+        }
+        let data = tile.data.convert(md.cell_type.data_type);
+        crate::with_tile_data!(&data, a => self.write_block(band + 1, key, a))
+    }
+
+    fn write_block<T: Cell + GdalType + Copy>(
+        &self,
+        band: usize,
+        key: SpatialKey,
+        a: &ndarray::Array2<T>,
+    ) -> Result<()> {
+        let md = &self.metadata;
+        let grid = md.array_grid();
+        let (rows, cols) = a.dim();
+        let [cr, cc] = md.chunk_of(key);
+        let (x0, y0) = (cc * cols as u64, cr * rows as u64);
+        let path = &self.out;
+        let whole = block_tiled(md);
+        let (w, h) = if whole {
+            (cols, rows)
+        } else {
+            (
+                (cols as u64).min(grid.cols - x0) as usize,
+                (rows as u64).min(grid.rows - y0) as usize,
+            )
+        };
+        let values: Vec<T> = if whole {
+            a.as_standard_layout().iter().copied().collect()
+        } else {
+            a.slice(ndarray::s![..h, ..w]).iter().copied().collect()
+        };
+        let mut buf = Buffer::new((w, h), values);
+        let ds = self.ds.lock().unwrap_or_else(|p| p.into_inner());
+        let mut b = ds.rasterband(band).map_err(|e| gdal_err(path, e))?;
+        if whole {
+            b.write_block((cc as usize, cr as usize), &mut buf)
+        } else {
+            b.write((x0 as isize, y0 as isize), (w, h), &mut buf)
+        }
+        .map_err(|e| gdal_err(path, e))
+    }
+
+    /// Flushes and closes the file and renames it to its name.
+    pub fn finish(self) -> Result<()> {
+        let GeoTiffWriter {
+            ds, mut temp, out, ..
+        } = self;
+        let ds = ds.into_inner().unwrap_or_else(|p| p.into_inner());
+        let path = temp
+            .0
+            .clone()
+            .ok_or_else(|| Error::Internal("temp path".into()))?;
+        ds.close().map_err(|e| gdal_err(&out, e))?;
+        std::fs::rename(&path, &out).map_err(|e| gdal_err(&out, e))?;
+        temp.0 = None;
+        Ok(())
+    }
+}
+
+/// Computes the tiles of `plan` in this process, on all cores, and writes them straight into
+/// the GeoTIFF `out` — the embedded fast path of `tessera dem`: the same plan, tiles and chain
+/// a job runs, without a layer, a re-read or a network. On any error nothing is left at `out`
+/// (a file already there stays as it was).
+pub fn compute_to_gtiff(
+    plan: &IngestPlan,
+    options: &IngestOptions,
+    out: &Path,
+    compression: Compression,
+    progress: &dyn Progress,
+) -> Result<KeysSummary> {
+    let writer = GeoTiffWriter::create(&plan.metadata, plan.band_names.len(), out, compression)?;
+    progress.start(plan.keys.len() as u64 * plan.band_names.len() as u64);
+    let summary = with_threads(options.threads, || {
+        write_keys(plan, options, &writer, &plan.keys, progress)
+    })??;
+    writer.finish()?;
+    Ok(summary)
 }

@@ -422,7 +422,7 @@ impl<'a> Worker<'a> {
         let mut sources = Vec::with_capacity(plan.sources.len());
         let mut reprojections = Vec::with_capacity(plan.sources.len());
         for p in &plan.sources {
-            sources.push(GdalSource::open(&p.info.url)?);
+            sources.push(GdalSource::reopen(&p.info)?);
             reprojections.push(if p.reproject {
                 Some(Reprojection::new(&plan.metadata.crs, &p.info.crs)?)
             } else {
@@ -573,6 +573,37 @@ impl<'a> Worker<'a> {
     }
 }
 
+/// Where a tile task's tiles go: a layer's store, or the blocks of one GeoTIFF
+/// ([`crate::export::GeoTiffWriter`], the embedded fast path).
+pub trait TileSink: Sync {
+    /// Writes the tile at `key` of output band `band` (0-based); a tile that is all NoData is
+    /// handed in too.
+    fn write_tile(&self, band: usize, key: SpatialKey, tile: &Tile) -> Result<()>;
+    /// How many threads write at once: more where a write waits on the network.
+    fn writers(&self) -> usize {
+        FILE_WRITERS
+    }
+}
+
+impl TileSink for LayerWriter {
+    fn write_tile(&self, band: usize, key: SpatialKey, tile: &Tile) -> Result<()> {
+        LayerWriter::write_tile(self, band, key, tile)
+    }
+    fn writers(&self) -> usize {
+        if self.url().starts_with("s3://") {
+            OBJECT_STORE_WRITERS
+        } else {
+            FILE_WRITERS
+        }
+    }
+}
+
+impl TileSink for crate::export::GeoTiffWriter {
+    fn write_tile(&self, band: usize, key: SpatialKey, tile: &Tile) -> Result<()> {
+        crate::export::GeoTiffWriter::write_tile(self, band, key, tile)
+    }
+}
+
 /// Stage 3, a tile task: computes and writes `keys`.
 ///
 /// Two sides overlap: the current rayon pool decodes sources, cuts, merges and runs the chain;
@@ -583,7 +614,7 @@ impl<'a> Worker<'a> {
 pub fn write_keys(
     plan: &IngestPlan,
     options: &IngestOptions,
-    writer: &LayerWriter,
+    writer: &dyn TileSink,
     keys: &[SpatialKey],
     progress: &dyn Progress,
 ) -> Result<KeysSummary> {
@@ -594,11 +625,7 @@ pub fn write_keys(
     // Blocks decoded once for all the task's threads: windows with halos, or not aligned with
     // the sources' blocks, share them.
     let blocks = BlockCache::new(BLOCK_CACHE_BYTES);
-    let writers = if writer.url().starts_with("s3://") {
-        OBJECT_STORE_WRITERS
-    } else {
-        FILE_WRITERS
-    };
+    let writers = writer.writers();
     let (tx, rx) =
         std::sync::mpsc::sync_channel::<(usize, SpatialKey, Tile)>(writers * TILES_IN_FLIGHT);
     let rx = std::sync::Mutex::new(rx);
@@ -685,7 +712,10 @@ pub fn write_keys(
 }
 
 /// Runs `f` on a rayon pool of `threads` threads, or on the global pool.
-fn with_threads<T: Send>(threads: Option<usize>, f: impl FnOnce() -> T + Send) -> Result<T> {
+pub(crate) fn with_threads<T: Send>(
+    threads: Option<usize>,
+    f: impl FnOnce() -> T + Send,
+) -> Result<T> {
     match threads {
         Some(n) => Ok(rayon::ThreadPoolBuilder::new()
             .num_threads(n.max(1))

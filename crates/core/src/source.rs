@@ -208,6 +208,59 @@ pub fn spatial_ref(crs: &Crs) -> Result<SpatialRef> {
     Ok(srs)
 }
 
+unsafe extern "C" {
+    /// GDAL's registration of its GeoTIFF driver alone (gdal_frmts.h, exported by libgdal).
+    fn GDALRegister_GTiff();
+}
+
+/// Registers GDAL's GeoTIFF driver, and only it, once. Registering all of GDAL's ~200
+/// drivers (which the `gdal` crate does before its first open) touches each driver's code:
+/// 60 ms of a cold start, more than `tessera dem` on a GeoTIFF spends computing.
+fn register_geotiff() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    // SAFETY: a GDAL entry point without arguments; GDAL skips a driver already registered.
+    ONCE.call_once(|| unsafe { GDALRegister_GTiff() });
+}
+
+/// Opens `path` with the GeoTIFF driver alone when its name says it is one; `None` when it is
+/// not (or does not open as one), for the caller to open it with every driver, whose error
+/// then names the problem.
+fn open_geotiff(path: &str) -> Option<Dataset> {
+    let lower = path.to_ascii_lowercase();
+    if !(lower.ends_with(".tif") || lower.ends_with(".tiff")) {
+        return None;
+    }
+    register_geotiff();
+    let c_path = std::ffi::CString::new(path).ok()?;
+    let driver = c"GTiff";
+    let allowed = [driver.as_ptr(), std::ptr::null()];
+    let flags = (GdalOpenFlags::GDAL_OF_RASTER | GdalOpenFlags::GDAL_OF_READONLY).bits();
+    // SAFETY: NUL-terminated strings and a NULL-terminated list that outlive the call; a
+    // non-null handle is an open dataset, owned from here by the `Dataset` (which closes it).
+    unsafe {
+        let h = gdal_sys::GDALOpenEx(
+            c_path.as_ptr(),
+            flags,
+            allowed.as_ptr(),
+            std::ptr::null(),
+            std::ptr::null(),
+        );
+        (!h.is_null()).then(|| Dataset::from_c_dataset(h))
+    }
+}
+
+/// GDAL's GeoTIFF driver, registered alone if no other driver has been yet.
+pub(crate) fn geotiff_driver() -> Result<gdal::Driver> {
+    register_geotiff();
+    // SAFETY: a NUL-terminated name; a non-null driver handle lives as long as the process.
+    let h = unsafe { gdal_sys::GDALGetDriverByName(c"GTiff".as_ptr()) };
+    if h.is_null() {
+        return Err(Error::Internal("GDAL has no GTiff driver".into()));
+    }
+    // SAFETY: a valid driver handle, which GDAL never frees while the process runs.
+    Ok(unsafe { gdal::Driver::from_c_driver(h) })
+}
+
 /// An open GDAL raster.
 #[derive(Debug)]
 pub struct GdalSource {
@@ -232,21 +285,54 @@ fn limit_block_cache() {
 impl GdalSource {
     /// Opens a source and reads its header. Errors name the source and what is wrong with it.
     pub fn open(url: &str) -> Result<GdalSource> {
+        let dataset = Self::open_dataset(url)?;
+        let info = Self::read_info(url, &dataset)?;
+        Ok(GdalSource { dataset, info })
+    }
+
+    /// Opens a source again for reading, with the header its plan read: a tile task's threads
+    /// do not parse and identify its CRS again (the first PROJ lookup of a thread costs
+    /// tens of milliseconds). A file whose size or bands changed since is an error naming it.
+    pub fn reopen(info: &SourceInfo) -> Result<GdalSource> {
+        let dataset = Self::open_dataset(&info.url)?;
+        let (cols, rows) = dataset.raster_size();
+        if (cols as u64, rows as u64) != (info.grid.cols, info.grid.rows)
+            || dataset.raster_count() != info.band_count
+        {
+            return Err(Error::source(
+                &info.url,
+                format!(
+                    "changed while the job ran: it is {cols} x {rows} cells with {} bands, planned as {} x {} with {}",
+                    dataset.raster_count(),
+                    info.grid.cols,
+                    info.grid.rows,
+                    info.band_count
+                ),
+            ));
+        }
+        Ok(GdalSource {
+            dataset,
+            info: info.clone(),
+        })
+    }
+
+    fn open_dataset(url: &str) -> Result<Dataset> {
         limit_block_cache();
         let path = gdal_path(url)?;
         check_exists(url, &path)?;
+        if let Some(ds) = open_geotiff(&path) {
+            return Ok(ds);
+        }
         let options = DatasetOptions {
             open_flags: GdalOpenFlags::GDAL_OF_RASTER | GdalOpenFlags::GDAL_OF_READONLY,
             ..Default::default()
         };
-        let dataset = Dataset::open_ex(&path, options).map_err(|e| {
+        Dataset::open_ex(&path, options).map_err(|e| {
             Error::source(
                 url,
                 format!("not a raster GDAL can read ({})", gdal_message(&e)),
             )
-        })?;
-        let info = Self::read_info(url, &dataset)?;
-        Ok(GdalSource { dataset, info })
+        })
     }
 
     fn read_info(url: &str, ds: &Dataset) -> Result<SourceInfo> {

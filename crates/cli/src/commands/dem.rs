@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use tessera_core::export::{Compression, ExportFormat, export};
+use tessera_core::export::{Compression, ExportFormat, compute_to_gtiff, export};
 use tessera_core::focal::{
     AspectParams, DEFAULT_MAX_HALO, FocalOp, HillshadeParams, SlopeParams, SlopeUnits, SvfParams,
 };
@@ -90,7 +90,8 @@ pub struct DemIo {
     /// Tile size of the job.
     #[arg(long, default_value_t = 256)]
     tile_size: u32,
-    /// Embedded workers.
+    /// Embedded workers of the job that writes the layer (with --keep-layer; without, the tiles
+    /// are computed on all cores in this process and written straight into the GeoTIFF).
     #[arg(long, default_value_t = 1)]
     workers: usize,
     /// The largest halo, in cells, the operation may need.
@@ -102,7 +103,8 @@ pub struct DemIo {
     /// Output cell type (default f32; u8 for hillshade, rounded as gdaldem does).
     #[arg(long)]
     output_type: Option<String>,
-    /// Also keep the tiled Zarr layer here (a path or URL).
+    /// Also keep the tiled Zarr layer here (a path or URL): the command then runs as a job
+    /// (embedded coordinator and workers) writing the layer, and exports it.
     #[arg(long)]
     keep_layer: Option<String>,
 }
@@ -209,8 +211,9 @@ pub fn job_spec(io: &DemIo, op: FocalOp, layer_url: String) -> Result<JobSpec> {
     Ok(spec)
 }
 
-/// Runs the job, exports the layer to the output GeoTIFF (written under a temporary name and
-/// renamed), and removes the scratch layer and journal.
+/// Without `--keep-layer`, the embedded fast path ([`direct`]); with it, runs the job, exports
+/// the layer to the output GeoTIFF (written under a temporary name and renamed), and removes
+/// the scratch journal.
 pub async fn run(command: DemCommand, quiet: bool) -> Result<()> {
     let (io, op) = command.split();
     let compression: Compression = io.compress.parse()?;
@@ -231,6 +234,9 @@ pub async fn run(command: DemCommand, quiet: bool) -> Result<()> {
     };
     if !parent.is_dir() {
         bail!("{}: no such directory", parent.display());
+    }
+    if io.keep_layer.is_none() {
+        return direct(io, op, compression, quiet).await;
     }
     // The layer and the job's journal live in a scratch directory beside the output, removed at
     // the end whatever happens.
@@ -267,6 +273,31 @@ pub async fn run(command: DemCommand, quiet: bool) -> Result<()> {
             compression,
             progress.as_ref(),
         )
+    })
+    .await??;
+    if !quiet {
+        eprintln!("wrote {}", io.output.display());
+    }
+    Ok(())
+}
+
+/// The embedded fast path: the plan, tiles and operation chain of the job, computed in this
+/// process on all cores and written block by block into the GeoTIFF — no layer, no re-read, no
+/// loopback network. The file appears at its name only when whole.
+async fn direct(io: DemIo, op: FocalOp, compression: Compression, quiet: bool) -> Result<()> {
+    // A spec as the job's, for its checks and options; the layer it names is never written.
+    let spec = job_spec(&io, op, format!("file://{}", io.output.display()))?;
+    let options = spec.ingest_options()?;
+    let sources = spec.sources.clone();
+    let out = io.output.clone();
+    tokio::task::spawn_blocking(move || {
+        let plan = plan_ingest(&sources, &options)?;
+        let progress: Box<dyn Progress> = if quiet {
+            Box::new(NoProgress)
+        } else {
+            Box::new(crate::progress::Bar::new("tiles"))
+        };
+        compute_to_gtiff(&plan, &options, &out, compression, progress.as_ref())
     })
     .await??;
     if !quiet {

@@ -163,68 +163,29 @@ impl Gradient {
     }
 
     /// The operation on the interior of `input` (NaN = NoData), less a 1-cell halo; rows in
-    /// parallel.
+    /// parallel. Each operation runs its own loop, without a branch per cell, so that the
+    /// compiler vectorizes it.
     pub(crate) fn apply(&self, input: ArrayView2<f64>) -> Array2<f64> {
-        let (rin, cin) = input.dim();
-        let (rout, cout) = (rin.saturating_sub(2), cin.saturating_sub(2));
-        if rout == 0 || cout == 0 {
-            return Array2::from_elem((rout, cout), f64::NAN);
-        }
-        let z: Vec<f32> = input.iter().map(|&v| v as f32).collect();
-        let mut out = vec![f64::NAN; rout * cout];
-        out.par_chunks_mut(cout * ROWS_PER_TASK)
-            .enumerate()
-            .for_each(|(b, chunk)| {
-                for (i, row) in chunk.chunks_exact_mut(cout).enumerate() {
-                    let r = b * ROWS_PER_TASK + i;
-                    let north = &z[r * cin..(r + 1) * cin];
-                    let middle = &z[(r + 1) * cin..(r + 2) * cin];
-                    let south = &z[(r + 2) * cin..(r + 3) * cin];
-                    for (c, o) in row.iter_mut().enumerate() {
-                        let w = [
-                            north[c],
-                            north[c + 1],
-                            north[c + 2],
-                            middle[c],
-                            middle[c + 1],
-                            middle[c + 2],
-                            south[c],
-                            south[c + 1],
-                            south[c + 2],
-                        ];
-                        // NoData around the centre reaches the result through the sums as NaN;
-                        // the centre is not in Horn's sums, so it is checked.
-                        *o = if w[4].is_nan() {
-                            f64::NAN
-                        } else {
-                            self.cell(&w)
-                        };
-                    }
-                }
-            });
-        Array2::from_shape_vec((rout, cout), out).unwrap_or_else(|_| Array2::zeros((0, 0)))
-    }
-
-    fn cell(&self, w: &[f32; 9]) -> f64 {
-        // West minus east and south minus north, weighted, in f32 as gdaldem sums them.
-        let west_east = ((w[0] + w[3] + w[3] + w[6]) - (w[2] + w[5] + w[5] + w[8])) as f64;
-        let south_north = ((w[6] + w[7] + w[7] + w[8]) - (w[0] + w[1] + w[1] + w[2])) as f64;
+        const DEGREES: f64 = 180.0 / std::f64::consts::PI;
         match *self {
             Gradient::Slope { percent, ew, ns } => {
-                let dx = west_east / ew;
-                let dy = south_north / -ns;
-                let rise = (dx * dx + dy * dy).sqrt() / 8.0;
-                let v = if percent {
-                    100.0 * rise
-                } else {
-                    rise.atan() * (180.0 / std::f64::consts::PI)
+                let rise = move |west_east: f64, south_north: f64| {
+                    let dx = west_east / ew;
+                    let dy = south_north / -ns;
+                    (dx * dx + dy * dy).sqrt() / 8.0
                 };
-                v as f32 as f64
+                if percent {
+                    windows(input, move |we, sn| (100.0 * rise(we, sn)) as f32 as f64)
+                } else {
+                    windows(input, move |we, sn| {
+                        (atan_nonnegative(rise(we, sn)) * DEGREES) as f32 as f64
+                    })
+                }
             }
             Gradient::Aspect {
                 trigonometric,
                 zero_for_flat,
-            } => {
+            } => windows(input, move |west_east, south_north| {
                 // gdaldem's (east − west) in f32 is exactly −(west − east): IEEE subtraction is
                 // antisymmetric.
                 let east_west = -west_east;
@@ -245,7 +206,7 @@ impl Gradient {
                     a = 0.0;
                 }
                 a as f64
-            }
+            }),
             Gradient::Hillshade {
                 inv_ew,
                 inv_ns,
@@ -253,7 +214,7 @@ impl Gradient {
                 cos_az_254,
                 sin_az_254,
                 square_z,
-            } => {
+            } => windows(input, move |west_east, south_north| {
                 let x = west_east * inv_ew;
                 let y = south_north * inv_ns;
                 let lit = (sin_alt_254 - (y * cos_az_254 - x * sin_az_254))
@@ -261,9 +222,93 @@ impl Gradient {
                 // 1..255, 0 being NoData, as gdaldem writes it to a Byte band.
                 let v = if lit <= 0.0 { 1.0 } else { 1.0 + lit };
                 v as f32 as f64
-            }
+            }),
         }
     }
+}
+
+/// `f(west − east, south − north)` of every 3 × 3 window of `input` whose centre is not NoData
+/// (NaN), with Horn's weighted sums taken in f32 in gdaldem's order (NoData around the centre
+/// reaches `f` through them as NaN); rows in parallel.
+fn windows(input: ArrayView2<f64>, f: impl Fn(f64, f64) -> f64 + Sync) -> Array2<f64> {
+    let (rin, cin) = input.dim();
+    let (rout, cout) = (rin.saturating_sub(2), cin.saturating_sub(2));
+    if rout == 0 || cout == 0 {
+        return Array2::from_elem((rout, cout), f64::NAN);
+    }
+    let z: Vec<f32> = input.iter().map(|&v| v as f32).collect();
+    let mut out = vec![f64::NAN; rout * cout];
+    out.par_chunks_mut(cout * ROWS_PER_TASK)
+        .enumerate()
+        .for_each(|(b, chunk)| {
+            for (i, row) in chunk.chunks_exact_mut(cout).enumerate() {
+                let r = b * ROWS_PER_TASK + i;
+                // Rows of exactly cout + 2 cells, so that every index below is provably in
+                // bounds and the loop has no check to stop it vectorizing.
+                let n = &z[r * cin..r * cin + cout + 2];
+                let m = &z[(r + 1) * cin..(r + 1) * cin + cout + 2];
+                let s = &z[(r + 2) * cin..(r + 2) * cin + cout + 2];
+                let row = &mut row[..cout];
+                for c in 0..cout {
+                    let west_east = ((n[c] + m[c] + m[c] + s[c])
+                        - (n[c + 2] + m[c + 2] + m[c + 2] + s[c + 2]))
+                        as f64;
+                    let south_north = ((s[c] + s[c + 1] + s[c + 1] + s[c + 2])
+                        - (n[c] + n[c + 1] + n[c + 1] + n[c + 2]))
+                        as f64;
+                    let v = f(west_east, south_north);
+                    // The centre is not in Horn's sums, so it is checked.
+                    row[c] = if m[c + 1].is_nan() { f64::NAN } else { v };
+                }
+            }
+        });
+    Array2::from_shape_vec((rout, cout), out).unwrap_or_else(|_| Array2::zeros((0, 0)))
+}
+
+/// atan(x) for x ≥ 0 (π/2 at +∞, NaN for NaN) within 4 ulp of f64, without a branch: the
+/// argument is brought to |t| ≤ tan(π/8) through atan(x) = π/4 + atan((x − 1)/(x + 1)) and
+/// atan(x) = π/2 − atan(1/x), then atan(t) = t + t³·P(t²), P a degree-9 fit (Chebyshev
+/// least squares) of (atan(t)/t − 1)/t² on [0, tan²(π/8)]. libm's scalar atan was a fifth
+/// of `tessera dem slope`'s time; this one vectorizes.
+#[inline(always)]
+fn atan_nonnegative(x: f64) -> f64 {
+    use std::f64::consts::{FRAC_PI_2, FRAC_PI_4};
+    const TAN_3PI_8: f64 = 2.414_213_562_373_095;
+    const TAN_PI_8: f64 = 0.414_213_562_373_095_03;
+    const P: [f64; 10] = [
+        -0.333_333_333_333_391_27,
+        0.200_000_000_019_588_04,
+        -0.142_857_144_775_921_76,
+        0.111_111_195_033_874_86,
+        -0.090_911_018_730_624_78,
+        0.076_947_554_381_600_07,
+        -0.066_828_043_872_416_74,
+        0.059_132_507_332_536_15,
+        -0.049_990_403_645_643_056,
+        0.029_079_787_179_236_1,
+    ];
+    let big = x > TAN_3PI_8;
+    let middle = x > TAN_PI_8;
+    let t = if big {
+        -1.0 / x
+    } else if middle {
+        (x - 1.0) / (x + 1.0)
+    } else {
+        x
+    };
+    let base = if big {
+        FRAC_PI_2
+    } else if middle {
+        FRAC_PI_4
+    } else {
+        0.0
+    };
+    let s = t * t;
+    let mut p = P[9];
+    for &c in P[..9].iter().rev() {
+        p = p * s + c;
+    }
+    base + (t + t * s * p)
 }
 
 #[cfg(test)]
@@ -318,5 +363,23 @@ mod tests {
             .apply(z.view());
         assert!(out[(0, 0)].is_nan());
         assert_eq!(out[(1, 1)], 0.0);
+    }
+
+    #[test]
+    fn the_vectorizable_atan_is_libm_s_within_4_ulp() {
+        let mut worst = 0.0f64;
+        let mut x = 0.0f64;
+        while x < 1e6 {
+            let (a, b) = (atan_nonnegative(x), x.atan());
+            worst = worst.max(((a - b) / b.max(f64::MIN_POSITIVE)).abs());
+            x = x * 1.001 + 1e-7;
+        }
+        assert!(
+            worst <= 4.0 * f64::EPSILON,
+            "worst relative error {worst:e}"
+        );
+        assert_eq!(atan_nonnegative(0.0), 0.0);
+        assert_eq!(atan_nonnegative(f64::INFINITY), std::f64::consts::FRAC_PI_2);
+        assert!(atan_nonnegative(f64::NAN).is_nan());
     }
 }
