@@ -3,6 +3,8 @@
 #   on_exit+=("command")       more clean-up for the exit trap
 #   run NAME CMD...            runs CMD with page caches dropped (when allowed), prints and
 #                              records its wall time ${wall[NAME]} and peak RSS ${rss[NAME]} (MB)
+#   runs N NAME CMD...         runs CMD N times (caches dropped before each); ${wall[NAME]} is
+#                              the median, ${rss[NAME]} the largest
 #   ratio LABEL SLOW FAST      prints wall[SLOW] / wall[FAST]
 #   median X...                prints the median of the numbers
 set -euo pipefail
@@ -32,6 +34,17 @@ run() {
     read -r secs kb < "$work/.time"
     wall[$name]="$secs"; rss[$name]=$((kb / 1024))
     printf "%-34s %8.2f s %8d MB  %s\n" "$name" "$secs" "${rss[$name]}" "$(head -c 200 "$work/.out")"
+}
+runs() {
+    local n="$1" name="$2"; shift 2
+    local walls=() peak=0
+    for _ in $(seq "$n"); do
+        run "$name" "$@"
+        walls+=("${wall[$name]}")
+        (( rss[$name] > peak )) && peak=${rss[$name]}
+    done
+    wall[$name]="$(median "${walls[@]}")"; rss[$name]=$peak
+    printf "%-34s %8.2f s (median of %d) %8d MB\n" "$name" "${wall[$name]}" "$n" "$peak"
 }
 median() { printf "%s\n" "$@" | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 ratio() { printf "  %-40s %.1fx\n" "$1" "$(echo "${wall[$2]} / ${wall[$3]}" | bc -l)"; }

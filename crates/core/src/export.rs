@@ -368,8 +368,15 @@ impl GeoTiffWriter {
                 "tile {key} of band {band} is outside the GeoTIFF"
             )));
         }
-        let data = tile.data.convert(md.cell_type.data_type);
-        crate::with_tile_data!(&data, a => self.write_block(band + 1, key, a))
+        // Tiles come in the file's type (the chain's output type): converted only if not.
+        let converted;
+        let data = if tile.data.data_type() == md.cell_type.data_type {
+            &tile.data
+        } else {
+            converted = tile.data.convert(md.cell_type.data_type);
+            &converted
+        };
+        crate::with_tile_data!(data, a => self.write_block(band + 1, key, a))
     }
 
     fn write_block<T: Cell + GdalType + Copy>(

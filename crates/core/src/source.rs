@@ -419,6 +419,18 @@ impl GdalSource {
         cols: usize,
         rows: usize,
     ) -> Result<Array2<f64>> {
+        self.read_window_as::<f64>(band, col, row, cols, rows)
+    }
+
+    /// [`read_window`](Self::read_window) in the cell type `T` (GDAL converts).
+    pub fn read_window_as<T: gdal::raster::GdalType + Copy>(
+        &self,
+        band: usize,
+        col: u64,
+        row: u64,
+        cols: usize,
+        rows: usize,
+    ) -> Result<Array2<T>> {
         self.check_band(band)?;
         let url = &self.info.url;
         let b = self
@@ -426,7 +438,7 @@ impl GdalSource {
             .rasterband(band)
             .map_err(|e| Error::source(url, gdal_message(&e)))?;
         let buf = b
-            .read_as::<f64>(
+            .read_as::<T>(
                 (col as isize, row as isize),
                 (cols, rows),
                 (cols, rows),

@@ -8,6 +8,7 @@ use gdal::DriverManager;
 use gdal::cpl::CslStringList;
 use gdal::raster::Buffer;
 use ndarray::Array2;
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::ingest::Progress;
@@ -116,6 +117,8 @@ impl SynthDsm {
             ("BIGTIFF", "IF_SAFER"),
             ("BLOCKXSIZE", "256"),
             ("BLOCKYSIZE", "256"),
+            // Blocks compressed on all cores (each block alone: the same bytes).
+            ("NUM_THREADS", "ALL_CPUS"),
         ] {
             opts.set_name_value(k, v).map_err(err)?;
         }
@@ -137,8 +140,17 @@ impl SynthDsm {
         let mut row = 0;
         while row < self.rows {
             let n = STRIP.min(self.rows - row) as usize;
-            let strip = dsm_window(self.seed, 0, row, self.cols as usize, n);
-            let mut buf = Buffer::new((self.cols as usize, n), strip.into_raw_vec_and_offset().0);
+            // Rows on all cores: a city-sized DSM is billions of cells.
+            let mut strip = vec![0f32; n * self.cols as usize];
+            strip
+                .par_chunks_mut(self.cols as usize)
+                .enumerate()
+                .for_each(|(r, line)| {
+                    for (c, v) in line.iter_mut().enumerate() {
+                        *v = dsm_value(self.seed, c as u64, row + r as u64);
+                    }
+                });
+            let mut buf = Buffer::new((self.cols as usize, n), strip);
             band.write((0, row as isize), (self.cols as usize, n), &mut buf)
                 .map_err(err)?;
             row += n as u64;

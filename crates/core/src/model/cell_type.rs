@@ -83,6 +83,14 @@ impl DataType {
         }
     }
 
+    /// Whether every value of the type is exact in an f32 (24-bit significand).
+    pub fn exact_in_f32(self) -> bool {
+        matches!(
+            self,
+            DataType::U8 | DataType::I16 | DataType::U16 | DataType::F32
+        )
+    }
+
     /// Whether `v` is exactly representable in this type.
     pub fn can_hold(self, v: f64) -> bool {
         match self {

@@ -17,7 +17,47 @@ use crate::error::Result;
 /// Source index, band, block column, block row.
 type BlockKey = (usize, usize, u64, u64);
 
-/// A bounded cache of decoded blocks (f64 cells), least recently used out first.
+/// A decoded block: f32 cells when the source's type is exact in f32 (Float32, bytes, 16-bit
+/// integers: half the memory of f64, twice the blocks in the same cache — an SVF with a halo
+/// of 33 cells decoded each DEFLATE block of a city DSM 2.5 times with f64 blocks), else f64.
+#[derive(Debug)]
+enum Block {
+    F32(Array2<f32>),
+    F64(Array2<f64>),
+}
+
+impl Block {
+    fn dim(&self) -> (usize, usize) {
+        match self {
+            Block::F32(a) => a.dim(),
+            Block::F64(a) => a.dim(),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Block::F32(a) => a.len() * 4,
+            Block::F64(a) => a.len() * 8,
+        }
+    }
+
+    /// Copies cells [r0, r1) × [c0, c1) of the block into `out`, as f64 (exactly).
+    fn copy_into(
+        &self,
+        (r0, r1): (usize, usize),
+        (c0, c1): (usize, usize),
+        mut out: ndarray::ArrayViewMut2<f64>,
+    ) {
+        match self {
+            Block::F32(a) => {
+                out.zip_mut_with(&a.slice(s![r0..r1, c0..c1]), |o, &v| *o = f64::from(v))
+            }
+            Block::F64(a) => out.assign(&a.slice(s![r0..r1, c0..c1])),
+        }
+    }
+}
+
+/// A bounded cache of decoded blocks, least recently used out first.
 #[derive(Debug)]
 pub struct BlockCache {
     capacity: usize,
@@ -26,7 +66,7 @@ pub struct BlockCache {
 
 #[derive(Debug, Default)]
 struct Lru {
-    blocks: HashMap<BlockKey, (Arc<Array2<f64>>, u64)>,
+    blocks: HashMap<BlockKey, (Arc<Block>, u64)>,
     bytes: usize,
     tick: u64,
 }
@@ -61,7 +101,8 @@ impl BlockCache {
             && row % bh == 0
             && (cols as u64 == bw || col + cols as u64 == grid.cols)
             && (rows as u64 == bh || row + rows as u64 == grid.rows);
-        let block_bytes = (bw * bh * 8) as usize;
+        let exact_in_f32 = src.info().cell_type.data_type.exact_in_f32();
+        let block_bytes = (bw * bh) as usize * if exact_in_f32 { 4 } else { 8 };
         if one_block || block_bytes > self.capacity / 8 {
             return src.read_window(band, col, row, cols, rows);
         }
@@ -71,21 +112,21 @@ impl BlockCache {
             for bx in col / bw..=(c1 - 1) / bw {
                 let block = self.block(index, src, band, bx, by, (bw, bh))?;
                 let (x0, y0) = (bx * bw, by * bh);
+                let (brows, bcols) = block.dim();
                 // The overlap of the block and the window, in raster cells.
-                let (ox0, ox1) = (x0.max(col), (x0 + block.ncols() as u64).min(c1));
-                let (oy0, oy1) = (y0.max(row), (y0 + block.nrows() as u64).min(r1));
+                let (ox0, ox1) = (x0.max(col), (x0 + bcols as u64).min(c1));
+                let (oy0, oy1) = (y0.max(row), (y0 + brows as u64).min(r1));
                 if ox0 >= ox1 || oy0 >= oy1 {
                     continue;
                 }
-                let from = block.slice(s![
-                    (oy0 - y0) as usize..(oy1 - y0) as usize,
-                    (ox0 - x0) as usize..(ox1 - x0) as usize
-                ]);
-                out.slice_mut(s![
-                    (oy0 - row) as usize..(oy1 - row) as usize,
-                    (ox0 - col) as usize..(ox1 - col) as usize
-                ])
-                .assign(&from);
+                block.copy_into(
+                    ((oy0 - y0) as usize, (oy1 - y0) as usize),
+                    ((ox0 - x0) as usize, (ox1 - x0) as usize),
+                    out.slice_mut(s![
+                        (oy0 - row) as usize..(oy1 - row) as usize,
+                        (ox0 - col) as usize..(ox1 - col) as usize
+                    ]),
+                );
             }
         }
         Ok(out)
@@ -99,7 +140,7 @@ impl BlockCache {
         bx: u64,
         by: u64,
         (bw, bh): (u64, u64),
-    ) -> Result<Arc<Array2<f64>>> {
+    ) -> Result<Arc<Block>> {
         let key = (index, band, bx, by);
         {
             let mut lru = self.lock();
@@ -118,13 +159,17 @@ impl BlockCache {
             bw.min(grid.cols - x0) as usize,
             bh.min(grid.rows - y0) as usize,
         );
-        let block = Arc::new(src.read_window(band, x0, y0, w, h)?);
+        let block = Arc::new(if src.info().cell_type.data_type.exact_in_f32() {
+            Block::F32(src.read_window_as::<f32>(band, x0, y0, w, h)?)
+        } else {
+            Block::F64(src.read_window(band, x0, y0, w, h)?)
+        });
         let mut lru = self.lock();
-        let bytes = w * h * 8;
+        let bytes = block.bytes();
         lru.tick += 1;
         let tick = lru.tick;
         if let Some((old, _)) = lru.blocks.insert(key, (block.clone(), tick)) {
-            lru.bytes -= old.len() * 8;
+            lru.bytes -= old.bytes();
         }
         lru.bytes += bytes;
         while lru.bytes > self.capacity && lru.blocks.len() > 1 {
@@ -136,7 +181,7 @@ impl BlockCache {
                 .map(|(k, _)| *k);
             let Some(k) = oldest else { break };
             if let Some((b, _)) = lru.blocks.remove(&k) {
-                lru.bytes -= b.len() * 8;
+                lru.bytes -= b.bytes();
             }
         }
         Ok(block)
