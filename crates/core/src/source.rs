@@ -409,21 +409,9 @@ impl GdalSource {
         Ok(())
     }
 
-    /// Reads cells [col, col + cols) × [row, row + rows) of `band` (1-based) as f64. The window
-    /// must lie inside the raster.
-    pub fn read_window(
-        &self,
-        band: usize,
-        col: u64,
-        row: u64,
-        cols: usize,
-        rows: usize,
-    ) -> Result<Array2<f64>> {
-        self.read_window_as::<f64>(band, col, row, cols, rows)
-    }
-
-    /// [`read_window`](Self::read_window) in the cell type `T` (GDAL converts).
-    pub fn read_window_as<T: gdal::raster::GdalType + Copy>(
+    /// Reads cells [col, col + cols) × [row, row + rows) of `band` (1-based) as `T` (GDAL
+    /// converts). The window must lie inside the raster.
+    pub fn read_window<T: gdal::raster::GdalType + Copy>(
         &self,
         band: usize,
         col: u64,

@@ -160,7 +160,7 @@ impl BlockCache {
             bh.min(grid.rows - y0) as usize,
         );
         let block = Arc::new(if src.info().cell_type.data_type.exact_in_f32() {
-            Block::F32(src.read_window_as::<f32>(band, x0, y0, w, h)?)
+            Block::F32(src.read_window::<f32>(band, x0, y0, w, h)?)
         } else {
             Block::F64(src.read_window(band, x0, y0, w, h)?)
         });
@@ -215,7 +215,7 @@ mod tests {
             (256, 256, 256, 256),
             (512, 512, 188, 18),
         ] {
-            let want = src.read_window(1, col, row, cols, rows).unwrap();
+            let want = src.read_window::<f64>(1, col, row, cols, rows).unwrap();
             let got = cache
                 .read_window(0, &src, 1, (col, row), (cols, rows))
                 .unwrap();
