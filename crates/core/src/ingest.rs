@@ -531,6 +531,61 @@ impl<'a> Worker<'a> {
         Ok(out)
     }
 
+    /// The chain's input on `target` when the plan has one source, on the layer's grid and
+    /// not reprojected (a DEM under `tessera dem`): per band, the source's cells, NaN where
+    /// they are NoData or beyond the source — what [`Self::stack`] and `Merger::finish_nan`
+    /// give for one aligned source (whatever the merge method, one value merges to itself), in
+    /// one pass instead of three. `None` for any other plan.
+    fn aligned_single(
+        &self,
+        plan: &IngestPlan,
+        options: &IngestOptions,
+        target: &GridExtent,
+    ) -> Result<Option<Vec<Array2<f64>>>> {
+        let [planned] = plan.sources.as_slice() else {
+            return Ok(None);
+        };
+        let grid = &planned.info.grid;
+        if options.stack || planned.reproject || !grid.is_aligned_with(target) {
+            return Ok(None);
+        }
+        let (rows, cols) = (target.rows as usize, target.cols as usize);
+        let mut out = Vec::with_capacity(plan.bands.len());
+        for &band in &plan.bands {
+            let mut values = Array2::from_elem((rows, cols), f64::NAN);
+            if let Some((c0, r0, c1, r1)) = window_for(grid, &target.extent, 0.0) {
+                let window = self.blocks.read_window(
+                    0,
+                    &self.sources[0],
+                    band,
+                    (c0, r0),
+                    ((c1 - c0) as usize, (r1 - r0) as usize),
+                )?;
+                // Where the window's first cell falls in the target, as `cut_into` places it.
+                let (gx, gy) = grid.map_to_grid_f64(target.extent.xmin, target.extent.ymax);
+                let (dc, dr) = (
+                    c0 as isize - gx.round() as isize,
+                    r0 as isize - gy.round() as isize,
+                );
+                let cell_type = planned.info.cell_type;
+                for (wr, line) in window.rows().into_iter().enumerate() {
+                    let r = wr as isize + dr;
+                    if r < 0 || r as usize >= rows {
+                        continue;
+                    }
+                    for (wc, &v) in line.iter().enumerate() {
+                        let c = wc as isize + dc;
+                        if c >= 0 && (c as usize) < cols && !cell_type.is_nodata(v) {
+                            values[(r as usize, c as usize)] = v;
+                        }
+                    }
+                }
+            }
+            out.push(values);
+        }
+        Ok(Some(out))
+    }
+
     /// The output tiles of a key, one per output band.
     fn tiles(
         &self,
@@ -556,8 +611,14 @@ impl<'a> Worker<'a> {
             tile.cols + 2 * h,
             tile.rows + 2 * h,
         );
-        let stack = self.stack(plan, options, &target)?;
-        let values: Vec<Array2<f64>> = stack.into_iter().map(Merger::finish_nan).collect();
+        let values = match self.aligned_single(plan, options, &target)? {
+            Some(values) => values,
+            None => self
+                .stack(plan, options, &target)?
+                .into_iter()
+                .map(Merger::finish_nan)
+                .collect(),
+        };
         let fill = cell_type.fill_value();
         Ok(chain
             .apply(values)
