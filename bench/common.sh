@@ -7,6 +7,10 @@
 #                              the median, ${rss[NAME]} the largest
 #   ratio LABEL SLOW FAST      prints wall[SLOW] / wall[FAST]
 #   median X...                prints the median of the numbers
+#   cluster STORE N            starts a coordinator on a loopback port storing in STORE and N
+#                              worker processes, each under /usr/bin/time (peak RSS in KB in
+#                              $work/wI.time); sets $url
+#   stop_workers               stops the workers once idle (SIGTERM) and waits for their reports
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # TESSERA_BIN=path runs that binary instead of building this tree's (to compare two versions in
@@ -48,3 +52,23 @@ runs() {
 }
 median() { printf "%s\n" "$@" | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 ratio() { printf "  %-40s %.1fx\n" "$1" "$(echo "${wall[$2]} / ${wall[$3]}" | bc -l)"; }
+
+pids=()
+on_exit+=('for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done')
+cluster() {
+    local store="$1" n="$2"
+    "$bin" coordinator --listen 127.0.0.1:0 --store "$store" >"$work/coord.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 100); do grep -q "listening on" "$work/coord.log" && break; sleep 0.1; done
+    url=$(grep -o "http://[0-9.:]*" "$work/coord.log" | head -1)
+    for i in $(seq "$n"); do
+        /usr/bin/time -f "%M" -o "$work/w$i.time" \
+            "$bin" worker --coordinator "$url" --threads 1 >"$work/w$i.log" 2>&1 &
+        pids+=($!)
+    done
+}
+stop_workers() {
+    # Workers stop on SIGTERM once idle; their /usr/bin/time reports then.
+    for p in "${pids[@]:1}"; do pkill -TERM -P "$p" 2>/dev/null || true; done
+    wait "${pids[@]:1}" 2>/dev/null || true
+}

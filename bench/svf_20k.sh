@@ -6,8 +6,6 @@
 #   bench/svf_20k.sh [SIZE]     (default 20000)
 size="${1:-20000}"
 source "$(dirname "$0")/common.sh"
-pids=()
-on_exit+=('for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done')
 
 /usr/bin/time -f "synth: %e s" "$bin" --quiet synth dsm "$work/dsm.tif" --cols "$size" --rows "$size" --seed 7
 echo "DSM: ${size} x ${size} Float32, $(du -m "$work/dsm.tif" | cut -f1) MB on disk"
@@ -21,24 +19,14 @@ operations:
 output: {url: file://$work/out/svf, zstd_level: 1}
 YAML
 mkdir -p "$work/out"
-"$bin" coordinator --listen 127.0.0.1:0 --store "file://$work/out" >"$work/coord.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do grep -q "listening on" "$work/coord.log" && break; sleep 0.1; done
-url=$(grep -o "http://[0-9.:]*" "$work/coord.log" | head -1)
-for i in 1 2; do
-    /usr/bin/time -f "worker $i peak RSS: %M KB" -o "$work/w$i.time" \
-        "$bin" worker --coordinator "$url" --threads 1 >"$work/w$i.log" 2>&1 &
-    pids+=($!)
-done
+cluster "file://$work/out" 2
 start=$(date +%s.%N)
 "$bin" --quiet submit "$work/job.yaml" --coordinator "$url" --watch
 end=$(date +%s.%N)
-# Workers stop on SIGTERM once idle; their /usr/bin/time reports then.
-for p in "${pids[@]:1}"; do pkill -TERM -P "$p" 2>/dev/null || true; done
-wait "${pids[@]:1}" 2>/dev/null || true
+stop_workers
 printf "svf of %s x %s through 2 workers: %.1f s wall\n" "$size" "$size" "$(echo "$end - $start" | bc -l)"
 for i in 1 2; do
-    kb=$(grep -o "[0-9]* KB" "$work/w$i.time" | cut -d' ' -f1)
+    kb=$(cat "$work/w$i.time")
     printf "worker %d peak RSS: %.0f MB\n" "$i" "$(echo "$kb / 1024" | bc -l)"
 done
 "$bin" layer info "file://$work/out/svf" | grep -E "tiles|cells" | head -3

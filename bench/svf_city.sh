@@ -12,8 +12,6 @@
 cols="${1:-46667}"
 rows="${2:-60834}"
 source "$(dirname "$0")/common.sh"
-pids=()
-on_exit+=('for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done')
 
 cache="${TESSERA_BENCH_CACHE:-$HOME/.cache/tessera/bench}"
 mkdir -p "$cache"
@@ -60,20 +58,12 @@ operations:
 output: {url: file://$work/out/svf, zstd_level: 1}
 YAML
 mkdir -p "$work/out"
-"$bin" coordinator --listen 127.0.0.1:0 --store "file://$work/out" >"$work/coord.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do grep -q "listening on" "$work/coord.log" && break; sleep 0.1; done
-url=$(grep -o "http://[0-9.:]*" "$work/coord.log" | head -1)
-for i in 1 2; do
-    /usr/bin/time -f "%M" -o "$work/w$i.time" "$bin" worker --coordinator "$url" --threads 1 >"$work/w$i.log" 2>&1 &
-    pids+=($!)
-done
+cluster "file://$work/out" 2
 start=$(date +%s.%N)
 "$bin" --quiet submit "$work/job.yaml" --coordinator "$url" --watch
 "$bin" --quiet layer export "file://$work/out/svf" "$work/svf2.tif" --compress zstd
 end=$(date +%s.%N)
-for p in "${pids[@]:1}"; do pkill -TERM -P "$p" 2>/dev/null || true; done
-wait "${pids[@]:1}" 2>/dev/null || true
+stop_workers
 secs=$(echo "$end - $start" | bc -l)
 printf "  %-40s %.2fx the kernel (%.1f s / %.1f s), worker peak RSS %d and %d MB\n" \
     "end to end, 2 workers + export:" "$(echo "$secs / $kernel" | bc -l)" "$secs" "$kernel" \
