@@ -1,6 +1,7 @@
 //! Exporting a layer to a single raster file through GDAL: GeoTIFF (tiled) or COG, compressed
-//! with DEFLATE (the default), ZSTD or not at all.
-//! The file is written under a temporary name and renamed when complete.
+//! with DEFLATE (the default), ZSTD or not at all — and the GeoTIFF that tile tasks write
+//! directly, block by block, without a layer ([`GeoTiffWriter`], [`compute_to_gtiff`]).
+//! Files are written under a temporary name and renamed when complete.
 
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,7 @@
-//! `tessera dem`: gdaldem-like terrain analysis on one raster, run as the same job `tessera run`
-//! would run — an embedded coordinator and workers, tiles with halos — then exported to one
-//! GeoTIFF.
+//! `tessera dem`: gdaldem-like terrain analysis on one raster, planned as the job `tessera run`
+//! would run (tiles with halos). By default the tiles are computed in this process and written
+//! straight into one GeoTIFF; with `--keep-layer` the job runs on an embedded coordinator and
+//! workers, writes the layer, and the layer is exported.
 
 use std::path::PathBuf;
 
