@@ -1,0 +1,276 @@
+//! One thread's share of a tile task: its handles on the sources, and the tiles of a key —
+//! each source's window cut onto the key's tile (with the chain's halo), merged, and run
+//! through the operation chain.
+
+use ndarray::Array2;
+
+use super::{IngestOptions, IngestPlan};
+use crate::error::Result;
+use crate::model::{Extent, GridExtent, SpatialKey, ceil_snapped, floor_snapped};
+use crate::operation::PreparedChain;
+use crate::source::{BlockCache, GdalSource, Reprojection};
+use crate::tile::{Merger, SourceWindow, Tile, TileData, cut_into};
+
+/// The cell window [c0, c1) × [r0, r1) of `grid` that covers `extent` plus `margin` cells,
+/// clipped to the grid; `None` when empty.
+fn window_for(grid: &GridExtent, extent: &Extent, margin: f64) -> Option<(u64, u64, u64, u64)> {
+    let (x0, y0) = grid.map_to_grid_f64(extent.xmin, extent.ymax);
+    let (x1, y1) = grid.map_to_grid_f64(extent.xmax, extent.ymin);
+    let c0 = (floor_snapped(x0) - margin).max(0.0);
+    let r0 = (floor_snapped(y0) - margin).max(0.0);
+    let c1 = (ceil_snapped(x1) + margin).min(grid.cols as f64);
+    let r1 = (ceil_snapped(y1) + margin).min(grid.rows as f64);
+    (c0 < c1 && r0 < r1).then_some((c0 as u64, r0 as u64, c1 as u64, r1 as u64))
+}
+
+/// The bounding box in `reprojection`'s target CRS of a grid of points over `extent`.
+fn reprojected_bbox(extent: &Extent, reprojection: &Reprojection) -> Option<Extent> {
+    const N: usize = 21;
+    let mut xs = Vec::with_capacity(N * N);
+    let mut ys = Vec::with_capacity(N * N);
+    for i in 0..N {
+        let t = i as f64 / (N - 1) as f64;
+        for j in 0..N {
+            let u = j as f64 / (N - 1) as f64;
+            xs.push(extent.xmin + t * extent.width());
+            ys.push(extent.ymin + u * extent.height());
+        }
+    }
+    reprojection.transform(&mut xs, &mut ys);
+    let mut e = Extent::new(
+        f64::INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NEG_INFINITY,
+    );
+    for (&x, &y) in xs.iter().zip(&ys) {
+        if x.is_finite() && y.is_finite() {
+            e = Extent::new(e.xmin.min(x), e.ymin.min(y), e.xmax.max(x), e.ymax.max(y));
+        }
+    }
+    (e.xmin <= e.xmax && e.ymin <= e.ymax).then_some(e)
+}
+
+/// One thread's open sources and transforms, and the task's shared decoded blocks.
+pub(super) struct Worker<'a> {
+    sources: Vec<GdalSource>,
+    reprojections: Vec<Option<Reprojection>>,
+    blocks: &'a BlockCache,
+}
+
+impl<'a> Worker<'a> {
+    pub(super) fn open(plan: &IngestPlan, blocks: &'a BlockCache) -> Result<Worker<'a>> {
+        let mut sources = Vec::with_capacity(plan.sources.len());
+        let mut reprojections = Vec::with_capacity(plan.sources.len());
+        for p in &plan.sources {
+            sources.push(GdalSource::reopen(&p.info)?);
+            reprojections.push(if p.reproject {
+                Some(Reprojection::new(&plan.metadata.crs, &p.info.crs)?)
+            } else {
+                None
+            });
+        }
+        Ok(Worker {
+            sources,
+            reprojections,
+            blocks,
+        })
+    }
+
+    /// Cuts `band` of the sources `which` onto `target` into `merger`.
+    fn cut(
+        &self,
+        plan: &IngestPlan,
+        options: &IngestOptions,
+        target: &GridExtent,
+        band: usize,
+        which: std::ops::Range<usize>,
+        merger: &mut Merger,
+    ) -> Result<()> {
+        let target = *target;
+        for i in which {
+            let (planned, src, reprojection) =
+                (&plan.sources[i], &self.sources[i], &self.reprojections[i]);
+            if !planned.layer_grid.extent.intersects(&target.extent) {
+                continue;
+            }
+            let grid = &planned.info.grid;
+            let window = match reprojection {
+                None => {
+                    let margin = if grid.is_aligned_with(&target) {
+                        0.0
+                    } else {
+                        options.resample.margin() as f64
+                    };
+                    window_for(grid, &target.extent, margin)
+                }
+                Some(r) => {
+                    let Some(bbox) = reprojected_bbox(&target.extent, r) else {
+                        continue;
+                    };
+                    window_for(grid, &bbox, options.resample.margin() as f64 + 1.0)
+                }
+            };
+            let Some((c0, r0, c1, r1)) = window else {
+                continue;
+            };
+            let values = self.blocks.read_window(
+                i,
+                src,
+                band,
+                (c0, r0),
+                ((c1 - c0) as usize, (r1 - r0) as usize),
+            )?;
+            let window_grid = GridExtent::from_origin(
+                grid.extent.xmin + c0 as f64 * grid.cell_size.width,
+                grid.extent.ymax - r0 as f64 * grid.cell_size.height,
+                grid.cell_size,
+                c1 - c0,
+                r1 - r0,
+            );
+            let sw = SourceWindow {
+                values: values.view(),
+                grid: window_grid,
+                cell_type: planned.info.cell_type,
+            };
+            match reprojection {
+                None => cut_into(&sw, &target, options.resample, None, merger),
+                Some(r) => {
+                    let t = |xs: &mut [f64], ys: &mut [f64]| r.transform(xs, ys);
+                    cut_into(&sw, &target, options.resample, Some(&t), merger)
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The merged stack on `target` (a key's tile, or the tile and its halo): per band, and per
+    /// source when stacking.
+    fn stack(
+        &self,
+        plan: &IngestPlan,
+        options: &IngestOptions,
+        target: &GridExtent,
+    ) -> Result<Vec<Merger>> {
+        let new = || Merger::new(options.merge, target.rows as usize, target.cols as usize);
+        let mut out = Vec::new();
+        if options.stack {
+            for s in 0..plan.sources.len() {
+                for &band in &plan.bands {
+                    let mut m = new();
+                    self.cut(plan, options, target, band, s..s + 1, &mut m)?;
+                    out.push(m);
+                }
+            }
+        } else {
+            for &band in &plan.bands {
+                let mut m = new();
+                self.cut(plan, options, target, band, 0..plan.sources.len(), &mut m)?;
+                out.push(m);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The chain's input on `target` when the plan has one source, on the layer's grid and
+    /// not reprojected (a DEM under `tessera dem`): per band, the source's cells, NaN where
+    /// they are NoData or beyond the source — what [`Self::stack`] and `Merger::finish_nan`
+    /// give for one aligned source (whatever the merge method, one value merges to itself), in
+    /// one pass instead of three. `None` for any other plan.
+    fn aligned_single(
+        &self,
+        plan: &IngestPlan,
+        options: &IngestOptions,
+        target: &GridExtent,
+    ) -> Result<Option<Vec<Array2<f64>>>> {
+        let [planned] = plan.sources.as_slice() else {
+            return Ok(None);
+        };
+        let grid = &planned.info.grid;
+        if options.stack || planned.reproject || !grid.is_aligned_with(target) {
+            return Ok(None);
+        }
+        let (rows, cols) = (target.rows as usize, target.cols as usize);
+        let mut out = Vec::with_capacity(plan.bands.len());
+        for &band in &plan.bands {
+            let mut values = Array2::from_elem((rows, cols), f64::NAN);
+            if let Some((c0, r0, c1, r1)) = window_for(grid, &target.extent, 0.0) {
+                let window = self.blocks.read_window(
+                    0,
+                    &self.sources[0],
+                    band,
+                    (c0, r0),
+                    ((c1 - c0) as usize, (r1 - r0) as usize),
+                )?;
+                // Where the window's first cell falls in the target, as `cut_into` places it.
+                let (gx, gy) = grid.map_to_grid_f64(target.extent.xmin, target.extent.ymax);
+                let (dc, dr) = (
+                    c0 as isize - gx.round() as isize,
+                    r0 as isize - gy.round() as isize,
+                );
+                let cell_type = planned.info.cell_type;
+                for (wr, line) in window.rows().into_iter().enumerate() {
+                    let r = wr as isize + dr;
+                    if r < 0 || r as usize >= rows {
+                        continue;
+                    }
+                    for (wc, &v) in line.iter().enumerate() {
+                        let c = wc as isize + dc;
+                        if c >= 0 && (c as usize) < cols && !cell_type.is_nodata(v) {
+                            values[(r as usize, c as usize)] = v;
+                        }
+                    }
+                }
+            }
+            out.push(values);
+        }
+        Ok(Some(out))
+    }
+
+    /// The output tiles of a key, one per output band.
+    pub(super) fn tiles(
+        &self,
+        plan: &IngestPlan,
+        options: &IngestOptions,
+        chain: &PreparedChain,
+        key: SpatialKey,
+    ) -> Result<Vec<Tile>> {
+        let tile = plan.metadata.layout.tile_grid(key);
+        let cell_type = plan.metadata.cell_type;
+        if chain.is_empty() {
+            let stack = self.stack(plan, options, &tile)?;
+            return Ok(stack.into_iter().map(|m| m.finish(cell_type)).collect());
+        }
+        // The tile and the halo its focal operations need; cells beyond the sources are NoData,
+        // as they are for the whole raster.
+        let h = chain.halo() as u64;
+        let cs = tile.cell_size;
+        let target = GridExtent::from_origin(
+            tile.extent.xmin - h as f64 * cs.width,
+            tile.extent.ymax + h as f64 * cs.height,
+            cs,
+            tile.cols + 2 * h,
+            tile.rows + 2 * h,
+        );
+        let values = match self.aligned_single(plan, options, &target)? {
+            Some(values) => values,
+            None => self
+                .stack(plan, options, &target)?
+                .into_iter()
+                .map(Merger::finish_nan)
+                .collect(),
+        };
+        let fill = cell_type.fill_value();
+        Ok(chain
+            .apply(values)
+            .into_iter()
+            .map(|mut a| {
+                a.mapv_inplace(|v| if v.is_nan() { fill } else { v });
+                Tile {
+                    data: TileData::from_f64(cell_type.data_type, &a),
+                    cell_type,
+                }
+            })
+            .collect())
+    }
+}
