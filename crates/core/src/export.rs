@@ -11,7 +11,9 @@ use gdal::{Dataset, DriverManager};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::ingest::{IngestOptions, IngestPlan, KeysSummary, Progress, with_threads, write_keys};
+use crate::ingest::{
+    IngestOptions, IngestPlan, KeysSummary, Progress, TileSink, with_threads, write_keys,
+};
 use crate::layer::LayerReader;
 use crate::model::{DataType, SpatialKey, TileLayerMetadata};
 use crate::source::spatial_ref;
@@ -94,6 +96,41 @@ fn gdal_err(path: &Path, e: impl std::fmt::Display) -> Error {
 /// Removes a file when dropped unless disarmed.
 struct TempFile(Option<PathBuf>);
 
+impl TempFile {
+    /// `.{name}.{pid}.tmp{suffix}` beside `out`, removed when dropped unless persisted; an
+    /// error when `out`'s directory does not exist.
+    fn beside(out: &Path, suffix: &str) -> Result<TempFile> {
+        let parent = out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if !parent.is_dir() {
+            return Err(gdal_err(out, "its directory does not exist"));
+        }
+        let name = out
+            .file_name()
+            .ok_or_else(|| gdal_err(out, "not a file name"))?
+            .to_string_lossy();
+        Ok(TempFile(Some(parent.join(format!(
+            ".{name}.{}.tmp{suffix}",
+            std::process::id()
+        )))))
+    }
+
+    fn path(&self) -> Result<&Path> {
+        self.0
+            .as_deref()
+            .ok_or_else(|| Error::Internal("temp path".into()))
+    }
+
+    /// Renames the file to `out` and keeps it.
+    fn persist(mut self, out: &Path) -> Result<()> {
+        std::fs::rename(self.path()?, out).map_err(|e| gdal_err(out, e))?;
+        self.0 = None;
+        Ok(())
+    }
+}
+
 impl Drop for TempFile {
     fn drop(&mut self) {
         if let Some(p) = self.0.take() {
@@ -111,61 +148,42 @@ pub fn export(
     progress: &dyn Progress,
 ) -> Result<()> {
     let reader = LayerReader::open(layer_url)?;
-    let (parent, name) = beside(out)?;
-    let tiff = TempFile(Some(
-        parent.join(format!(".{name}.{}.tmp.tif", std::process::id())),
-    ));
-    let tiff_path = tiff
-        .0
-        .clone()
-        .ok_or_else(|| Error::Internal("temp path".into()))?;
-    {
-        let md = reader.metadata();
-        let ds = create_gtiff(&tiff_path, md, reader.info().bands.len(), compression)?;
-        let ds = match md.cell_type.data_type {
-            DataType::U8 => write_gtiff::<u8>(&reader, ds, &tiff_path, progress),
-            DataType::I16 => write_gtiff::<i16>(&reader, ds, &tiff_path, progress),
-            DataType::U16 => write_gtiff::<u16>(&reader, ds, &tiff_path, progress),
-            DataType::I32 => write_gtiff::<i32>(&reader, ds, &tiff_path, progress),
-            DataType::F32 => write_gtiff::<f32>(&reader, ds, &tiff_path, progress),
-            DataType::F64 => write_gtiff::<f64>(&reader, ds, &tiff_path, progress),
-        }?;
-        match format {
-            ExportFormat::GTiff => drop(ds),
-            ExportFormat::Cog => {
-                let cog_tmp = TempFile(Some(
-                    parent.join(format!(".{name}.{}.tmp.cog.tif", std::process::id())),
-                ));
-                let cog_path = cog_tmp
-                    .0
-                    .clone()
-                    .ok_or_else(|| Error::Internal("temp path".into()))?;
-                let driver =
-                    DriverManager::get_driver_by_name("COG").map_err(|e| gdal_err(out, e))?;
-                let mut opts = CslStringList::new();
-                for (k, v) in [
-                    ("COMPRESS", compression.gdal_name()),
-                    ("BLOCKSIZE", "256"),
-                    ("NUM_THREADS", "ALL_CPUS"),
-                ] {
-                    opts.set_name_value(k, v).map_err(|e| gdal_err(out, e))?;
-                }
-                let cog = ds
-                    .create_copy(&driver, &cog_path, &opts)
-                    .map_err(|e| gdal_err(out, e))?;
-                drop(cog);
-                drop(ds);
-                std::fs::rename(&cog_path, out).map_err(|e| gdal_err(out, e))?;
-                let mut cog_tmp = cog_tmp;
-                cog_tmp.0 = None;
-                return Ok(());
+    let tiff = TempFile::beside(out, ".tif")?;
+    let tiff_path = tiff.path()?;
+    let md = reader.metadata();
+    let ds = create_gtiff(tiff_path, md, reader.info().bands.len(), compression)?;
+    let ds = match md.cell_type.data_type {
+        DataType::U8 => write_gtiff::<u8>(&reader, ds, tiff_path, progress),
+        DataType::I16 => write_gtiff::<i16>(&reader, ds, tiff_path, progress),
+        DataType::U16 => write_gtiff::<u16>(&reader, ds, tiff_path, progress),
+        DataType::I32 => write_gtiff::<i32>(&reader, ds, tiff_path, progress),
+        DataType::F32 => write_gtiff::<f32>(&reader, ds, tiff_path, progress),
+        DataType::F64 => write_gtiff::<f64>(&reader, ds, tiff_path, progress),
+    }?;
+    match format {
+        ExportFormat::GTiff => {
+            drop(ds);
+            tiff.persist(out)
+        }
+        ExportFormat::Cog => {
+            let cog = TempFile::beside(out, ".cog.tif")?;
+            let driver = DriverManager::get_driver_by_name("COG").map_err(|e| gdal_err(out, e))?;
+            let mut opts = CslStringList::new();
+            for (k, v) in [
+                ("COMPRESS", compression.gdal_name()),
+                ("BLOCKSIZE", "256"),
+                ("NUM_THREADS", "ALL_CPUS"),
+            ] {
+                opts.set_name_value(k, v).map_err(|e| gdal_err(out, e))?;
             }
+            let copy = ds
+                .create_copy(&driver, cog.path()?, &opts)
+                .map_err(|e| gdal_err(out, e))?;
+            drop(copy);
+            drop(ds);
+            cog.persist(out)
         }
     }
-    std::fs::rename(&tiff_path, out).map_err(|e| gdal_err(out, e))?;
-    let mut tiff = tiff;
-    tiff.0 = None;
-    Ok(())
 }
 
 /// A tile's cells clipped to the raster, and where they go.
@@ -173,23 +191,6 @@ struct ExportBlock<T> {
     origin: (isize, isize),
     size: (usize, usize),
     values: Vec<T>,
-}
-
-/// The directory `out` is written in, and its file name.
-fn beside(out: &Path) -> Result<(PathBuf, String)> {
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if !parent.is_dir() {
-        return Err(gdal_err(out, "its directory does not exist"));
-    }
-    let name = out
-        .file_name()
-        .ok_or_else(|| gdal_err(out, "not a file name"))?
-        .to_string_lossy()
-        .to_string();
-    Ok((parent.to_path_buf(), name))
 }
 
 /// An empty GeoTIFF at `path` for a layer with this metadata and `bands` bands: its grid, CRS,
@@ -347,10 +348,8 @@ impl GeoTiffWriter {
         out: &Path,
         compression: Compression,
     ) -> Result<GeoTiffWriter> {
-        let (parent, name) = beside(out)?;
-        let path = parent.join(format!(".{name}.{}.tmp.tif", std::process::id()));
-        let temp = TempFile(Some(path.clone()));
-        let ds = create_gtiff(&path, metadata, bands, compression)?;
+        let temp = TempFile::beside(out, ".tif")?;
+        let ds = create_gtiff(temp.path()?, metadata, bands, compression)?;
         Ok(GeoTiffWriter {
             ds: std::sync::Mutex::new(ds),
             metadata: metadata.clone(),
@@ -358,26 +357,6 @@ impl GeoTiffWriter {
             temp,
             out: out.to_path_buf(),
         })
-    }
-
-    /// Writes the tile at `key` of band `band` (0-based): one block when the file's blocks are
-    /// the tiles, else the tile's window clipped to the raster.
-    pub fn write_tile(&self, band: usize, key: SpatialKey, tile: &Tile) -> Result<()> {
-        let md = &self.metadata;
-        if band >= self.bands || !md.bounds.to_grid_bounds().contains(key) {
-            return Err(Error::Internal(format!(
-                "tile {key} of band {band} is outside the GeoTIFF"
-            )));
-        }
-        // Tiles come in the file's type (the chain's output type): converted only if not.
-        let converted;
-        let data = if tile.data.data_type() == md.cell_type.data_type {
-            &tile.data
-        } else {
-            converted = tile.data.convert(md.cell_type.data_type);
-            &converted
-        };
-        crate::with_tile_data!(data, a => self.write_block(band + 1, key, a))
     }
 
     fn write_block<T: Cell + GdalType + Copy>(
@@ -419,18 +398,32 @@ impl GeoTiffWriter {
 
     /// Flushes and closes the file and renames it to its name.
     pub fn finish(self) -> Result<()> {
-        let GeoTiffWriter {
-            ds, mut temp, out, ..
-        } = self;
+        let GeoTiffWriter { ds, temp, out, .. } = self;
         let ds = ds.into_inner().unwrap_or_else(|p| p.into_inner());
-        let path = temp
-            .0
-            .clone()
-            .ok_or_else(|| Error::Internal("temp path".into()))?;
         ds.close().map_err(|e| gdal_err(&out, e))?;
-        std::fs::rename(&path, &out).map_err(|e| gdal_err(&out, e))?;
-        temp.0 = None;
-        Ok(())
+        temp.persist(&out)
+    }
+}
+
+impl TileSink for GeoTiffWriter {
+    /// Writes the tile at `key` of band `band` (0-based): one block when the file's blocks are
+    /// the tiles, else the tile's window clipped to the raster.
+    fn write_tile(&self, band: usize, key: SpatialKey, tile: &Tile) -> Result<()> {
+        let md = &self.metadata;
+        if band >= self.bands || !md.bounds.to_grid_bounds().contains(key) {
+            return Err(Error::Internal(format!(
+                "tile {key} of band {band} is outside the GeoTIFF"
+            )));
+        }
+        // Tiles come in the file's type (the chain's output type): converted only if not.
+        let converted;
+        let data = if tile.data.data_type() == md.cell_type.data_type {
+            &tile.data
+        } else {
+            converted = tile.data.convert(md.cell_type.data_type);
+            &converted
+        };
+        crate::with_tile_data!(data, a => self.write_block(band + 1, key, a))
     }
 }
 

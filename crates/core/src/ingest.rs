@@ -398,12 +398,6 @@ impl TileSink for LayerWriter {
     }
 }
 
-impl TileSink for crate::export::GeoTiffWriter {
-    fn write_tile(&self, band: usize, key: SpatialKey, tile: &Tile) -> Result<()> {
-        crate::export::GeoTiffWriter::write_tile(self, band, key, tile)
-    }
-}
-
 /// Stage 3, a tile task: computes and writes `keys`.
 ///
 /// Two sides overlap: the current rayon pool decodes sources, cuts, merges and runs the chain;

@@ -55,7 +55,7 @@ pub fn tune_allocator() {
     // SAFETY: mallopt only changes glibc's tunables; called before other threads allocate.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
-        // Tiles' buffers (a a few hundred KB each, up to 4 MB, allocated and freed for every
+        // Tiles' buffers (a few hundred KB each, up to 4 MB, allocated and freed for every
         // tile) come from the heap and are reused, instead of each being a fresh mmap whose
         // pages the kernel faults in and zeroes: a sixth of `tessera dem slope`'s time.
         libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);

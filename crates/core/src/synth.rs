@@ -56,11 +56,21 @@ pub fn dsm_value(seed: u64, col: u64, row: u64) -> f32 {
     terrain as f32 + roof
 }
 
-/// The cells [col, col + cols) × [row, row + rows) of the synthetic DSM.
+/// The cells [col, col + cols) × [row, row + rows) of the synthetic DSM, rows on all cores (a
+/// city-sized DSM is billions of cells).
 pub fn dsm_window(seed: u64, col: u64, row: u64, cols: usize, rows: usize) -> Array2<f32> {
-    Array2::from_shape_fn((rows, cols), |(r, c)| {
-        dsm_value(seed, col + c as u64, row + r as u64)
-    })
+    let mut cells = vec![0f32; rows * cols];
+    if cols > 0 {
+        cells
+            .par_chunks_mut(cols)
+            .enumerate()
+            .for_each(|(r, line)| {
+                for (c, v) in line.iter_mut().enumerate() {
+                    *v = dsm_value(seed, col + c as u64, row + r as u64);
+                }
+            });
+    }
+    Array2::from_shape_vec((rows, cols), cells).unwrap_or_else(|_| Array2::zeros((rows, cols)))
 }
 
 /// What to generate.
@@ -140,17 +150,8 @@ impl SynthDsm {
         let mut row = 0;
         while row < self.rows {
             let n = STRIP.min(self.rows - row) as usize;
-            // Rows on all cores: a city-sized DSM is billions of cells.
-            let mut strip = vec![0f32; n * self.cols as usize];
-            strip
-                .par_chunks_mut(self.cols as usize)
-                .enumerate()
-                .for_each(|(r, line)| {
-                    for (c, v) in line.iter_mut().enumerate() {
-                        *v = dsm_value(self.seed, c as u64, row + r as u64);
-                    }
-                });
-            let mut buf = Buffer::new((self.cols as usize, n), strip);
+            let strip = dsm_window(self.seed, 0, row, self.cols as usize, n);
+            let mut buf = Buffer::new((self.cols as usize, n), strip.into_raw_vec_and_offset().0);
             band.write((0, row as isize), (self.cols as usize, n), &mut buf)
                 .map_err(err)?;
             row += n as u64;

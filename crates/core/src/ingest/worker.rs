@@ -191,25 +191,24 @@ impl<'a> Worker<'a> {
             return Ok(None);
         }
         let (rows, cols) = (target.rows as usize, target.cols as usize);
+        let window = window_for(grid, &target.extent, 0.0);
+        // Where the window's first cell falls in the target, as `cut_into` places it.
+        let (gx, gy) = grid.map_to_grid_f64(target.extent.xmin, target.extent.ymax);
+        let (gx, gy) = (gx.round() as isize, gy.round() as isize);
+        let cell_type = planned.info.cell_type;
         let mut out = Vec::with_capacity(plan.bands.len());
         for &band in &plan.bands {
             let mut values = Array2::from_elem((rows, cols), f64::NAN);
-            if let Some((c0, r0, c1, r1)) = window_for(grid, &target.extent, 0.0) {
-                let window = self.blocks.read_window(
+            if let Some((c0, r0, c1, r1)) = window {
+                let cells = self.blocks.read_window(
                     0,
                     &self.sources[0],
                     band,
                     (c0, r0),
                     ((c1 - c0) as usize, (r1 - r0) as usize),
                 )?;
-                // Where the window's first cell falls in the target, as `cut_into` places it.
-                let (gx, gy) = grid.map_to_grid_f64(target.extent.xmin, target.extent.ymax);
-                let (dc, dr) = (
-                    c0 as isize - gx.round() as isize,
-                    r0 as isize - gy.round() as isize,
-                );
-                let cell_type = planned.info.cell_type;
-                for (wr, line) in window.rows().into_iter().enumerate() {
+                let (dc, dr) = (c0 as isize - gx, r0 as isize - gy);
+                for (wr, line) in cells.rows().into_iter().enumerate() {
                     let r = wr as isize + dr;
                     if r < 0 || r as usize >= rows {
                         continue;
