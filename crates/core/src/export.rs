@@ -363,7 +363,7 @@ impl GeoTiffWriter {
         &self,
         band: usize,
         key: SpatialKey,
-        a: &ndarray::Array2<T>,
+        a: ndarray::Array2<T>,
     ) -> Result<()> {
         let md = &self.metadata;
         let grid = md.array_grid();
@@ -380,8 +380,13 @@ impl GeoTiffWriter {
                 (rows as u64).min(grid.rows - y0) as usize,
             )
         };
-        let values: Vec<T> = if whole {
-            a.as_standard_layout().iter().copied().collect()
+        // A whole block is the tile's own cells, unless they are not in row-major order.
+        let values: Vec<T> = if whole && a.is_standard_layout() {
+            let (v, offset) = a.into_raw_vec_and_offset();
+            debug_assert_eq!(offset.unwrap_or(0), 0);
+            v
+        } else if whole {
+            a.iter().copied().collect()
         } else {
             a.slice(ndarray::s![..h, ..w]).iter().copied().collect()
         };
@@ -408,7 +413,7 @@ impl GeoTiffWriter {
 impl TileSink for GeoTiffWriter {
     /// Writes the tile at `key` of band `band` (0-based): one block when the file's blocks are
     /// the tiles, else the tile's window clipped to the raster.
-    fn write_tile(&self, band: usize, key: SpatialKey, tile: &Tile) -> Result<()> {
+    fn write_tile(&self, band: usize, key: SpatialKey, tile: Tile) -> Result<()> {
         let md = &self.metadata;
         if band >= self.bands || !md.bounds.to_grid_bounds().contains(key) {
             return Err(Error::Internal(format!(
@@ -416,12 +421,10 @@ impl TileSink for GeoTiffWriter {
             )));
         }
         // Tiles come in the file's type (the chain's output type): converted only if not.
-        let converted;
         let data = if tile.data.data_type() == md.cell_type.data_type {
-            &tile.data
+            tile.data
         } else {
-            converted = tile.data.convert(md.cell_type.data_type);
-            &converted
+            tile.data.convert(md.cell_type.data_type)
         };
         crate::with_tile_data!(data, a => self.write_block(band + 1, key, a))
     }

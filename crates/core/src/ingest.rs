@@ -22,7 +22,6 @@ use worker::Worker;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -377,8 +376,8 @@ pub fn attach_layer(
 /// ([`crate::export::GeoTiffWriter`], the embedded fast path).
 pub trait TileSink: Sync {
     /// Writes the tile at `key` of output band `band` (0-based); a tile that is all NoData is
-    /// handed in too.
-    fn write_tile(&self, band: usize, key: SpatialKey, tile: &Tile) -> Result<()>;
+    /// handed in too, and handed over: a sink may keep its cells without a copy.
+    fn write_tile(&self, band: usize, key: SpatialKey, tile: Tile) -> Result<()>;
     /// How many threads write at once: more where a write waits on the network.
     fn writers(&self) -> usize {
         FILE_WRITERS
@@ -386,8 +385,8 @@ pub trait TileSink: Sync {
 }
 
 impl TileSink for LayerWriter {
-    fn write_tile(&self, band: usize, key: SpatialKey, tile: &Tile) -> Result<()> {
-        LayerWriter::write_tile(self, band, key, tile)
+    fn write_tile(&self, band: usize, key: SpatialKey, tile: Tile) -> Result<()> {
+        LayerWriter::write_tile(self, band, key, &tile)
     }
     fn writers(&self) -> usize {
         if self.url().starts_with("s3://") {
@@ -425,6 +424,8 @@ pub fn write_keys(
     let rx = std::sync::Mutex::new(rx);
     let write_error: std::sync::Mutex<Option<Error>> = std::sync::Mutex::new(None);
     let failed = std::sync::atomic::AtomicBool::new(false);
+    let mut order = keys.to_vec();
+    order.sort_by_key(|k| (k.row, k.col));
     let computed = std::thread::scope(|scope| {
         for _ in 0..writers {
             scope.spawn(|| {
@@ -438,7 +439,7 @@ pub fn write_keys(
                     if failed.load(Ordering::Relaxed) {
                         continue;
                     }
-                    match writer.write_tile(band, key, &tile) {
+                    match writer.write_tile(band, key, tile) {
                         Ok(()) => progress.advance(1),
                         Err(e) => {
                             failed.store(true, Ordering::Relaxed);
@@ -451,42 +452,46 @@ pub fn write_keys(
                 }
             });
         }
-        let computed = keys.par_iter().with_min_len(2).try_for_each_init(
-            || Worker::open(plan, &blocks),
-            |worker, &key| {
-                let worker = match worker {
-                    Ok(w) => &*w,
-                    // The first key of a thread that could not open its sources reports why;
-                    // try_for_each stops there.
-                    Err(e) => {
-                        return Err(std::mem::replace(
-                            e,
-                            Error::Internal("sources not open".into()),
-                        ));
-                    }
+        // Every thread of the pool takes the next key in row-major order, so that the threads
+        // move along the raster together and each source block is decoded once while the
+        // tiles around it are computed (rayon's halving splits would give each thread a
+        // front of its own, and blocks along the splits would be decoded twice).
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let compute = |worker: &Worker, key: SpatialKey| -> Result<()> {
+            for (i, tile) in worker
+                .tiles(plan, options, &chain, key)?
+                .into_iter()
+                .enumerate()
+            {
+                if tile.is_all_nodata() {
+                    empty
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((i, key));
+                } else {
+                    stored_bytes.fetch_add(tile_bytes, Ordering::Relaxed);
+                }
+                tx.send((i, key, tile))
+                    .map_err(|_| Error::Internal("the tile writers stopped".into()))?;
+            }
+            Ok(())
+        };
+        let computed: Vec<Result<()>> = rayon::broadcast(|_| {
+            let worker = Worker::open(plan, &blocks).inspect_err(|_| {
+                failed.store(true, Ordering::Relaxed);
+            })?;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&key) = order.get(i) else {
+                    return Ok(());
                 };
+                // Another thread or a writer failed: its error is the task's.
                 if failed.load(Ordering::Relaxed) {
-                    return Err(Error::Internal("a tile write failed".into()));
+                    return Ok(());
                 }
-                for (i, tile) in worker
-                    .tiles(plan, options, &chain, key)?
-                    .into_iter()
-                    .enumerate()
-                {
-                    if tile.is_all_nodata() {
-                        empty
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push((i, key));
-                    } else {
-                        stored_bytes.fetch_add(tile_bytes, Ordering::Relaxed);
-                    }
-                    tx.send((i, key, tile))
-                        .map_err(|_| Error::Internal("the tile writers stopped".into()))?;
-                }
-                Ok(())
-            },
-        );
+                compute(&worker, key).inspect_err(|_| failed.store(true, Ordering::Relaxed))?;
+            }
+        });
         // Closing the channel lets the writers finish what is queued and stop; the scope
         // waits for them.
         drop(tx);
@@ -495,7 +500,7 @@ pub fn write_keys(
     if let Some(e) = write_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
     }
-    computed?;
+    computed.into_iter().collect::<Result<()>>()?;
     let empty = empty.into_inner().unwrap_or_else(|p| p.into_inner());
     Ok(KeysSummary {
         tiles: keys.len() as u64 * plan.band_names.len() as u64,

@@ -116,6 +116,22 @@ impl TileData {
         }
     }
 
+    /// Converts `values` to `data_type` as [`Self::from_f64`] does, with NaN cells written as
+    /// `fill` (a tile's NoData): the two in one pass.
+    pub fn from_f64_filled(data_type: DataType, values: &Array2<f64>, fill: f64) -> TileData {
+        fn conv<T: Cell>(v: &Array2<f64>, fill: f64) -> Array2<T> {
+            v.mapv(|x| T::from_f64(if x.is_nan() { fill } else { x }))
+        }
+        match data_type {
+            DataType::U8 => TileData::U8(conv(values, fill)),
+            DataType::I16 => TileData::I16(conv(values, fill)),
+            DataType::U16 => TileData::U16(conv(values, fill)),
+            DataType::I32 => TileData::I32(conv(values, fill)),
+            DataType::F32 => TileData::F32(conv(values, fill)),
+            DataType::F64 => TileData::F64(conv(values, fill)),
+        }
+    }
+
     pub fn data_type(&self) -> DataType {
         match self {
             TileData::U8(_) => DataType::U8,

@@ -196,30 +196,36 @@ impl<'a> Worker<'a> {
         let (gx, gy) = grid.map_to_grid_f64(target.extent.xmin, target.extent.ymax);
         let (gx, gy) = (gx.round() as isize, gy.round() as isize);
         let cell_type = planned.info.cell_type;
+        // The window's cells that fall in the target: target rows [tr0, tr1) and columns
+        // [tc0, tc1) are window cells (r − dr, c − dc).
+        let cells = window.map(|(c0, r0, c1, r1)| {
+            let (dc, dr) = (c0 as isize - gx, r0 as isize - gy);
+            let (tc0, tc1) = (dc.max(0), (dc + (c1 - c0) as isize).min(cols as isize));
+            let (tr0, tr1) = (dr.max(0), (dr + (r1 - r0) as isize).min(rows as isize));
+            let from = (
+                (c0 as isize + tc0 - dc) as u64,
+                (r0 as isize + tr0 - dr) as u64,
+            );
+            (from, (tc0, tc1), (tr0, tr1))
+        });
         let mut out = Vec::with_capacity(plan.bands.len());
         for &band in &plan.bands {
             let mut values = Array2::from_elem((rows, cols), f64::NAN);
-            if let Some((c0, r0, c1, r1)) = window {
-                let cells = self.blocks.read_window(
+            if let Some((from, (tc0, tc1), (tr0, tr1))) = cells
+                && tc0 < tc1
+                && tr0 < tr1
+            {
+                self.blocks.read_window_into(
                     0,
                     &self.sources[0],
                     band,
-                    (c0, r0),
-                    ((c1 - c0) as usize, (r1 - r0) as usize),
+                    from,
+                    values.slice_mut(ndarray::s![
+                        tr0 as usize..tr1 as usize,
+                        tc0 as usize..tc1 as usize
+                    ]),
+                    Some(cell_type),
                 )?;
-                let (dc, dr) = (c0 as isize - gx, r0 as isize - gy);
-                for (wr, line) in cells.rows().into_iter().enumerate() {
-                    let r = wr as isize + dr;
-                    if r < 0 || r as usize >= rows {
-                        continue;
-                    }
-                    for (wc, &v) in line.iter().enumerate() {
-                        let c = wc as isize + dc;
-                        if c >= 0 && (c as usize) < cols && !cell_type.is_nodata(v) {
-                            values[(r as usize, c as usize)] = v;
-                        }
-                    }
-                }
             }
             out.push(values);
         }
@@ -263,12 +269,9 @@ impl<'a> Worker<'a> {
         Ok(chain
             .apply(values)
             .into_iter()
-            .map(|mut a| {
-                a.mapv_inplace(|v| if v.is_nan() { fill } else { v });
-                Tile {
-                    data: TileData::from_f64(cell_type.data_type, &a),
-                    cell_type,
-                }
+            .map(|a| Tile {
+                data: TileData::from_f64_filled(cell_type.data_type, &a, fill),
+                cell_type,
             })
             .collect())
     }

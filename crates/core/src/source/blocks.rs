@@ -7,12 +7,14 @@
 //! read straight through, uncached.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use ndarray::{Array2, s};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, s};
 
 use super::GdalSource;
 use crate::error::Result;
+use crate::model::CellType;
 
 /// Source index, band, block column, block row.
 type BlockKey = (usize, usize, u64, u64);
@@ -34,25 +36,38 @@ impl Block {
         }
     }
 
-    fn bytes(&self) -> usize {
-        match self {
-            Block::F32(a) => a.len() * 4,
-            Block::F64(a) => a.len() * 8,
-        }
-    }
-
-    /// Copies cells [r0, r1) × [c0, c1) of the block into `out`, as f64 (exactly).
+    /// Copies cells [r0, r1) × [c0, c1) of the block into `out`, as f64 (exactly), NaN where
+    /// `nodata` says the cell is NoData.
     fn copy_into(
         &self,
         (r0, r1): (usize, usize),
         (c0, c1): (usize, usize),
-        mut out: ndarray::ArrayViewMut2<f64>,
+        out: ArrayViewMut2<f64>,
+        nodata: Option<CellType>,
     ) {
-        match self {
-            Block::F32(a) => {
-                out.zip_mut_with(&a.slice(s![r0..r1, c0..c1]), |o, &v| *o = f64::from(v))
+        match (self, nodata) {
+            (Block::F32(a), None) => copy_rows(a.slice(s![r0..r1, c0..c1]), out, f64::from),
+            (Block::F32(a), Some(ct)) => copy_rows(a.slice(s![r0..r1, c0..c1]), out, |v| {
+                nan_if_nodata(ct, f64::from(v))
+            }),
+            (Block::F64(a), None) => copy_rows(a.slice(s![r0..r1, c0..c1]), out, |v| v),
+            (Block::F64(a), Some(ct)) => {
+                copy_rows(a.slice(s![r0..r1, c0..c1]), out, |v| nan_if_nodata(ct, v))
             }
-            Block::F64(a) => out.assign(&a.slice(s![r0..r1, c0..c1])),
+        }
+    }
+}
+
+fn nan_if_nodata(ct: CellType, v: f64) -> f64 {
+    if ct.is_nodata(v) { f64::NAN } else { v }
+}
+
+/// `out = conv(from)`, cell by cell, row slice by row slice.
+fn copy_rows<S: Copy>(from: ArrayView2<S>, mut out: ArrayViewMut2<f64>, conv: impl Fn(S) -> f64) {
+    for (mut o, f) in out.rows_mut().into_iter().zip(from.rows()) {
+        match (o.as_slice_mut(), f.as_slice()) {
+            (Some(o), Some(f)) => o.iter_mut().zip(f).for_each(|(o, &f)| *o = conv(f)),
+            _ => o.zip_mut_with(&f, |o, &f| *o = conv(f)),
         }
     }
 }
@@ -62,11 +77,19 @@ impl Block {
 pub struct BlockCache {
     capacity: usize,
     inner: Mutex<Lru>,
+    /// Blocks decoded so far.
+    decoded: AtomicU64,
 }
+
+/// A block being decoded or decoded: the first thread to want it decodes it, the others wait
+/// for it rather than decode it again (threads on neighbouring tiles want the same blocks at
+/// the same moment). `None` once set: its decoding failed.
+type Slot = Arc<OnceLock<Option<Arc<Block>>>>;
 
 #[derive(Debug, Default)]
 struct Lru {
-    blocks: HashMap<BlockKey, (Arc<Block>, u64)>,
+    /// Each block with its size in bytes and when it was last wanted.
+    blocks: HashMap<BlockKey, (Slot, usize, u64)>,
     bytes: usize,
     tick: u64,
 }
@@ -77,7 +100,13 @@ impl BlockCache {
         BlockCache {
             capacity,
             inner: Mutex::new(Lru::default()),
+            decoded: AtomicU64::new(0),
         }
+    }
+
+    /// How many blocks have been decoded (a block evicted and wanted again counts twice).
+    pub fn decoded(&self) -> u64 {
+        self.decoded.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Lru> {
@@ -94,19 +123,40 @@ impl BlockCache {
         (col, row): (u64, u64),
         (cols, rows): (usize, usize),
     ) -> Result<Array2<f64>> {
-        let grid = src.info().grid;
-        let (bw, bh) = src.info().block_size;
-        let (bw, bh) = (bw.max(1) as u64, bh.max(1) as u64);
-        let one_block = col % bw == 0
-            && row % bh == 0
-            && (cols as u64 == bw || col + cols as u64 == grid.cols)
-            && (rows as u64 == bh || row + rows as u64 == grid.rows);
-        let exact_in_f32 = src.info().cell_type.data_type.exact_in_f32();
-        let block_bytes = (bw * bh) as usize * if exact_in_f32 { 4 } else { 8 };
-        if one_block || block_bytes > self.capacity / 8 {
+        if self.uncached(src, (col, row), (cols, rows)) {
             return src.read_window(band, col, row, cols, rows);
         }
         let mut out = Array2::from_elem((rows, cols), f64::NAN);
+        self.read_window_into(index, src, band, (col, row), out.view_mut(), None)?;
+        Ok(out)
+    }
+
+    /// The window of `out`'s shape at (`col`, `row`) of `band`, as [`Self::read_window`],
+    /// copied into `out` — NaN where `nodata` (a cell type) says a cell is NoData — without a
+    /// window of its own in between.
+    pub fn read_window_into(
+        &self,
+        index: usize,
+        src: &GdalSource,
+        band: usize,
+        (col, row): (u64, u64),
+        mut out: ArrayViewMut2<f64>,
+        nodata: Option<CellType>,
+    ) -> Result<()> {
+        let (rows, cols) = out.dim();
+        if rows == 0 || cols == 0 {
+            return Ok(());
+        }
+        if self.uncached(src, (col, row), (cols, rows)) {
+            let cells = src.read_window::<f64>(band, col, row, cols, rows)?;
+            match nodata {
+                None => copy_rows(cells.view(), out, |v| v),
+                Some(ct) => copy_rows(cells.view(), out, |v| nan_if_nodata(ct, v)),
+            }
+            return Ok(());
+        }
+        let (bw, bh) = src.info().block_size;
+        let (bw, bh) = (bw.max(1) as u64, bh.max(1) as u64);
         let (c1, r1) = (col + cols as u64, row + rows as u64);
         for by in row / bh..=(r1 - 1) / bh {
             for bx in col / bw..=(c1 - 1) / bw {
@@ -126,10 +176,31 @@ impl BlockCache {
                         (oy0 - row) as usize..(oy1 - row) as usize,
                         (ox0 - col) as usize..(ox1 - col) as usize
                     ]),
+                    nodata,
                 );
             }
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// Whether a window is read straight from the source: exactly one block (a layout aligned
+    /// with the source's blocks, no halo), or blocks too large to cache.
+    fn uncached(
+        &self,
+        src: &GdalSource,
+        (col, row): (u64, u64),
+        (cols, rows): (usize, usize),
+    ) -> bool {
+        let grid = src.info().grid;
+        let (bw, bh) = src.info().block_size;
+        let (bw, bh) = (bw.max(1) as u64, bh.max(1) as u64);
+        let one_block = col % bw == 0
+            && row % bh == 0
+            && (cols as u64 == bw || col + cols as u64 == grid.cols)
+            && (rows as u64 == bh || row + rows as u64 == grid.rows);
+        let exact_in_f32 = src.info().cell_type.data_type.exact_in_f32();
+        let block_bytes = (bw * bh) as usize * if exact_in_f32 { 4 } else { 8 };
+        one_block || block_bytes > self.capacity / 8
     }
 
     fn block(
@@ -142,49 +213,88 @@ impl BlockCache {
         (bw, bh): (u64, u64),
     ) -> Result<Arc<Block>> {
         let key = (index, band, bx, by);
-        {
-            let mut lru = self.lock();
-            lru.tick += 1;
-            let tick = lru.tick;
-            if let Some((b, used)) = lru.blocks.get_mut(&key) {
-                *used = tick;
-                return Ok(b.clone());
-            }
-        }
-        // Decoded outside the lock; two threads may decode the same block at once, and the
-        // second insert replaces the first with equal cells.
         let grid = src.info().grid;
         let (x0, y0) = (bx * bw, by * bh);
         let (w, h) = (
             bw.min(grid.cols - x0) as usize,
             bh.min(grid.rows - y0) as usize,
         );
-        let block = Arc::new(if src.info().cell_type.data_type.exact_in_f32() {
-            Block::F32(src.read_window::<f32>(band, x0, y0, w, h)?)
-        } else {
-            Block::F64(src.read_window(band, x0, y0, w, h)?)
+        let exact_in_f32 = src.info().cell_type.data_type.exact_in_f32();
+        let decode = || -> Result<Block> {
+            self.decoded.fetch_add(1, Ordering::Relaxed);
+            Ok(if exact_in_f32 {
+                Block::F32(src.read_window::<f32>(band, x0, y0, w, h)?)
+            } else {
+                Block::F64(src.read_window(band, x0, y0, w, h)?)
+            })
+        };
+        let slot = {
+            let mut lru = self.lock();
+            lru.tick += 1;
+            let tick = lru.tick;
+            match lru.blocks.get_mut(&key) {
+                Some((slot, _, used)) => {
+                    *used = tick;
+                    slot.clone()
+                }
+                None => {
+                    let bytes = w * h * if exact_in_f32 { 4 } else { 8 };
+                    let slot = Slot::default();
+                    lru.blocks.insert(key, (slot.clone(), bytes, tick));
+                    lru.bytes += bytes;
+                    lru.evict(self.capacity, key);
+                    slot
+                }
+            }
+        };
+        // Decoded outside the map's lock, once: a thread wanting the block meanwhile waits here.
+        let mut failed = None;
+        let decoded = slot.get_or_init(|| match decode() {
+            Ok(b) => Some(Arc::new(b)),
+            Err(e) => {
+                failed = Some(e);
+                None
+            }
         });
-        let mut lru = self.lock();
-        let bytes = block.bytes();
-        lru.tick += 1;
-        let tick = lru.tick;
-        if let Some((old, _)) = lru.blocks.insert(key, (block.clone(), tick)) {
-            lru.bytes -= old.bytes();
+        match (decoded, failed) {
+            (Some(b), _) => Ok(b.clone()),
+            // This thread's decode failed: the block leaves the cache and the error is the
+            // task's.
+            (None, Some(e)) => {
+                let mut lru = self.lock();
+                if lru
+                    .blocks
+                    .get(&key)
+                    .is_some_and(|(s, _, _)| Arc::ptr_eq(s, &slot))
+                    && let Some((_, bytes, _)) = lru.blocks.remove(&key)
+                {
+                    lru.bytes -= bytes;
+                }
+                Err(e)
+            }
+            // Another thread's decode failed: this one reads for itself, to report its own
+            // error (or the cells, if the failure has passed).
+            (None, None) => Ok(Arc::new(decode()?)),
         }
-        lru.bytes += bytes;
-        while lru.bytes > self.capacity && lru.blocks.len() > 1 {
-            let oldest = lru
+    }
+}
+
+impl Lru {
+    /// Drops the least recently wanted blocks, never `keep`, until the cache is within
+    /// `capacity` bytes.
+    fn evict(&mut self, capacity: usize, keep: BlockKey) {
+        while self.bytes > capacity && self.blocks.len() > 1 {
+            let oldest = self
                 .blocks
                 .iter()
-                .filter(|(k, _)| **k != key)
-                .min_by_key(|(_, (_, used))| *used)
+                .filter(|(k, _)| **k != keep)
+                .min_by_key(|(_, (_, _, used))| *used)
                 .map(|(k, _)| *k);
             let Some(k) = oldest else { break };
-            if let Some((b, _)) = lru.blocks.remove(&k) {
-                lru.bytes -= b.bytes();
+            if let Some((_, bytes, _)) = self.blocks.remove(&k) {
+                self.bytes -= bytes;
             }
         }
-        Ok(block)
     }
 }
 
@@ -222,5 +332,44 @@ mod tests {
             assert_eq!(got, want, "window {col},{row} {cols}x{rows}");
         }
         assert!(cache.lock().bytes <= cache.capacity);
+    }
+
+    #[test]
+    fn threads_wanting_the_same_blocks_at_once_decode_each_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dsm.tif");
+        SynthDsm {
+            cols: 1024,
+            rows: 768,
+            ..SynthDsm::default()
+        }
+        .write_geotiff(&path, &NoProgress)
+        .unwrap();
+        let url = path.to_str().unwrap();
+        let cache = BlockCache::new(64 << 20);
+        let want = GdalSource::open(url)
+            .unwrap()
+            .read_window::<f64>(1, 0, 0, 1024, 768)
+            .unwrap();
+        // Four threads, each reading every window of 300 × 300 cells (nine blocks of 256 each
+        // at most) in the same order: they want the same blocks at the same moments.
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    let src = GdalSource::open(url).unwrap();
+                    for row in (0..768 - 300).step_by(100) {
+                        for col in (0..1024 - 300).step_by(100) {
+                            let got = cache
+                                .read_window(0, &src, 1, (col, row), (300, 300))
+                                .unwrap();
+                            let (c, r) = (col as usize, row as usize);
+                            assert_eq!(got, want.slice(s![r..r + 300, c..c + 300]));
+                        }
+                    }
+                });
+            }
+        });
+        // 4 × 3 blocks of 256 × 256, each decoded by one thread.
+        assert_eq!(cache.decoded(), 12);
     }
 }
