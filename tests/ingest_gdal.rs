@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 use gdal::Dataset;
-use tessera_tests::{gdal_cells, shared_data, shared_dems, temp_dir, tessera_ok};
+use tessera_tests::{gdal_cells, shared_data, shared_dems, temp_dir, tessera_fails, tessera_ok};
 
 fn checksum(ds: &Dataset) -> i32 {
     let band = ds.rasterband(1).expect("band 1");
@@ -185,4 +185,152 @@ fn layer_info_summarises_the_layer() {
     ] {
         assert!(text.contains(want), "missing `{want}` in:\n{text}");
     }
+}
+
+/// Every band of a raster, as f64, band after band.
+fn all_cells(path: &std::path::Path) -> Vec<f64> {
+    let ds = Dataset::open(path).unwrap();
+    let (cols, rows) = ds.raster_size();
+    (1..=ds.raster_count())
+        .flat_map(|b| {
+            let band = ds.rasterband(b).unwrap();
+            band.read_as::<f64>((0, 0), (cols, rows), (cols, rows), None)
+                .unwrap()
+                .into_shape_and_vec()
+                .1
+        })
+        .collect()
+}
+
+#[test]
+fn a_zstd_export_copies_the_stored_tiles_and_reads_as_the_decoding_export() {
+    use gdal::raster::Buffer;
+    use gdal::spatial_ref::SpatialRef;
+    use gdal::{DriverManager, Metadata};
+
+    let tmp = temp_dir();
+    // Two bands of 600 x 500 with NoData in the west 300 columns (whole tiles of 128 the layer
+    // does not store) and here and there.
+    let src = tmp.path().join("two_bands.tif");
+    {
+        let driver = DriverManager::get_driver_by_name("GTiff").unwrap();
+        let mut ds = driver
+            .create_with_band_type::<f32, _>(&src, 600, 500, 2)
+            .unwrap();
+        ds.set_geo_transform(&[500000.0, 2.0, 0.0, 4100000.0, 0.0, -2.0])
+            .unwrap();
+        ds.set_spatial_ref(&SpatialRef::from_epsg(32633).unwrap())
+            .unwrap();
+        for b in 1..=2 {
+            let values: Vec<f32> = (0..500 * 600)
+                .map(|i| {
+                    let (r, c) = (i / 600, i % 600);
+                    if c < 300 || (r * 7 + c) % 97 == 0 {
+                        -9999.0
+                    } else {
+                        (r as f32 * 0.37).sin() * 40.0 + c as f32 * 0.01 * b as f32
+                    }
+                })
+                .collect();
+            let mut band = ds.rasterband(b).unwrap();
+            band.set_no_data_value(Some(-9999.0)).unwrap();
+            band.write((0, 0), (600, 500), &mut Buffer::new((600, 500), values))
+                .unwrap();
+        }
+    }
+    let layer = tmp.path().join("layer");
+    let layer_s = layer.to_str().unwrap();
+    tessera_ok(&[
+        "ingest",
+        src.to_str().unwrap(),
+        "--layout",
+        "floating:128",
+        "--out",
+        layer_s,
+    ]);
+    let export = |name: &str, compress: &str| {
+        let tif = tmp.path().join(name);
+        tessera_ok(&[
+            "layer",
+            "export",
+            layer_s,
+            tif.to_str().unwrap(),
+            "--compress",
+            compress,
+        ]);
+        tif
+    };
+    let copied = export("zstd.tif", "zstd");
+    let decoded = export("deflate.tif", "deflate");
+    assert!(
+        same_bits(&all_cells(&copied), &all_cells(&decoded)),
+        "the copied tiles read differently from the decoded ones"
+    );
+    assert!(same_bits(&all_cells(&copied), &all_cells(&src)));
+    let (c, d) = (
+        Dataset::open(&copied).unwrap(),
+        Dataset::open(&decoded).unwrap(),
+    );
+    assert_eq!(c.raster_size(), d.raster_size());
+    assert_eq!(c.raster_count(), 2);
+    assert_eq!(c.geo_transform().unwrap(), d.geo_transform().unwrap());
+    assert_eq!(
+        c.spatial_ref().unwrap().to_wkt().unwrap(),
+        d.spatial_ref().unwrap().to_wkt().unwrap()
+    );
+    for b in 1..=2 {
+        let (cb, db) = (c.rasterband(b).unwrap(), d.rasterband(b).unwrap());
+        assert_eq!(cb.no_data_value(), Some(-9999.0));
+        assert_eq!(cb.band_type(), db.band_type());
+        assert_eq!(cb.block_size(), (128, 128));
+    }
+    assert_eq!(
+        c.metadata_item("COMPRESSION", "IMAGE_STRUCTURE").as_deref(),
+        Some("ZSTD")
+    );
+    // The tiles were copied, not re-encoded: the file holds each stored chunk's bytes as they
+    // are, and little else.
+    let file = std::fs::read(&copied).unwrap();
+    let chunks: Vec<Vec<u8>> = ["band_1", "band_2"]
+        .iter()
+        .flat_map(|b| std::fs::read_dir(layer.join(b)).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    assert_eq!(chunks.len(), 2 * 12, "4 x 2 of the 5 x 4 tiles are NoData");
+    for chunk in &chunks {
+        assert!(file.windows(chunk.len()).any(|w| w == chunk.as_slice()));
+    }
+    let stored: usize = chunks.iter().map(Vec::len).sum();
+    assert!(
+        file.len() < stored + 16 * 1024,
+        "{} bytes for {stored}",
+        file.len()
+    );
+
+    // A truncated chunk is an error naming its tile, and the file already at the output stays.
+    let victim = layer.join("band_2").join("1.3");
+    let bytes = std::fs::read(&victim).unwrap();
+    std::fs::write(&victim, &bytes[..bytes.len() / 2]).unwrap();
+    let before = std::fs::read(&copied).unwrap();
+    let err = tessera_fails(&[
+        "layer",
+        "export",
+        layer_s,
+        copied.to_str().unwrap(),
+        "--compress",
+        "zstd",
+    ]);
+    assert!(
+        err.contains("tile (3, 1) of band_2") && err.contains("truncated"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&copied).unwrap(), before);
+    let mut names: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["deflate.tif", "layer", "two_bands.tif", "zstd.tif"]);
 }

@@ -3,6 +3,8 @@
 //! directly, block by block, without a layer ([`GeoTiffWriter`], [`compute_to_gtiff`]).
 //! Files are written under a temporary name and renamed when complete.
 
+mod frames;
+
 use std::path::{Path, PathBuf};
 
 use gdal::cpl::CslStringList;
@@ -148,6 +150,14 @@ pub fn export(
     progress: &dyn Progress,
 ) -> Result<()> {
     let reader = LayerReader::open(layer_url)?;
+    if format == ExportFormat::GTiff
+        && compression == Compression::Zstd
+        && block_tiled(reader.metadata())
+        && reader.has_plain_frames()
+        && frames::export_frames(&reader, out, progress)?
+    {
+        return Ok(());
+    }
     let tiff = TempFile::beside(out, ".tif")?;
     let tiff_path = tiff.path()?;
     let md = reader.metadata();
@@ -201,15 +211,26 @@ fn create_gtiff(
     bands: usize,
     compression: Compression,
 ) -> Result<Dataset> {
+    create_gtiff_with(path, md, bands, compression, &[("BIGTIFF", "IF_SAFER")])
+}
+
+/// [`create_gtiff`] with more creation options (`BIGTIFF` among them).
+fn create_gtiff_with(
+    path: &Path,
+    md: &TileLayerMetadata,
+    bands: usize,
+    compression: Compression,
+    more: &[(&str, &str)],
+) -> Result<Dataset> {
     let grid = md.array_grid();
     let driver = crate::source::geotiff_driver()?;
     let mut opts = CslStringList::new();
     let tl = md.layout.tile_layout;
     let mut pairs: Vec<(&str, String)> = vec![
-        ("BIGTIFF", "IF_SAFER".to_string()),
         // Blocks are compressed on all cores.
         ("NUM_THREADS", "ALL_CPUS".to_string()),
     ];
+    pairs.extend(more.iter().map(|&(k, v)| (k, v.to_string())));
     pairs.extend(
         compression
             .creation_options()

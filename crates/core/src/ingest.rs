@@ -424,8 +424,7 @@ pub fn write_keys(
     let rx = std::sync::Mutex::new(rx);
     let write_error: std::sync::Mutex<Option<Error>> = std::sync::Mutex::new(None);
     let failed = std::sync::atomic::AtomicBool::new(false);
-    let mut order = keys.to_vec();
-    order.sort_by_key(|k| (k.row, k.col));
+    let order = traversal(plan, chain.halo(), keys);
     let computed = std::thread::scope(|scope| {
         for _ in 0..writers {
             scope.spawn(|| {
@@ -452,10 +451,9 @@ pub fn write_keys(
                 }
             });
         }
-        // Every thread of the pool takes the next key in row-major order, so that the threads
-        // move along the raster together and each source block is decoded once while the
-        // tiles around it are computed (rayon's halving splits would give each thread a
-        // front of its own, and blocks along the splits would be decoded twice).
+        // Every thread of the pool takes the next key of one order ([`traversal`]) rather
+        // than rayon's halving splits, which give each thread a front of its own and decode
+        // the blocks along the splits twice.
         let next = std::sync::atomic::AtomicUsize::new(0);
         let compute = |worker: &Worker, key: SpatialKey| -> Result<()> {
             for (i, tile) in worker
@@ -508,6 +506,57 @@ pub fn write_keys(
         empty,
         bytes: stored_bytes.into_inner(),
     })
+}
+
+/// The order a task's threads take its keys in: row by row, so that they move along the raster
+/// together and each source block is decoded once while the tiles around it are computed — in
+/// vertical strips of keys narrow enough that the blocks a row of tiles and its halo touch fit
+/// in half the block cache (a 46,667-cell-wide DSM's row of 256 × 256 blocks, three blocks
+/// deep for a halo, is 140 MB). A source whose blocks are wider than a strip (a striped file)
+/// is taken row by row across the whole width, where each of its blocks is decoded once.
+fn traversal(plan: &IngestPlan, halo: usize, keys: &[SpatialKey]) -> Vec<SpatialKey> {
+    traversal_within(plan, halo, keys, BLOCK_CACHE_BYTES as u64 / 2)
+}
+
+/// [`traversal`] with strips whose blocks fit in `budget` bytes.
+fn traversal_within(
+    plan: &IngestPlan,
+    halo: usize,
+    keys: &[SpatialKey],
+    budget: u64,
+) -> Vec<SpatialKey> {
+    let mut order = keys.to_vec();
+    let (Some(west), Some(east)) = (
+        keys.iter().map(|k| k.col).min(),
+        keys.iter().map(|k| k.col).max(),
+    ) else {
+        return order;
+    };
+    let width = u64::from(east - west) + 1;
+    let tl = plan.metadata.layout.tile_layout;
+    let strip = match plan.sources.first() {
+        Some(s) => {
+            let (bw, bh) = s.info.block_size;
+            let (bw, bh) = (bw.max(1) as u64, bh.max(1) as u64);
+            let cell = if s.info.cell_type.data_type.exact_in_f32() {
+                4
+            } else {
+                8
+            };
+            // Decoded bytes a row of tiles keeps in use, per key across.
+            let deep = (u64::from(tl.tile_rows) + 2 * halo as u64).div_ceil(bh) + 1;
+            let per_key = deep * bh * u64::from(tl.tile_cols) * cell * plan.bands.len() as u64;
+            let strip = (budget / per_key.max(1)).clamp(1, width);
+            if bw > strip * u64::from(tl.tile_cols) {
+                width
+            } else {
+                strip
+            }
+        }
+        None => width,
+    };
+    order.sort_by_key(|k| (u64::from(k.col - west) / strip, k.row, k.col));
+    order
 }
 
 /// Runs `f` on a rayon pool of `threads` threads, or on the global pool.
@@ -617,5 +666,49 @@ mod tests {
         assert!(summary.is_ok(), "a clean run succeeds: {summary:?}");
         let reader = crate::layer::LayerReader::open(out.to_str().unwrap()).unwrap();
         assert_eq!(reader.tiles_present(1).unwrap().len(), plan.keys.len());
+    }
+
+    #[test]
+    fn keys_are_taken_row_by_row_in_strips_whose_blocks_fit_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let tiled = dir.path().join("tiled.tif");
+        SynthDsm {
+            cols: 2560,
+            rows: 512,
+            ..SynthDsm::default()
+        }
+        .write_geotiff(&tiled, &NoProgress)
+        .unwrap();
+        let options = IngestOptions::default();
+        let plan = plan_ingest(&[tiled.display().to_string()], &options).unwrap();
+        assert_eq!(plan.sources[0].info.block_size, (256, 256));
+        let cols = |order: &[SpatialKey]| order.iter().map(|k| (k.col, k.row)).collect::<Vec<_>>();
+        // Row by row when a row of tiles' blocks fit: 10 keys across, 2 down.
+        let rows: Vec<_> = (0..2).flat_map(|r| (0..10).map(move |c| (c, r))).collect();
+        assert_eq!(
+            cols(&traversal_within(&plan, 33, &plan.keys, u64::MAX)),
+            rows
+        );
+        // A halo of 33 keeps three rows of 256 × 256 f32 blocks in use: 768 KiB per key
+        // across. Four keys' worth: strips of 4, 4 and 2 keys.
+        let strips: Vec<_> = [(0, 4), (4, 8), (8, 10)]
+            .into_iter()
+            .flat_map(|(c0, c1)| (0..2).flat_map(move |r| (c0..c1).map(move |c| (c, r))))
+            .collect();
+        let budget = 4 * 3 * 256 * 256 * 4;
+        assert_eq!(
+            cols(&traversal_within(&plan, 33, &plan.keys, budget)),
+            strips
+        );
+
+        // A striped file (blocks of whole rows): row by row across the whole width.
+        let striped = dir.path().join("striped.tif");
+        let driver = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
+        let src = gdal::Dataset::open(&tiled).unwrap();
+        src.create_copy(&driver, &striped, &gdal::cpl::CslStringList::new())
+            .unwrap();
+        let plan = plan_ingest(&[striped.display().to_string()], &options).unwrap();
+        assert_eq!(plan.sources[0].info.block_size.0, 2560);
+        assert_eq!(cols(&traversal_within(&plan, 33, &plan.keys, budget)), rows);
     }
 }

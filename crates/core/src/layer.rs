@@ -368,11 +368,25 @@ fn subset_array<T: Cell + zarrs::array::ElementOwned>(
         .map_err(|e| e.to_string())
 }
 
+/// Whether a band's `.zarray` says its chunks are what [`chunk::put`] writes: one zstd frame of
+/// the tile's cells in C order, little-endian, one tile per chunk, no filters.
+fn plain_zstd_chunks(doc: &Value, md: &TileLayerMetadata) -> bool {
+    let tl = md.layout.tile_layout;
+    doc["compressor"]["id"] == "zstd"
+        && doc["filters"].is_null()
+        && doc["order"] == "C"
+        && doc["dtype"] == zarr_json::dtype(md.cell_type.data_type)
+        && doc["dimension_separator"] == "."
+        && doc["chunks"] == json!([tl.tile_rows, tl.tile_cols])
+}
+
 /// Reads a complete layer: metadata, tiles by key, and windows by extent.
 pub struct LayerReader {
     store: Store,
     info: LayerInfo,
     arrays: Vec<ZarrArray>,
+    /// Every band's chunks are stored as [`chunk::put`] writes them (see [`Self::tile_frame`]).
+    plain_frames: bool,
 }
 
 /// Writes each metadata document, as pretty JSON, to its key.
@@ -501,11 +515,44 @@ impl LayerReader {
                 zarr_array(&store, &storage, b, doc)
             })
             .collect::<Result<Vec<_>>>()?;
+        let plain_frames = info.bands.iter().all(|b| {
+            consolidated
+                .get(format!("{b}/.zarray"))
+                .is_some_and(|doc| plain_zstd_chunks(doc, &info.metadata))
+        });
         Ok(LayerReader {
             store,
             info,
             arrays,
+            plain_frames,
         })
+    }
+
+    pub fn url(&self) -> &str {
+        self.store.url()
+    }
+
+    /// Whether [`Self::tile_frame`] gives tiles as they are stored.
+    pub fn has_plain_frames(&self) -> bool {
+        self.plain_frames
+    }
+
+    /// The stored bytes of the tile of `band` (1-based) at `key`, undecoded — one zstd frame of
+    /// the tile's cells, little-endian, row-major, when [`Self::has_plain_frames`] — or `None`
+    /// when the layer stores none there (all NoData).
+    pub fn tile_frame(&self, band: usize, key: SpatialKey) -> Result<Option<Bytes>> {
+        let b = self.band_index(band)?;
+        let md = &self.info.metadata;
+        if !md.bounds.to_grid_bounds().contains(key) {
+            return Err(Error::layer(
+                self.store.url(),
+                format!("key {key} is outside the layer's key bounds"),
+            ));
+        }
+        let [row, col] = md.chunk_of(key);
+        let name = &self.info.bands[b];
+        block_on(self.store.get(&format!("{name}/{row}.{col}")))
+            .map_err(|e| e.context(format!("cannot read tile {key} of {name}")))
     }
 
     pub fn info(&self) -> &LayerInfo {
