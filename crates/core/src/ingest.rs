@@ -14,6 +14,7 @@
 //! opened and checked; a failed in-process ingest deletes what it wrote.
 
 mod limits;
+mod readahead;
 mod worker;
 
 pub use limits::{DEFAULT_MAX_CELLS, MAX_KEY_GRID, MAX_SOURCE_BLOCK_CELLS, MAX_TILE_CELLS};
@@ -425,7 +426,14 @@ pub fn write_keys(
     let write_error: std::sync::Mutex<Option<Error>> = std::sync::Mutex::new(None);
     let failed = std::sync::atomic::AtomicBool::new(false);
     let order = traversal(plan, chain.halo(), keys);
+    // The next key of `order` a tile thread takes.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done = std::sync::atomic::AtomicBool::new(false);
     let computed = std::thread::scope(|scope| {
+        // Two rows of keys (of a strip) ahead.
+        let ahead = 2 * order.iter().take_while(|k| k.row == order[0].row).count();
+        let (order, next, done, halo) = (&order, &next, &done, chain.halo());
+        scope.spawn(move || readahead::follow(plan, halo, order, next, done, ahead));
         for _ in 0..writers {
             scope.spawn(|| {
                 loop {
@@ -454,7 +462,6 @@ pub fn write_keys(
         // Every thread of the pool takes the next key of one order ([`traversal`]) rather
         // than rayon's halving splits, which give each thread a front of its own and decode
         // the blocks along the splits twice.
-        let next = std::sync::atomic::AtomicUsize::new(0);
         let compute = |worker: &Worker, key: SpatialKey| -> Result<()> {
             for (i, tile) in worker
                 .tiles(plan, options, &chain, key)?
@@ -490,6 +497,7 @@ pub fn write_keys(
                 compute(&worker, key).inspect_err(|_| failed.store(true, Ordering::Relaxed))?;
             }
         });
+        done.store(true, Ordering::Relaxed);
         // Closing the channel lets the writers finish what is queued and stop; the scope
         // waits for them.
         drop(tx);

@@ -13,7 +13,11 @@ use crate::tile::{Merger, SourceWindow, Tile, TileData, cut_into};
 
 /// The cell window [c0, c1) × [r0, r1) of `grid` that covers `extent` plus `margin` cells,
 /// clipped to the grid; `None` when empty.
-fn window_for(grid: &GridExtent, extent: &Extent, margin: f64) -> Option<(u64, u64, u64, u64)> {
+pub(super) fn window_for(
+    grid: &GridExtent,
+    extent: &Extent,
+    margin: f64,
+) -> Option<(u64, u64, u64, u64)> {
     let (x0, y0) = grid.map_to_grid_f64(extent.xmin, extent.ymax);
     let (x1, y1) = grid.map_to_grid_f64(extent.xmax, extent.ymin);
     let c0 = (floor_snapped(x0) - margin).max(0.0);
@@ -21,6 +25,19 @@ fn window_for(grid: &GridExtent, extent: &Extent, margin: f64) -> Option<(u64, u
     let c1 = (ceil_snapped(x1) + margin).min(grid.cols as f64);
     let r1 = (ceil_snapped(y1) + margin).min(grid.rows as f64);
     (c0 < c1 && r0 < r1).then_some((c0 as u64, r0 as u64, c1 as u64, r1 as u64))
+}
+
+/// The grid of the tile at `key` and `halo` cells around it: the window a focal chain reads.
+pub(super) fn with_halo(plan: &IngestPlan, halo: usize, key: SpatialKey) -> GridExtent {
+    let tile = plan.metadata.layout.tile_grid(key);
+    let (h, cs) = (halo as u64, tile.cell_size);
+    GridExtent::from_origin(
+        tile.extent.xmin - h as f64 * cs.width,
+        tile.extent.ymax + h as f64 * cs.height,
+        cs,
+        tile.cols + 2 * h,
+        tile.rows + 2 * h,
+    )
 }
 
 /// The bounding box in `reprojection`'s target CRS of a grid of points over `extent`.
@@ -248,15 +265,7 @@ impl<'a> Worker<'a> {
         }
         // The tile and the halo its focal operations need; cells beyond the sources are NoData,
         // as they are for the whole raster.
-        let h = chain.halo() as u64;
-        let cs = tile.cell_size;
-        let target = GridExtent::from_origin(
-            tile.extent.xmin - h as f64 * cs.width,
-            tile.extent.ymax + h as f64 * cs.height,
-            cs,
-            tile.cols + 2 * h,
-            tile.rows + 2 * h,
-        );
+        let target = with_halo(plan, chain.halo(), key);
         let values = match self.aligned_single(plan, options, &target)? {
             Some(values) => values,
             None => self
