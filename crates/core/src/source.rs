@@ -6,8 +6,10 @@
 //! thread.
 
 mod blocks;
+pub(crate) mod tiff;
 
 pub use blocks::BlockCache;
+pub use tiff::BlockIndex;
 
 use gdal::raster::GdalDataType;
 use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
@@ -390,21 +392,6 @@ impl GdalSource {
             block_size: band1.block_size(),
             driver: ds.driver().short_name(),
         })
-    }
-
-    /// Where block (`bx`, `by`) of `band` (1-based) is in the file: its offset and length in
-    /// bytes, as GDAL's GeoTIFF driver reports them; `None` for other formats and for blocks
-    /// the file does not store.
-    pub fn block_bytes(&self, band: usize, bx: u64, by: u64) -> Option<(u64, u64)> {
-        use gdal::Metadata;
-        let b = self.dataset.rasterband(band).ok()?;
-        let item = |what: &str| {
-            b.metadata_item(&format!("BLOCK_{what}_{bx}_{by}"), "TIFF")?
-                .parse::<u64>()
-                .ok()
-        };
-        let (offset, len) = (item("OFFSET")?, item("SIZE")?);
-        (offset > 0 && len > 0).then_some((offset, len))
     }
 
     pub fn info(&self) -> &SourceInfo {

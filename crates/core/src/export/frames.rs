@@ -11,7 +11,7 @@
 //! truncated or foreign chunk is an error naming the tile, never a GeoTIFF that fails later.
 
 use std::fs::File;
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use bytes::Bytes;
@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::ingest::Progress;
 use crate::layer::LayerReader;
 use crate::model::SpatialKey;
+use crate::source::tiff::{Field, tile_arrays};
 use crate::tile::Tile;
 use crate::zarr::chunk;
 
@@ -68,13 +69,13 @@ pub(super) fn export_frames(
         .write(true)
         .open(path)
         .map_err(|e| gdal_err(path, e))?;
-    let arrays = TileArrays::read(&mut file).map_err(|e| gdal_err(path, e))?;
+    let (offsets_field, counts_field) = tile_arrays(&mut file).map_err(|e| gdal_err(path, e))?;
     let tiles = per_band * bands;
-    if arrays.offsets.count != tiles as u64 || arrays.counts.count != tiles as u64 {
+    if offsets_field.count != tiles as u64 || counts_field.count != tiles as u64 {
         return Err(Error::Internal(format!(
             "{}: GDAL made {} tile offsets for {tiles} tiles",
             path.display(),
-            arrays.offsets.count
+            offsets_field.count
         )));
     }
     let mut offsets = vec![0u64; tiles];
@@ -130,17 +131,11 @@ pub(super) fn export_frames(
         }
     }
     let mut file = w.into_inner().map_err(|e| gdal_err(path, e.error()))?;
-    if !(arrays.offsets.holds(end) && arrays.counts.holds(tile_bytes as u64 * 2)) {
+    if !(holds(&offsets_field, end) && holds(&counts_field, tile_bytes as u64 * 2)) {
         return Ok(false);
     }
-    arrays
-        .offsets
-        .patch(&mut file, &offsets)
-        .map_err(|e| gdal_err(path, e))?;
-    arrays
-        .counts
-        .patch(&mut file, &counts)
-        .map_err(|e| gdal_err(path, e))?;
+    patch(&offsets_field, &mut file, &offsets).map_err(|e| gdal_err(path, e))?;
+    patch(&counts_field, &mut file, &counts).map_err(|e| gdal_err(path, e))?;
     drop(file);
     temp.persist(out)?;
     Ok(true)
@@ -173,117 +168,22 @@ fn empty_frame(md: &crate::model::TileLayerMetadata, tile_bytes: usize) -> Resul
     Ok(frame)
 }
 
-/// Where a TIFF's TileOffsets and TileByteCounts values are.
-#[derive(Debug)]
-struct TileArrays {
-    offsets: TiffArray,
-    counts: TiffArray,
+/// Whether a tile array (LONG or LONG8) holds `v`.
+fn holds(field: &Field, v: u64) -> bool {
+    field.field_type == 16 || (field.field_type == 4 && v <= u64::from(u32::MAX))
 }
 
-/// The values of one array-valued tag of the first IFD.
-#[derive(Debug, Clone, Copy)]
-struct TiffArray {
-    /// TIFF field type: 4 LONG (u32) or 16 LONG8 (u64).
-    field_type: u16,
-    count: u64,
-    /// File offset of the first value.
-    at: u64,
-}
-
-const TILE_OFFSETS: u16 = 324;
-const TILE_BYTE_COUNTS: u16 = 325;
-
-impl TileArrays {
-    /// Reads a little-endian TIFF or BigTIFF's first IFD for its tile arrays.
-    fn read(file: &mut File) -> std::io::Result<TileArrays> {
-        let bad = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string());
-        let mut header = [0u8; 16];
-        file.seek(SeekFrom::Start(0))?;
-        file.read_exact(&mut header[..8])?;
-        if &header[..2] != b"II" {
-            return Err(bad("not a little-endian TIFF"));
-        }
-        let big = match u16::from_le_bytes([header[2], header[3]]) {
-            42 => false,
-            43 => true,
-            _ => return Err(bad("not a TIFF")),
-        };
-        let ifd = if big {
-            file.read_exact(&mut header[8..16])?;
-            u64::from_le_bytes(header[8..16].try_into().unwrap_or_default())
+/// Writes `values` over a tile array whose values it [`holds`].
+fn patch(field: &Field, file: &mut File, values: &[u64]) -> std::io::Result<()> {
+    let mut bytes = Vec::with_capacity(values.len() * 8);
+    for &v in values {
+        if field.field_type == 16 {
+            bytes.extend_from_slice(&v.to_le_bytes());
         } else {
-            u64::from(u32::from_le_bytes(
-                header[4..8].try_into().unwrap_or_default(),
-            ))
-        };
-        file.seek(SeekFrom::Start(ifd))?;
-        let (count_len, entry_len, value_len) = if big { (8, 20, 8) } else { (2, 12, 4) };
-        let mut n = [0u8; 8];
-        file.read_exact(&mut n[..count_len])?;
-        let entries = u64::from_le_bytes(n);
-        let mut raw = vec![0u8; entries as usize * entry_len];
-        file.read_exact(&mut raw)?;
-        let (mut offsets, mut counts) = (None, None);
-        for (i, e) in raw.chunks_exact(entry_len).enumerate() {
-            let tag = u16::from_le_bytes([e[0], e[1]]);
-            if tag != TILE_OFFSETS && tag != TILE_BYTE_COUNTS {
-                continue;
-            }
-            let field_type = u16::from_le_bytes([e[2], e[3]]);
-            let size = match field_type {
-                4 => 4,
-                16 => 8,
-                _ => return Err(bad("tile arrays are neither LONG nor LONG8")),
-            };
-            let mut c = [0u8; 8];
-            c[..value_len].copy_from_slice(&e[4..4 + value_len]);
-            let count = u64::from_le_bytes(c);
-            let field = &e[4 + value_len..4 + 2 * value_len];
-            let entry_at = ifd + count_len as u64 + (i * entry_len) as u64;
-            // Values that fit in the entry are in it; others are where it points.
-            let at = if count * size <= value_len as u64 {
-                entry_at + 4 + value_len as u64
-            } else {
-                let mut v = [0u8; 8];
-                v[..value_len].copy_from_slice(field);
-                u64::from_le_bytes(v)
-            };
-            let array = TiffArray {
-                field_type,
-                count,
-                at,
-            };
-            if tag == TILE_OFFSETS {
-                offsets = Some(array);
-            } else {
-                counts = Some(array);
-            }
-        }
-        match (offsets, counts) {
-            (Some(offsets), Some(counts)) => Ok(TileArrays { offsets, counts }),
-            _ => Err(bad("no TileOffsets or TileByteCounts: not a tiled TIFF")),
+            let v = u32::try_from(v).map_err(std::io::Error::other)?;
+            bytes.extend_from_slice(&v.to_le_bytes());
         }
     }
-}
-
-impl TiffArray {
-    /// Whether the array's values can be as large as `v`.
-    fn holds(&self, v: u64) -> bool {
-        self.field_type == 16 || v <= u64::from(u32::MAX)
-    }
-
-    /// Writes `values` over the array (each one it [holds](Self::holds)).
-    fn patch(&self, file: &mut File, values: &[u64]) -> std::io::Result<()> {
-        let mut bytes = Vec::with_capacity(values.len() * 8);
-        for &v in values {
-            if self.field_type == 16 {
-                bytes.extend_from_slice(&v.to_le_bytes());
-            } else {
-                let v = u32::try_from(v).map_err(std::io::Error::other)?;
-                bytes.extend_from_slice(&v.to_le_bytes());
-            }
-        }
-        file.seek(SeekFrom::Start(self.at))?;
-        file.write_all(&bytes)
-    }
+    file.seek(SeekFrom::Start(field.at))?;
+    file.write_all(&bytes)
 }

@@ -3,8 +3,8 @@
 //! 0.3–0.8 s of a 3.5 s `tessera dem slope`). One thread follows the order the tile threads
 //! take keys in, a few rows of keys ahead of them, and asks the kernel to read the blocks those
 //! keys' windows will decode (`posix_fadvise(WILLNEED)`: asynchronous, into the page cache).
-//! Only for local files whose block offsets GDAL reports (GeoTIFFs) and sources on the layer's
-//! CRS; anything else is read as before.
+//! Only for local TIFFs (whose IFD says where each block is) on the layer's CRS; anything else
+//! is read as before.
 
 use std::collections::HashSet;
 use std::os::fd::AsRawFd;
@@ -14,7 +14,7 @@ use std::time::Duration;
 use super::IngestPlan;
 use super::worker::{window_for, with_halo};
 use crate::model::SpatialKey;
-use crate::source::GdalSource;
+use crate::source::{BlockIndex, SourceInfo};
 
 /// Follows the tile threads through `order` (they take key `next` next), keeping the blocks of
 /// the `ahead` keys after it requested, until they are done or `stop` is set. Returns how many
@@ -27,7 +27,7 @@ pub(super) fn follow(
     stop: &AtomicBool,
     ahead: usize,
 ) -> usize {
-    let sources: Vec<(usize, GdalSource, std::fs::File)> = plan
+    let sources: Vec<(usize, &SourceInfo, BlockIndex, std::fs::File)> = plan
         .sources
         .iter()
         .enumerate()
@@ -35,13 +35,13 @@ pub(super) fn follow(
         .filter_map(|(i, s)| {
             let path = s.info.url.strip_prefix("file://").unwrap_or(&s.info.url);
             // A local file, not an object or a /vsi path.
-            let file = std::fs::File::open(path)
+            let mut file = std::fs::File::open(path)
                 .ok()
                 .filter(|f| f.metadata().is_ok_and(|m| m.is_file()))?;
-            let src = GdalSource::reopen(&s.info).ok()?;
-            // Not a GeoTIFF, or GDAL does not say where its blocks are.
-            src.block_bytes(plan.bands[0], 0, 0)?;
-            Some((i, src, file))
+            // A TIFF, whose blocks are where its IFD says.
+            let grid = &s.info.grid;
+            let index = BlockIndex::read(&mut file, (grid.cols, grid.rows), s.info.block_size)?;
+            Some((i, &s.info, index, file))
         })
         .collect();
     if sources.is_empty() {
@@ -62,8 +62,7 @@ pub(super) fn follow(
         }
         let target = with_halo(plan, halo, order[i]);
         i += 1;
-        for (s, src, file) in &sources {
-            let info = src.info();
+        for (s, info, index, file) in &sources {
             let Some((c0, r0, c1, r1)) = window_for(&info.grid, &target.extent, 0.0) else {
                 continue;
             };
@@ -75,7 +74,7 @@ pub(super) fn follow(
                         if !requested.insert((*s, band, bx, by)) {
                             continue;
                         }
-                        if let Some((offset, len)) = src.block_bytes(band, bx, by) {
+                        if let Some((offset, len)) = index.block(band, bx, by) {
                             will_need(file, offset, len);
                             count += 1;
                         }
