@@ -5,8 +5,9 @@
 # end — read, compute, write a GeoTIFF (ZSTD, so that input and output fit beside each other)
 # — printed beside the kernel-only time of the same work in the same run (bench/svf_kernel.rs:
 # the same tiles and halos computed in memory), with peak RSS. Then the same job through a
-# coordinator and 2 worker processes (a Zarr layer, then `tessera layer export`), when the disk
-# holds the layer and the export too.
+# coordinator and 2 worker processes (a Zarr layer, then `tessera layer export --compress zstd`,
+# which copies the layer's tiles without decoding them), when the disk holds the layer and the
+# export too.
 #
 #   bench/svf_city.sh [COLS ROWS]
 cols="${1:-46667}"

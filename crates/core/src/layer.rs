@@ -541,14 +541,8 @@ impl LayerReader {
     /// the tile's cells, little-endian, row-major, when [`Self::has_plain_frames`] — or `None`
     /// when the layer stores none there (all NoData).
     pub fn tile_frame(&self, band: usize, key: SpatialKey) -> Result<Option<Bytes>> {
-        let b = self.band_index(band)?;
+        let b = self.band_key_index(band, key)?;
         let md = &self.info.metadata;
-        if !md.bounds.to_grid_bounds().contains(key) {
-            return Err(Error::layer(
-                self.store.url(),
-                format!("key {key} is outside the layer's key bounds"),
-            ));
-        }
         let [row, col] = md.chunk_of(key);
         let name = &self.info.bands[b];
         block_on(self.store.get(&format!("{name}/{row}.{col}")))
@@ -578,16 +572,22 @@ impl LayerReader {
         Ok(band - 1)
     }
 
-    /// The tile of `band` (1-based) at `key`; `None` when the layer stores none there (all NoData).
-    pub fn read_tile(&self, band: usize, key: SpatialKey) -> Result<Option<Tile>> {
+    /// The index of a band by its 1-based number, when `key` is inside the layer's key bounds.
+    fn band_key_index(&self, band: usize, key: SpatialKey) -> Result<usize> {
         let b = self.band_index(band)?;
-        let md = &self.info.metadata;
-        if !md.bounds.to_grid_bounds().contains(key) {
+        if !self.info.metadata.bounds.to_grid_bounds().contains(key) {
             return Err(Error::layer(
                 self.store.url(),
                 format!("key {key} is outside the layer's key bounds"),
             ));
         }
+        Ok(b)
+    }
+
+    /// The tile of `band` (1-based) at `key`; `None` when the layer stores none there (all NoData).
+    pub fn read_tile(&self, band: usize, key: SpatialKey) -> Result<Option<Tile>> {
+        let b = self.band_key_index(band, key)?;
+        let md = &self.info.metadata;
         let tl = md.layout.tile_layout;
         let shape = (tl.tile_rows as usize, tl.tile_cols as usize);
         let chunk = md.chunk_of(key);
