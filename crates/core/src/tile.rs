@@ -103,32 +103,31 @@ impl TileData {
 
     /// Converts `values` to `data_type` with [`Cell::from_f64`].
     pub fn from_f64(data_type: DataType, values: &Array2<f64>) -> TileData {
-        fn conv<T: Cell>(v: &Array2<f64>) -> Array2<T> {
-            v.mapv(T::from_f64)
-        }
-        match data_type {
-            DataType::U8 => TileData::U8(conv(values)),
-            DataType::I16 => TileData::I16(conv(values)),
-            DataType::U16 => TileData::U16(conv(values)),
-            DataType::I32 => TileData::I32(conv(values)),
-            DataType::F32 => TileData::F32(conv(values)),
-            DataType::F64 => TileData::F64(conv(values)),
-        }
+        Self::from_f64_mapped(data_type, values, |x| x)
     }
 
     /// Converts `values` to `data_type` as [`Self::from_f64`] does, with NaN cells written as
     /// `fill` (a tile's NoData): the two in one pass.
     pub fn from_f64_filled(data_type: DataType, values: &Array2<f64>, fill: f64) -> TileData {
-        fn conv<T: Cell>(v: &Array2<f64>, fill: f64) -> Array2<T> {
-            v.mapv(|x| T::from_f64(if x.is_nan() { fill } else { x }))
+        Self::from_f64_mapped(data_type, values, |x| if x.is_nan() { fill } else { x })
+    }
+
+    /// `f` of each value, converted to `data_type` with [`Cell::from_f64`].
+    fn from_f64_mapped(
+        data_type: DataType,
+        values: &Array2<f64>,
+        f: impl Fn(f64) -> f64 + Copy,
+    ) -> TileData {
+        fn conv<T: Cell>(v: &Array2<f64>, f: impl Fn(f64) -> f64) -> Array2<T> {
+            v.mapv(|x| T::from_f64(f(x)))
         }
         match data_type {
-            DataType::U8 => TileData::U8(conv(values, fill)),
-            DataType::I16 => TileData::I16(conv(values, fill)),
-            DataType::U16 => TileData::U16(conv(values, fill)),
-            DataType::I32 => TileData::I32(conv(values, fill)),
-            DataType::F32 => TileData::F32(conv(values, fill)),
-            DataType::F64 => TileData::F64(conv(values, fill)),
+            DataType::U8 => TileData::U8(conv(values, f)),
+            DataType::I16 => TileData::I16(conv(values, f)),
+            DataType::U16 => TileData::U16(conv(values, f)),
+            DataType::I32 => TileData::I32(conv(values, f)),
+            DataType::F32 => TileData::F32(conv(values, f)),
+            DataType::F64 => TileData::F64(conv(values, f)),
         }
     }
 
