@@ -127,7 +127,7 @@ impl TempFile {
 
     /// Renames the file to `out` and keeps it.
     fn persist(mut self, out: &Path) -> Result<()> {
-        std::fs::rename(self.path()?, out).map_err(|e| gdal_err(out, e))?;
+        crate::store::replace_file(self.path()?, out).map_err(|e| gdal_err(out, e))?;
         self.0 = None;
         Ok(())
     }
@@ -275,6 +275,7 @@ fn create_gtiff_with(
                 .map_err(|e| gdal_err(path, e))?;
         }
     }
+    ds.flush_cache().map_err(|e| gdal_err(path, e))?;
     Ok(ds)
 }
 

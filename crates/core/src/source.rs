@@ -447,6 +447,58 @@ impl GdalSource {
         Array2::from_shape_vec((rows, cols), data).map_err(|e| Error::Internal(e.to_string()))
     }
 
+    /// Block (`bx`, `by`) of `band` (1-based), `w` × `h` cells (the block less what lies past
+    /// the raster's edge), as the driver decodes it straight into the array (`GDALReadBlock`),
+    /// not through GDAL's block cache and a copy out of it: for a compressed GeoTIFF read block
+    /// by block, each block's cells are held and faulted in once rather than twice. `None` when
+    /// the band's cells are not `T` or its blocks are not [`SourceInfo::block_size`]: the
+    /// caller reads the window instead.
+    pub(crate) fn read_block<T: gdal::raster::GdalType + Copy>(
+        &self,
+        band: usize,
+        (bx, by): (u64, u64),
+        (w, h): (usize, usize),
+    ) -> Result<Option<Array2<T>>> {
+        self.check_band(band)?;
+        let url = &self.info.url;
+        let b = self
+            .dataset
+            .rasterband(band)
+            .map_err(|e| Error::source(url, gdal_message(&e)))?;
+        let (bw, bh) = self.info.block_size;
+        if T::gdal_ordinal() != b.band_type() as u32
+            || b.block_size() != (bw, bh)
+            || w > bw
+            || h > bh
+        {
+            return Ok(None);
+        }
+        let failed = |e: &dyn std::fmt::Display| {
+            Error::source(
+                url,
+                format!(
+                    "cannot read cells ({}, {}) + {w} × {h} of band {band}: {e}",
+                    bx * bw as u64,
+                    by * bh as u64
+                ),
+            )
+        };
+        let index = (
+            usize::try_from(bx).map_err(|e| failed(&e))?,
+            usize::try_from(by).map_err(|e| failed(&e))?,
+        );
+        let (_, cells) = b
+            .read_block::<T>(index)
+            .map_err(|e| failed(&gdal_message(&e)))?
+            .into_shape_and_vec();
+        let block = Array2::from_shape_vec((bh, bw), cells).map_err(|e| failed(&e))?;
+        Ok(Some(if (w, h) == (bw, bh) {
+            block
+        } else {
+            block.slice(ndarray::s![..h, ..w]).to_owned()
+        }))
+    }
+
     /// The grid this source would have in `target` (GDAL's suggested warp output: the same
     /// number of cells across the diagonal, square cells).
     pub fn grid_in(&self, target: &Crs) -> Result<GridExtent> {

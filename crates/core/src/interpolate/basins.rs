@@ -172,7 +172,7 @@ pub fn write_polygons(
         Ok(n)
     })();
     match written.and_then(|n| {
-        std::fs::rename(&tmp, dest)
+        crate::store::replace_file(&tmp, dest)
             .map(|()| n)
             .map_err(|e| Error::storage(path.to_string(), e))
     }) {
@@ -348,7 +348,7 @@ fn write_table(path: &str, columns: Vec<(&str, ArrayRef)>) -> Result<()> {
         }
         Ok(())
     })();
-    match result.and_then(|()| std::fs::rename(&tmp, dest).map_err(|e| failed(&e))) {
+    match result.and_then(|()| crate::store::replace_file(&tmp, dest).map_err(|e| failed(&e))) {
         Ok(()) => Ok(()),
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);

@@ -356,9 +356,9 @@ fn write_tiff(
         ds.flush_cache().map_err(err)?;
         Ok(())
     })();
-    match result
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::storage(out.to_string(), e)))
-    {
+    match result.and_then(|()| {
+        crate::store::replace_file(&tmp, path).map_err(|e| Error::storage(out.to_string(), e))
+    }) {
         Ok(()) => Ok(()),
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);

@@ -223,9 +223,15 @@ impl BlockCache {
         let decode = || -> Result<Block> {
             self.decoded.fetch_add(1, Ordering::Relaxed);
             Ok(if exact_in_f32 {
-                Block::F32(src.read_window::<f32>(band, x0, y0, w, h)?)
+                Block::F32(match src.read_block::<f32>(band, (bx, by), (w, h))? {
+                    Some(cells) => cells,
+                    None => src.read_window::<f32>(band, x0, y0, w, h)?,
+                })
             } else {
-                Block::F64(src.read_window(band, x0, y0, w, h)?)
+                Block::F64(match src.read_block::<f64>(band, (bx, by), (w, h))? {
+                    Some(cells) => cells,
+                    None => src.read_window(band, x0, y0, w, h)?,
+                })
             })
         };
         let slot = {

@@ -289,7 +289,7 @@ impl<'z> TableWriter<'z> {
             None => {}
         }
         if let Some((tmp, dest)) = self.paths.take() {
-            std::fs::rename(&tmp, &dest).map_err(|e| {
+            crate::store::replace_file(&tmp, &dest).map_err(|e| {
                 let _ = std::fs::remove_file(&tmp);
                 Error::invalid(format!("cannot move the table to {}: {e}", dest.display()))
             })?;
