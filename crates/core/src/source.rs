@@ -411,6 +411,28 @@ impl GdalSource {
         Ok(())
     }
 
+    /// Band `band` (1-based), or an error naming the source and the bands it has.
+    fn band(&self, band: usize) -> Result<gdal::raster::RasterBand<'_>> {
+        self.check_band(band)?;
+        self.dataset
+            .rasterband(band)
+            .map_err(|e| Error::source(&self.info.url, gdal_message(&e)))
+    }
+
+    /// The error of a read of cells (`col`, `row`) + `cols` × `rows` of `band`.
+    fn read_failed(
+        &self,
+        band: usize,
+        (col, row): (u64, u64),
+        (cols, rows): (usize, usize),
+        e: &dyn std::fmt::Display,
+    ) -> Error {
+        Error::source(
+            &self.info.url,
+            format!("cannot read cells ({col}, {row}) + {cols} × {rows} of band {band}: {e}"),
+        )
+    }
+
     /// Reads cells [col, col + cols) × [row, row + rows) of `band` (1-based) as `T` (GDAL
     /// converts). The window must lie inside the raster.
     pub fn read_window<T: gdal::raster::GdalType + Copy>(
@@ -421,29 +443,18 @@ impl GdalSource {
         cols: usize,
         rows: usize,
     ) -> Result<Array2<T>> {
-        self.check_band(band)?;
-        let url = &self.info.url;
-        let b = self
-            .dataset
-            .rasterband(band)
-            .map_err(|e| Error::source(url, gdal_message(&e)))?;
-        let buf = b
+        let failed =
+            |e: &dyn std::fmt::Display| self.read_failed(band, (col, row), (cols, rows), e);
+        let (_, data) = self
+            .band(band)?
             .read_as::<T>(
                 (col as isize, row as isize),
                 (cols, rows),
                 (cols, rows),
                 None,
             )
-            .map_err(|e| {
-                Error::source(
-                    url,
-                    format!(
-                        "cannot read cells ({col}, {row}) + {cols} × {rows} of band {band}: {}",
-                        gdal_message(&e)
-                    ),
-                )
-            })?;
-        let (_, data) = buf.into_shape_and_vec();
+            .map_err(|e| failed(&gdal_message(&e)))?
+            .into_shape_and_vec();
         Array2::from_shape_vec((rows, cols), data).map_err(|e| Error::Internal(e.to_string()))
     }
 
@@ -459,12 +470,7 @@ impl GdalSource {
         (bx, by): (u64, u64),
         (w, h): (usize, usize),
     ) -> Result<Option<Array2<T>>> {
-        self.check_band(band)?;
-        let url = &self.info.url;
-        let b = self
-            .dataset
-            .rasterband(band)
-            .map_err(|e| Error::source(url, gdal_message(&e)))?;
+        let b = self.band(band)?;
         let (bw, bh) = self.info.block_size;
         if T::gdal_ordinal() != b.band_type() as u32
             || b.block_size() != (bw, bh)
@@ -473,16 +479,8 @@ impl GdalSource {
         {
             return Ok(None);
         }
-        let failed = |e: &dyn std::fmt::Display| {
-            Error::source(
-                url,
-                format!(
-                    "cannot read cells ({}, {}) + {w} × {h} of band {band}: {e}",
-                    bx * bw as u64,
-                    by * bh as u64
-                ),
-            )
-        };
+        let origin = (bx * bw as u64, by * bh as u64);
+        let failed = |e: &dyn std::fmt::Display| self.read_failed(band, origin, (w, h), e);
         let index = (
             usize::try_from(bx).map_err(|e| failed(&e))?,
             usize::try_from(by).map_err(|e| failed(&e))?,
