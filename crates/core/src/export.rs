@@ -275,6 +275,8 @@ fn create_gtiff_with(
                 .map_err(|e| gdal_err(path, e))?;
         }
     }
+    // The header and georeferencing written now, by this thread, whose PROJ context the plan
+    // warmed: written at the first block instead, a tile thread would start its own.
     ds.flush_cache().map_err(|e| gdal_err(path, e))?;
     Ok(ds)
 }

@@ -641,19 +641,13 @@ pub fn ingest(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synth::SynthDsm;
+    use crate::synth::write_test_dsm;
 
     #[test]
     fn a_failed_tile_write_fails_the_ingest_and_leaves_no_layer() {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("dsm.tif");
-        SynthDsm {
-            cols: 600,
-            rows: 500,
-            ..SynthDsm::default()
-        }
-        .write_geotiff(&src, &NoProgress)
-        .unwrap();
+        write_test_dsm(&src, 600, 500);
         let out = dir.path().join("layer");
         let options = IngestOptions::default();
         let plan = plan_ingest(&[src.display().to_string()], &options).unwrap();
@@ -680,13 +674,7 @@ mod tests {
     fn keys_are_taken_row_by_row_in_strips_whose_blocks_fit_the_cache() {
         let dir = tempfile::tempdir().unwrap();
         let tiled = dir.path().join("tiled.tif");
-        SynthDsm {
-            cols: 2560,
-            rows: 512,
-            ..SynthDsm::default()
-        }
-        .write_geotiff(&tiled, &NoProgress)
-        .unwrap();
+        write_test_dsm(&tiled, 2560, 512);
         let options = IngestOptions::default();
         let plan = plan_ingest(&[tiled.display().to_string()], &options).unwrap();
         assert_eq!(plan.sources[0].info.block_size, (256, 256));

@@ -98,6 +98,19 @@ impl Default for SynthDsm {
     }
 }
 
+/// Writes the default synthetic DSM, `cols` × `rows` cells, to `path`: the input of tests
+/// that need a tiled DEFLATE GeoTIFF of a given size.
+#[cfg(test)]
+pub(crate) fn write_test_dsm(path: &Path, cols: u64, rows: u64) {
+    SynthDsm {
+        cols,
+        rows,
+        ..SynthDsm::default()
+    }
+    .write_geotiff(path, &crate::ingest::NoProgress)
+    .unwrap_or_else(|e| panic!("cannot write the test DSM {}: {e}", path.display()));
+}
+
 impl SynthDsm {
     pub fn grid(&self) -> GridExtent {
         GridExtent::from_origin(

@@ -102,20 +102,14 @@ fn will_need(file: &std::fs::File, offset: u64, len: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::{IngestOptions, NoProgress, plan_ingest};
-    use crate::synth::SynthDsm;
+    use crate::ingest::{IngestOptions, plan_ingest};
+    use crate::synth::write_test_dsm;
 
     #[test]
     fn the_blocks_of_the_keys_ahead_are_requested_once_each() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dsm.tif");
-        SynthDsm {
-            cols: 1000,
-            rows: 600,
-            ..SynthDsm::default()
-        }
-        .write_geotiff(&path, &NoProgress)
-        .unwrap();
+        write_test_dsm(&path, 1000, 600);
         let plan = plan_ingest(&[path.display().to_string()], &IngestOptions::default()).unwrap();
         let (next, stop) = (AtomicUsize::new(0), AtomicBool::new(false));
         let keys = &super::super::traversal(&plan, 40, &plan.keys);

@@ -307,20 +307,13 @@ impl Lru {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::NoProgress;
-    use crate::synth::SynthDsm;
+    use crate::synth::write_test_dsm;
 
     #[test]
     fn windows_assembled_from_blocks_equal_direct_reads() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dsm.tif");
-        SynthDsm {
-            cols: 700,
-            rows: 530,
-            ..SynthDsm::default()
-        }
-        .write_geotiff(&path, &NoProgress)
-        .unwrap();
+        write_test_dsm(&path, 700, 530);
         let src = GdalSource::open(path.to_str().unwrap()).unwrap();
         // A small cache, so that blocks are evicted and read again.
         let cache = BlockCache::new(3 * 256 * 256 * 8 * 8);
@@ -344,13 +337,7 @@ mod tests {
     fn threads_wanting_the_same_blocks_at_once_decode_each_once() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dsm.tif");
-        SynthDsm {
-            cols: 1024,
-            rows: 768,
-            ..SynthDsm::default()
-        }
-        .write_geotiff(&path, &NoProgress)
-        .unwrap();
+        write_test_dsm(&path, 1024, 768);
         let url = path.to_str().unwrap();
         let cache = BlockCache::new(64 << 20);
         let want = GdalSource::open(url)

@@ -186,8 +186,7 @@ mod tests {
     use gdal::cpl::CslStringList;
 
     use super::*;
-    use crate::ingest::NoProgress;
-    use crate::synth::SynthDsm;
+    use crate::synth::write_test_dsm;
 
     /// Every block of every band, where GDAL says it is and where the index says it is.
     fn agree(path: &std::path::Path) {
@@ -219,13 +218,7 @@ mod tests {
     fn block_offsets_are_where_gdal_says_for_tiles_strips_and_bands_apart() {
         let dir = tempfile::tempdir().unwrap();
         let tiled = dir.path().join("tiled.tif");
-        SynthDsm {
-            cols: 700,
-            rows: 530,
-            ..SynthDsm::default()
-        }
-        .write_geotiff(&tiled, &NoProgress)
-        .unwrap();
+        write_test_dsm(&tiled, 700, 530);
         agree(&tiled);
         let src = gdal::Dataset::open(&tiled).unwrap();
         let driver = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
