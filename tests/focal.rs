@@ -13,13 +13,18 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use gdal::Metadata;
+
 use ndarray::Array2;
 use tessera_core::focal::{FocalGrid, FocalOp, SlopeParams, SvfParams};
 use tessera_core::ingest::{IngestOptions, NoProgress, ingest};
 use tessera_core::layer::LayerReader;
 use tessera_core::model::LayoutScheme;
 use tessera_core::synth::SynthDsm;
-use tessera_tests::{gdal_cells, python_with, shared_dems, temp_dir, tessera_fails, tessera_ok};
+use tessera_tests::{
+    gdal_cells, python_with, shared_dems, temp_dir, tessera_bin, tessera_env, tessera_fails,
+    tessera_ok,
+};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -448,6 +453,155 @@ fn the_direct_path_writes_what_the_job_and_export_write() {
         .filter(|n| n.starts_with('.'))
         .collect();
     left.sort();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// `tessera dem` on a plain local GeoTIFF runs without GDAL (`tessera` alone, which does not
+/// load libgdal); `tessera-engine` runs it with GDAL. Both must write the same file — every
+/// cell bit for bit, grid, CRS, cell type, NoData and blocks — on inputs tiled or in strips,
+/// DEFLATE, ZSTD or uncompressed, with either predictor, Float32 or Int16 with NoData, for every
+/// operation and output compression. What the GDAL-free path does not read is handed to the
+/// engine, which writes it as before.
+#[test]
+fn the_path_without_gdal_writes_what_the_engine_writes() {
+    let tmp = temp_dir();
+    let dsm = tmp.path().join("dsm.tif");
+    tessera_ok(&["synth", "dsm", s(&dsm), "--cols", "611", "--rows", "389"]);
+    let source = gdal::Dataset::open(&dsm).unwrap();
+    let driver = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
+    let copy = |name: &str, options: &[(&str, &str)]| {
+        let mut opts = gdal::cpl::CslStringList::new();
+        for (k, v) in options {
+            opts.set_name_value(k, v).unwrap();
+        }
+        let path = tmp.path().join(name);
+        source.create_copy(&driver, &path, &opts).unwrap();
+        path
+    };
+    // An Int16 DEM with -32768 as NoData, in strips with the horizontal predictor.
+    let int16 = tmp.path().join("int16.tif");
+    let out = Command::new("gdal_translate")
+        .args([
+            "-q",
+            "-ot",
+            "Int16",
+            "-a_nodata",
+            "-32768",
+            "-co",
+            "COMPRESS=DEFLATE",
+        ])
+        .args(["-co", "PREDICTOR=2", "-co", "BLOCKYSIZE=5"])
+        .args([s(&dsm), s(&int16)])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let inputs = [
+        dsm.clone(),
+        copy(
+            "strips-zstd-fp.tif",
+            &[("COMPRESS", "ZSTD"), ("PREDICTOR", "3")],
+        ),
+        copy(
+            "tiled-raw.tif",
+            &[
+                ("TILED", "YES"),
+                ("BLOCKXSIZE", "128"),
+                ("BLOCKYSIZE", "64"),
+            ],
+        ),
+        int16,
+    ];
+    let cases: [&[&str]; 4] = [
+        &["slope"],
+        &["hillshade", "--compress", "deflate", "--tile-size", "128"],
+        &[
+            "svf",
+            "--directions",
+            "8",
+            "--radius-cells",
+            "30",
+            "--steps",
+            "9",
+            "--compress",
+            "zstd",
+        ],
+        &["aspect", "--tile-size", "64"],
+    ];
+    let engine = tessera_bin().with_file_name("tessera-engine");
+    let debug = [("TESSERA_LOG".to_string(), "debug".to_string())];
+    for (i, input) in inputs.iter().enumerate() {
+        for (j, case) in cases.iter().enumerate() {
+            let (native, gdal) = (
+                tmp.path().join(format!("{i}-{j}-native.tif")),
+                tmp.path().join(format!("{i}-{j}-gdal.tif")),
+            );
+            let mut a = vec!["dem", case[0], s(input), s(&native)];
+            a.extend(&case[1..]);
+            let said = tessera_env(&a, &debug);
+            let stderr = String::from_utf8_lossy(&said.stderr);
+            assert!(said.status.success(), "{a:?}: {stderr}");
+            assert!(stderr.contains("computed without GDAL"), "{a:?}: {stderr}");
+            let mut b = vec!["--quiet", "dem", case[0], s(input), s(&gdal)];
+            b.extend(&case[1..]);
+            let out = Command::new(&engine).args(&b).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{b:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let what = format!("{} {case:?}", input.display());
+            let (x, y) = (
+                gdal::Dataset::open(&native).unwrap(),
+                gdal::Dataset::open(&gdal).unwrap(),
+            );
+            assert_eq!(x.raster_size(), y.raster_size(), "{what}");
+            assert_eq!(
+                x.geo_transform().unwrap(),
+                y.geo_transform().unwrap(),
+                "{what}"
+            );
+            assert_eq!(x.projection(), y.projection(), "{what}");
+            let (bx, by) = (x.rasterband(1).unwrap(), y.rasterband(1).unwrap());
+            assert_eq!(bx.band_type(), by.band_type(), "{what}");
+            assert_eq!(
+                format!("{:?}", bx.no_data_value()),
+                format!("{:?}", by.no_data_value()),
+                "{what}"
+            );
+            assert_eq!(bx.block_size(), by.block_size(), "{what}");
+            assert_eq!(
+                x.metadata_item("COMPRESSION", "IMAGE_STRUCTURE"),
+                y.metadata_item("COMPRESSION", "IMAGE_STRUCTURE"),
+                "{what}"
+            );
+            assert_bits_equal(&what, &raster(&native), &raster(&gdal));
+        }
+    }
+    // LZW is GDAL's to read: the command is handed to the engine, which writes the same file.
+    let lzw = copy("lzw.tif", &[("COMPRESS", "LZW")]);
+    let (a, b) = (
+        tmp.path().join("lzw-out.tif"),
+        tmp.path().join("dsm-out.tif"),
+    );
+    let said = tessera_env(&["dem", "slope", s(&lzw), s(&a)], &debug);
+    let stderr = String::from_utf8_lossy(&said.stderr);
+    assert!(said.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("handed to tessera-engine: not a plain GeoTIFF: compression 5"),
+        "{stderr}"
+    );
+    tessera_ok(&["dem", "slope", s(&dsm), s(&b)]);
+    assert_bits_equal("lzw", &raster(&a), &raster(&b));
+    // Nothing left behind by either path.
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with('.'))
+        .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 

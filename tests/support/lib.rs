@@ -39,12 +39,12 @@ pub fn tessera_bin() -> &'static Path {
             build.env_remove(k);
         }
         let status = build
-            .args(["build", "--quiet", "-p", "tessera-cli", "--bin", "tessera"])
+            .args(["build", "--quiet", "-p", "tessera-cli", "--bins"])
             .current_dir(manifest_dir())
             .status()
             .expect("cannot run cargo to build the tessera binary");
         assert!(status.success(), "building the tessera binary failed");
-        // target/<profile>/deps/<test> -> target/<profile>/tessera
+        // target/<profile>/deps/<test> -> target/<profile>/tessera (and tessera-engine beside it)
         let exe = std::env::current_exe().expect("current_exe");
         let dir = exe.parent().and_then(Path::parent).expect("target dir");
         let bin = dir.join("tessera");

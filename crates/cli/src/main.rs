@@ -1,211 +1,63 @@
 //! The `tessera` command.
 //!
-//! `main` only parses arguments and dispatches: every command lives in its own module under
-//! [`commands`] as a function returning `anyhow::Result`, and an error is printed as one line
-//! naming the problem, with exit status 1 (2 for usage errors, from clap).
+//! `tessera dem` on a plain local GeoTIFF (see [`native`]) runs here, in a process that does not
+//! load GDAL: its ~110 shared libraries take about 0.2 s to load from a cold page cache, longer
+//! than a 3000² slope takes to compute. Every other command, and `tessera dem` on anything this
+//! process does not read or would report an error for, is handed to `tessera-engine` beside this
+//! binary — the same arguments, by exec — which runs it with GDAL and gives the errors.
 
-mod commands;
-mod config;
+mod args;
+mod native;
 mod progress;
 
-use std::path::PathBuf;
+use std::ffi::OsString;
 use std::process::ExitCode;
 
-use anyhow::Result;
-use clap::{Parser, Subcommand};
-use tessera_core::ingest::{NoProgress, Progress};
+use clap::Parser;
 
-use commands::{
-    catalog, dem, ingest, interpolate, jobs, layer, read, run, schedule, serve, synth, zonal,
-};
-
+/// The part of the command line this process runs itself.
 #[derive(Debug, Parser)]
-#[command(
-    name = "tessera",
-    version,
-    about = "Distributed tiled raster compute engine"
-)]
-struct Cli {
-    /// Do not draw progress bars.
-    #[arg(long, global = true)]
-    quiet: bool,
-    /// Log lines as `text` or `json` (one object per line, with the job and task ids as
-    /// fields), on stderr; the level comes from TESSERA_LOG (default: warn).
-    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
-    log_format: String,
-    /// For an https:// coordinator: the PEM certificate of the CA to trust.
-    #[arg(long, global = true)]
-    tls_ca: Option<PathBuf>,
+#[command(name = "tessera")]
+struct Front {
+    #[command(flatten)]
+    global: args::Global,
     #[command(subcommand)]
-    command: Command,
+    command: FrontCommand,
 }
 
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Cut rasters GDAL reads into a tiled Zarr layer.
-    Ingest(ingest::IngestArgs),
-    /// Inspect or export layers.
-    Layer {
-        #[command(subcommand)]
-        command: layer::LayerCommand,
-    },
-    /// Read a space-time layer by variables, time range and bbox, or by origin/shape.
-    Read(read::ReadArgs),
-    /// Run a job spec here: a coordinator and workers in this process over loopback gRPC.
-    Run(run::RunArgs),
-    /// Serve a coordinator.
-    Coordinator(serve::CoordinatorArgs),
-    /// Run a worker for a coordinator.
-    Worker(serve::WorkerArgs),
-    /// Submit a job spec to a coordinator.
-    Submit(jobs::SubmitArgs),
-    /// List a coordinator's jobs.
-    Jobs(jobs::Remote),
-    /// Follow a job to its end.
-    Watch(jobs::JobArgs),
-    /// Cancel a job.
-    Cancel(jobs::JobArgs),
-    /// Specs a coordinator submits itself on a cron expression: add, ls, show, rm, run-now.
-    Schedule {
-        #[command(subcommand)]
-        command: schedule::ScheduleCommand,
-    },
-    /// Terrain analysis as gdaldem does it, run as a tiled job: svf, slope, aspect, hillshade.
+#[derive(Debug, clap::Subcommand)]
+enum FrontCommand {
     Dem {
         #[command(subcommand)]
-        command: dem::DemCommand,
-    },
-    /// Statistics of a raster or cube per zone of a polygon layer, as a Parquet or CSV table.
-    Zonal(zonal::ZonalArgs),
-    /// Station values onto a grid: nearest, IDW, ordinary kriging, or Thiessen polygons and
-    /// their basin weights.
-    Interpolate(Box<interpolate::InterpolateArgs>),
-    /// The datasets of a store: list, search (SQL or CQL2), show, set attributes, remove,
-    /// rebuild from the store, export as STAC.
-    Catalog {
-        #[command(subcommand)]
-        command: catalog::CatalogCommand,
-    },
-    /// Run one read-only SQL query over a store's catalog (`FROM datasets`) and its tables.
-    Sql(catalog::SqlArgs),
-    /// Generate deterministic synthetic rasters for examples and benches.
-    Synth {
-        #[command(subcommand)]
-        command: synth::SynthCommand,
+        command: args::DemCommand,
     },
 }
 
 fn main() -> ExitCode {
-    tessera_core::tune_allocator();
-    let cli = Cli::parse();
-    let filter = || {
-        tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG").unwrap_or_else(|_| "warn".into())
-    };
-    let _ = if cli.log_format == "json" {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter())
-            .with_writer(std::io::stderr)
-            .try_init()
-    } else {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter())
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .try_init()
-    };
-    // GDAL's own messages are folded into Tessera's errors, which name the file and the
-    // problem; printed as well they would only repeat them.
-    // GDAL's quiet handler still records the last message, which the errors include.
-    // SAFETY: installs a C function of GDAL's own as the process-wide handler.
-    unsafe {
-        gdal_sys::CPLSetErrorHandler(Some(gdal_sys::CPLQuietErrorHandler));
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    if let Ok(Front {
+        global,
+        command: FrontCommand::Dem { command },
+    }) = Front::try_parse_from(&argv)
+        && native::dem(command, global.quiet)
+    {
+        return ExitCode::SUCCESS;
     }
-    match dispatch(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}", one_line(&e));
-            ExitCode::FAILURE
-        }
-    }
+    engine(&argv)
 }
 
-/// An error as one line: the CLI's context, then Tessera's own message. Tessera's errors keep
-/// the library error that caused them (for programs and logs), but their message already says
-/// what went wrong in the user's terms, so the chain stops there.
-fn one_line(e: &anyhow::Error) -> String {
-    let mut parts = Vec::new();
-    for cause in e.chain() {
-        parts.push(cause.to_string());
-        if cause.downcast_ref::<tessera_core::Error>().is_some()
-            || cause
-                .downcast_ref::<tessera_catalog::QueryError>()
-                .is_some()
-            || cause
-                .downcast_ref::<tessera_client::ClientError>()
-                .is_some()
-        {
-            break;
-        }
-    }
-    parts.join(": ")
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
-}
-
-fn dispatch(cli: Cli) -> Result<()> {
-    let Cli {
-        quiet,
-        tls_ca,
-        command,
-        ..
-    } = cli;
-    let tls_ca = tls_ca.as_deref();
-    let progress: Box<dyn Progress> = if quiet {
-        Box::new(NoProgress)
-    } else {
-        Box::new(progress::Bar::new("tiles"))
-    };
-    match command {
-        Command::Ingest(args) => ingest::run(args, progress.as_ref()),
-        Command::Layer { command } => layer::run(command, progress.as_ref()),
-        Command::Synth { command } => synth::run(command, progress.as_ref()),
-        Command::Zonal(args) => {
-            let bar: Box<dyn Progress> = if quiet {
-                Box::new(NoProgress)
-            } else {
-                Box::new(progress::Bar::new("zone × steps"))
-            };
-            zonal::run(args, bar.as_ref())
-        }
-        Command::Interpolate(args) => {
-            let bar: Box<dyn Progress> = if quiet {
-                Box::new(NoProgress)
-            } else {
-                Box::new(progress::Bar::new("time steps"))
-            };
-            interpolate::run(*args, bar.as_ref())
-        }
-        Command::Catalog { command } => {
-            catalog::set_tls_ca(tls_ca);
-            runtime()?.block_on(catalog::run(command))
-        }
-        Command::Sql(args) => runtime()?.block_on(catalog::sql(args)),
-        Command::Read(args) => runtime()?.block_on(read::run(args, tls_ca)),
-        Command::Run(args) => runtime()?.block_on(run::run(args, quiet)),
-        Command::Dem { command } => runtime()?.block_on(dem::run(command, quiet)),
-        Command::Coordinator(args) => runtime()?.block_on(serve::coordinator(args)),
-        Command::Worker(args) => {
-            runtime()?.block_on(serve::worker(args, tls_ca.map(PathBuf::from)))
-        }
-        Command::Submit(args) => runtime()?.block_on(jobs::submit(args, tls_ca, quiet)),
-        Command::Jobs(remote) => runtime()?.block_on(jobs::list(remote, tls_ca)),
-        Command::Schedule { command } => runtime()?.block_on(schedule::run(command, tls_ca)),
-        Command::Watch(args) => runtime()?.block_on(jobs::follow(args, tls_ca, quiet)),
-        Command::Cancel(args) => runtime()?.block_on(jobs::cancel(args, tls_ca)),
-    }
+/// Replaces this process with `tessera-engine`, given the same arguments.
+fn engine(argv: &[OsString]) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let path = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("tessera-engine")))
+        .unwrap_or_else(|| "tessera-engine".into());
+    // Its usage lines and messages say `tessera`, as the user typed.
+    let err = std::process::Command::new(&path)
+        .arg0("tessera")
+        .args(argv.iter().skip(1))
+        .exec();
+    eprintln!("error: cannot run {}: {err}", path.display());
+    ExitCode::FAILURE
 }

@@ -1,9 +1,8 @@
 //! Progress bars: tiles done / total, rate and ETA, drawn on stderr (hidden when not a terminal).
 
 use indicatif::{ProgressBar, ProgressStyle};
-use tessera_core::ingest::Progress;
 
-/// An indicatif bar behind Tessera's `Progress`.
+/// An indicatif bar (behind `tessera_core`'s `Progress` in `tessera-engine`).
 #[derive(Debug)]
 pub struct Bar {
     bar: ProgressBar,
@@ -18,15 +17,13 @@ impl Bar {
         }
         Bar { bar }
     }
-}
 
-impl Progress for Bar {
-    fn start(&self, total: u64) {
+    pub fn start(&self, total: u64) {
         self.bar.set_length(total);
         self.bar.set_position(0);
     }
 
-    fn advance(&self, n: u64) {
+    pub fn advance(&self, n: u64) {
         self.bar.inc(n);
     }
 }

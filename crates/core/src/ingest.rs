@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::focal::{DEFAULT_MAX_HALO, FocalGrid};
+use crate::focal::DEFAULT_MAX_HALO;
 use crate::layer::{LayerInfo, LayerWriter, WriteOptions};
 use crate::model::{
     CellType, Crs, DataType, GridExtent, KeyIndex, LayoutScheme, SpatialKey, TileLayerMetadata,
@@ -154,7 +154,7 @@ impl IngestPlan {
         PreparedChain::new(
             &options.operations,
             stack_len(options, self.sources.len(), self.bands.len()),
-            &FocalGrid::of(&self.metadata),
+            &crate::focal::grid_of(&self.metadata),
             options.max_halo,
         )
     }
@@ -260,7 +260,7 @@ pub fn plan_from_sources(
         .collect();
     let mut metadata = collect_metadata(&summaries, &options.scheme)?;
     limits::check_sizes(&sources, &metadata)?;
-    let grid = FocalGrid::of(&metadata);
+    let grid = crate::focal::grid_of(&metadata);
     // Focal parameters that depend on the grid (a geographic CRS needs a scale; the halo a
     // radius needs) are checked here, before anything is written.
     let chain = PreparedChain::new(

@@ -110,7 +110,7 @@ pub fn check_chain(ops: &[Operation], bands: usize) -> Result<usize> {
     ops.iter().enumerate().try_fold(bands, |n, (i, op)| {
         match op {
             Operation::Local(l) => l.check(n),
-            Operation::Focal(f) => f.prepare(&grid, usize::MAX).map(|_| n),
+            Operation::Focal(f) => f.prepare(&grid, usize::MAX).map(|_| n).map_err(Error::from),
         }
         .map_err(|e| at(i, e))
     })
@@ -157,7 +157,7 @@ impl PreparedChain {
                     Step::Local(l.clone())
                 }
                 Operation::Focal(f) => {
-                    let p = f.prepare(grid, max_halo).map_err(|e| at(i, e))?;
+                    let p = f.prepare(grid, max_halo).map_err(|e| at(i, e.into()))?;
                     halo += p.halo();
                     if halo > max_halo {
                         return Err(Error::invalid(format!(
@@ -171,7 +171,7 @@ impl PreparedChain {
         }
         let output = match ops.last() {
             None => None,
-            Some(Operation::Focal(f)) => Some(f.output_cell_type()),
+            Some(Operation::Focal(f)) => Some(crate::focal::output_cell_type(f)),
             Some(Operation::Local(_)) => Some(CellType::new(DataType::F32, Some(f64::NAN))),
         };
         Ok(PreparedChain {
@@ -218,6 +218,23 @@ mod tests {
 
     fn ops(yaml: &str) -> std::result::Result<Vec<Operation>, serde_yaml::Error> {
         serde_yaml::from_str(yaml)
+    }
+
+    /// Moved here from the SVF kernel's halo test when the kernels left this crate.
+    #[test]
+    fn a_max_halo_past_the_largest_is_refused() {
+        let g = FocalGrid {
+            cell_width: 1.0,
+            cell_height: 1.0,
+            geographic: false,
+        };
+        let e = PreparedChain::new(&[], 1, &g, usize::MAX)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("max_halo 18446744073709551615 is more than 8192"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -15,9 +15,9 @@ use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::Result;
 
-use super::FocalGrid;
+use crate::FocalGrid;
 
 /// Output rows a parallel task computes.
 const ROWS_PER_TASK: usize = 16;

@@ -1,0 +1,304 @@
+//! `tessera dem` without GDAL, on a plain local GeoTIFF ([`tessera_tiff`] reads it): the same
+//! kernels, halos and output as the engine's embedded path, computed a row of tiles at a time
+//! on all cores and written tile by tile into the output GeoTIFF, which carries the input's
+//! georeferencing tags as they are.
+//!
+//! This path only runs what it can finish: anything it does not handle — a URL, another band,
+//! `--keep-layer`, `--output-type`, a sidecar file GDAL would read (`.aux.xml`, a world file), a
+//! TIFF feature [`tessera_tiff`] leaves to GDAL, or any error, including a damaged file found
+//! halfway — makes [`dem`] return `false`, with nothing written, and the engine runs the
+//! command from the start: its errors name the problem as they always have.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ndarray::Array2;
+use rayon::prelude::*;
+use tessera_focal::{FocalGrid, FocalOp, MAX_HALO, PreparedFocal};
+use tessera_tiff::{Block, Codec, SampleType, Tiff, TiffWriter, WriterSpec};
+
+use crate::args::{DemCommand, DemIo};
+
+/// Output columns computed at once: a window of (tile + 2 × halo) rows by this many columns
+/// plus the halo (bounded memory on a raster of any width).
+const CHUNK_COLS: u64 = 8192;
+
+/// Runs the command here if it can; `false` when the engine must (nothing was written).
+pub fn dem(command: DemCommand, quiet: bool) -> bool {
+    let (io, op) = command.split();
+    // TESSERA_LOG=debug says which path ran, and why not this one.
+    let debug =
+        std::env::var("TESSERA_LOG").is_ok_and(|v| v.contains("debug") || v.contains("trace"));
+    match run(&io, &op, quiet) {
+        Ok(()) => {
+            if debug {
+                eprintln!("tessera dem: computed without GDAL");
+            }
+            if !quiet {
+                eprintln!("wrote {}", io.output.display());
+            }
+            true
+        }
+        Err(why) => {
+            if debug {
+                eprintln!("tessera dem: handed to tessera-engine: {why}");
+            }
+            false
+        }
+    }
+}
+
+/// Why this path stepped aside (the engine reports the user's errors).
+type Why = String;
+
+fn why(e: impl std::fmt::Display) -> Why {
+    e.to_string()
+}
+
+fn run(io: &DemIo, op: &FocalOp, quiet: bool) -> Result<(), Why> {
+    if io.keep_layer.is_some() || io.output_type.is_some() || io.band != 1 {
+        return Err("an option the engine runs".into());
+    }
+    if io.input.contains("://") {
+        return Err("a URL".into());
+    }
+    if io.tile_size == 0 || !io.tile_size.is_multiple_of(16) || io.max_halo > MAX_HALO {
+        return Err("a tile size or halo the engine checks".into());
+    }
+    let codec = match io.compress.as_str() {
+        "none" => Codec::None,
+        "deflate" => Codec::Deflate,
+        "zstd" => Codec::Zstd,
+        _ => return Err("an unknown compression".into()),
+    };
+    let input = Path::new(&io.input);
+    check_output(input, &io.output)?;
+    if let Some(sidecar) = sidecar(input) {
+        return Err(format!("GDAL would read {}", sidecar.display()));
+    }
+    let tiff = Tiff::open(input).map_err(why)?;
+    let (cell_width, cell_height) = tiff.geo.cell_size().map_err(why)?;
+    let geographic = tiff.geo.geographic().ok_or("a CRS GDAL judges")?;
+    let grid = FocalGrid {
+        cell_width,
+        cell_height,
+        geographic,
+    };
+    let focal = op.prepare(&grid, io.max_halo).map_err(why)?;
+    let (sample, nodata) = if op.output_is_byte() {
+        (SampleType::U8, 0.0)
+    } else {
+        (SampleType::F32, f64::NAN)
+    };
+    let tile = io.tile_size as u64;
+    let mut writer = TiffWriter::create(
+        &io.output,
+        WriterSpec {
+            width: tiff.width,
+            height: tiff.height,
+            sample,
+            tile: (tile, tile),
+            codec,
+            nodata: Some(nodata),
+            geo: tiff.geo.clone(),
+        },
+    )
+    .map_err(why)?;
+    let bar = (!quiet).then(|| crate::progress::Bar::new("tiles"));
+    let (across, down) = writer.spec().tiles();
+    if let Some(b) = &bar {
+        b.start(across * down);
+    }
+    let mut input = Rows::default();
+    for ty in 0..down {
+        let rows = ty * tile..((ty + 1) * tile).min(tiff.height);
+        input.load(&tiff, &rows, focal.halo() as u64)?;
+        let mut c0 = 0;
+        while c0 < tiff.width {
+            let c1 = (c0 + CHUNK_COLS.max(tile) / tile * tile).min(tiff.width);
+            let out = compute(&focal, &tiff, &input, &rows, &(c0..c1));
+            let tiles: Vec<std::io::Result<Vec<u8>>> = (c0 / tile..c1.div_ceil(tile))
+                .into_par_iter()
+                .map(|tx| {
+                    let x0 = (tx * tile - c0) as usize;
+                    let cells = tile_cells(&out, x0, tile as usize, sample, nodata);
+                    writer.encode(cells)
+                })
+                .collect();
+            for t in tiles {
+                writer.append(&t.map_err(why)?).map_err(why)?;
+            }
+            c0 = c1;
+        }
+        if let Some(b) = &bar {
+            b.advance(across);
+        }
+    }
+    writer.finish().map_err(why)
+}
+
+/// The engine's checks of the output, which it reports: a file, not the input, in a directory
+/// that exists.
+fn check_output(input: &Path, output: &Path) -> Result<(), Why> {
+    if output.as_os_str().is_empty() || output.is_dir() {
+        return Err("the output is not a file".into());
+    }
+    if let (Ok(a), Ok(b)) = (input.canonicalize(), output.canonicalize())
+        && a == b
+    {
+        return Err("the output is the input".into());
+    }
+    let parent = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        return Err("no output directory".into());
+    }
+    Ok(())
+}
+
+/// A file beside `input` from which GDAL would take georeferencing or NoData: PAM's
+/// `.aux.xml`, or a world file.
+fn sidecar(input: &Path) -> Option<PathBuf> {
+    let mut aux = input.as_os_str().to_owned();
+    aux.push(".aux.xml");
+    let candidates = [PathBuf::from(aux)].into_iter().chain(
+        ["tfw", "TFW", "tifw", "TIFW", "wld", "WLD", "tab", "TAB"]
+            .iter()
+            .map(|ext| input.with_extension(ext)),
+    );
+    candidates.into_iter().find(|p| p.exists())
+}
+
+/// The input's decoded block rows that the current row of tiles and its halo read.
+#[derive(Default)]
+struct Rows {
+    /// Block row → its blocks, left to right.
+    blocks: BTreeMap<u64, Vec<Block>>,
+}
+
+impl Rows {
+    /// The block rows that cells `rows` and `halo` rows around them fall in, decoded (on all
+    /// cores) unless they already are; rows above are dropped, and the next ones are read ahead.
+    fn load(&mut self, tiff: &Tiff, rows: &std::ops::Range<u64>, halo: u64) -> Result<(), Why> {
+        let bh = tiff.block.1;
+        let (_, down) = tiff.blocks();
+        let first = rows.start.saturating_sub(halo) / bh;
+        let last = ((rows.end + halo).min(tiff.height) - 1) / bh;
+        self.blocks.retain(|&by, _| by >= first);
+        let (across, _) = tiff.blocks();
+        let missing: Vec<(u64, u64)> = (first..=last)
+            .filter(|by| !self.blocks.contains_key(by))
+            .flat_map(|by| (0..across).map(move |bx| (bx, by)))
+            .collect();
+        // The block rows the next row of tiles will add, read ahead while these are decoded.
+        let ahead = (rows.end + rows.end - rows.start + halo)
+            .min(tiff.height)
+            .div_ceil(bh);
+        tiff.will_need(last + 1..ahead.min(down));
+        let decoded: Vec<Block> = missing
+            .par_iter()
+            .map(|&(bx, by)| tiff.block(bx, by))
+            .collect::<Result<_, _>>()
+            .map_err(why)?;
+        for (&(_, by), block) in missing.iter().zip(decoded) {
+            self.blocks.entry(by).or_default().push(block);
+        }
+        Ok(())
+    }
+}
+
+/// The operation's output for cells `rows` × `cols`: computed on a window of them and `halo`
+/// cells around, NaN outside the raster and on NoData, as the engine's tile tasks read them.
+fn compute(
+    focal: &PreparedFocal,
+    tiff: &Tiff,
+    input: &Rows,
+    rows: &std::ops::Range<u64>,
+    cols: &std::ops::Range<u64>,
+) -> Array2<f64> {
+    let h = focal.halo() as i64;
+    let (n_rows, n_cols) = (
+        (rows.end - rows.start) as i64,
+        (cols.end - cols.start) as i64,
+    );
+    let width = (n_cols + 2 * h) as usize;
+    let mut window = vec![f64::NAN; (n_rows + 2 * h) as usize * width];
+    window
+        .par_chunks_mut(width)
+        .enumerate()
+        .for_each(|(i, row)| {
+            let y = rows.start as i64 - h + i as i64;
+            if y >= 0 && (y as u64) < tiff.height {
+                fill_row(tiff, input, y as u64, cols.start as i64 - h, row);
+            }
+        });
+    let window = Array2::from_shape_vec(((n_rows + 2 * h) as usize, width), window)
+        .unwrap_or_else(|_| unreachable!("rows × width cells"));
+    focal.apply(window.view())
+}
+
+/// Raster row `y` from column `x0` (which may be negative) into `out`, cells outside the raster
+/// left as they are.
+fn fill_row(tiff: &Tiff, input: &Rows, y: u64, x0: i64, out: &mut [f64]) {
+    let (bw, bh) = tiff.block;
+    let Some(blocks) = input.blocks.get(&(y / bh)) else {
+        return;
+    };
+    let r = (y % bh) as usize;
+    let size = tiff.sample.bytes();
+    let (lo, hi) = (
+        x0.max(0) as u64,
+        ((x0 + out.len() as i64).max(0) as u64).min(tiff.width),
+    );
+    let mut x = lo;
+    while x < hi {
+        let bx = x / bw;
+        let end = ((bx + 1) * bw).min(hi);
+        if let Some(block) = blocks.get(bx as usize) {
+            let c = (x - bx * bw) as usize;
+            let n = (end - x) as usize;
+            let start = (r * block.width + c) * size;
+            if let (Some(src), Some(dst)) = (
+                block.bytes.get(start..start + n * size),
+                out.get_mut((x as i64 - x0) as usize..(end as i64 - x0) as usize),
+            ) {
+                tiff.sample.to_f64(src, tiff.nodata, dst);
+            }
+        }
+        x = end;
+    }
+}
+
+/// The tile whose first column is column `x0` of `out`, `tile` × `tile` cells in the output's
+/// type (little-endian), as the engine converts them: NaN (NoData) becomes `nodata`; floats are
+/// rounded to 32 bits, bytes to the nearest integer and clamped. Cells past the raster are
+/// `nodata`.
+fn tile_cells(
+    out: &Array2<f64>,
+    x0: usize,
+    tile: usize,
+    sample: SampleType,
+    nodata: f64,
+) -> Vec<u8> {
+    let (rows, cols) = out.dim();
+    let mut cells = Vec::with_capacity(tile * tile * sample.bytes());
+    let value = |r: usize, c: usize| {
+        let v = if r < rows && x0 + c < cols {
+            out[[r, x0 + c]]
+        } else {
+            f64::NAN
+        };
+        if v.is_nan() { nodata } else { v }
+    };
+    for r in 0..tile {
+        for c in 0..tile {
+            match sample {
+                SampleType::U8 => cells.push(value(r, c).round() as u8),
+                _ => cells.extend((value(r, c) as f32).to_le_bytes()),
+            }
+        }
+    }
+    cells
+}
