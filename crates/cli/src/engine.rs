@@ -5,6 +5,7 @@
 //! [`commands`] as a function returning `anyhow::Result`, and an error is printed as one line
 //! naming the problem, with exit status 1 (2 for usage errors, from clap).
 
+mod alloc;
 mod args;
 mod commands;
 mod config;
@@ -90,7 +91,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tessera_core::tune_allocator();
+    alloc::tune(4 << 20);
     let cli = Cli::parse();
     let filter = || {
         tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG").unwrap_or_else(|_| "warn".into())

@@ -6,6 +6,7 @@
 //! process does not read or would report an error for, is handed to `tessera-engine` beside this
 //! binary — the same arguments, by exec — which runs it with GDAL and gives the errors.
 
+mod alloc;
 mod args;
 mod native;
 mod progress;
@@ -34,6 +35,8 @@ enum FrontCommand {
 }
 
 fn main() -> ExitCode {
+    // The rows of tiles' windows and outputs (up to 32 MB each) are reused from the heap.
+    alloc::tune(32 << 20);
     let argv: Vec<OsString> = std::env::args_os().collect();
     if let Ok(Front {
         global,

@@ -91,50 +91,85 @@ fn run(io: &DemIo, op: &FocalOp, quiet: bool) -> Result<(), Why> {
         (SampleType::F32, f64::NAN)
     };
     let tile = io.tile_size as u64;
-    let mut writer = TiffWriter::create(
-        &io.output,
-        WriterSpec {
-            width: tiff.width,
-            height: tiff.height,
-            sample,
-            tile: (tile, tile),
-            codec,
-            nodata: Some(nodata),
-            geo: tiff.geo.clone(),
-        },
-    )
-    .map_err(why)?;
+    let spec = WriterSpec {
+        width: tiff.width,
+        height: tiff.height,
+        sample,
+        tile: (tile, tile),
+        codec,
+        nodata: Some(nodata),
+        geo: tiff.geo.clone(),
+    };
+    let writer = TiffWriter::create(&io.output, spec.clone()).map_err(why)?;
     let bar = (!quiet).then(|| crate::progress::Bar::new("tiles"));
-    let (across, down) = writer.spec().tiles();
+    let (across, down) = spec.tiles();
     if let Some(b) = &bar {
         b.start(across * down);
     }
-    let mut input = Rows::default();
-    for ty in 0..down {
-        let rows = ty * tile..((ty + 1) * tile).min(tiff.height);
-        input.load(&tiff, &rows, focal.halo() as u64)?;
-        let mut c0 = 0;
-        while c0 < tiff.width {
-            let c1 = (c0 + CHUNK_COLS.max(tile) / tile * tile).min(tiff.width);
-            let out = compute(&focal, &tiff, &input, &rows, &(c0..c1));
-            let tiles: Vec<std::io::Result<Vec<u8>>> = (c0 / tile..c1.div_ceil(tile))
-                .into_par_iter()
-                .map(|tx| {
-                    let x0 = (tx * tile - c0) as usize;
-                    let cells = tile_cells(&out, x0, tile as usize, sample, nodata);
-                    writer.encode(cells)
-                })
-                .collect();
-            for t in tiles {
-                writer.append(&t.map_err(why)?).map_err(why)?;
+    let halo = focal.halo() as u64;
+    let strip = |ty: u64| ty * tile..((ty + 1) * tile).min(tiff.height);
+    // Rows of tiles in turn: while one is computed and encoded (on all cores), the input blocks
+    // the next one adds are decoded, and a thread appends the encoded tiles to the file.
+    std::thread::scope(|scope| {
+        let (tiles, received) = std::sync::mpsc::sync_channel::<Vec<u8>>(2 * across as usize);
+        let appending = scope.spawn(move || {
+            let mut writer = writer;
+            for t in received {
+                writer.append(&t)?;
             }
-            c0 = c1;
+            Ok::<_, std::io::Error>(writer)
+        });
+        let mut input = Rows::default();
+        let first = input.missing(&tiff, &strip(0), halo);
+        input.insert(decode(&tiff, &first)?);
+        for ty in 0..down {
+            let rows = strip(ty);
+            input.drop_above(&tiff, &rows, halo);
+            let next = match ty + 1 < down {
+                true => input.missing(&tiff, &strip(ty + 1), halo),
+                false => Vec::new(),
+            };
+            let (done, decoded) = rayon::join(
+                || -> Result<(), Why> {
+                    let mut c0 = 0;
+                    while c0 < tiff.width {
+                        let c1 = (c0 + CHUNK_COLS.max(tile) / tile * tile).min(tiff.width);
+                        let out = compute(&focal, &tiff, &input, &rows, &(c0..c1));
+                        let encoded: Vec<std::io::Result<Vec<u8>>> = (c0 / tile..c1.div_ceil(tile))
+                            .into_par_iter()
+                            .map(|tx| {
+                                let x0 = (tx * tile - c0) as usize;
+                                spec.encode(tile_cells(&out, x0, tile as usize, sample, nodata))
+                            })
+                            .collect();
+                        for t in encoded {
+                            // A closed channel: the appending thread failed, and says why.
+                            tiles.send(t.map_err(why)?).map_err(why)?;
+                        }
+                        c0 = c1;
+                    }
+                    Ok(())
+                },
+                || decode(&tiff, &next),
+            );
+            let fine = done.and_then(|()| decoded.map(|d| input.insert(d)));
+            if let Err(e) = fine {
+                drop(tiles);
+                return Err(match appending.join() {
+                    Ok(Err(append)) => why(append),
+                    _ => e,
+                });
+            }
+            if let Some(b) = &bar {
+                b.advance(across);
+            }
         }
-        if let Some(b) = &bar {
-            b.advance(across);
+        drop(tiles);
+        match appending.join() {
+            Ok(appended) => appended.and_then(TiffWriter::finish).map_err(why),
+            Err(_) => Err("the appending thread panicked".into()),
         }
-    }
-    writer.finish().map_err(why)
+    })
 }
 
 /// The engine's checks of the output, which it reports: a file, not the input, in a directory
@@ -179,34 +214,45 @@ struct Rows {
 }
 
 impl Rows {
-    /// The block rows that cells `rows` and `halo` rows around them fall in, decoded (on all
-    /// cores) unless they already are; rows above are dropped, and the next ones are read ahead.
-    fn load(&mut self, tiff: &Tiff, rows: &std::ops::Range<u64>, halo: u64) -> Result<(), Why> {
+    /// The block rows that cells `rows` and `halo` rows around them fall in.
+    fn span(tiff: &Tiff, rows: &std::ops::Range<u64>, halo: u64) -> std::ops::RangeInclusive<u64> {
         let bh = tiff.block.1;
-        let (_, down) = tiff.blocks();
-        let first = rows.start.saturating_sub(halo) / bh;
-        let last = ((rows.end + halo).min(tiff.height) - 1) / bh;
-        self.blocks.retain(|&by, _| by >= first);
+        rows.start.saturating_sub(halo) / bh..=((rows.end + halo).min(tiff.height) - 1) / bh
+    }
+
+    /// The blocks (`bx`, `by`) that cells `rows` and their halo read and are not decoded yet.
+    fn missing(&self, tiff: &Tiff, rows: &std::ops::Range<u64>, halo: u64) -> Vec<(u64, u64)> {
         let (across, _) = tiff.blocks();
-        let missing: Vec<(u64, u64)> = (first..=last)
+        Rows::span(tiff, rows, halo)
             .filter(|by| !self.blocks.contains_key(by))
             .flat_map(|by| (0..across).map(move |bx| (bx, by)))
-            .collect();
-        // The block rows the next row of tiles will add, read ahead while these are decoded.
-        let ahead = (rows.end + rows.end - rows.start + halo)
-            .min(tiff.height)
-            .div_ceil(bh);
-        tiff.will_need(last + 1..ahead.min(down));
-        let decoded: Vec<Block> = missing
-            .par_iter()
-            .map(|&(bx, by)| tiff.block(bx, by))
-            .collect::<Result<_, _>>()
-            .map_err(why)?;
-        for (&(_, by), block) in missing.iter().zip(decoded) {
+            .collect()
+    }
+
+    /// Drops the block rows above those that cells `rows` and their halo read.
+    fn drop_above(&mut self, tiff: &Tiff, rows: &std::ops::Range<u64>, halo: u64) {
+        let first = *Rows::span(tiff, rows, halo).start();
+        self.blocks.retain(|&by, _| by >= first);
+    }
+
+    /// Blocks as [`decode`] returns them: by block row, left to right.
+    fn insert(&mut self, decoded: Vec<(u64, Block)>) {
+        for (by, block) in decoded {
             self.blocks.entry(by).or_default().push(block);
         }
-        Ok(())
     }
+}
+
+/// Blocks `which` (in order, left to right within a row), decoded on all cores, with their
+/// block rows; the file is told to read ahead the block row that follows them.
+fn decode(tiff: &Tiff, which: &[(u64, u64)]) -> Result<Vec<(u64, Block)>, Why> {
+    if let Some(&(_, last)) = which.last() {
+        tiff.will_need(last + 1..(last + 2).min(tiff.blocks().1));
+    }
+    which
+        .par_iter()
+        .map(|&(bx, by)| Ok((by, tiff.block(bx, by).map_err(why)?)))
+        .collect()
 }
 
 /// The operation's output for cells `rows` × `cols`: computed on a window of them and `halo`
@@ -283,22 +329,33 @@ fn tile_cells(
     nodata: f64,
 ) -> Vec<u8> {
     let (rows, cols) = out.dim();
-    let mut cells = Vec::with_capacity(tile * tile * sample.bytes());
-    let value = |r: usize, c: usize| {
-        let v = if r < rows && x0 + c < cols {
-            out[[r, x0 + c]]
-        } else {
-            f64::NAN
-        };
-        if v.is_nan() { nodata } else { v }
+    let size = sample.bytes();
+    let mut cells = vec![0u8; tile * tile * size];
+    let w = tile.min(cols.saturating_sub(x0));
+    let put = |v: f64, to: &mut [u8]| {
+        let v = if v.is_nan() { nodata } else { v };
+        match sample {
+            SampleType::U8 => to[0] = v.round() as u8,
+            _ => to.copy_from_slice(&(v as f32).to_le_bytes()),
+        }
     };
-    for r in 0..tile {
-        for c in 0..tile {
-            match sample {
-                SampleType::U8 => cells.push(value(r, c).round() as u8),
-                _ => cells.extend((value(r, c) as f32).to_le_bytes()),
+    for (r, row) in cells.chunks_exact_mut(tile * size).enumerate() {
+        let (inside, past) = row.split_at_mut(if r < rows { w * size } else { 0 });
+        if r < rows {
+            let src = out.row(r);
+            let src = src.as_slice().map(|s| &s[x0..x0 + w]);
+            match src {
+                Some(src) => inside
+                    .chunks_exact_mut(size)
+                    .zip(src)
+                    .for_each(|(to, &v)| put(v, to)),
+                None => inside
+                    .chunks_exact_mut(size)
+                    .enumerate()
+                    .for_each(|(c, to)| put(out[[r, x0 + c]], to)),
             }
         }
+        past.chunks_exact_mut(size).for_each(|to| put(f64::NAN, to));
     }
     cells
 }

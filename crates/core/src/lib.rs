@@ -42,23 +42,3 @@ pub mod zarr;
 pub mod zonal;
 
 pub use error::{Error, Result};
-
-/// Process-wide allocator settings for a Tessera process; call first thing in `main`, before
-/// any thread starts.
-///
-/// glibc gives each new thread that allocates its own arena (up to 8 per core), and memory
-/// freed into an arena is seldom returned: with a prefetch thread per chunk stream and tasks
-/// on several threads, a year of ERA5 held 280 MB where two arenas hold 148 MB at the same
-/// speed (`bench/era5_year.sh`). Two arenas per process keep that bound.
-pub fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes glibc's tunables; called before other threads allocate.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-        // Tiles' buffers (a few hundred KB each, up to 4 MB, allocated and freed for every
-        // tile) come from the heap and are reused, instead of each being a fresh mmap whose
-        // pages the kernel faults in and zeroes: a sixth of `tessera dem slope`'s time.
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 32 << 20);
-    }
-}

@@ -38,9 +38,22 @@ impl WriterSpec {
     pub fn tile_bytes(&self) -> usize {
         (self.tile.0 * self.tile.1) as usize * self.sample.bytes()
     }
+
+    /// One tile's cells (little-endian, the tile's full size) as the file stores them: called
+    /// on any thread, the result given to [`TiffWriter::append`].
+    pub fn encode(&self, cells: Vec<u8>) -> std::io::Result<Vec<u8>> {
+        if cells.len() != self.tile_bytes() {
+            return Err(std::io::Error::other(format!(
+                "a tile of {} bytes, not {}",
+                cells.len(),
+                self.tile_bytes()
+            )));
+        }
+        self.codec.encode(cells)
+    }
 }
 
-/// A GeoTIFF being written: tiles are encoded on any thread ([`TiffWriter::encode`]) and
+/// A GeoTIFF being written: tiles are encoded on any thread ([`WriterSpec::encode`]) and
 /// appended in row-major order; [`TiffWriter::finish`] writes the directory and puts the file at
 /// its name. Dropped unfinished, the temporary file is removed and nothing is left at the name.
 #[derive(Debug)]
@@ -81,7 +94,8 @@ impl TiffWriter {
         let file = File::create(&temp)?;
         let big = spec.width * spec.height * spec.sample.bytes() as u64 > BIGTIFF_OVER;
         let mut w = TiffWriter {
-            file: BufWriter::with_capacity(1 << 20, file),
+            // Tiles as large as the buffer go to the file without being copied into it.
+            file: BufWriter::with_capacity(64 << 10, file),
             temp,
             out: out.to_path_buf(),
             big,
@@ -104,19 +118,7 @@ impl TiffWriter {
         &self.spec
     }
 
-    /// One tile's cells (little-endian, the tile's full size) as the file stores them.
-    pub fn encode(&self, cells: Vec<u8>) -> std::io::Result<Vec<u8>> {
-        if cells.len() != self.spec.tile_bytes() {
-            return Err(std::io::Error::other(format!(
-                "a tile of {} bytes, not {}",
-                cells.len(),
-                self.spec.tile_bytes()
-            )));
-        }
-        self.spec.codec.encode(cells)
-    }
-
-    /// Appends the next tile, as [`encode`](Self::encode) returned it.
+    /// Appends the next tile, as [`WriterSpec::encode`] returned it.
     pub fn append(&mut self, encoded: &[u8]) -> std::io::Result<()> {
         let (across, down) = self.spec.tiles();
         if self.offsets.len() as u64 >= across * down {

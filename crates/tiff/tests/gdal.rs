@@ -263,7 +263,7 @@ fn files_this_crate_writes_read_in_gdal_with_their_cells_grid_crs_and_nodata() {
                         }
                     }
                 }
-                let encoded = w.encode(cells).unwrap();
+                let encoded = spec.encode(cells).unwrap();
                 w.append(&encoded).unwrap();
             }
         }
@@ -303,8 +303,8 @@ fn a_writer_dropped_unfinished_leaves_nothing_and_the_old_file_stands() {
         nodata: None,
         geo: Default::default(),
     };
-    let mut w = TiffWriter::create(&out, spec).unwrap();
-    let t = w.encode(vec![1; 32 * 32]).unwrap();
+    let mut w = TiffWriter::create(&out, spec.clone()).unwrap();
+    let t = spec.encode(vec![1; 32 * 32]).unwrap();
     w.append(&t).unwrap();
     // Finishing with tiles missing is an error; dropping removes the temporary file.
     assert!(
