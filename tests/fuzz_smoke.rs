@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 6] = [
+const TARGETS: [(&str, Target); 7] = [
     ("job_spec", tessera_core::fuzzing::job_spec),
     ("expression", tessera_core::fuzzing::expression),
     ("zarr_chunk", tessera_core::fuzzing::zarr_chunk),
     ("grib", tessera_core::fuzzing::grib),
     ("time_coordinate", tessera_core::fuzzing::time_coordinate),
+    ("geotiff", tessera_core::fuzzing::geotiff),
     ("task_messages", tessera_proto::fuzzing::task_messages),
 ];
 

@@ -9,13 +9,13 @@
 /// Buffers up to `reuse_below` bytes come from the heap and are reused, instead of each being a
 /// fresh mmap whose pages the kernel faults in and zeroes: the engine's tiles (a few hundred KB
 /// each, up to 4 MB, allocated and freed for every tile) were a sixth of `tessera dem slope`'s
-/// time that way.
-pub fn tune(reuse_below: usize) {
+/// time that way. Up to `keep_free` bytes freed at the top of the heap are kept for reuse.
+pub fn tune(reuse_below: usize, keep_free: usize) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes glibc's tunables; called before other threads allocate.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
         libc::mallopt(libc::M_MMAP_THRESHOLD, reuse_below as libc::c_int);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, (8 * reuse_below) as libc::c_int);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, keep_free as libc::c_int);
     }
 }

@@ -91,7 +91,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    alloc::tune(4 << 20);
+    alloc::tune(4 << 20, 32 << 20);
     let cli = Cli::parse();
     let filter = || {
         tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG").unwrap_or_else(|_| "warn".into())

@@ -36,7 +36,7 @@ enum FrontCommand {
 
 fn main() -> ExitCode {
     // The rows of tiles' windows and outputs (up to 32 MB each) are reused from the heap.
-    alloc::tune(32 << 20);
+    alloc::tune(32 << 20, 64 << 20);
     let argv: Vec<OsString> = std::env::args_os().collect();
     if let Ok(Front {
         global,

@@ -111,7 +111,7 @@ fn run(io: &DemIo, op: &FocalOp, quiet: bool) -> Result<(), Why> {
     // Rows of tiles in turn: while one is computed and encoded (on all cores), the input blocks
     // the next one adds are decoded, and a thread appends the encoded tiles to the file.
     std::thread::scope(|scope| {
-        let (tiles, received) = std::sync::mpsc::sync_channel::<Vec<u8>>(2 * across as usize);
+        let (tiles, received) = std::sync::mpsc::sync_channel::<Vec<u8>>(across as usize);
         let appending = scope.spawn(move || {
             let mut writer = writer;
             for t in received {

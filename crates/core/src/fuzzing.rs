@@ -1,6 +1,6 @@
 //! Entry points for fuzzing: arbitrary bytes into the parsers and decoders that read what users
-//! and peers send — job specs, band expressions, Zarr chunks and metadata, GRIB files and CF
-//! time coordinates. Each must return (with a value or an error), never panic, abort, or run
+//! and peers send — job specs, band expressions, Zarr chunks and metadata, GRIB files, CF
+//! time coordinates and the GeoTIFFs `tessera dem` reads without GDAL. Each must return (with a value or an error), never panic, abort, or run
 //! away. The cargo-fuzz targets in `fuzz/` call these, and so does the suite's smoke test
 //! (`tests/fuzz_smoke.rs`), which replays the kept corpus and a few seconds of mutations.
 
@@ -141,6 +141,27 @@ pub fn grib(data: &[u8]) {
     }
     if let Some(p) = path.to_str() {
         let _ = crate::cube::CubeSource::open(p, &[]);
+    }
+}
+
+/// A GeoTIFF, read by `tessera_tiff` (the GDAL-free reader of `tessera dem`): its directory,
+/// georeferencing and every block, decoded and converted as the command does.
+pub fn geotiff(data: &[u8]) {
+    let path = scratch().join("input.tif");
+    if std::fs::write(&path, data).is_err() {
+        return;
+    }
+    let Ok(tiff) = tessera_tiff::Tiff::open(&path) else {
+        return;
+    };
+    let _ = (tiff.geo.cell_size(), tiff.geo.geographic());
+    let (across, down) = tiff.blocks();
+    // The first blocks: a small file may claim millions of them.
+    for i in 0..(across.saturating_mul(down)).min(64) {
+        if let Ok(block) = tiff.block(i % across, i / across) {
+            let mut cells = vec![0.0; block.width * block.rows];
+            tiff.sample.to_f64(&block.bytes, tiff.nodata, &mut cells);
+        }
     }
 }
 

@@ -18,6 +18,9 @@ pub(crate) const GDAL_NODATA: u16 = 42113;
 const MAX_ENTRIES: u64 = 4096;
 const MAX_VALUES: u64 = 1 << 28;
 
+/// The largest block this reader decodes: a whole-image strip of a wide raster is GDAL's.
+const MAX_BLOCK_BYTES: u64 = 256 << 20;
+
 /// One band of a GeoTIFF opened for reading.
 #[derive(Debug)]
 pub struct Tiff {
@@ -320,7 +323,22 @@ impl Reader {
         if block.0 == 0 || block.1 == 0 {
             return Err(corrupt("blocks of 0 cells"));
         }
-        let blocks = width.div_ceil(block.0) * height.div_ceil(block.1);
+        let block_bytes = block
+            .0
+            .saturating_mul(block.1)
+            .saturating_mul(sample.bytes() as u64);
+        if block_bytes > MAX_BLOCK_BYTES {
+            return Err(unsupported(format!(
+                "blocks of {} x {} cells (more than {} MB each)",
+                block.0,
+                block.1,
+                MAX_BLOCK_BYTES >> 20
+            )));
+        }
+        let blocks = width
+            .div_ceil(block.0)
+            .checked_mul(height.div_ceil(block.1))
+            .ok_or_else(|| corrupt(format!("{width} x {height} cells in blocks of {block:?}")))?;
         if offsets.len() as u64 != blocks || counts.len() as u64 != blocks {
             return Err(corrupt(format!(
                 "{} offsets and {} byte counts for {blocks} blocks",

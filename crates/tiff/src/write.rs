@@ -92,7 +92,11 @@ impl TiffWriter {
             .to_string_lossy();
         let temp = parent.join(format!(".{name}.{}.tmp.tif", std::process::id()));
         let file = File::create(&temp)?;
-        let big = spec.width * spec.height * spec.sample.bytes() as u64 > BIGTIFF_OVER;
+        let big = spec
+            .width
+            .saturating_mul(spec.height)
+            .saturating_mul(spec.sample.bytes() as u64)
+            > BIGTIFF_OVER;
         let mut w = TiffWriter {
             // Tiles as large as the buffer go to the file without being copied into it.
             file: BufWriter::with_capacity(64 << 10, file),
