@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, sync_channel};
 
 use ndarray::Array2;
 use rayon::prelude::*;
@@ -107,67 +108,79 @@ fn run(io: &DemIo, op: &FocalOp, quiet: bool) -> Result<(), Why> {
         b.start(across * down);
     }
     let halo = focal.halo() as u64;
-    let strip = |ty: u64| ty * tile..((ty + 1) * tile).min(tiff.height);
-    // Rows of tiles in turn: while one is computed and encoded (on all cores), the input blocks
-    // the next one adds are decoded, and a thread appends the encoded tiles to the file.
+    let height = tiff.height;
+    let strip = |ty: u64| ty * tile..((ty + 1) * tile).min(height);
+    // Rows of tiles in turn, in chunks of columns, each computed on all cores. Meanwhile rayon
+    // jobs decode the input blocks the next row of tiles adds and encode the chunks already
+    // computed, and a thread appends the encoded tiles to the file in order: it takes each
+    // chunk's receiver as the chunk is computed and waits on them one after the other. Only
+    // this thread and the appending one ever wait on a channel: a rayon job that blocked could
+    // hold up the very job it waits for.
+    let spec = std::sync::Arc::new(spec);
+    let tiff = std::sync::Arc::new(tiff);
+    type Encoded = std::io::Result<Vec<Vec<u8>>>;
     std::thread::scope(|scope| {
-        let (tiles, received) = std::sync::mpsc::sync_channel::<Vec<u8>>(across as usize);
+        let (chunks, in_order) = sync_channel::<Receiver<Encoded>>(4);
         let appending = scope.spawn(move || {
             let mut writer = writer;
-            for t in received {
-                writer.append(&t)?;
+            for chunk in in_order {
+                let tiles = chunk
+                    .recv()
+                    .map_err(|_| std::io::Error::other("a chunk was not encoded"))??;
+                for t in tiles {
+                    writer.append(&t)?;
+                }
             }
             Ok::<_, std::io::Error>(writer)
         });
-        let mut input = Rows::default();
-        let first = input.missing(&tiff, &strip(0), halo);
-        input.insert(decode(&tiff, &first)?);
-        for ty in 0..down {
-            let rows = strip(ty);
-            input.drop_above(&tiff, &rows, halo);
-            let next = match ty + 1 < down {
-                true => input.missing(&tiff, &strip(ty + 1), halo),
-                false => Vec::new(),
-            };
-            let (done, decoded) = rayon::join(
-                || -> Result<(), Why> {
-                    let mut c0 = 0;
-                    while c0 < tiff.width {
-                        let c1 = (c0 + CHUNK_COLS.max(tile) / tile * tile).min(tiff.width);
-                        let out = compute(&focal, &tiff, &input, &rows, &(c0..c1));
-                        let encoded: Vec<std::io::Result<Vec<u8>>> = (c0 / tile..c1.div_ceil(tile))
+        let computed = (|| -> Result<(), Why> {
+            let mut input = Rows::default();
+            input.insert(decode(&tiff, &input.missing(&tiff, &strip(0), halo))?);
+            for ty in 0..down {
+                let rows = strip(ty);
+                input.drop_above(&tiff, &rows, halo);
+                let next = match ty + 1 < down {
+                    true => input.missing(&tiff, &strip(ty + 1), halo),
+                    false => Vec::new(),
+                };
+                let (decoded, next_blocks) = sync_channel(1);
+                let source = tiff.clone();
+                rayon::spawn(move || {
+                    let _ = decoded.send(decode(&source, &next));
+                });
+                let mut c0 = 0;
+                while c0 < tiff.width {
+                    let c1 = (c0 + CHUNK_COLS.max(tile) / tile * tile).min(tiff.width);
+                    let out = compute(&focal, &tiff, &input, &rows, &(c0..c1));
+                    let (encoded, receiver) = sync_channel(1);
+                    // Closed: the appending thread failed, and says why below.
+                    chunks.send(receiver).map_err(why)?;
+                    let spec = spec.clone();
+                    rayon::spawn(move || {
+                        let tiles = (c0 / tile..c1.div_ceil(tile))
                             .into_par_iter()
                             .map(|tx| {
                                 let x0 = (tx * tile - c0) as usize;
                                 spec.encode(tile_cells(&out, x0, tile as usize, sample, nodata))
                             })
                             .collect();
-                        for t in encoded {
-                            // A closed channel: the appending thread failed, and says why.
-                            tiles.send(t.map_err(why)?).map_err(why)?;
-                        }
-                        c0 = c1;
-                    }
-                    Ok(())
-                },
-                || decode(&tiff, &next),
-            );
-            let fine = done.and_then(|()| decoded.map(|d| input.insert(d)));
-            if let Err(e) = fine {
-                drop(tiles);
-                return Err(match appending.join() {
-                    Ok(Err(append)) => why(append),
-                    _ => e,
-                });
+                        let _ = encoded.send(tiles);
+                    });
+                    c0 = c1;
+                }
+                input.insert(next_blocks.recv().map_err(why)??);
+                if let Some(b) = &bar {
+                    b.advance(across);
+                }
             }
-            if let Some(b) = &bar {
-                b.advance(across);
-            }
-        }
-        drop(tiles);
-        match appending.join() {
-            Ok(appended) => appended.and_then(TiffWriter::finish).map_err(why),
-            Err(_) => Err("the appending thread panicked".into()),
+            Ok(())
+        })();
+        drop(chunks);
+        match (computed, appending.join()) {
+            (Ok(()), Ok(Ok(writer))) => writer.finish().map_err(why),
+            (_, Ok(Err(append))) => Err(why(append)),
+            (Err(e), _) => Err(e),
+            (Ok(()), Err(_)) => Err("the appending thread panicked".into()),
         }
     })
 }

@@ -260,14 +260,15 @@ pub(crate) fn svf(rays: &Rays, input: ArrayView2<f64>) -> Array2<f64> {
     // Elevations in f32, −∞ for NoData and for the padding that lets a chunk of LANES cells
     // run past the last column.
     let stride = cin + LANES;
+    // On all cores: on a wide window (a row of tiles) this is not negligible beside the rays.
     let mut z = vec![f32::NEG_INFINITY; rin * stride];
-    for (row, src) in z.chunks_exact_mut(stride).zip(input.rows()) {
-        for (d, &v) in row.iter_mut().zip(src.iter()) {
+    z.par_chunks_mut(stride).enumerate().for_each(|(r, row)| {
+        for (d, &v) in row.iter_mut().zip(input.row(r).iter()) {
             if !v.is_nan() {
                 *d = v as f32;
             }
         }
-    }
+    });
     let offsets: Vec<Vec<(isize, f32)>> = rays
         .rays
         .iter()

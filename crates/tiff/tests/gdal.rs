@@ -70,11 +70,10 @@ fn read_all(path: &Path) -> Vec<f64> {
 /// Every cell GDAL reads, NaN for NoData.
 fn gdal_all(path: &Path) -> Vec<f64> {
     let ds = Dataset::open(path).unwrap();
+    let size = ds.raster_size();
     let band = ds.rasterband(1).unwrap();
     let nd = band.no_data_value();
-    let buf = band
-        .read_as::<f64>((0, 0), (COLS, ROWS), (COLS, ROWS), None)
-        .unwrap();
+    let buf = band.read_as::<f64>((0, 0), size, size, None).unwrap();
     buf.data()
         .iter()
         .map(|&v| {
@@ -215,6 +214,9 @@ fn what_this_crate_does_not_read_is_unsupported_and_damage_is_corrupt() {
 
 #[test]
 fn files_this_crate_writes_read_in_gdal_with_their_cells_grid_crs_and_nodata() {
+    // More than one 4 MB chunk of f64 cells, so that one is written directly.
+    const W: usize = 1100;
+    const H: usize = 700;
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src.tif");
     gdal_file::<f32>(
@@ -226,25 +228,28 @@ fn files_this_crate_writes_read_in_gdal_with_their_cells_grid_crs_and_nodata() {
     let geo = Tiff::open(&src).unwrap().geo;
     assert_eq!(geo.cell_size().unwrap(), (2.0, 2.0));
     assert_eq!(geo.geographic(), Some(false));
-    for (codec, sample, nodata) in [
-        (Codec::None, SampleType::F32, Some(f64::NAN)),
-        (Codec::Deflate, SampleType::U8, Some(0.0)),
-        (Codec::Zstd, SampleType::F64, Some(-9999.0)),
-        (Codec::Deflate, SampleType::I16, None),
+    // Written through the page cache, and past it (direct writes of whole 4 MB chunks, the
+    // rest through the cache) as a file of more than a GB is.
+    for (codec, sample, nodata, direct_over) in [
+        (Codec::None, SampleType::F32, Some(f64::NAN), u64::MAX),
+        (Codec::Deflate, SampleType::U8, Some(0.0), u64::MAX),
+        (Codec::Zstd, SampleType::F64, Some(-9999.0), u64::MAX),
+        (Codec::Deflate, SampleType::I16, None, u64::MAX),
+        (Codec::None, SampleType::F64, Some(-9999.0), 0),
     ] {
         let out = dir.path().join("out.tif");
         let spec = WriterSpec {
-            width: COLS as u64,
-            height: ROWS as u64,
+            width: W as u64,
+            height: H as u64,
             sample,
             tile: (64, 48),
             codec,
             nodata,
             geo: geo.clone(),
         };
-        let mut w = TiffWriter::create(&out, spec.clone()).unwrap();
+        let mut w = TiffWriter::create_with(&out, spec.clone(), direct_over).unwrap();
         let (across, down) = spec.tiles();
-        let mut want = vec![0.0; COLS * ROWS];
+        let mut want = vec![0.0; W * H];
         for ty in 0..down as usize {
             for tx in 0..across as usize {
                 let mut cells = Vec::new();
@@ -252,8 +257,8 @@ fn files_this_crate_writes_read_in_gdal_with_their_cells_grid_crs_and_nodata() {
                     for c in 0..64 {
                         let (x, y) = (tx * 64 + c, ty * 48 + r);
                         let v = ((x * 3 + y * 5) % 200) as f64;
-                        if x < COLS && y < ROWS {
-                            want[y * COLS + x] = if Some(v) == nodata { f64::NAN } else { v };
+                        if x < W && y < H {
+                            want[y * W + x] = if Some(v) == nodata { f64::NAN } else { v };
                         }
                         match sample {
                             SampleType::F32 => cells.extend((v as f32).to_le_bytes()),
