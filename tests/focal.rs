@@ -301,6 +301,37 @@ fn tiled(source: &Path, op: &FocalOp, tile: u32, out: &Path) -> Array2<f64> {
     t.data.to_f64()
 }
 
+/// Two GeoTIFFs hold the same raster: size, grid, CRS, cell type, NoData, blocks, compression,
+/// and every cell bit for bit.
+fn assert_same_geotiff(what: &str, a: &Path, b: &Path) {
+    let (x, y) = (
+        gdal::Dataset::open(a).unwrap(),
+        gdal::Dataset::open(b).unwrap(),
+    );
+    assert_eq!(x.raster_size(), y.raster_size(), "{what}");
+    assert_eq!(
+        x.geo_transform().unwrap(),
+        y.geo_transform().unwrap(),
+        "{what}"
+    );
+    assert_eq!(x.projection(), y.projection(), "{what}");
+    let (bx, by) = (x.rasterband(1).unwrap(), y.rasterband(1).unwrap());
+    assert_eq!(bx.band_type(), by.band_type(), "{what}");
+    // NaN (f32 outputs) is not equal to itself: compared as written.
+    assert_eq!(
+        format!("{:?}", bx.no_data_value()),
+        format!("{:?}", by.no_data_value()),
+        "{what}"
+    );
+    assert_eq!(bx.block_size(), by.block_size(), "{what}");
+    assert_eq!(
+        x.metadata_item("COMPRESSION", "IMAGE_STRUCTURE"),
+        y.metadata_item("COMPRESSION", "IMAGE_STRUCTURE"),
+        "{what}"
+    );
+    assert_bits_equal(what, &raster(a), &raster(b));
+}
+
 fn assert_bits_equal(what: &str, a: &Array2<f64>, b: &Array2<f64>) {
     assert_eq!(a.dim(), b.dim(), "{what}: shapes differ");
     let differ = a
@@ -424,27 +455,7 @@ fn the_direct_path_writes_what_the_job_and_export_write() {
         b.extend(&case[1..]);
         tessera_ok(&b);
         assert!(layer.join("zarr.json").exists() || layer.join(".zgroup").exists());
-        let (x, y) = (
-            gdal::Dataset::open(&direct).unwrap(),
-            gdal::Dataset::open(&job).unwrap(),
-        );
-        assert_eq!(x.raster_size(), y.raster_size(), "{case:?}");
-        assert_eq!(
-            x.geo_transform().unwrap(),
-            y.geo_transform().unwrap(),
-            "{case:?}"
-        );
-        assert_eq!(x.projection(), y.projection(), "{case:?}");
-        let (bx, by) = (x.rasterband(1).unwrap(), y.rasterband(1).unwrap());
-        assert_eq!(bx.band_type(), by.band_type(), "{case:?}");
-        // NaN (f32 outputs) is not equal to itself: compared as written.
-        assert_eq!(
-            format!("{:?}", bx.no_data_value()),
-            format!("{:?}", by.no_data_value()),
-            "{case:?}"
-        );
-        assert_eq!(bx.block_size(), by.block_size(), "{case:?}");
-        assert_bits_equal(&format!("{case:?}"), &raster(&direct), &raster(&job));
+        assert_same_geotiff(&format!("{case:?}"), &direct, &job);
     }
     // Nothing but the outputs and the kept layers: no temporary file, no scratch directory.
     let mut left: Vec<_> = std::fs::read_dir(tmp.path())
@@ -554,31 +565,7 @@ fn the_path_without_gdal_writes_what_the_engine_writes() {
                 String::from_utf8_lossy(&out.stderr)
             );
             let what = format!("{} {case:?}", input.display());
-            let (x, y) = (
-                gdal::Dataset::open(&native).unwrap(),
-                gdal::Dataset::open(&gdal).unwrap(),
-            );
-            assert_eq!(x.raster_size(), y.raster_size(), "{what}");
-            assert_eq!(
-                x.geo_transform().unwrap(),
-                y.geo_transform().unwrap(),
-                "{what}"
-            );
-            assert_eq!(x.projection(), y.projection(), "{what}");
-            let (bx, by) = (x.rasterband(1).unwrap(), y.rasterband(1).unwrap());
-            assert_eq!(bx.band_type(), by.band_type(), "{what}");
-            assert_eq!(
-                format!("{:?}", bx.no_data_value()),
-                format!("{:?}", by.no_data_value()),
-                "{what}"
-            );
-            assert_eq!(bx.block_size(), by.block_size(), "{what}");
-            assert_eq!(
-                x.metadata_item("COMPRESSION", "IMAGE_STRUCTURE"),
-                y.metadata_item("COMPRESSION", "IMAGE_STRUCTURE"),
-                "{what}"
-            );
-            assert_bits_equal(&what, &raster(&native), &raster(&gdal));
+            assert_same_geotiff(&what, &native, &gdal);
         }
     }
     // LZW is GDAL's to read: the command is handed to the engine, which writes the same file.

@@ -151,7 +151,7 @@ fn run(io: &DemIo, op: &FocalOp, quiet: bool) -> Result<(), Why> {
                 let mut c0 = 0;
                 while c0 < tiff.width {
                     let c1 = (c0 + CHUNK_COLS.max(tile) / tile * tile).min(tiff.width);
-                    let out = compute(&focal, &tiff, &input, &rows, &(c0..c1));
+                    let out = compute(&focal, &tiff, &input, &rows, &(c0..c1))?;
                     let (encoded, receiver) = sync_channel(1);
                     // Closed: the appending thread failed, and says why below.
                     chunks.send(receiver).map_err(why)?;
@@ -276,7 +276,7 @@ fn compute(
     input: &Rows,
     rows: &std::ops::Range<u64>,
     cols: &std::ops::Range<u64>,
-) -> Array2<f64> {
+) -> Result<Array2<f64>, Why> {
     let h = focal.halo() as i64;
     let (n_rows, n_cols) = (
         (rows.end - rows.start) as i64,
@@ -293,9 +293,8 @@ fn compute(
                 fill_row(tiff, input, y as u64, cols.start as i64 - h, row);
             }
         });
-    let window = Array2::from_shape_vec(((n_rows + 2 * h) as usize, width), window)
-        .unwrap_or_else(|_| unreachable!("rows × width cells"));
-    focal.apply(window.view())
+    let window = Array2::from_shape_vec(((n_rows + 2 * h) as usize, width), window).map_err(why)?;
+    Ok(focal.apply(window.view()))
 }
 
 /// Raster row `y` from column `x0` (which may be negative) into `out`, cells outside the raster
