@@ -175,3 +175,30 @@ impl DemCommand {
         }
     }
 }
+
+impl DemIo {
+    /// The directory the output goes in.
+    pub fn output_dir(&self) -> PathBuf {
+        match self.output.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+
+    /// What is wrong with the output, if anything: it must be a file, not the input (the output
+    /// replaces what is at its path), in a directory that exists.
+    pub fn output_problem(&self) -> Option<String> {
+        let out = self.output.display();
+        if self.output.as_os_str().is_empty() || self.output.is_dir() {
+            return Some(format!("{out}: the output must be a file"));
+        }
+        let input = std::path::Path::new(&self.input);
+        if let (Ok(a), Ok(b)) = (input.canonicalize(), self.output.canonicalize())
+            && a == b
+        {
+            return Some(format!("{out}: the output is the input; write elsewhere"));
+        }
+        let dir = self.output_dir();
+        (!dir.is_dir()).then(|| format!("{}: no such directory", dir.display()))
+    }
+}

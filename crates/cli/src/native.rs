@@ -73,7 +73,10 @@ fn run(io: &DemIo, op: &FocalOp, quiet: bool) -> Result<(), Why> {
         _ => return Err("an unknown compression".into()),
     };
     let input = Path::new(&io.input);
-    check_output(input, &io.output)?;
+    // The engine reports what is wrong with the output.
+    if let Some(problem) = io.output_problem() {
+        return Err(problem);
+    }
     if let Some(sidecar) = sidecar(input) {
         return Err(format!("GDAL would read {}", sidecar.display()));
     }
@@ -183,27 +186,6 @@ fn run(io: &DemIo, op: &FocalOp, quiet: bool) -> Result<(), Why> {
             (Ok(()), Err(_)) => Err("the appending thread panicked".into()),
         }
     })
-}
-
-/// The engine's checks of the output, which it reports: a file, not the input, in a directory
-/// that exists.
-fn check_output(input: &Path, output: &Path) -> Result<(), Why> {
-    if output.as_os_str().is_empty() || output.is_dir() {
-        return Err("the output is not a file".into());
-    }
-    if let (Ok(a), Ok(b)) = (input.canonicalize(), output.canonicalize())
-        && a == b
-    {
-        return Err("the output is the input".into());
-    }
-    let parent = match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if !parent.is_dir() {
-        return Err("no output directory".into());
-    }
-    Ok(())
 }
 
 /// A file beside `input` from which GDAL would take georeferencing or NoData: PAM's

@@ -3,8 +3,6 @@
 //! straight into one GeoTIFF; with `--keep-layer` the job runs on an embedded coordinator and
 //! workers, writes the layer, and the layer is exported.
 
-use std::path::PathBuf;
-
 use anyhow::{Context, Result, bail};
 use tessera_core::export::{Compression, ExportFormat, compute_to_gtiff, export};
 use tessera_core::focal::FocalOp;
@@ -63,24 +61,10 @@ pub fn job_spec(io: &DemIo, op: FocalOp, layer_url: String) -> Result<JobSpec> {
 pub async fn run(command: DemCommand, quiet: bool) -> Result<()> {
     let (io, op) = command.split();
     let compression: Compression = io.compress.parse()?;
-    if io.output.as_os_str().is_empty() || io.output.is_dir() {
-        bail!("{}: the output must be a file", io.output.display());
+    if let Some(problem) = io.output_problem() {
+        bail!(problem);
     }
-    // The output replaces what is at its path: never the input itself.
-    let same = |a: &std::path::Path, b: &std::path::Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b);
-    if same(std::path::Path::new(&io.input), &io.output) {
-        bail!(
-            "{}: the output is the input; write elsewhere",
-            io.output.display()
-        );
-    }
-    let parent = match io.output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !parent.is_dir() {
-        bail!("{}: no such directory", parent.display());
-    }
+    let parent = io.output_dir();
     if io.keep_layer.is_none() {
         return direct(io, op, compression, quiet).await;
     }
