@@ -10,11 +10,13 @@
 
 mod codec;
 mod fs;
+mod ifd;
 mod read;
 mod write;
 
 pub use codec::Codec;
 pub use fs::replace_file;
+pub use ifd::{Directory, Field};
 pub use read::{Block, Tiff};
 pub use write::{TiffWriter, WriterSpec};
 

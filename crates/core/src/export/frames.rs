@@ -69,7 +69,7 @@ pub(super) fn export_frames(
         .write(true)
         .open(path)
         .map_err(|e| gdal_err(path, e))?;
-    let (offsets_field, counts_field) = tile_arrays(&mut file).map_err(|e| gdal_err(path, e))?;
+    let (offsets_field, counts_field) = tile_arrays(&file).map_err(|e| gdal_err(path, e))?;
     let tiles = per_band * bands;
     if offsets_field.count != tiles as u64 || counts_field.count != tiles as u64 {
         return Err(Error::Internal(format!(

@@ -35,12 +35,12 @@ pub(super) fn follow(
         .filter_map(|(i, s)| {
             let path = s.info.url.strip_prefix("file://").unwrap_or(&s.info.url);
             // A local file, not an object or a /vsi path.
-            let mut file = std::fs::File::open(path)
+            let file = std::fs::File::open(path)
                 .ok()
                 .filter(|f| f.metadata().is_ok_and(|m| m.is_file()))?;
             // A TIFF, whose blocks are where its IFD says.
             let grid = &s.info.grid;
-            let index = BlockIndex::read(&mut file, (grid.cols, grid.rows), s.info.block_size)?;
+            let index = BlockIndex::read(&file, (grid.cols, grid.rows), s.info.block_size)?;
             Some((i, &s.info, index, file))
         })
         .collect();

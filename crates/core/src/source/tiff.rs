@@ -1,113 +1,16 @@
-//! The first image file directory of a little-endian TIFF or BigTIFF, read directly: where a
-//! GeoTIFF's blocks are (to read them ahead, [`BlockIndex`]) and where its tile arrays are (to
-//! fill them in, `export`'s frame copy). GDAL reports a block's offset too, but one metadata
-//! lookup at a time, at about 0.1 ms each: 9 s for the 87,000 of a city DSM.
+//! The first image file directory of a little-endian TIFF or BigTIFF, read directly (by
+//! `tessera_tiff`'s [`Directory`]): where a GeoTIFF's blocks are (to read them ahead,
+//! [`BlockIndex`]) and where its tile arrays are (to fill them in, `export`'s frame copy). GDAL
+//! reports a block's offset too, but one metadata lookup at a time, at about 0.1 ms each: 9 s for
+//! the 87,000 of a city DSM.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 
-/// One entry of an IFD: where its values are in the file.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Field {
-    pub tag: u16,
-    /// TIFF field type: 3 SHORT, 4 LONG, 16 LONG8 (others are not read here).
-    pub field_type: u16,
-    pub count: u64,
-    /// File offset of the first value (inside the entry when they fit there).
-    pub at: u64,
-}
+use tessera_tiff::Directory;
+pub(crate) use tessera_tiff::Field;
 
-impl Field {
-    fn value_size(&self) -> Option<u64> {
-        match self.field_type {
-            3 => Some(2),
-            4 => Some(4),
-            16 => Some(8),
-            _ => None,
-        }
-    }
-
-    /// The field's values, as u64.
-    pub fn read(&self, file: &mut File) -> std::io::Result<Vec<u64>> {
-        let size = self
-            .value_size()
-            .ok_or_else(|| bad("not an integer field"))?;
-        let mut raw = vec![0u8; (self.count * size) as usize];
-        file.seek(SeekFrom::Start(self.at))?;
-        file.read_exact(&mut raw)?;
-        Ok(raw
-            .chunks_exact(size as usize)
-            .map(|b| {
-                let mut v = [0u8; 8];
-                v[..b.len()].copy_from_slice(b);
-                u64::from_le_bytes(v)
-            })
-            .collect())
-    }
-}
-
-fn bad(why: &str) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string())
-}
-
-/// The fields of a TIFF's first IFD (the full-resolution image).
-pub(crate) fn first_ifd(file: &mut File) -> std::io::Result<Vec<Field>> {
-    let mut header = [0u8; 16];
-    file.seek(SeekFrom::Start(0))?;
-    file.read_exact(&mut header[..8])?;
-    if &header[..2] != b"II" {
-        return Err(bad("not a little-endian TIFF"));
-    }
-    let big = match u16::from_le_bytes([header[2], header[3]]) {
-        42 => false,
-        43 => true,
-        _ => return Err(bad("not a TIFF")),
-    };
-    let ifd = if big {
-        file.read_exact(&mut header[8..16])?;
-        u64::from_le_bytes(header[8..16].try_into().unwrap_or_default())
-    } else {
-        u64::from(u32::from_le_bytes(
-            header[4..8].try_into().unwrap_or_default(),
-        ))
-    };
-    file.seek(SeekFrom::Start(ifd))?;
-    let (count_len, entry_len, value_len) = if big { (8, 20, 8) } else { (2, 12, 4) };
-    let mut n = [0u8; 8];
-    file.read_exact(&mut n[..count_len])?;
-    let entries = u64::from_le_bytes(n);
-    if entries > 4096 {
-        return Err(bad("an IFD of more than 4096 entries"));
-    }
-    let mut raw = vec![0u8; entries as usize * entry_len];
-    file.read_exact(&mut raw)?;
-    Ok(raw
-        .chunks_exact(entry_len)
-        .enumerate()
-        .map(|(i, e)| {
-            let mut field = Field {
-                tag: u16::from_le_bytes([e[0], e[1]]),
-                field_type: u16::from_le_bytes([e[2], e[3]]),
-                count: 0,
-                at: 0,
-            };
-            let mut c = [0u8; 8];
-            c[..value_len].copy_from_slice(&e[4..4 + value_len]);
-            field.count = u64::from_le_bytes(c);
-            let entry_at = ifd + count_len as u64 + (i * entry_len) as u64;
-            let fits = field
-                .value_size()
-                .is_some_and(|s| field.count * s <= value_len as u64);
-            field.at = if fits {
-                entry_at + 4 + value_len as u64
-            } else {
-                let mut v = [0u8; 8];
-                v[..value_len].copy_from_slice(&e[4 + value_len..4 + 2 * value_len]);
-                u64::from_le_bytes(v)
-            };
-            field
-        })
-        .collect())
+fn bad(e: tessera_tiff::Error) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
 }
 
 const TILE_OFFSETS: u16 = 324;
@@ -117,12 +20,14 @@ const STRIP_BYTE_COUNTS: u16 = 279;
 const PLANAR_CONFIG: u16 = 284;
 
 /// A tiled TIFF's TileOffsets and TileByteCounts fields.
-pub(crate) fn tile_arrays(file: &mut File) -> std::io::Result<(Field, Field)> {
-    let fields = first_ifd(file)?;
-    let find = |tag| fields.iter().find(|f| f.tag == tag).copied();
-    match (find(TILE_OFFSETS), find(TILE_BYTE_COUNTS)) {
+pub(crate) fn tile_arrays(file: &File) -> std::io::Result<(Field, Field)> {
+    let dir = Directory::first(file).map_err(bad)?;
+    match (dir.field(TILE_OFFSETS), dir.field(TILE_BYTE_COUNTS)) {
         (Some(o), Some(c)) => Ok((o, c)),
-        _ => Err(bad("no TileOffsets or TileByteCounts: not a tiled TIFF")),
+        _ => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "no TileOffsets or TileByteCounts: not a tiled TIFF",
+        )),
     }
 }
 
@@ -142,12 +47,12 @@ impl BlockIndex {
     /// The block index of the TIFF `file` whose blocks are `block_size` cells of a raster of
     /// `cols` × `rows`; `None` when it is not a TIFF this reads.
     pub fn read(
-        file: &mut File,
+        file: &File,
         (cols, rows): (u64, u64),
         block_size: (usize, usize),
     ) -> Option<BlockIndex> {
-        let fields = first_ifd(file).ok()?;
-        let find = |tag| fields.iter().find(|f| f.tag == tag).copied();
+        let dir = Directory::first(file).ok()?;
+        let find = |tag| dir.field(tag);
         let (offsets, counts) = match (find(TILE_OFFSETS), find(TILE_BYTE_COUNTS)) {
             (Some(o), Some(c)) => (o, c),
             _ => (find(STRIP_OFFSETS)?, find(STRIP_BYTE_COUNTS)?),
@@ -156,10 +61,13 @@ impl BlockIndex {
         let across = cols.div_ceil(bw);
         let blocks = across * rows.div_ceil(bh);
         let separate = match find(PLANAR_CONFIG) {
-            Some(f) => f.read(file).ok()?.first() == Some(&2),
+            Some(f) => dir.ints(file, &f).ok()?.first() == Some(&2),
             None => false,
         };
-        let (offsets, counts) = (offsets.read(file).ok()?, counts.read(file).ok()?);
+        let (offsets, counts) = (
+            dir.ints(file, &offsets).ok()?,
+            dir.ints(file, &counts).ok()?,
+        );
         if offsets.len() != counts.len() || (offsets.len() as u64) < blocks {
             return None;
         }
@@ -193,8 +101,8 @@ mod tests {
         let ds = gdal::Dataset::open(path).unwrap();
         let (cols, rows) = ds.raster_size();
         let block = ds.rasterband(1).unwrap().block_size();
-        let mut file = File::open(path).unwrap();
-        let index = BlockIndex::read(&mut file, (cols as u64, rows as u64), block).unwrap();
+        let file = File::open(path).unwrap();
+        let index = BlockIndex::read(&file, (cols as u64, rows as u64), block).unwrap();
         for band in 1..=ds.raster_count() {
             let b = ds.rasterband(band).unwrap();
             for by in 0..rows.div_ceil(block.1) as u64 {
@@ -250,7 +158,7 @@ mod tests {
         agree(&apart);
         // Not a TIFF.
         std::fs::write(dir.path().join("x.txt"), b"hello, world").unwrap();
-        let mut text = File::open(dir.path().join("x.txt")).unwrap();
-        assert!(BlockIndex::read(&mut text, (1, 1), (1, 1)).is_none());
+        let text = File::open(dir.path().join("x.txt")).unwrap();
+        assert!(BlockIndex::read(&text, (1, 1), (1, 1)).is_none());
     }
 }
