@@ -15,8 +15,8 @@ use std::sync::mpsc::{Receiver, sync_channel};
 
 use ndarray::Array2;
 use rayon::prelude::*;
-use tessera_focal::{FocalGrid, FocalOp, MAX_HALO, PreparedFocal};
-use tessera_tiff::{Block, Codec, SampleType, Tiff, TiffWriter, WriterSpec};
+use tessera_focal::{Cells32, FocalGrid, FocalOp, MAX_HALO, PreparedFocal};
+use tessera_tiff::{Block, Cell, Codec, SampleType, Tiff, TiffWriter, WriterSpec};
 
 use crate::args::{DemCommand, DemIo};
 
@@ -164,7 +164,11 @@ fn run(io: &DemIo, op: &FocalOp, quiet: bool) -> Result<(), Why> {
                             .into_par_iter()
                             .map(|tx| {
                                 let x0 = (tx * tile - c0) as usize;
-                                spec.encode(tile_cells(&out, x0, tile as usize, sample, nodata))
+                                let t = tile as usize;
+                                spec.encode(match &out {
+                                    Output::F64(out) => tile_cells(out, x0, t, sample, nodata),
+                                    Output::F32(out) => tile_cells(out, x0, t, sample, nodata),
+                                })
                             })
                             .collect();
                         let _ = encoded.send(tiles);
@@ -250,38 +254,61 @@ fn decode(tiff: &Tiff, which: &[(u64, u64)]) -> Result<Vec<(u64, Block)>, Why> {
         .collect()
 }
 
+/// A chunk's output: f32 from a kernel that computes in f32 (SVF), else f64.
+enum Output {
+    F64(Array2<f64>),
+    F32(Array2<f32>),
+}
+
 /// The operation's output for cells `rows` × `cols`: computed on a window of them and `halo`
-/// cells around, NaN outside the raster and on NoData, as the engine's tile tasks read them.
+/// cells around, NaN outside the raster and on NoData, as the engine's tile tasks read them —
+/// in f32 for a kernel that computes in f32, which then reads the window where it is.
 fn compute(
     focal: &PreparedFocal,
     tiff: &Tiff,
     input: &Rows,
     rows: &std::ops::Range<u64>,
     cols: &std::ops::Range<u64>,
-) -> Result<Array2<f64>, Why> {
-    let h = focal.halo() as i64;
-    let (n_rows, n_cols) = (
-        (rows.end - rows.start) as i64,
-        (cols.end - cols.start) as i64,
+) -> Result<Output, Why> {
+    let h = focal.halo() as u64;
+    let dim = (
+        (rows.end - rows.start + 2 * h) as usize,
+        (cols.end - cols.start + 2 * h) as usize,
     );
-    let width = (n_cols + 2 * h) as usize;
-    let mut window = vec![f64::NAN; (n_rows + 2 * h) as usize * width];
+    let origin = (rows.start as i64 - h as i64, cols.start as i64 - h as i64);
+    if focal.computes_in_f32() {
+        let mut window = Cells32::nan(dim.0, dim.1);
+        fill(tiff, input, origin, dim.1, window.as_mut_slice());
+        Ok(Output::F32(focal.apply_f32(&window)))
+    } else {
+        let mut window = vec![f64::NAN; dim.0 * dim.1];
+        fill(tiff, input, origin, dim.1, &mut window);
+        let window = Array2::from_shape_vec(dim, window).map_err(why)?;
+        Ok(Output::F64(focal.apply(window.view())))
+    }
+}
+
+/// The raster's cells into `window`, rows of `width` cells whose first is cell (`y0`, `x0`) of
+/// the raster (either may be negative), on all cores; cells outside the raster are left as they
+/// are.
+fn fill<T: Cell>(tiff: &Tiff, input: &Rows, (y0, x0): (i64, i64), width: usize, window: &mut [T]) {
+    if width == 0 {
+        return;
+    }
     window
         .par_chunks_mut(width)
         .enumerate()
         .for_each(|(i, row)| {
-            let y = rows.start as i64 - h + i as i64;
+            let y = y0 + i as i64;
             if y >= 0 && (y as u64) < tiff.height {
-                fill_row(tiff, input, y as u64, cols.start as i64 - h, row);
+                fill_row(tiff, input, y as u64, x0, row);
             }
         });
-    let window = Array2::from_shape_vec(((n_rows + 2 * h) as usize, width), window).map_err(why)?;
-    Ok(focal.apply(window.view()))
 }
 
 /// Raster row `y` from column `x0` (which may be negative) into `out`, cells outside the raster
 /// left as they are.
-fn fill_row(tiff: &Tiff, input: &Rows, y: u64, x0: i64, out: &mut [f64]) {
+fn fill_row<T: Cell>(tiff: &Tiff, input: &Rows, y: u64, x0: i64, out: &mut [T]) {
     let (bw, bh) = tiff.block;
     let Some(blocks) = input.blocks.get(&(y / bh)) else {
         return;
@@ -304,7 +331,7 @@ fn fill_row(tiff: &Tiff, input: &Rows, y: u64, x0: i64, out: &mut [f64]) {
                 block.bytes.get(start..start + n * size),
                 out.get_mut((x as i64 - x0) as usize..(end as i64 - x0) as usize),
             ) {
-                tiff.sample.to_f64(src, tiff.nodata, dst);
+                tiff.sample.to_cells(src, tiff.nodata, dst);
             }
         }
         x = end;
@@ -315,41 +342,49 @@ fn fill_row(tiff: &Tiff, input: &Rows, y: u64, x0: i64, out: &mut [f64]) {
 /// type (little-endian), as the engine converts them: NaN (NoData) becomes `nodata`; floats are
 /// rounded to 32 bits, bytes to the nearest integer and clamped. Cells past the raster are
 /// `nodata`.
-fn tile_cells(
-    out: &Array2<f64>,
+fn tile_cells<T: Cell>(
+    out: &Array2<T>,
     x0: usize,
     tile: usize,
     sample: SampleType,
     nodata: f64,
 ) -> Vec<u8> {
+    let cell = |v: f64| if v.is_nan() { nodata } else { v };
+    match sample {
+        SampleType::U8 => cells_of::<1, T>(out, x0, tile, |v| [cell(v).round() as u8]),
+        _ => cells_of::<4, T>(out, x0, tile, |v| (cell(v) as f32).to_le_bytes()),
+    }
+}
+
+/// [`tile_cells`] for an output type of `N` bytes a cell, `put` giving a cell's bytes.
+fn cells_of<const N: usize, T: Cell>(
+    out: &Array2<T>,
+    x0: usize,
+    tile: usize,
+    put: impl Fn(f64) -> [u8; N],
+) -> Vec<u8> {
     let (rows, cols) = out.dim();
-    let size = sample.bytes();
-    let mut cells = vec![0u8; tile * tile * size];
+    let mut cells = vec![0u8; tile * tile * N];
     let w = tile.min(cols.saturating_sub(x0));
-    let put = |v: f64, to: &mut [u8]| {
-        let v = if v.is_nan() { nodata } else { v };
-        match sample {
-            SampleType::U8 => to[0] = v.round() as u8,
-            _ => to.copy_from_slice(&(v as f32).to_le_bytes()),
-        }
-    };
-    for (r, row) in cells.chunks_exact_mut(tile * size).enumerate() {
-        let (inside, past) = row.split_at_mut(if r < rows { w * size } else { 0 });
+    let past = put(f64::NAN);
+    for (r, row) in cells.chunks_exact_mut(tile * N).enumerate() {
+        let (inside, beyond) = row.split_at_mut(if r < rows { w * N } else { 0 });
         if r < rows {
             let src = out.row(r);
-            let src = src.as_slice().map(|s| &s[x0..x0 + w]);
-            match src {
+            match src.as_slice().and_then(|s| s.get(x0..x0 + w)) {
                 Some(src) => inside
-                    .chunks_exact_mut(size)
+                    .chunks_exact_mut(N)
                     .zip(src)
-                    .for_each(|(to, &v)| put(v, to)),
+                    .for_each(|(to, &v)| to.copy_from_slice(&put(v.to_f64()))),
                 None => inside
-                    .chunks_exact_mut(size)
+                    .chunks_exact_mut(N)
                     .enumerate()
-                    .for_each(|(c, to)| put(out[[r, x0 + c]], to)),
+                    .for_each(|(c, to)| to.copy_from_slice(&put(out[[r, x0 + c]].to_f64()))),
             }
         }
-        past.chunks_exact_mut(size).for_each(|to| put(f64::NAN, to));
+        beyond
+            .chunks_exact_mut(N)
+            .for_each(|to| to.copy_from_slice(&past));
     }
     cells
 }

@@ -21,7 +21,7 @@ use ndarray::{Array2, ArrayView2};
 use serde::{Deserialize, Serialize};
 
 pub use horn::{AspectParams, HillshadeParams, SlopeParams, SlopeUnits};
-pub use svf::SvfParams;
+pub use svf::{Cells32, SvfParams};
 
 use horn::Gradient;
 
@@ -183,6 +183,23 @@ impl PreparedFocal {
         match &self.kernel {
             Kernel::Svf(rays) => svf::svf(rays, input),
             Kernel::Gradient(g) => g.apply(input),
+        }
+    }
+
+    /// Whether the kernel computes in f32 (SVF): then [`apply_f32`](Self::apply_f32) on f32
+    /// cells gives [`apply`](Self::apply)'s output rounded to f32, without the conversions.
+    pub fn computes_in_f32(&self) -> bool {
+        matches!(self.kernel, Kernel::Svf(_))
+    }
+
+    /// [`apply`](Self::apply) on f32 cells, the output in f32. An operation that computes in f64
+    /// (the Horn operations) converts on the way in and out.
+    pub fn apply_f32(&self, input: &Cells32) -> Array2<f32> {
+        match &self.kernel {
+            Kernel::Svf(rays) => svf::svf_f32(rays, input),
+            Kernel::Gradient(g) => g
+                .apply(input.view().mapv(f64::from).view())
+                .mapv(|v| v as f32),
         }
     }
 

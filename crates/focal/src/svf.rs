@@ -251,47 +251,120 @@ const BLOCK_COLS: usize = 256;
 /// SVF of the interior of `input` (NaN = NoData), which carries `rays.halo` cells of context on
 /// every side; the output is `input` less the halo.
 pub(crate) fn svf(rays: &Rays, input: ArrayView2<f64>) -> Array2<f64> {
+    let (rows, cols) = input.dim();
+    // Elevations in f32. On all cores: on a wide window (a row of tiles) this is not negligible
+    // beside the rays.
+    let mut z = Cells32::nan(rows, cols);
+    if cols > 0 {
+        z.as_mut_slice()
+            .par_chunks_mut(cols)
+            .enumerate()
+            .for_each(|(r, to)| {
+                for (d, &v) in to.iter_mut().zip(input.row(r)) {
+                    *d = v as f32;
+                }
+            });
+    }
+    kernel(rays, &z)
+}
+
+/// [`svf`] on f32 elevations, computed on them where they are, the output rounded to f32: the
+/// same cells as [`svf`] on the same elevations, without converting either way.
+pub(crate) fn svf_f32(rays: &Rays, input: &Cells32) -> Array2<f32> {
+    kernel(rays, input)
+}
+
+/// The SVF of the interior of `z` (NaN or −∞ = NoData) less the halo, on all cores.
+fn kernel<O: Out>(rays: &Rays, z: &Cells32) -> Array2<O> {
     let h = rays.halo;
-    let (rin, cin) = input.dim();
+    let (rin, cin) = (z.rows, z.cols);
     let (rout, cout) = (rin.saturating_sub(2 * h), cin.saturating_sub(2 * h));
     if rout == 0 || cout == 0 {
-        return Array2::from_elem((rout, cout), f64::NAN);
+        return Array2::from_elem((rout, cout), O::NAN);
     }
-    // Elevations in f32, −∞ for NoData and for the padding that lets a chunk of LANES cells
-    // run past the last column.
-    let stride = cin + LANES;
-    // On all cores: on a wide window (a row of tiles) this is not negligible beside the rays.
-    let mut z = vec![f32::NEG_INFINITY; rin * stride];
-    z.par_chunks_mut(stride).enumerate().for_each(|(r, row)| {
-        for (d, &v) in row.iter_mut().zip(input.row(r).iter()) {
-            if !v.is_nan() {
-                *d = v as f32;
-            }
-        }
-    });
     let offsets: Vec<Vec<(isize, f32)>> = rays
         .rays
         .iter()
         .map(|r| {
             r.samples
                 .iter()
-                .map(|&(di, dj, inv)| (di * stride as isize + dj, inv))
+                .map(|&(di, dj, inv)| (di * cin as isize + dj, inv))
                 .collect()
         })
         .collect();
     let kernel = Kernel {
-        z: &z,
-        stride,
+        z: &z.cells,
+        stride: cin,
         halo: h,
         offsets: &offsets,
     };
-    let mut out = vec![f64::NAN; rout * cout];
+    let mut out = vec![O::NAN; rout * cout];
     out.par_chunks_mut(BLOCK_ROWS * cout)
         .enumerate()
         .for_each(|(b, band)| kernel.band(b * BLOCK_ROWS, cout, band));
-    Array2::from_shape_vec((rout, cout), out).unwrap_or_else(|_| Array2::zeros((0, 0)))
+    Array2::from_shape_vec((rout, cout), out).unwrap_or_else(|_| Array2::from_elem((0, 0), O::NAN))
 }
 
+/// `rows` × `cols` f32 elevations, row-major (NaN = NoData), followed by the LANES cells the
+/// SVF kernel may read past the last one: what [`crate::PreparedFocal::apply_f32`] takes, so
+/// that the cells are computed where they are.
+#[derive(Debug, Clone)]
+pub struct Cells32 {
+    cells: Vec<f32>,
+    rows: usize,
+    cols: usize,
+}
+
+impl Cells32 {
+    /// `rows` × `cols` NoData cells.
+    pub fn nan(rows: usize, cols: usize) -> Cells32 {
+        Cells32 {
+            cells: vec![f32::NAN; rows * cols + LANES],
+            rows,
+            cols,
+        }
+    }
+
+    /// (rows, columns).
+    pub fn dim(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    /// The cells, row after row.
+    pub fn as_mut_slice(&mut self) -> &mut [f32] {
+        &mut self.cells[..self.rows * self.cols]
+    }
+
+    /// The cells as an array.
+    pub fn view(&self) -> ArrayView2<'_, f32> {
+        ArrayView2::from_shape((self.rows, self.cols), &self.cells[..self.rows * self.cols])
+            .expect("a Cells32 holds rows × cols cells")
+    }
+}
+
+/// A cell type the kernel writes its output in.
+trait Out: Copy + Send + Sync {
+    const NAN: Self;
+    fn from_f64(v: f64) -> Self;
+}
+
+impl Out for f64 {
+    const NAN: f64 = f64::NAN;
+    fn from_f64(v: f64) -> f64 {
+        v
+    }
+}
+
+impl Out for f32 {
+    const NAN: f32 = f32::NAN;
+    fn from_f64(v: f64) -> f32 {
+        v as f32
+    }
+}
+
+/// Reads elevations `z` (`stride` cells a row, and LANES to spare at the end): a chunk of LANES
+/// cells of a row may run past its last column, into the next row or the room to spare, as the
+/// output's lanes past the last column are dropped.
 struct Kernel<'a> {
     z: &'a [f32],
     stride: usize,
@@ -302,7 +375,7 @@ struct Kernel<'a> {
 impl Kernel<'_> {
     /// Output rows `row0..` (as many as `band` has), block of columns by block of columns.
     /// `band` holds whole output rows of `cols` cells.
-    fn band(&self, row0: usize, cols: usize, band: &mut [f64]) {
+    fn band<O: Out>(&self, row0: usize, cols: usize, band: &mut [O]) {
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx2") {
@@ -316,12 +389,12 @@ impl Kernel<'_> {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    fn band_avx2(&self, row0: usize, cols: usize, band: &mut [f64]) {
+    fn band_avx2<O: Out>(&self, row0: usize, cols: usize, band: &mut [O]) {
         self.band_generic(row0, cols, band);
     }
 
     #[inline(always)]
-    fn band_generic(&self, row0: usize, cols: usize, band: &mut [f64]) {
+    fn band_generic<O: Out>(&self, row0: usize, cols: usize, band: &mut [O]) {
         let rows = band.len() / cols;
         let n = self.offsets.len() as f64;
         let mut acc = [0f64; LANES];
@@ -344,10 +417,11 @@ impl Kernel<'_> {
                     }
                     let width = LANES.min(c_end - c0);
                     for l in 0..width {
-                        band[r * cols + c0 + l] = if z0[l] == f32::NEG_INFINITY {
-                            f64::NAN
+                        // NaN and −∞ are NoData.
+                        band[r * cols + c0 + l] = if z0[l] > f32::NEG_INFINITY {
+                            O::from_f64(1.0 - acc[l] / n)
                         } else {
-                            1.0 - acc[l] / n
+                            O::NAN
                         };
                     }
                 }
@@ -355,7 +429,9 @@ impl Kernel<'_> {
         }
     }
 
-    /// max(0, max over the ray's samples of Δz / d) for LANES cells from `base`.
+    /// max(0, max over the ray's samples of Δz / d) for LANES cells from `base`. A NoData
+    /// sample (NaN or −∞) gives NaN or −∞, which is never the larger. (The loop is as it is
+    /// for speed: a branch of another shape here, or `m` handed to a function, costs 30 %.)
     #[inline(always)]
     fn horizon(&self, base: usize, z0: &[f32; LANES], ray: &[(isize, f32)]) -> [f32; LANES] {
         let mut m = [0f32; LANES];
@@ -466,6 +542,39 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn on_f32_cells_the_kernel_gives_the_f64_output_rounded() {
+        // 45 columns: chunks of 32 cells run past the ends of rows.
+        let (rows, cols) = (41, 45);
+        let z = Array2::from_shape_fn((rows, cols), |(r, c)| match (r * 5 + c * 11) % 37 {
+            0 => f64::NAN,
+            1 => f64::NEG_INFINITY,
+            k => f64::from((k as f32) * 0.37 + (c as f32 * 0.2).cos() * 3.0),
+        });
+        let p = SvfParams {
+            directions: 16,
+            radius_cells: Some(8.0),
+            ..SvfParams::default()
+        };
+        let rays = p.rays(&grid(0.75)).unwrap();
+        let window = padded(z.view(), rays.halo);
+        let want = svf(&rays, window.view());
+        let mut cells = Cells32::nan(window.nrows(), window.ncols());
+        for (to, &v) in cells.as_mut_slice().iter_mut().zip(window.iter()) {
+            *to = v as f32;
+        }
+        assert_eq!(
+            cells.view().mapv(f32::to_bits),
+            window.mapv(|v| (v as f32).to_bits())
+        );
+        let got = svf_f32(&rays, &cells);
+        assert_eq!(got.dim(), want.dim());
+        for (a, b) in got.iter().zip(want.iter()) {
+            assert!(a.to_bits() == (*b as f32).to_bits(), "{a} vs {b}");
+        }
+        assert!(want.iter().filter(|v| v.is_nan()).count() > 20);
     }
 
     #[test]

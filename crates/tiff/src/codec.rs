@@ -69,9 +69,20 @@ impl Codec {
                 out.truncate(n);
                 Ok(out)
             }
-            Codec::Zstd => zstd::bulk::compress(&cells, 1),
+            Codec::Zstd => ZSTD.with(|c| match &mut *c.borrow_mut() {
+                Some(c) => c.compress(&cells),
+                slot => slot
+                    .insert(zstd::bulk::Compressor::new(1)?)
+                    .compress(&cells),
+            }),
         }
     }
+}
+
+thread_local! {
+    /// Each thread's zstd compressor, made once: a context is some 100 KB to set up.
+    static ZSTD: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// Undoes TIFF's predictor on a decoded block of `width`-cell rows, in place: 1 none, 2

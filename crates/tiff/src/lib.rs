@@ -97,26 +97,32 @@ impl SampleType {
     /// `dst[i]` = cell `i` of `src` (little-endian cells of this type) as f64, NaN where it is
     /// NoData (NaN, or equal to `nodata`), as GDAL's readers give them to Tessera.
     pub fn to_f64(self, src: &[u8], nodata: Option<f64>, dst: &mut [f64]) {
-        fn conv<const N: usize>(
+        self.to_cells(src, nodata, dst)
+    }
+
+    /// [`to_f64`](Self::to_f64) into f64 or f32 cells: the f64 value (NoData tested on it)
+    /// rounded once.
+    pub fn to_cells<T: Cell>(self, src: &[u8], nodata: Option<f64>, dst: &mut [T]) {
+        fn conv<const N: usize, T: Cell>(
             src: &[u8],
-            dst: &mut [f64],
+            dst: &mut [T],
             nodata: Option<f64>,
             f: impl Fn([u8; N]) -> f64,
         ) {
             let cells = src.chunks_exact(N).zip(dst.iter_mut());
             match nodata {
                 None => cells.for_each(|(s, d)| {
-                    *d = f(s.try_into().unwrap_or([0; N]));
+                    *d = T::from_f64(f(s.try_into().unwrap_or([0; N])));
                 }),
                 Some(nd) => cells.for_each(|(s, d)| {
                     let v = f(s.try_into().unwrap_or([0; N]));
-                    *d = if v == nd { f64::NAN } else { v };
+                    *d = T::from_f64(if v == nd { f64::NAN } else { v });
                 }),
             }
         }
         match self {
-            SampleType::U8 => conv::<1>(src, dst, nodata, |b| b[0] as f64),
-            SampleType::I8 => conv::<1>(src, dst, nodata, |b| b[0] as i8 as f64),
+            SampleType::U8 => conv::<1, T>(src, dst, nodata, |b| b[0] as f64),
+            SampleType::I8 => conv::<1, T>(src, dst, nodata, |b| b[0] as i8 as f64),
             SampleType::U16 => conv(src, dst, nodata, |b| u16::from_le_bytes(b) as f64),
             SampleType::I16 => conv(src, dst, nodata, |b| i16::from_le_bytes(b) as f64),
             SampleType::U32 => conv(src, dst, nodata, |b| u32::from_le_bytes(b) as f64),
@@ -124,6 +130,35 @@ impl SampleType {
             SampleType::F32 => conv(src, dst, nodata, |b| f32::from_le_bytes(b) as f64),
             SampleType::F64 => conv(src, dst, nodata, f64::from_le_bytes),
         }
+    }
+}
+
+/// A cell type cells are read into: f64, or f32 for a kernel that computes in f32.
+pub trait Cell: Copy + Send + Sync + 'static {
+    const NAN: Self;
+    /// `v`, rounded to this type.
+    fn from_f64(v: f64) -> Self;
+    /// This value as f64 (exactly).
+    fn to_f64(self) -> f64;
+}
+
+impl Cell for f64 {
+    const NAN: f64 = f64::NAN;
+    fn from_f64(v: f64) -> f64 {
+        v
+    }
+    fn to_f64(self) -> f64 {
+        self
+    }
+}
+
+impl Cell for f32 {
+    const NAN: f32 = f32::NAN;
+    fn from_f64(v: f64) -> f32 {
+        v as f32
+    }
+    fn to_f64(self) -> f64 {
+        f64::from(self)
     }
 }
 
