@@ -8,17 +8,19 @@
 //! left to GDAL. Georeferencing is carried, not interpreted: the GeoTIFF tags of the input are
 //! written to the output as they are, so that GDAL reads the same grid and CRS from both.
 
+mod append;
 mod codec;
 mod fs;
 mod ifd;
 mod read;
 mod write;
 
+pub use append::Appender;
 pub use codec::Codec;
 pub use fs::replace_file;
 pub use ifd::{Directory, Field};
 pub use read::{Block, Tiff};
-pub use write::{TiffWriter, WriterSpec};
+pub use write::{DIRECT_OVER, TiffWriter, WriterSpec};
 
 /// Why a file cannot be read or written here.
 #[derive(Debug, thiserror::Error)]

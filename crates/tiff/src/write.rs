@@ -1,9 +1,10 @@
 //! A tiled GeoTIFF written tile by tile, in order, under a temporary name.
 
 use std::fs::File;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use crate::append::Appender;
 use crate::read::GDAL_NODATA;
 use crate::{Codec, GeoTags, SampleType, TagValues};
 
@@ -12,12 +13,8 @@ use crate::{Codec, GeoTags, SampleType, TagValues};
 const BIGTIFF_OVER: u64 = 4_000_000_000;
 
 /// Files whose cells are more than this many bytes are written past the page cache (O_DIRECT),
-/// where the file system allows it: copying gigabytes into the page cache, and filling it,
-/// cost more than the disk writes themselves (a 10 GB SVF of a city: 19 s of CPU in the copy).
-const DIRECT_OVER: u64 = 1 << 30;
-
-/// Bytes gathered before a write: a multiple of any disk block, the unit of direct writes.
-const CHUNK: usize = 4 << 20;
+/// where the file system allows it ([`Appender`]).
+pub const DIRECT_OVER: u64 = 1 << 30;
 
 /// What a GeoTIFF holds: its grid, one band's cell type and NoData, its tiles and compression,
 /// and the georeferencing tags to write.
@@ -67,14 +64,8 @@ impl WriterSpec {
 #[derive(Debug)]
 pub struct TiffWriter {
     spec: WriterSpec,
-    file: File,
-    /// The same file opened for direct writes, for a large file.
-    direct: Option<File>,
-    /// The bytes after `flushed`, at `buf[at..at + filled]` (`at` aligns them to 4 KB).
-    buf: Vec<u8>,
-    at: usize,
-    filled: usize,
-    flushed: u64,
+    /// The file's bytes, directly for a large file.
+    file: Appender,
     temp: PathBuf,
     out: PathBuf,
     big: bool,
@@ -116,28 +107,19 @@ impl TiffWriter {
             .ok_or_else(|| std::io::Error::other("not a file name"))?
             .to_string_lossy();
         let temp = parent.join(format!(".{name}.{}.tmp.tif", std::process::id()));
-        let file = File::create(&temp)?;
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp)?;
         let cells = spec
             .width
             .saturating_mul(spec.height)
             .saturating_mul(spec.sample.bytes() as u64);
-        let direct = match cells > direct_over {
-            true => std::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_DIRECT)
-                .open(&temp)
-                .ok(),
-            false => None,
-        };
-        let buf = vec![0u8; CHUNK + 4096];
-        let at = buf.as_ptr().align_offset(4096).min(4096);
+        // From here on the temporary file is removed if anything fails.
         let mut w = TiffWriter {
-            file,
-            direct,
-            buf,
-            at,
-            filled: 0,
-            flushed: 0,
+            file: Appender::new(file, &temp, 0, cells > direct_over)?,
             temp,
             out: out.to_path_buf(),
             big: cells > BIGTIFF_OVER,
@@ -171,44 +153,14 @@ impl TiffWriter {
         self.put(encoded)
     }
 
-    fn put(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
-        while !bytes.is_empty() {
-            let n = (CHUNK - self.filled).min(bytes.len());
-            let from = self.at + self.filled;
-            self.buf[from..from + n].copy_from_slice(&bytes[..n]);
-            (self.filled, self.pos, bytes) = (self.filled + n, self.pos + n as u64, &bytes[n..]);
-            if self.filled == CHUNK {
-                self.flush()?;
-            }
-        }
+    fn put(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.file.put(bytes)?;
+        self.pos += bytes.len() as u64;
         if !self.big && self.pos > u32::MAX as u64 {
             return Err(std::io::Error::other(
                 "the GeoTIFF grew past 4 GB without being a BigTIFF",
             ));
         }
-        Ok(())
-    }
-
-    /// Writes the bytes gathered: a whole chunk directly when the file is written so, anything
-    /// else (and everything where the file system refuses direct writes) through the page cache.
-    fn flush(&mut self) -> std::io::Result<()> {
-        let bytes = &self.buf[self.at..self.at + self.filled];
-        let mut direct = self.filled == CHUNK && self.direct.is_some();
-        if let Some(d) = self.direct.as_ref().filter(|_| direct) {
-            match d.write_all_at(bytes, self.flushed) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    self.direct = None;
-                    direct = false;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        if !direct {
-            self.file.write_all_at(bytes, self.flushed)?;
-        }
-        self.flushed += self.filled as u64;
-        self.filled = 0;
         Ok(())
     }
 
@@ -230,11 +182,11 @@ impl TiffWriter {
         let (entries, overflow) = self.directory(ifd);
         self.put(&entries)?;
         self.put(&overflow)?;
-        self.flush()?;
+        let file = self.file.finish()?;
         if self.big {
-            self.file.write_all_at(&ifd.to_le_bytes(), 8)?;
+            file.write_all_at(&ifd.to_le_bytes(), 8)?;
         } else {
-            self.file.write_all_at(&(ifd as u32).to_le_bytes(), 4)?;
+            file.write_all_at(&(ifd as u32).to_le_bytes(), 4)?;
         }
         crate::replace_file(&self.temp, &self.out)?;
         self.done = true;

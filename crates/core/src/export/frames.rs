@@ -11,11 +11,13 @@
 //! truncated or foreign chunk is an error naming the tile, never a GeoTIFF that fails later.
 
 use std::fs::File;
-use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use bytes::Bytes;
 use rayon::prelude::*;
+use tessera_tiff::Appender;
 
 use super::{Compression, TempFile, create_gtiff_with, gdal_err};
 use crate::error::{Error, Result};
@@ -80,12 +82,13 @@ pub(super) fn export_frames(
     }
     let mut offsets = vec![0u64; tiles];
     let mut counts = vec![0u64; tiles];
-    let mut end = file.seek(SeekFrom::End(0)).map_err(|e| gdal_err(path, e))?;
-    let mut w = BufWriter::with_capacity(8 << 20, file);
+    let start = file.seek(SeekFrom::End(0)).map_err(|e| gdal_err(path, e))?;
+    // A large file past the page cache, as `tessera dem` writes one.
+    let direct = grid.cols * grid.rows * bands as u64 * cell_bytes > tessera_tiff::DIRECT_OVER;
+    let mut w = Appender::new(file, path, start, direct).map_err(|e| gdal_err(path, e))?;
     let mut append = |frame: &[u8]| -> Result<(u64, u64)> {
-        w.write_all(frame).map_err(|e| gdal_err(path, e))?;
-        let at = end;
-        end += frame.len() as u64;
+        let at = w.position();
+        w.put(frame).map_err(|e| gdal_err(path, e))?;
         Ok((at, frame.len() as u64))
     };
     let mut empty: Option<(u64, u64)> = None;
@@ -130,13 +133,14 @@ pub(super) fn export_frames(
             }
         }
     }
-    let mut file = w.into_inner().map_err(|e| gdal_err(path, e.error()))?;
+    let end = w.position();
+    let file = w.finish().map_err(|e| gdal_err(path, e))?;
     if !(holds(&offsets_field, end) && holds(&counts_field, tile_bytes as u64 * 2)) {
         return Ok(false);
     }
-    patch(&offsets_field, &mut file, &offsets).map_err(|e| gdal_err(path, e))?;
-    patch(&counts_field, &mut file, &counts).map_err(|e| gdal_err(path, e))?;
-    drop(file);
+    patch(&offsets_field, file, &offsets).map_err(|e| gdal_err(path, e))?;
+    patch(&counts_field, file, &counts).map_err(|e| gdal_err(path, e))?;
+    drop(w);
     temp.persist(out)?;
     Ok(true)
 }
@@ -174,7 +178,7 @@ fn holds(field: &Field, v: u64) -> bool {
 }
 
 /// Writes `values` over a tile array whose values it [`holds`].
-fn patch(field: &Field, file: &mut File, values: &[u64]) -> std::io::Result<()> {
+fn patch(field: &Field, file: &File, values: &[u64]) -> std::io::Result<()> {
     let mut bytes = Vec::with_capacity(values.len() * 8);
     for &v in values {
         if field.field_type == 16 {
@@ -184,6 +188,5 @@ fn patch(field: &Field, file: &mut File, values: &[u64]) -> std::io::Result<()> 
             bytes.extend_from_slice(&v.to_le_bytes());
         }
     }
-    file.seek(SeekFrom::Start(field.at))?;
-    file.write_all(&bytes)
+    file.write_all_at(&bytes, field.at)
 }
