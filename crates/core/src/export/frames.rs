@@ -32,6 +32,9 @@ use crate::zarr::chunk;
 /// cells is a little larger than the cells, and a classic TIFF's offsets end at 4 GiB.
 const CLASSIC_TIFF_MAX_CELL_BYTES: u64 = 3 << 30;
 
+/// Threads reading frames at once.
+const FRAME_READERS: usize = 8;
+
 /// Writes every band of `reader`'s layer to the GeoTIFF `out` (ZSTD), copying its tiles' frames.
 /// `false`, with nothing written, when the frames end past what GDAL made the tile offsets to
 /// hold (32-bit offsets past 4 GiB): the decoding export writes that file.
@@ -93,6 +96,13 @@ pub(super) fn export_frames(
     };
     let mut empty: Option<(u64, u64)> = None;
 
+    // Reading a frame is mostly waiting on the disk or the network (a large layer's chunks
+    // are not in the page cache): more readers than cores.
+    let readers = rayon::ThreadPoolBuilder::new()
+        .num_threads(FRAME_READERS)
+        .thread_name(|i| format!("tessera-frames-{i}"))
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start the frame readers: {e}")))?;
     let bounds = md.bounds.to_grid_bounds();
     let row_len = (bounds.col_max - bounds.col_min + 1).max(1) as usize;
     let keys: Vec<SpatialKey> = bounds.iter_keys().collect();
@@ -101,18 +111,19 @@ pub(super) fn export_frames(
         let name = &reader.info().bands[band - 1];
         // A row of tiles is read at a time, in parallel (bounded memory), and appended in order.
         for row in keys.chunks(row_len) {
-            let frames: Vec<Result<Option<Bytes>>> = row
-                .par_iter()
-                .map(|&key| {
-                    let frame = reader.tile_frame(band, key)?;
-                    if let Some(f) = &frame {
-                        check_frame(f, tile_bytes).map_err(|why| {
-                            Error::layer(reader.url(), format!("tile {key} of {name} {why}"))
-                        })?;
-                    }
-                    Ok(frame)
-                })
-                .collect();
+            let frames: Vec<Result<Option<Bytes>>> = readers.install(|| {
+                row.par_iter()
+                    .map(|&key| {
+                        let frame = reader.tile_frame(band, key)?;
+                        if let Some(f) = &frame {
+                            check_frame(f, tile_bytes).map_err(|why| {
+                                Error::layer(reader.url(), format!("tile {key} of {name} {why}"))
+                            })?;
+                        }
+                        Ok(frame)
+                    })
+                    .collect()
+            });
             for (&key, frame) in row.iter().zip(frames) {
                 let [cr, cc] = md.chunk_of(key);
                 let i = (band - 1) * per_band + (cr * across + cc) as usize;
