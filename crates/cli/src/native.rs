@@ -16,7 +16,7 @@ use std::sync::mpsc::{Receiver, sync_channel};
 use ndarray::Array2;
 use rayon::prelude::*;
 use tessera_focal::{Cells32, FocalGrid, FocalOp, MAX_HALO, PreparedFocal};
-use tessera_tiff::{Block, Cell, Codec, SampleType, Tiff, TiffWriter, WriterSpec};
+use tessera_tiff::{Block, Cell, Codec, RawRow, SampleType, Tiff, TiffWriter, WriterSpec};
 
 use crate::args::{DemCommand, DemIo};
 
@@ -137,19 +137,44 @@ fn run(io: &DemIo, op: &FocalOp, quiet: bool) -> Result<(), Why> {
             Ok::<_, std::io::Error>(writer)
         });
         let computed = (|| -> Result<(), Why> {
+            // A thread reads the input's block rows in order, a row ahead of the decoding
+            // (waiting on the disk, it holds up no core), into buffers the decoding hands back.
+            let (read, rows_read) = sync_channel::<Result<RawRow, Why>>(0);
+            let (recycle, recycled) = std::sync::mpsc::channel::<Vec<u8>>();
+            let source = tiff.clone();
+            scope.spawn(move || {
+                for by in 0..source.blocks().1 {
+                    let buf = recycled.try_recv().unwrap_or_default();
+                    let row = source.read_row(by, true, buf).map_err(why);
+                    let failed = row.is_err();
+                    if read.send(row).is_err() || failed {
+                        return;
+                    }
+                }
+            });
+            // The stored bytes of block rows `rows`, the next ones in order.
+            let take = |rows: Vec<u64>| -> Result<Vec<RawRow>, Why> {
+                rows.into_iter()
+                    .map(|by| match rows_read.recv().map_err(why)?? {
+                        raw if raw.by == by => Ok(raw),
+                        raw => Err(format!("block row {} was read for {by}", raw.by)),
+                    })
+                    .collect()
+            };
             let mut input = Rows::default();
-            input.insert(decode(&tiff, &input.missing(&tiff, &strip(0), halo))?);
+            let first = take(input.missing(&tiff, &strip(0), halo))?;
+            input.insert(decode(&tiff, first, &recycle)?);
             for ty in 0..down {
                 let rows = strip(ty);
                 input.drop_above(&tiff, &rows, halo);
                 let next = match ty + 1 < down {
-                    true => input.missing(&tiff, &strip(ty + 1), halo),
+                    true => take(input.missing(&tiff, &strip(ty + 1), halo))?,
                     false => Vec::new(),
                 };
                 let (decoded, next_blocks) = sync_channel(1);
-                let source = tiff.clone();
+                let (source, recycle) = (tiff.clone(), recycle.clone());
                 rayon::spawn(move || {
-                    let _ = decoded.send(decode(&source, &next));
+                    let _ = decoded.send(decode(&source, next, &recycle));
                 });
                 let mut c0 = 0;
                 while c0 < tiff.width {
@@ -219,12 +244,10 @@ impl Rows {
         rows.start.saturating_sub(halo) / bh..=((rows.end + halo).min(tiff.height) - 1) / bh
     }
 
-    /// The blocks (`bx`, `by`) that cells `rows` and their halo read and are not decoded yet.
-    fn missing(&self, tiff: &Tiff, rows: &std::ops::Range<u64>, halo: u64) -> Vec<(u64, u64)> {
-        let (across, _) = tiff.blocks();
+    /// The block rows that cells `rows` and their halo read and are not decoded yet, in order.
+    fn missing(&self, tiff: &Tiff, rows: &std::ops::Range<u64>, halo: u64) -> Vec<u64> {
         Rows::span(tiff, rows, halo)
             .filter(|by| !self.blocks.contains_key(by))
-            .flat_map(|by| (0..across).map(move |bx| (bx, by)))
             .collect()
     }
 
@@ -242,16 +265,27 @@ impl Rows {
     }
 }
 
-/// Blocks `which` (in order, left to right within a row), decoded on all cores, with their
-/// block rows; the file is told to read ahead the block row that follows them.
-fn decode(tiff: &Tiff, which: &[(u64, u64)]) -> Result<Vec<(u64, Block)>, Why> {
-    if let Some(&(_, last)) = which.last() {
-        tiff.will_need(last + 1..(last + 2).min(tiff.blocks().1));
-    }
-    which
+/// The blocks of block rows `rows`, decoded on all cores, with their block rows, in order; the
+/// rows' buffers are handed back to `recycle`.
+fn decode(
+    tiff: &Tiff,
+    rows: Vec<RawRow>,
+    recycle: &std::sync::mpsc::Sender<Vec<u8>>,
+) -> Result<Vec<(u64, Block)>, Why> {
+    let across = tiff.blocks().0;
+    let blocks: Vec<(&RawRow, u64)> = rows
+        .iter()
+        .flat_map(|r| (0..across).map(move |bx| (r, bx)))
+        .collect();
+    let decoded = blocks
         .par_iter()
-        .map(|&(bx, by)| Ok((by, tiff.block(bx, by).map_err(why)?)))
-        .collect()
+        .map(|&(row, bx)| Ok((row.by, tiff.decode(row, bx).map_err(why)?)))
+        .collect();
+    for row in rows {
+        // Closed: the reading thread is done.
+        let _ = recycle.send(row.into_buffer());
+    }
+    decoded
 }
 
 /// A chunk's output: f32 from a kernel that computes in f32 (SVF), else f64.

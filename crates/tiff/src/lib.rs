@@ -19,7 +19,7 @@ pub use append::Appender;
 pub use codec::Codec;
 pub use fs::replace_file;
 pub use ifd::{Directory, Field};
-pub use read::{Block, Tiff};
+pub use read::{Block, RawRow, Tiff};
 pub use write::{DIRECT_OVER, TiffWriter, WriterSpec};
 
 /// Why a file cannot be read or written here.

@@ -1,7 +1,8 @@
 //! A GeoTIFF's first image, block by block.
 
 use std::fs::File;
-use std::path::Path;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 
 use crate::codec::{Codec, undo_predictor};
 use crate::ifd::{Directory, read_some};
@@ -20,6 +21,9 @@ const MAX_BLOCK_BYTES: u64 = 256 << 20;
 #[derive(Debug)]
 pub struct Tiff {
     file: File,
+    path: PathBuf,
+    /// The file opened for direct reads, once asked for (`None`: the system refused).
+    direct: std::sync::OnceLock<Option<File>>,
     pub width: u64,
     pub height: u64,
     pub sample: SampleType,
@@ -49,7 +53,7 @@ impl Tiff {
     pub fn open(path: &Path) -> Result<Tiff> {
         let file = File::open(path)?;
         let dir = Directory::first(&file)?;
-        image(file, &dir)
+        image(file, path, &dir)
     }
 
     /// Blocks across and down.
@@ -60,36 +64,6 @@ impl Tiff {
         )
     }
 
-    /// Tells the kernel the bytes of block rows `rows` will be read soon, so that a cold file
-    /// is read ahead while other work goes on.
-    pub fn will_need(&self, rows: std::ops::Range<u64>) {
-        let (across, _) = self.blocks();
-        let (a, b) = (
-            rows.start * across,
-            (rows.end * across).min(self.offsets.len() as u64),
-        );
-        let (mut lo, mut hi) = (u64::MAX, 0);
-        for i in a..b {
-            let (o, c) = (self.offsets[i as usize], self.counts[i as usize]);
-            if c > 0 {
-                lo = lo.min(o);
-                hi = hi.max(o + c);
-            }
-        }
-        if lo < hi {
-            use std::os::fd::AsRawFd;
-            // SAFETY: an advisory call on a descriptor this struct owns.
-            unsafe {
-                libc::posix_fadvise(
-                    self.file.as_raw_fd(),
-                    lo as libc::off_t,
-                    (hi - lo) as libc::off_t,
-                    libc::POSIX_FADV_WILLNEED,
-                );
-            }
-        }
-    }
-
     /// Block (`bx`, `by`), decoded; blocks at the right and bottom edges are whole blocks, as
     /// TIFF stores them, except a last strip, which holds only the rows left.
     pub fn block(&self, bx: u64, by: u64) -> Result<Block> {
@@ -98,34 +72,150 @@ impl Tiff {
             return Err(corrupt(format!("no block ({bx}, {by})")));
         }
         let i = (by * across + bx) as usize;
+        let (offset, count) = (self.offsets[i], self.counts[i]);
+        let mut raw = vec![0u8; count as usize];
+        if read_some(&self.file, offset, &mut raw)? != raw.len() {
+            return Err(corrupt(format!(
+                "block {i} at {offset} is cut off by the end of the file"
+            )));
+        }
+        self.decode_stored(by, &raw)
+    }
+
+    /// The block of row `by` whose stored bytes are `stored` (none: a sparse block), decoded.
+    fn decode_stored(&self, by: u64, stored: &[u8]) -> Result<Block> {
         let (width, mut rows) = (self.block.0 as usize, self.block.1 as usize);
         if !self.tiled {
             // Strips: the last one holds the rows left.
             rows = rows.min((self.height - by * self.block.1) as usize);
         }
-        let size = width * rows * self.sample.bytes();
-        let mut bytes = vec![0u8; size];
-        let (offset, count) = (self.offsets[i], self.counts[i]);
-        if count > 0 {
-            let mut raw = vec![0u8; count as usize];
-            if read_some(&self.file, offset, &mut raw)? != raw.len() {
-                return Err(corrupt(format!(
-                    "block {i} at {offset} is cut off by the end of the file"
-                )));
-            }
-            self.codec.decode(&raw, &mut bytes)?;
+        let mut bytes = vec![0u8; width * rows * self.sample.bytes()];
+        if !stored.is_empty() {
+            self.codec.decode(stored, &mut bytes)?;
             undo_predictor(self.predictor, self.sample, width, &mut bytes)?;
-        } else if self.nodata.is_none() {
-            // A sparse block without NoData: zeros, as GDAL reads it.
-        } else {
+        } else if self.nodata.is_some() {
             return Err(unsupported("sparse blocks with NoData"));
         }
+        // (A sparse block without NoData: zeros, as GDAL reads it.)
         Ok(Block { width, rows, bytes })
+    }
+
+    /// The stored bytes of block row `by`, in one read where they lie together (as GDAL writes
+    /// them), past the page cache if `direct` and the file system allows it (a cold file's
+    /// bytes are then copied once, by the disk), into `buf` (a buffer to reuse: large fresh
+    /// memory costs as much as the copy saved); [`decode`](Self::decode) makes the blocks of
+    /// them. A reading thread can stay ahead of the decoding ones.
+    pub fn read_row(&self, by: u64, direct: bool, mut buf: Vec<u8>) -> Result<RawRow> {
+        let (across, down) = self.blocks();
+        if by >= down {
+            return Err(corrupt(format!("no block row {by}")));
+        }
+        let blocks = (by * across) as usize..((by + 1) * across) as usize;
+        let (offsets, counts) = (&self.offsets[blocks.clone()], &self.counts[blocks]);
+        let stored = offsets.iter().zip(counts).filter(|(_, c)| **c > 0);
+        let lo = stored.clone().map(|(o, _)| *o).min().unwrap_or(0);
+        let hi = stored.clone().map(|(o, c)| o + c).max().unwrap_or(0);
+        let sum: u64 = counts.iter().sum();
+        buf.clear();
+        // Together: the row's extent is not much more than its blocks.
+        if lo < hi && hi - lo <= sum + sum / 8 + (1 << 20) && hi - lo <= 4 * MAX_BLOCK_BYTES {
+            let (start, end) = (lo - lo % ALIGN, hi.div_ceil(ALIGN) * ALIGN);
+            let len = (end - start) as usize;
+            buf.resize(len + ALIGN as usize, 0);
+            let at = buf
+                .as_ptr()
+                .align_offset(ALIGN as usize)
+                .min(ALIGN as usize);
+            let read = match direct.then(|| self.direct_file()).flatten() {
+                Some(d) => match read_some(d, start, &mut buf[at..at + len]) {
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => None,
+                    r => Some(r?),
+                },
+                None => None,
+            };
+            let read = match read {
+                Some(n) => n,
+                None => read_some(&self.file, start, &mut buf[at..at + len])?,
+            };
+            if (read as u64) < hi - start {
+                return Err(corrupt(format!(
+                    "block row {by} is cut off by the end of the file"
+                )));
+            }
+            let spans = offsets
+                .iter()
+                .zip(counts)
+                .map(|(&o, &c)| match c {
+                    0 => (0, 0),
+                    c => (at + (o - start) as usize, c as usize),
+                })
+                .collect();
+            return Ok(RawRow { by, buf, spans });
+        }
+        // Apart: block by block.
+        let mut spans = Vec::with_capacity(offsets.len());
+        for (i, (&o, &c)) in offsets.iter().zip(counts).enumerate() {
+            let from = buf.len();
+            buf.resize(from + c as usize, 0);
+            if read_some(&self.file, o, &mut buf[from..])? != c as usize {
+                return Err(corrupt(format!(
+                    "block {i} of row {by} at {o} is cut off by the end of the file"
+                )));
+            }
+            spans.push((from, c as usize));
+        }
+        Ok(RawRow { by, buf, spans })
+    }
+
+    /// Block `bx` of `raw`'s row, decoded: what [`block`](Self::block) reads.
+    pub fn decode(&self, raw: &RawRow, bx: u64) -> Result<Block> {
+        let &(at, len) = raw
+            .spans
+            .get(bx as usize)
+            .ok_or_else(|| corrupt(format!("no block ({bx}, {})", raw.by)))?;
+        let stored = raw
+            .buf
+            .get(at..at + len)
+            .ok_or_else(|| corrupt(format!("block ({bx}, {}) is cut off", raw.by)))?;
+        self.decode_stored(raw.by, stored)
+    }
+
+    /// The file opened for direct reads, if the system allows it.
+    fn direct_file(&self) -> Option<&File> {
+        self.direct
+            .get_or_init(|| {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_DIRECT)
+                    .open(&self.path)
+                    .ok()
+            })
+            .as_ref()
+    }
+}
+
+/// The alignment of a direct read's buffer, offset and length.
+const ALIGN: u64 = 4096;
+
+/// A block row's stored bytes, as [`Tiff::read_row`] read them.
+#[derive(Debug)]
+pub struct RawRow {
+    /// The block row.
+    pub by: u64,
+    buf: Vec<u8>,
+    /// Each block's bytes in `buf`: start and length (0 for a sparse block).
+    spans: Vec<(usize, usize)>,
+}
+
+impl RawRow {
+    /// The buffer, for the next [`Tiff::read_row`].
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buf
     }
 }
 
 /// The image `dir` describes, in `file`.
-fn image(file: File, dir: &Directory) -> Result<Tiff> {
+fn image(file: File, path: &Path, dir: &Directory) -> Result<Tiff> {
     let find = |tag: u16| dir.field(tag);
     let int = |tag: u16, default: Option<u64>| dir.int(&file, tag, default);
     let len = file.metadata()?.len();
@@ -222,6 +312,8 @@ fn image(file: File, dir: &Directory) -> Result<Tiff> {
     }
     Ok(Tiff {
         file,
+        path: path.to_path_buf(),
+        direct: std::sync::OnceLock::new(),
         width,
         height,
         sample,

@@ -49,8 +49,17 @@ fn read_all(path: &Path) -> Vec<f64> {
     let mut out = vec![0.0; w * h];
     let (across, down) = t.blocks();
     for by in 0..down {
+        // A row's stored bytes read at once (past the page cache, then through it, into a
+        // buffer used before) decode to the blocks read one by one.
+        let direct = t.read_row(by, true, vec![7; 100]).unwrap();
+        let buffered = t.read_row(by, false, vec![9; 5000]).unwrap();
         for bx in 0..across {
             let b = t.block(bx, by).unwrap();
+            for row in [&direct, &buffered] {
+                let same = t.decode(row, bx).unwrap();
+                assert_eq!((same.width, same.rows), (b.width, b.rows));
+                assert!(same.bytes == b.bytes, "block ({bx}, {by})");
+            }
             let mut cells = vec![0.0; b.width * b.rows];
             t.sample.to_f64(&b.bytes, t.nodata, &mut cells);
             for r in 0..b.rows {
