@@ -393,10 +393,7 @@ fn put_direct(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
         }
         let padded = bytes.len().div_ceil(ALIGN) * ALIGN;
         let direct = BUF.with_borrow_mut(|buf| {
-            if buf.len() < padded + ALIGN {
-                *buf = vec![0u8; padded + ALIGN];
-            }
-            let at = buf.as_ptr().align_offset(ALIGN).min(ALIGN);
+            let at = tessera_tiff::aligned(buf, padded);
             let block = &mut buf[at..at + padded];
             block[..bytes.len()].copy_from_slice(bytes);
             block[bytes.len()..].fill(0);
@@ -423,7 +420,7 @@ fn put_direct(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// The alignment of a direct read or write: its buffer, offset and length.
-const ALIGN: usize = 4096;
+const ALIGN: usize = tessera_tiff::DIRECT_ALIGN;
 
 /// The object at `path` if it is a file of at least [`DIRECT_PUT_BYTES`], read past the page
 /// cache (what [`put_direct`] wrote is not in it); `None` for anything else — no such file, a
@@ -442,8 +439,8 @@ fn get_direct(path: &std::path::Path) -> Option<Bytes> {
         return None;
     }
     let padded = len.div_ceil(ALIGN) * ALIGN;
-    let mut buf = vec![0u8; padded + ALIGN];
-    let at = buf.as_ptr().align_offset(ALIGN).min(ALIGN);
+    let mut buf = Vec::new();
+    let at = tessera_tiff::aligned(&mut buf, padded);
     let mut done = 0;
     while done < padded {
         match file.read_at(&mut buf[at + done..at + padded], done as u64) {

@@ -8,8 +8,18 @@ use std::path::Path;
 
 /// Bytes gathered before a write: a multiple of any disk block, the unit of direct writes.
 const CHUNK: usize = 4 << 20;
-/// The alignment of a direct write's buffer, offset and length.
-const ALIGN: usize = 4096;
+/// The alignment of a direct read's or write's buffer, file offset and length.
+pub const DIRECT_ALIGN: usize = 4096;
+const ALIGN: usize = DIRECT_ALIGN;
+
+/// Grows `buf` (never shrinks it) to hold `len` bytes at an address aligned for direct I/O,
+/// and says where they start: `buf[at..at + len]`.
+pub fn aligned(buf: &mut Vec<u8>, len: usize) -> usize {
+    if buf.len() < len + ALIGN {
+        buf.resize(len + ALIGN, 0);
+    }
+    buf.as_ptr().align_offset(ALIGN).min(ALIGN)
+}
 
 /// Appends to a file from an offset on: whole chunks directly when asked and allowed, the rest
 /// (and everything, where the file system refuses direct writes) through the page cache.
@@ -38,8 +48,8 @@ impl Appender {
                 .ok(),
             false => None,
         };
-        let buf = vec![0u8; CHUNK + ALIGN];
-        let at = buf.as_ptr().align_offset(ALIGN).min(ALIGN);
+        let mut buf = Vec::new();
+        let at = aligned(&mut buf, CHUNK);
         let flushed = start - start % ALIGN as u64;
         let filled = (start - flushed) as usize;
         let mut a = Appender {

@@ -15,7 +15,7 @@ mod ifd;
 mod read;
 mod write;
 
-pub use append::Appender;
+pub use append::{Appender, DIRECT_ALIGN, aligned};
 pub use codec::Codec;
 pub use fs::replace_file;
 pub use ifd::{Directory, Field};

@@ -4,6 +4,7 @@ use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::append::{DIRECT_ALIGN, aligned};
 use crate::codec::{Codec, undo_predictor};
 use crate::ifd::{Directory, read_some};
 use crate::{
@@ -116,16 +117,11 @@ impl Tiff {
         let lo = stored.clone().map(|(o, _)| *o).min().unwrap_or(0);
         let hi = stored.clone().map(|(o, c)| o + c).max().unwrap_or(0);
         let sum: u64 = counts.iter().sum();
-        buf.clear();
         // Together: the row's extent is not much more than its blocks.
         if lo < hi && hi - lo <= sum + sum / 8 + (1 << 20) && hi - lo <= 4 * MAX_BLOCK_BYTES {
             let (start, end) = (lo - lo % ALIGN, hi.div_ceil(ALIGN) * ALIGN);
             let len = (end - start) as usize;
-            buf.resize(len + ALIGN as usize, 0);
-            let at = buf
-                .as_ptr()
-                .align_offset(ALIGN as usize)
-                .min(ALIGN as usize);
+            let at = aligned(&mut buf, len);
             let read = match direct.then(|| self.direct_file()).flatten() {
                 Some(d) => match read_some(d, start, &mut buf[at..at + len]) {
                     Err(e) if e.raw_os_error() == Some(libc::EINVAL) => None,
@@ -153,6 +149,7 @@ impl Tiff {
             return Ok(RawRow { by, buf, spans });
         }
         // Apart: block by block.
+        buf.clear();
         let mut spans = Vec::with_capacity(offsets.len());
         for (i, (&o, &c)) in offsets.iter().zip(counts).enumerate() {
             let from = buf.len();
@@ -195,7 +192,7 @@ impl Tiff {
 }
 
 /// The alignment of a direct read's buffer, offset and length.
-const ALIGN: u64 = 4096;
+const ALIGN: u64 = DIRECT_ALIGN as u64;
 
 /// A block row's stored bytes, as [`Tiff::read_row`] read them.
 #[derive(Debug)]
