@@ -427,7 +427,7 @@ const ALIGN: usize = tessera_tiff::DIRECT_ALIGN;
 /// small one, a file system that refuses direct reads, an error — which `object_store` then
 /// reads, or names.
 fn get_direct(path: &std::path::Path) -> Option<Bytes> {
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECT)
@@ -441,15 +441,7 @@ fn get_direct(path: &std::path::Path) -> Option<Bytes> {
     let padded = len.div_ceil(ALIGN) * ALIGN;
     let mut buf = Vec::new();
     let at = tessera_tiff::aligned(&mut buf, padded);
-    let mut done = 0;
-    while done < padded {
-        match file.read_at(&mut buf[at + done..at + padded], done as u64) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return None,
-        }
-    }
+    let done = tessera_tiff::read_some(&file, 0, &mut buf[at..at + padded]).ok()?;
     // The file is replaced by a rename, never rewritten: what was opened is read whole.
     (done >= len).then(|| Bytes::from(buf).slice(at..at + len))
 }

@@ -179,7 +179,7 @@ impl Directory {
 }
 
 /// Reads as much of `buf` as the file holds from `offset`.
-pub(crate) fn read_some(file: &File, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+pub fn read_some(file: &File, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
         match file.read_at(&mut buf[done..], offset + done as u64) {

@@ -18,7 +18,7 @@ mod write;
 pub use append::{Appender, DIRECT_ALIGN, aligned};
 pub use codec::Codec;
 pub use fs::replace_file;
-pub use ifd::{Directory, Field};
+pub use ifd::{Directory, Field, read_some};
 pub use read::{Block, RawRow, Tiff};
 pub use write::{DIRECT_OVER, TiffWriter, WriterSpec};
 
