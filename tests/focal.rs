@@ -19,7 +19,7 @@ use ndarray::Array2;
 use tessera_core::focal::{FocalGrid, FocalOp, SlopeParams, SvfParams};
 use tessera_core::ingest::{IngestOptions, NoProgress, ingest};
 use tessera_core::layer::LayerReader;
-use tessera_core::model::LayoutScheme;
+use tessera_core::model::{DataType, LayoutScheme};
 use tessera_core::synth::SynthDsm;
 use tessera_tests::{
     gdal_cells, python_with, shared_dems, temp_dir, tessera_bin, tessera_env, tessera_fails,
@@ -281,9 +281,15 @@ fn svf_equals_the_numpy_reference_of_the_seed_algorithm_on_every_shared_dem() {
     }
 }
 
-/// Runs `op` as a job's chain over `source` cut into `tile`-sized tiles and reads the layer
-/// back whole.
-fn tiled(source: &Path, op: &FocalOp, tile: u32, out: &Path) -> Array2<f64> {
+/// Runs `op` as a job's chain over `source` cut into `tile`-sized tiles into a layer of
+/// `output_type` cells (the operation's own when `None`) and reads the layer back whole.
+fn tiled(
+    source: &Path,
+    op: &FocalOp,
+    tile: u32,
+    output_type: Option<tessera_core::model::DataType>,
+    out: &Path,
+) -> Array2<f64> {
     let options = IngestOptions {
         scheme: LayoutScheme::Floating {
             tile_cols: tile,
@@ -291,7 +297,7 @@ fn tiled(source: &Path, op: &FocalOp, tile: u32, out: &Path) -> Array2<f64> {
         },
         operations: vec![op.clone().into()],
         max_halo: 300,
-        output_type: Some(tessera_core::model::DataType::F64),
+        output_type,
         ..IngestOptions::default()
     };
     ingest(&[s(source).to_string()], s(out), &options, &NoProgress).unwrap();
@@ -381,17 +387,22 @@ fn check_tiled_equals_whole(source: &Path, tmp: &Path) {
                 op.name(),
                 p.halo()
             ));
-            let got = tiled(source, op, tile, &out);
-            assert_bits_equal(
-                &format!(
-                    "{} {} halo {} tile {tile}",
-                    source.display(),
-                    op.name(),
-                    p.halo()
-                ),
-                &got,
-                &whole,
+            let what = format!(
+                "{} {} halo {} tile {tile}",
+                source.display(),
+                op.name(),
+                p.halo()
             );
+            let got = tiled(source, op, tile, Some(DataType::F64), &out);
+            assert_bits_equal(&what, &got, &whole);
+            // Into the operation's own Float32 cells (an SVF's tiles then computed in f32
+            // from end to end): the whole raster's result rounded to f32.
+            if p.computes_in_f32() {
+                let _ = std::fs::remove_dir_all(&out);
+                let got = tiled(source, op, tile, None, &out);
+                let rounded = whole.mapv(|v| v as f32 as f64);
+                assert_bits_equal(&format!("{what}, Float32"), &got, &rounded);
+            }
         }
     }
 }

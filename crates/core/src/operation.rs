@@ -202,6 +202,16 @@ impl PreparedChain {
         self.output
     }
 
+    /// The chain's one operation when it is focal and computes in f32 (an SVF): then
+    /// [`PreparedFocal::apply_f32`] on each band's window in f32 gives [`Self::apply`]'s
+    /// output rounded to f32, without converting the window to f64 and back.
+    pub fn only_f32_focal(&self) -> Option<&PreparedFocal> {
+        match self.steps.as_slice() {
+            [Step::Focal(f)] if f.computes_in_f32() => Some(f),
+            _ => None,
+        }
+    }
+
     /// Runs the chain on a stack of windows (NaN = NoData) carrying [`halo`](Self::halo) cells of
     /// context; returns the stack less the halo.
     pub fn apply(&self, stack: Vec<Array2<f64>>) -> Vec<Array2<f64>> {

@@ -5,10 +5,11 @@
 use ndarray::Array2;
 
 use super::{IngestOptions, IngestPlan};
-use crate::error::Result;
-use crate::model::{Extent, GridExtent, SpatialKey, ceil_snapped, floor_snapped};
+use crate::error::{Error, Result};
+use crate::focal::Cells32;
+use crate::model::{DataType, Extent, GridExtent, SpatialKey, ceil_snapped, floor_snapped};
 use crate::operation::PreparedChain;
-use crate::source::{BlockCache, GdalSource, Reprojection};
+use crate::source::{BlockCache, GdalSource, Reprojection, WindowCell};
 use crate::tile::{Merger, SourceWindow, Tile, TileData, cut_into};
 
 /// The cell window [c0, c1) × [r0, r1) of `grid` that covers `extent` plus `margin` cells,
@@ -189,64 +190,66 @@ impl<'a> Worker<'a> {
         Ok(out)
     }
 
-    /// The chain's input on `target` when the plan has one source, on the layer's grid and
-    /// not reprojected (a DEM under `tessera dem`): per band, the source's cells, NaN where
-    /// they are NoData or beyond the source — what [`Self::stack`] and `Merger::finish_nan`
-    /// give for one aligned source (whatever the merge method, one value merges to itself), in
-    /// one pass instead of three. `None` for any other plan.
+    /// Where the plan's one source falls on `target` when it is the chain's whole input: one
+    /// source, on the layer's grid and not reprojected (a DEM under `tessera dem`). Then each
+    /// band's input is the source's cells, NaN where they are NoData or beyond the source —
+    /// what [`Self::stack`] and `Merger::finish_nan` give for one aligned source (whatever the
+    /// merge method, one value merges to itself) — read by [`Self::fill_aligned`] in one pass
+    /// instead of three. `None` for any other plan.
     fn aligned_single(
-        &self,
         plan: &IngestPlan,
         options: &IngestOptions,
         target: &GridExtent,
-    ) -> Result<Option<Vec<Array2<f64>>>> {
+    ) -> Option<Placement> {
         let [planned] = plan.sources.as_slice() else {
-            return Ok(None);
+            return None;
         };
         let grid = &planned.info.grid;
         if options.stack || planned.reproject || !grid.is_aligned_with(target) {
-            return Ok(None);
+            return None;
         }
-        let (rows, cols) = (target.rows as usize, target.cols as usize);
-        let window = window_for(grid, &target.extent, 0.0);
+        let (rows, cols) = (target.rows as isize, target.cols as isize);
+        let Some((c0, r0, c1, r1)) = window_for(grid, &target.extent, 0.0) else {
+            return Some(None);
+        };
         // Where the window's first cell falls in the target, as `cut_into` places it.
         let (gx, gy) = grid.map_to_grid_f64(target.extent.xmin, target.extent.ymax);
         let (gx, gy) = (gx.round() as isize, gy.round() as isize);
-        let cell_type = planned.info.cell_type;
         // The window's cells that fall in the target: target rows [tr0, tr1) and columns
         // [tc0, tc1) are window cells (r − dr, c − dc).
-        let cells = window.map(|(c0, r0, c1, r1)| {
-            let (dc, dr) = (c0 as isize - gx, r0 as isize - gy);
-            let (tc0, tc1) = (dc.max(0), (dc + (c1 - c0) as isize).min(cols as isize));
-            let (tr0, tr1) = (dr.max(0), (dr + (r1 - r0) as isize).min(rows as isize));
-            let from = (
+        let (dc, dr) = (c0 as isize - gx, r0 as isize - gy);
+        let (tc0, tc1) = (dc.max(0), (dc + (c1 - c0) as isize).min(cols));
+        let (tr0, tr1) = (dr.max(0), (dr + (r1 - r0) as isize).min(rows));
+        Some((tc0 < tc1 && tr0 < tr1).then(|| Cells {
+            from: (
                 (c0 as isize + tc0 - dc) as u64,
                 (r0 as isize + tr0 - dr) as u64,
-            );
-            (from, (tc0, tc1), (tr0, tr1))
-        });
-        let mut out = Vec::with_capacity(plan.bands.len());
-        for &band in &plan.bands {
-            let mut values = Array2::from_elem((rows, cols), f64::NAN);
-            if let Some((from, (tc0, tc1), (tr0, tr1))) = cells
-                && tc0 < tc1
-                && tr0 < tr1
-            {
-                self.blocks.read_window_into(
-                    0,
-                    &self.sources[0],
-                    band,
-                    from,
-                    values.slice_mut(ndarray::s![
-                        tr0 as usize..tr1 as usize,
-                        tc0 as usize..tc1 as usize
-                    ]),
-                    Some(cell_type),
-                )?;
-            }
-            out.push(values);
-        }
-        Ok(Some(out))
+            ),
+            cols: tc0 as usize..tc1 as usize,
+            rows: tr0 as usize..tr1 as usize,
+        }))
+    }
+
+    /// `band` of the one aligned source into `out` (the target's cells, NaN where nothing is
+    /// written) where [`Self::aligned_single`] places it.
+    fn fill_aligned<T: WindowCell>(
+        &self,
+        plan: &IngestPlan,
+        band: usize,
+        cells: &Placement,
+        mut out: ndarray::ArrayViewMut2<T>,
+    ) -> Result<()> {
+        let Some(c) = cells else {
+            return Ok(());
+        };
+        self.blocks.read_window_into(
+            0,
+            &self.sources[0],
+            band,
+            c.from,
+            out.slice_mut(ndarray::s![c.rows.clone(), c.cols.clone()]),
+            Some(plan.sources[0].info.cell_type),
+        )
     }
 
     /// The output tiles of a key, one per output band.
@@ -266,15 +269,52 @@ impl<'a> Worker<'a> {
         // The tile and the halo its focal operations need; cells beyond the sources are NoData,
         // as they are for the whole raster.
         let target = with_halo(plan, chain.halo(), key);
-        let values = match self.aligned_single(plan, options, &target)? {
-            Some(values) => values,
+        let fill = cell_type.fill_value();
+        let (rows, cols) = (target.rows as usize, target.cols as usize);
+        let placement = Self::aligned_single(plan, options, &target);
+        if let (Some(placement), Some(focal)) = (&placement, chain.only_f32_focal())
+            && cell_type.data_type == DataType::F32
+            && plan.sources[0].info.cell_type.data_type.exact_in_f32()
+        {
+            // An SVF of a Float32 DEM into a Float32 layer: the window read, computed and
+            // stored in f32, as `tessera dem` does — the same cells as below.
+            let mut out = Vec::with_capacity(plan.bands.len());
+            for &band in &plan.bands {
+                let mut window = Cells32::nan(rows, cols);
+                let view = ndarray::ArrayViewMut2::from_shape(
+                    (rows, cols),
+                    &mut window.as_mut_slice()[..rows * cols],
+                )
+                .map_err(|e| Error::Internal(format!("a tile's window: {e}")))?;
+                self.fill_aligned(plan, band, placement, view)?;
+                let mut values = focal.apply_f32(&window);
+                if !fill.is_nan() {
+                    let fill = fill as f32;
+                    values.mapv_inplace(|v| if v.is_nan() { fill } else { v });
+                }
+                out.push(Tile {
+                    data: TileData::F32(values),
+                    cell_type,
+                });
+            }
+            return Ok(out);
+        }
+        let values = match placement {
+            Some(placement) => plan
+                .bands
+                .iter()
+                .map(|&band| {
+                    let mut values = Array2::from_elem((rows, cols), f64::NAN);
+                    self.fill_aligned(plan, band, &placement, values.view_mut())?;
+                    Ok(values)
+                })
+                .collect::<Result<Vec<_>>>()?,
             None => self
                 .stack(plan, options, &target)?
                 .into_iter()
                 .map(Merger::finish_nan)
                 .collect(),
         };
-        let fill = cell_type.fill_value();
         Ok(chain
             .apply(values)
             .into_iter()
@@ -284,4 +324,15 @@ impl<'a> Worker<'a> {
             })
             .collect())
     }
+}
+
+/// Where the one aligned source's cells fall on a target ([`Worker::aligned_single`]): `None`
+/// when none do.
+type Placement = Option<Cells>;
+
+/// Cells of the source from (`col`, `row`) onto the target's `rows` × `cols`.
+struct Cells {
+    from: (u64, u64),
+    cols: std::ops::Range<usize>,
+    rows: std::ops::Range<usize>,
 }

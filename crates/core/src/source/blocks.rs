@@ -36,34 +36,79 @@ impl Block {
         }
     }
 
-    /// Copies cells [r0, r1) × [c0, c1) of the block into `out`, as f64 (exactly), NaN where
-    /// `nodata` says the cell is NoData.
-    fn copy_into(
+    /// Copies cells [r0, r1) × [c0, c1) of the block into `out`, NaN where `nodata` says the
+    /// cell is NoData.
+    fn copy_into<T: WindowCell>(
         &self,
         (r0, r1): (usize, usize),
         (c0, c1): (usize, usize),
-        out: ArrayViewMut2<f64>,
+        out: ArrayViewMut2<T>,
         nodata: Option<CellType>,
     ) {
-        match (self, nodata) {
-            (Block::F32(a), None) => copy_rows(a.slice(s![r0..r1, c0..c1]), out, f64::from),
-            (Block::F32(a), Some(ct)) => copy_rows(a.slice(s![r0..r1, c0..c1]), out, |v| {
-                nan_if_nodata(ct, f64::from(v))
-            }),
-            (Block::F64(a), None) => copy_rows(a.slice(s![r0..r1, c0..c1]), out, |v| v),
-            (Block::F64(a), Some(ct)) => {
-                copy_rows(a.slice(s![r0..r1, c0..c1]), out, |v| nan_if_nodata(ct, v))
-            }
+        match self {
+            Block::F32(a) => copy_cells(a.slice(s![r0..r1, c0..c1]), out, nodata, T::from_f32),
+            Block::F64(a) => copy_cells(a.slice(s![r0..r1, c0..c1]), out, nodata, T::from_f64),
         }
     }
 }
 
-fn nan_if_nodata(ct: CellType, v: f64) -> f64 {
-    if ct.is_nodata(v) { f64::NAN } else { v }
+/// The cells a window is read into: f64, or f32 for a kernel that computes in f32 — exact
+/// only from a source whose cells are exact in f32 (blocks held as f32), which is where
+/// [`BlockCache::read_window_into`] is asked for them.
+pub trait WindowCell: gdal::raster::GdalType + Copy {
+    const NAN: Self;
+    fn from_f32(v: f32) -> Self;
+    fn from_f64(v: f64) -> Self;
+    fn to_f64(self) -> f64;
+}
+
+impl WindowCell for f64 {
+    const NAN: f64 = f64::NAN;
+    fn from_f32(v: f32) -> f64 {
+        f64::from(v)
+    }
+    fn from_f64(v: f64) -> f64 {
+        v
+    }
+    fn to_f64(self) -> f64 {
+        self
+    }
+}
+
+impl WindowCell for f32 {
+    const NAN: f32 = f32::NAN;
+    fn from_f32(v: f32) -> f32 {
+        v
+    }
+    fn from_f64(v: f64) -> f32 {
+        v as f32
+    }
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
+}
+
+/// `out = conv(from)`, NaN where `nodata` says a cell is NoData.
+fn copy_cells<S: Copy + Into<f64>, T: WindowCell>(
+    from: ArrayView2<S>,
+    out: ArrayViewMut2<T>,
+    nodata: Option<CellType>,
+    conv: impl Fn(S) -> T,
+) {
+    match nodata {
+        None => copy_rows(from, out, conv),
+        Some(ct) => copy_rows(from, out, |v| {
+            if ct.is_nodata(v.into()) {
+                T::NAN
+            } else {
+                conv(v)
+            }
+        }),
+    }
 }
 
 /// `out = conv(from)`, cell by cell, row slice by row slice.
-fn copy_rows<S: Copy>(from: ArrayView2<S>, mut out: ArrayViewMut2<f64>, conv: impl Fn(S) -> f64) {
+fn copy_rows<S: Copy, T>(from: ArrayView2<S>, mut out: ArrayViewMut2<T>, conv: impl Fn(S) -> T) {
     for (mut o, f) in out.rows_mut().into_iter().zip(from.rows()) {
         match (o.as_slice_mut(), f.as_slice()) {
             (Some(o), Some(f)) => o.iter_mut().zip(f).for_each(|(o, &f)| *o = conv(f)),
@@ -134,13 +179,13 @@ impl BlockCache {
     /// The window of `out`'s shape at (`col`, `row`) of `band`, as [`Self::read_window`],
     /// copied into `out` — NaN where `nodata` (a cell type) says a cell is NoData — without a
     /// window of its own in between.
-    pub fn read_window_into(
+    pub fn read_window_into<T: WindowCell>(
         &self,
         index: usize,
         src: &GdalSource,
         band: usize,
         (col, row): (u64, u64),
-        mut out: ArrayViewMut2<f64>,
+        mut out: ArrayViewMut2<T>,
         nodata: Option<CellType>,
     ) -> Result<()> {
         let (rows, cols) = out.dim();
@@ -148,10 +193,12 @@ impl BlockCache {
             return Ok(());
         }
         if self.uncached(src, (col, row), (cols, rows)) {
-            let cells = src.read_window::<f64>(band, col, row, cols, rows)?;
+            let cells = src.read_window::<T>(band, col, row, cols, rows)?;
             match nodata {
                 None => copy_rows(cells.view(), out, |v| v),
-                Some(ct) => copy_rows(cells.view(), out, |v| nan_if_nodata(ct, v)),
+                Some(ct) => copy_rows(cells.view(), out, |v| {
+                    if ct.is_nodata(v.to_f64()) { T::NAN } else { v }
+                }),
             }
             return Ok(());
         }
