@@ -25,7 +25,7 @@
 //!   overwrite: false
 //!   cell_type: f32               # optional
 //! tasks:
-//!   target_mb: 32                # output per tile task
+//!   target_mb: 32                # output per tile task (more with a focal halo)
 //!   max_attempts: 4              # per task, then the job fails
 //! ```
 
@@ -73,7 +73,8 @@ pub struct OutputSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSizing {
-    /// Uncompressed output per tile task, in MB.
+    /// Uncompressed output per tile task, in MB. A focal chain's tasks take more keys where
+    /// its halo asks ([`crate::engine::raster::halo_square`]).
     #[serde(default = "TaskSizing::default_target_mb")]
     pub target_mb: u32,
     #[serde(default = "TaskSizing::default_max_attempts")]
