@@ -7,9 +7,10 @@
 #                              the median, ${rss[NAME]} the largest
 #   ratio LABEL SLOW FAST      prints wall[SLOW] / wall[FAST]
 #   median X...                prints the median of the numbers
-#   cluster STORE N            starts a coordinator on a loopback port storing in STORE and N
-#                              worker processes, each under /usr/bin/time (peak RSS in KB in
-#                              $work/wI.time); sets $url
+#   cluster STORE N [THREADS]  starts a coordinator on a loopback port storing in STORE and N
+#                              worker processes of THREADS threads each (default 1; "all": the
+#                              worker's default, every core), each under /usr/bin/time (peak
+#                              RSS in KB in $work/wI.time); sets $url
 #   stop_workers               stops the workers once idle (SIGTERM) and waits for their reports
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -56,14 +57,15 @@ ratio() { printf "  %-40s %.1fx\n" "$1" "$(echo "${wall[$2]} / ${wall[$3]}" | bc
 pids=()
 on_exit+=('for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done')
 cluster() {
-    local store="$1" n="$2"
+    local store="$1" n="$2" threads=(--threads "${3:-1}")
+    [ "${3:-}" = all ] && threads=()
     "$bin" coordinator --listen 127.0.0.1:0 --store "$store" >"$work/coord.log" 2>&1 &
     pids+=($!)
     for _ in $(seq 100); do grep -q "listening on" "$work/coord.log" && break; sleep 0.1; done
     url=$(grep -o "http://[0-9.:]*" "$work/coord.log" | head -1)
     for i in $(seq "$n"); do
         /usr/bin/time -f "%M" -o "$work/w$i.time" \
-            "$bin" worker --coordinator "$url" --threads 1 >"$work/w$i.log" 2>&1 &
+            "$bin" worker --coordinator "$url" "${threads[@]}" >"$work/w$i.log" 2>&1 &
         pids+=($!)
     done
 }

@@ -7,7 +7,8 @@
 # the same tiles and halos computed in memory), with peak RSS. Then the same job through a
 # coordinator and 2 worker processes (a Zarr layer, then `tessera layer export --compress zstd`,
 # which copies the layer's tiles without decoding them), when the disk holds the layer and the
-# export too.
+# export too. The workers run as `tessera worker` does by default, on every core: each of them
+# keeps both cores busy while the other waits on its disk or has no task left.
 #
 #   bench/svf_city.sh [COLS ROWS]
 cols="${1:-46667}"
@@ -59,7 +60,7 @@ operations:
 output: {url: file://$work/out/svf, zstd_level: 1}
 YAML
 mkdir -p "$work/out"
-cluster "file://$work/out" 2
+cluster "file://$work/out" 2 all
 start=$(date +%s.%N)
 "$bin" --quiet submit "$work/job.yaml" --coordinator "$url" --watch
 "$bin" --quiet layer export "file://$work/out/svf" "$work/svf2.tif" --compress zstd
