@@ -46,7 +46,9 @@ impl Block {
         nodata: Option<CellType>,
     ) {
         match self {
-            Block::F32(a) => copy_cells(a.slice(s![r0..r1, c0..c1]), out, nodata, T::from_f32),
+            Block::F32(a) => copy_cells(a.slice(s![r0..r1, c0..c1]), out, nodata, |v| {
+                T::from_f64(f64::from(v))
+            }),
             Block::F64(a) => copy_cells(a.slice(s![r0..r1, c0..c1]), out, nodata, T::from_f64),
         }
     }
@@ -55,38 +57,9 @@ impl Block {
 /// The cells a window is read into: f64, or f32 for a kernel that computes in f32 — exact
 /// only from a source whose cells are exact in f32 (blocks held as f32), which is where
 /// [`BlockCache::read_window_into`] is asked for them.
-pub trait WindowCell: gdal::raster::GdalType + Copy {
-    const NAN: Self;
-    fn from_f32(v: f32) -> Self;
-    fn from_f64(v: f64) -> Self;
-    fn to_f64(self) -> f64;
-}
+pub trait WindowCell: tessera_tiff::Cell + gdal::raster::GdalType {}
 
-impl WindowCell for f64 {
-    const NAN: f64 = f64::NAN;
-    fn from_f32(v: f32) -> f64 {
-        f64::from(v)
-    }
-    fn from_f64(v: f64) -> f64 {
-        v
-    }
-    fn to_f64(self) -> f64 {
-        self
-    }
-}
-
-impl WindowCell for f32 {
-    const NAN: f32 = f32::NAN;
-    fn from_f32(v: f32) -> f32 {
-        v
-    }
-    fn from_f64(v: f64) -> f32 {
-        v as f32
-    }
-    fn to_f64(self) -> f64 {
-        f64::from(self)
-    }
-}
+impl<T: tessera_tiff::Cell + gdal::raster::GdalType> WindowCell for T {}
 
 /// `out = conv(from)`, NaN where `nodata` says a cell is NoData.
 fn copy_cells<S: Copy + Into<f64>, T: WindowCell>(
