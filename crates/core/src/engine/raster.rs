@@ -215,7 +215,7 @@ pub fn tile_tasks(plan: &IngestPlan, target_mb: u32, halo: usize) -> Vec<Planned
 /// blocks, which are decoded whole — adds at most a sixth to the cells it decodes; but no more
 /// than leaves 16 tasks to share among workers. 1 without a halo. An SVF of a city DSM (a halo
 /// of 34 cells, 256 × 256 blocks and tiles) decoded each block 1.4 times in tasks of 128 keys
-/// in Z-order; in squares of 25 × 25 keys, 1.17 times.
+/// in Z-order; in squares of 25 × 25 keys, 1.16 times.
 pub fn halo_square(plan: &IngestPlan, halo: usize) -> u32 {
     if halo == 0 {
         return 1;

@@ -62,7 +62,7 @@ pub trait WindowCell: tessera_tiff::Cell + gdal::raster::GdalType {}
 impl<T: tessera_tiff::Cell + gdal::raster::GdalType> WindowCell for T {}
 
 /// `out = conv(from)`, NaN where `nodata` says a cell is NoData.
-fn copy_cells<S: Copy + Into<f64>, T: WindowCell>(
+fn copy_cells<S: tessera_tiff::Cell, T: WindowCell>(
     from: ArrayView2<S>,
     out: ArrayViewMut2<T>,
     nodata: Option<CellType>,
@@ -71,7 +71,7 @@ fn copy_cells<S: Copy + Into<f64>, T: WindowCell>(
     match nodata {
         None => copy_rows(from, out, conv),
         Some(ct) => copy_rows(from, out, |v| {
-            if ct.is_nodata(v.into()) {
+            if ct.is_nodata(v.to_f64()) {
                 T::NAN
             } else {
                 conv(v)
@@ -167,12 +167,7 @@ impl BlockCache {
         }
         if self.uncached(src, (col, row), (cols, rows)) {
             let cells = src.read_window::<T>(band, col, row, cols, rows)?;
-            match nodata {
-                None => copy_rows(cells.view(), out, |v| v),
-                Some(ct) => copy_rows(cells.view(), out, |v| {
-                    if ct.is_nodata(v.to_f64()) { T::NAN } else { v }
-                }),
-            }
+            copy_cells(cells.view(), out, nodata, |v| v);
             return Ok(());
         }
         let (bw, bh) = src.info().block_size;
