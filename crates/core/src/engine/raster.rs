@@ -212,10 +212,12 @@ pub fn tile_tasks(plan: &IngestPlan, target_mb: u32, halo: usize) -> Vec<Planned
 }
 
 /// The side, in keys, of a square task whose ring of `halo` cells — rounded out to the source's
-/// blocks, which are decoded whole — adds at most a sixth to the cells it decodes; but no more
-/// than leaves 16 tasks to share among workers. 1 without a halo. An SVF of a city DSM (a halo
-/// of 34 cells, 256 × 256 blocks and tiles) decoded each block 1.4 times in tasks of 128 keys
-/// in Z-order; in squares of 25 × 25 keys, 1.16 times.
+/// blocks, which are decoded whole — adds at most a twelfth to the cells it decodes; but no
+/// more than leaves 16 tasks to share among workers. 1 without a halo. An SVF of a city DSM (a
+/// halo of 34 cells, 256 × 256 blocks and tiles) decoded each block 1.4 times in tasks of 128
+/// keys in Z-order; in squares of 25 × 25 keys, 1.16 times; in squares of 49 × 49, 1.08 times.
+/// A task's memory does not grow with its side: its threads take its keys in strips
+/// ([`crate::ingest::write_keys`]).
 pub fn halo_square(plan: &IngestPlan, halo: usize) -> u32 {
     if halo == 0 {
         return 1;
@@ -228,8 +230,8 @@ pub fn halo_square(plan: &IngestPlan, halo: usize) -> u32 {
         .first()
         .map_or(1, |s| s.info.block_size.0.min(s.info.block_size.1).max(1));
     let ring = halo.div_ceil(block) * block;
-    // (side + 2 ring)² ≤ 7/6 side² when side ≥ 2 ring / (√(7/6) − 1), about 25 rings.
-    let side_cells = 2.0 * ring as f64 / ((7.0f64 / 6.0).sqrt() - 1.0);
+    // (side + 2 ring)² ≤ 13/12 side² when side ≥ 2 ring / (√(13/12) − 1), about 49 rings.
+    let side_cells = 2.0 * ring as f64 / ((13.0f64 / 12.0).sqrt() - 1.0);
     let tile = f64::from(tl.tile_cols.min(tl.tile_rows).max(1));
     let side = (side_cells / tile).ceil();
     let most = (plan.keys.len() as f64 / 16.0).sqrt().floor();
@@ -424,14 +426,15 @@ mod tests {
     #[test]
     fn a_focal_chain_takes_squares_of_keys_wide_enough_that_its_halo_is_a_small_ring() {
         // A city-sized plan (256² blocks and tiles): a halo of 34 cells rounds out to a block,
-        // so a task is 25 × 25 keys, where the ring it decodes again is (27² − 25²) / 25² = 17 %.
+        // so a task is 49 × 49 keys, where the ring it decodes again is (51² − 49²) / 49² = 8 %.
         let city = plan(46_667, 60_834, 256);
-        assert_eq!(halo_square(&city, 34), 25);
+        assert_eq!(halo_square(&city, 34), 49);
         assert_eq!(halo_square(&city, 0), 1);
-        // A halo past a block is a ring two blocks deep.
-        assert_eq!(halo_square(&city, 257), 50);
+        // A halo past a block is a ring two blocks deep: squares of 98 keys, but 52 leave the
+        // 16 tasks (183 × 238 keys).
+        assert_eq!(halo_square(&city, 257), 52);
         for (p, halo, side) in [
-            (city, 34, 25),
+            (city, 34, 49),
             // 20 × 12 keys: squares of 3, to leave 16 tasks.
             (plan(5000, 3001, 256), 34, 3),
         ] {
