@@ -217,12 +217,20 @@ impl LayerWriter {
                 tl.tile_cols
             )));
         }
-        let data = tile.data.convert(md.cell_type.data_type);
+        // Converted only when not in the layer's type already (a copy of every tile, else).
+        let converted;
+        let data = match tile.data.data_type() == md.cell_type.data_type {
+            true => &tile.data,
+            false => {
+                converted = tile.data.convert(md.cell_type.data_type);
+                &converted
+            }
+        };
         let [row, col] = md.chunk_of(key);
         let chunk_key = format!("{name}/{row}.{col}");
         let what = format!("tile {key} of {name}");
         let fill = md.cell_type.fill_value();
-        crate::with_tile_data!(&data, a => {
+        crate::with_tile_data!(data, a => {
             let a = a.as_standard_layout();
             let slice = a.as_slice().ok_or_else(|| Error::Internal("tile is not contiguous".into()))?;
             chunk::put(&self.store, &chunk_key, slice, Cell::from_f64(fill), self.zstd_level, &what)

@@ -288,7 +288,8 @@ impl<'a> Worker<'a> {
                 .map_err(|e| Error::Internal(format!("a tile's window: {e}")))?;
                 self.fill_aligned(plan, band, placement, view)?;
                 let mut values = focal.apply_f32(&window);
-                if !fill.is_nan() {
+                // Most tiles have no NoData: looked for first, written only where there is.
+                if !fill.is_nan() && values.iter().any(|v| v.is_nan()) {
                     let fill = fill as f32;
                     values.mapv_inplace(|v| if v.is_nan() { fill } else { v });
                 }
