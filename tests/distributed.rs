@@ -589,3 +589,102 @@ fn workers_leasing_many_tasks_report_them_together_and_write_what_one_process_wr
         "the layers differ"
     );
 }
+
+#[test]
+fn submit_export_follows_the_job_into_the_geotiff_that_layer_export_writes() {
+    let tmp = temp_dir();
+    let dem = tmp.path().join("dem.tif");
+    tessera_tests::synth_dsm(&dem, 1000, 900);
+    let store = tmp.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let mut procs = Procs::default();
+    let (coord, url) = start_coordinator(store.to_str().unwrap(), 0, &[]);
+    procs.0.push(coord);
+    for i in 0..2 {
+        let log = tmp.path().join(format!("worker{i}.log"));
+        procs.0.push(start_worker(&url, &log, &[]));
+    }
+    let tif = tmp.path().join("slope.tif");
+    // A new layer, written in place; then the same job replacing it, written beside it (staged)
+    // until its commit: the export follows either.
+    for overwrite in ["false", "true"] {
+        let job = write_job(
+            tmp.path(),
+            &[dem.to_str().unwrap()],
+            "slope",
+            &format!(
+                "  overwrite: {overwrite}\nlayout: floating:64\ntasks: {{target_mb: 1}}\noperations:\n  - slope\n"
+            ),
+        );
+        let out = tessera_ok(&[
+            "submit",
+            job.to_str().unwrap(),
+            "--coordinator",
+            &url,
+            "--export",
+            tif.to_str().unwrap(),
+        ]);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains("Succeeded"), "{said}");
+        // Cell for cell (NaN for NaN) what `layer export` writes of the committed layer.
+        let exported = tmp.path().join("exported.tif");
+        tessera_ok(&[
+            "layer",
+            "export",
+            store.join("slope").to_str().unwrap(),
+            exported.to_str().unwrap(),
+            "--compress",
+            "deflate",
+        ]);
+        let (got, want) = (gdal_cells(&tif), gdal_cells(&exported));
+        assert_eq!(got.len(), 1000 * 900);
+        let differ = got
+            .iter()
+            .zip(&want)
+            .filter(|(a, b)| a.to_bits() != b.to_bits() && !(a.is_nan() && b.is_nan()))
+            .count();
+        assert_eq!(differ, 0, "cells differ (overwrite: {overwrite})");
+        use gdal::Metadata;
+        let ds = gdal::Dataset::open(&tif).unwrap();
+        assert_eq!(
+            ds.metadata_item("COMPRESSION", "IMAGE_STRUCTURE")
+                .as_deref(),
+            Some("ZSTD")
+        );
+        assert_eq!(ds.rasterband(1).unwrap().block_size(), (64, 64));
+    }
+    // A job that fails leaves the GeoTIFF already there as it was, and no file beside it.
+    let before = std::fs::read(&tif).unwrap();
+    let job = write_job(
+        tmp.path(),
+        &[dem.to_str().unwrap()],
+        "other",
+        "layout: floating:64\nbands: [7]\n",
+    );
+    let out = tessera_tests::tessera(&[
+        "submit",
+        job.to_str().unwrap(),
+        "--coordinator",
+        &url,
+        "--export",
+        tif.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert_eq!(std::fs::read(&tif).unwrap(), before);
+    let left: Vec<String> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.contains(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    // An export that cannot be written is refused before the job is submitted.
+    let err = tessera_tests::tessera_fails(&[
+        "submit",
+        job.to_str().unwrap(),
+        "--coordinator",
+        &url,
+        "--export",
+        tmp.path().join("no/such/dir/x.tif").to_str().unwrap(),
+    ]);
+    assert!(err.contains("its directory does not exist"), "{err}");
+}

@@ -5,6 +5,8 @@
 
 mod frames;
 
+pub use frames::{Followed, JobProgress, export_following};
+
 use std::path::{Path, PathBuf};
 
 use gdal::cpl::CslStringList;

@@ -536,8 +536,71 @@ impl LayerReader {
         })
     }
 
+    /// A layer that a job is still writing, from the documents written before its tiles (its
+    /// root attributes, marked incomplete, and its arrays' `.zarray`): `None` while they are not
+    /// there yet. Its tiles are whatever is stored so far. Consolidated metadata, written at
+    /// commit, is not needed.
+    pub fn open_unfinished(url: &str) -> Result<Option<LayerReader>> {
+        let store = Store::open(url)?;
+        let doc = |key: &str| -> Result<Option<Value>> {
+            let Some(bytes) = block_on(store.get(key))? else {
+                return Ok(None);
+            };
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::layer(url, format!("bad {key}: {e}")))
+        };
+        let Some(root) = doc(".zattrs")? else {
+            return Ok(None);
+        };
+        let info: LayerInfo = root
+            .get(<LayerInfo as RootInfo>::KEY)
+            .map(|v| serde_json::from_value(v.clone()))
+            .transpose()
+            .map_err(|e| Error::layer(url, format!("bad `tessera` attributes: {e}")))?
+            .ok_or_else(|| Error::layer(url, "is a Zarr group but not a Tessera layer"))?;
+        let storage = zarr_storage(&store);
+        let mut arrays = Vec::with_capacity(info.bands.len());
+        let mut plain_frames = true;
+        for b in &info.bands {
+            let Some(zarray) = doc(&format!("{b}/.zarray"))? else {
+                return Ok(None);
+            };
+            plain_frames &= plain_zstd_chunks(&zarray, &info.metadata);
+            arrays.push(zarr_array(&store, &storage, b, &zarray)?);
+        }
+        Ok(Some(LayerReader {
+            store,
+            info,
+            arrays,
+            plain_frames,
+        }))
+    }
+
     pub fn url(&self) -> &str {
         self.store.url()
+    }
+
+    /// The chunks stored so far in band `band` (1-based), as (row, column) of the layer's chunk
+    /// grid — one listing of the band's objects, whatever else is beside them.
+    pub fn stored_chunks(&self, band: usize) -> Result<Vec<[u64; 2]>> {
+        let name = &self.info.bands[self.band_index(band)?];
+        let prefix = format!("{name}/");
+        Ok(block_on(self.store.list_folder(name))?
+            .iter()
+            .filter_map(|key| {
+                let (row, col) = key.strip_prefix(&prefix)?.split_once('.')?;
+                Some([row.parse().ok()?, col.parse().ok()?])
+            })
+            .collect())
+    }
+
+    /// The stored bytes of the chunk at (row, column) of band `band` (1-based), undecoded, as
+    /// [`Self::tile_frame`] gives them; `None` when none is stored there.
+    pub fn chunk_frame(&self, band: usize, [row, col]: [u64; 2]) -> Result<Option<Bytes>> {
+        let name = &self.info.bands[self.band_index(band)?];
+        block_on(self.store.get(&format!("{name}/{row}.{col}")))
+            .map_err(|e| e.context(format!("cannot read chunk {row}.{col} of {name}")))
     }
 
     /// Whether [`Self::tile_frame`] gives tiles as they are stored.

@@ -3,12 +3,18 @@
 //! exit status.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use tessera_client::JobClient;
-use tessera_core::job::{JobState, JobStatus};
+use tessera_core::export::{
+    Compression, ExportFormat, Followed, JobProgress, export, export_following,
+};
+use tessera_core::ingest::{NoProgress, Progress};
+use tessera_core::job::{JobSpec, JobState, JobStatus};
+use tessera_core::staging::staging_url;
 
 /// Where the coordinator is, and the token it wants.
 #[derive(Debug, Args)]
@@ -33,21 +39,163 @@ pub struct SubmitArgs {
     /// Follow the job to its end.
     #[arg(long)]
     watch: bool,
+    /// Also write the job's layer as one GeoTIFF at this local path, following the job (implies
+    /// --watch): with ZSTD, its tiles are copied as the tasks store them, so the file is whole
+    /// when the job ends; otherwise the layer is exported once the job has succeeded. The file
+    /// appears at its name only then; nothing is left if the job fails.
+    #[arg(long, value_name = "PATH")]
+    export: Option<PathBuf>,
+    /// The exported GeoTIFF's compression: zstd (the layer's tiles as they are stored), deflate
+    /// or none.
+    #[arg(long, default_value = "zstd", requires = "export")]
+    compress: String,
 }
 
-/// `tessera submit`: prints the job's id; with `--watch`, follows it to its end.
+/// `tessera submit`: prints the job's id; with `--watch`, follows it to its end; with
+/// `--export`, writes its layer as a GeoTIFF too.
 pub async fn submit(args: SubmitArgs, tls_ca: Option<&Path>, quiet: bool) -> Result<()> {
     let yaml = std::fs::read_to_string(&args.job)
         .with_context(|| format!("cannot read {}", args.job.display()))?;
+    // What an export needs is checked before the job is submitted.
+    let export = match &args.export {
+        Some(out) => Some(ExportPlan::new(&yaml, out, &args.compress)?),
+        None => None,
+    };
     let mut client = args.remote.client(tls_ca).await?;
     let id = client.submit(yaml).await?;
     println!("{id}");
-    if args.watch {
+    if let Some(plan) = export {
+        let status = plan.follow(&mut client, &id, quiet).await?;
+        print_summary(&status);
+        exit_for(&status)?;
+        if !quiet {
+            eprintln!("wrote {}", plan.out.display());
+        }
+    } else if args.watch {
         let status = watch(&mut client, &id, quiet).await?;
         print_summary(&status);
         exit_for(&status)?;
     }
     Ok(())
+}
+
+/// The GeoTIFF `submit --export` writes, and how.
+struct ExportPlan {
+    out: PathBuf,
+    compression: Compression,
+    /// The job replaces its output: it writes its tiles under a staging prefix until its commit.
+    staged: bool,
+    /// The tiles can be copied while the job runs: ZSTD, and a job that writes a new layer (an
+    /// incremental one rewrites tiles of the old).
+    follow: bool,
+}
+
+impl ExportPlan {
+    fn new(yaml: &str, out: &Path, compress: &str) -> Result<ExportPlan> {
+        let spec = JobSpec::from_yaml(yaml)?;
+        let compression: Compression = compress.parse()?;
+        if spec.cube.is_some()
+            || spec.zonal.is_some()
+            || spec.interpolate.is_some()
+            || spec.catalog.is_some()
+        {
+            bail!(
+                "--export writes a raster layer as a GeoTIFF; this job writes a cube, a table or a catalog"
+            );
+        }
+        let dir = out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if !dir.is_dir() {
+            bail!("--export {}: its directory does not exist", out.display());
+        }
+        Ok(ExportPlan {
+            out: out.to_path_buf(),
+            compression,
+            staged: spec.output.overwrite && !spec.incremental(),
+            follow: compression == Compression::Zstd && !spec.incremental(),
+        })
+    }
+
+    /// Watches job `id` to its end while the export follows it on a thread of its own; then, if
+    /// the export could not follow, exports the committed layer. The job's last status.
+    async fn follow(&self, client: &mut JobClient, id: &str, quiet: bool) -> Result<JobStatus> {
+        // The layer's URL (from the first status) and how far the job is.
+        type Shared = (Option<String>, JobProgress);
+        let shared: Arc<Mutex<Shared>> = Arc::new(Mutex::new((None, running(0))));
+        let follower = self.follow.then(|| {
+            let (shared, out, staged, id) = (
+                shared.clone(),
+                self.out.clone(),
+                self.staged,
+                id.to_string(),
+            );
+            tokio::task::spawn_blocking(move || {
+                let now = || shared.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let output = loop {
+                    match now() {
+                        (_, JobProgress::Ended) => return Ok(Followed::JobEnded),
+                        (Some(output), _) => break output,
+                        (None, _) => std::thread::sleep(std::time::Duration::from_millis(50)),
+                    }
+                };
+                let writing = match staged {
+                    true => staging_url(&output, &id),
+                    false => output.clone(),
+                };
+                export_following(&writing, &output, &out, &NoProgress, &|| now().1)
+            })
+        });
+        let state = shared.clone();
+        let set = move |output: &str, progress: JobProgress| {
+            let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+            *s = (Some(output.to_string()), progress);
+        };
+        let watched = watch_each(client, id, quiet, |s| set(&s.output, progress_of(s))).await;
+        if let Ok(s) = &watched {
+            set(&s.output, progress_of(s));
+        } else {
+            shared.lock().unwrap_or_else(|p| p.into_inner()).1 = JobProgress::Ended;
+        }
+        let followed = match follower {
+            Some(f) => f.await??,
+            None => Followed::NotFollowed,
+        };
+        let status = watched?;
+        if followed == Followed::NotFollowed && status.state == JobState::Succeeded {
+            let (layer, out, compression) =
+                (status.output.clone(), self.out.clone(), self.compression);
+            tokio::task::spawn_blocking(move || {
+                let progress: Box<dyn Progress> = match quiet {
+                    true => Box::new(NoProgress),
+                    false => Box::new(crate::progress::Bar::new("export")),
+                };
+                export(
+                    &layer,
+                    &out,
+                    ExportFormat::GTiff,
+                    compression,
+                    progress.as_ref(),
+                )
+            })
+            .await??;
+        }
+        Ok(status)
+    }
+}
+
+fn running(tasks_done: u64) -> JobProgress {
+    JobProgress::Running { tasks_done }
+}
+
+/// A job's status as an export following it needs it.
+fn progress_of(s: &JobStatus) -> JobProgress {
+    match s.state {
+        JobState::Succeeded => JobProgress::Succeeded,
+        state if state.is_terminal() => JobProgress::Ended,
+        _ => running(s.tasks_done),
+    }
 }
 
 /// `tessera jobs`: a table of the coordinator's jobs.
@@ -95,6 +243,16 @@ pub async fn connect(url: &str, token: Option<String>, tls_ca: Option<&Path>) ->
 
 /// Follows a job to its end with a progress bar (units done / total, rate, ETA).
 pub async fn watch(client: &mut JobClient, id: &str, quiet: bool) -> Result<JobStatus> {
+    watch_each(client, id, quiet, |_| {}).await
+}
+
+/// [`watch`], calling `each` with every status too.
+async fn watch_each(
+    client: &mut JobClient,
+    id: &str,
+    quiet: bool,
+    mut each: impl FnMut(&JobStatus),
+) -> Result<JobStatus> {
     let bar = if quiet {
         ProgressBar::hidden()
     } else {
@@ -113,6 +271,7 @@ pub async fn watch(client: &mut JobClient, id: &str, quiet: bool) -> Result<JobS
                 "tasks {}/{} · {:?}",
                 s.tasks_done, s.tasks_total, s.state
             ));
+            each(s);
         })
         .await;
     bar.finish_and_clear();
