@@ -249,10 +249,9 @@ impl LayerWriter {
         let mut missing = Vec::new();
         let mut expected = 0usize;
         for (band, name) in self.info.bands.iter().enumerate() {
-            let stored: std::collections::HashSet<String> =
-                block_on(self.store.list(&format!("{name}/")))?
-                    .into_iter()
-                    .collect();
+            let stored: std::collections::HashSet<String> = block_on(self.store.list_folder(name))?
+                .into_iter()
+                .collect();
             for &key in keys {
                 if empty.contains(&(band, key)) {
                     continue;
@@ -730,16 +729,11 @@ impl LayerReader {
 
     /// The keys that have a stored tile in band `band` (1-based), sorted by (row, col).
     pub fn tiles_present(&self, band: usize) -> Result<Vec<SpatialKey>> {
-        let b = self.band_index(band)?;
-        let name = &self.info.bands[b];
         let md = &self.info.metadata;
-        let mut keys: Vec<SpatialKey> = block_on(self.store.list(name))?
-            .iter()
-            .filter_map(|k| {
-                let chunk = k.strip_prefix(name.as_str())?.strip_prefix('/')?;
-                let (r, c) = chunk.split_once('.')?;
-                Some(md.key_of_chunk([r.parse().ok()?, c.parse().ok()?]))
-            })
+        let mut keys: Vec<SpatialKey> = self
+            .stored_chunks(band)?
+            .into_iter()
+            .map(|chunk| md.key_of_chunk(chunk))
             .collect();
         keys.sort_by_key(|k| (k.row, k.col));
         Ok(keys)
