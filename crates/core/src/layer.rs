@@ -392,7 +392,7 @@ pub struct LayerReader {
     store: Store,
     info: LayerInfo,
     arrays: Vec<ZarrArray>,
-    /// Every band's chunks are stored as [`chunk::put`] writes them (see [`Self::tile_frame`]).
+    /// Every band's chunks are stored as [`chunk::put`] writes them (see [`Self::chunk_frame`]).
     plain_frames: bool,
 }
 
@@ -475,19 +475,25 @@ impl RootInfo for LayerInfo {
 /// A layer's root attributes from its consolidated documents: present, readable, of a format
 /// version this Tessera reads, and complete; each failure an error naming the layer.
 pub(crate) fn root_info<T: RootInfo>(docs: &Value, url: &str) -> Result<T> {
-    let attrs = docs
-        .get(".zattrs")
-        .and_then(|a| a.get(T::KEY))
-        .ok_or_else(|| {
-            Error::layer(
-                url,
-                format!(
-                    "is a Zarr group but not a {} (no `{}` attributes)",
-                    T::KIND,
-                    T::KEY
-                ),
-            )
-        })?;
+    let info: T = root_attributes_info(docs.get(".zattrs").unwrap_or(&Value::Null), url)?;
+    if !info.complete() {
+        return Err(Error::layer(url, "is incomplete"));
+    }
+    Ok(info)
+}
+
+/// [`root_info`] from the root's `.zattrs` document, complete or not (a layer being written).
+fn root_attributes_info<T: RootInfo>(zattrs: &Value, url: &str) -> Result<T> {
+    let attrs = zattrs.get(T::KEY).ok_or_else(|| {
+        Error::layer(
+            url,
+            format!(
+                "is a Zarr group but not a {} (no `{}` attributes)",
+                T::KIND,
+                T::KEY
+            ),
+        )
+    })?;
     let info: T = serde_json::from_value(attrs.clone())
         .map_err(|e| Error::layer(url, format!("bad `{}` attributes: {e}", T::KEY)))?;
     if info.format_version() > T::READS_VERSION {
@@ -500,9 +506,6 @@ pub(crate) fn root_info<T: RootInfo>(docs: &Value, url: &str) -> Result<T> {
             ),
         ));
     }
-    if !info.complete() {
-        return Err(Error::layer(url, "is incomplete"));
-    }
     Ok(info)
 }
 
@@ -511,22 +514,32 @@ impl LayerReader {
         let store = Store::open(url)?;
         let consolidated = consolidated_metadata(&store, url)?;
         let info: LayerInfo = root_info(&consolidated, url)?;
+        let zarrays = info
+            .bands
+            .iter()
+            .map(|b| {
+                consolidated
+                    .get(format!("{b}/.zarray"))
+                    .cloned()
+                    .ok_or_else(|| Error::layer(url, format!("band array {b} is missing")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        LayerReader::with_arrays(store, info, &zarrays)
+    }
+
+    /// The reader of a layer described by `info`, whose bands' `.zarray` documents are
+    /// `zarrays`, in band order.
+    fn with_arrays(store: Store, info: LayerInfo, zarrays: &[Value]) -> Result<LayerReader> {
         let storage = zarr_storage(&store);
         let arrays = info
             .bands
             .iter()
-            .map(|b| {
-                let doc = consolidated
-                    .get(format!("{b}/.zarray"))
-                    .ok_or_else(|| Error::layer(url, format!("band array {b} is missing")))?;
-                zarr_array(&store, &storage, b, doc)
-            })
+            .zip(zarrays)
+            .map(|(b, doc)| zarr_array(&store, &storage, b, doc))
             .collect::<Result<Vec<_>>>()?;
-        let plain_frames = info.bands.iter().all(|b| {
-            consolidated
-                .get(format!("{b}/.zarray"))
-                .is_some_and(|doc| plain_zstd_chunks(doc, &info.metadata))
-        });
+        let plain_frames = zarrays
+            .iter()
+            .all(|doc| plain_zstd_chunks(doc, &info.metadata));
         Ok(LayerReader {
             store,
             info,
@@ -552,28 +565,15 @@ impl LayerReader {
         let Some(root) = doc(".zattrs")? else {
             return Ok(None);
         };
-        let info: LayerInfo = root
-            .get(<LayerInfo as RootInfo>::KEY)
-            .map(|v| serde_json::from_value(v.clone()))
-            .transpose()
-            .map_err(|e| Error::layer(url, format!("bad `tessera` attributes: {e}")))?
-            .ok_or_else(|| Error::layer(url, "is a Zarr group but not a Tessera layer"))?;
-        let storage = zarr_storage(&store);
-        let mut arrays = Vec::with_capacity(info.bands.len());
-        let mut plain_frames = true;
+        let info: LayerInfo = root_attributes_info(&root, url)?;
+        let mut zarrays = Vec::with_capacity(info.bands.len());
         for b in &info.bands {
             let Some(zarray) = doc(&format!("{b}/.zarray"))? else {
                 return Ok(None);
             };
-            plain_frames &= plain_zstd_chunks(&zarray, &info.metadata);
-            arrays.push(zarr_array(&store, &storage, b, &zarray)?);
+            zarrays.push(zarray);
         }
-        Ok(Some(LayerReader {
-            store,
-            info,
-            arrays,
-            plain_frames,
-        }))
+        LayerReader::with_arrays(store, info, &zarrays).map(Some)
     }
 
     pub fn url(&self) -> &str {
@@ -594,29 +594,18 @@ impl LayerReader {
             .collect())
     }
 
-    /// The stored bytes of the chunk at (row, column) of band `band` (1-based), undecoded, as
-    /// [`Self::tile_frame`] gives them; `None` when none is stored there.
+    /// The stored bytes of the chunk at (row, column) of band `band` (1-based), undecoded — one
+    /// zstd frame of the tile's cells, little-endian, row-major, when
+    /// [`Self::has_plain_frames`] — or `None` when the layer stores none there (all NoData).
     pub fn chunk_frame(&self, band: usize, [row, col]: [u64; 2]) -> Result<Option<Bytes>> {
         let name = &self.info.bands[self.band_index(band)?];
         block_on(self.store.get(&format!("{name}/{row}.{col}")))
             .map_err(|e| e.context(format!("cannot read chunk {row}.{col} of {name}")))
     }
 
-    /// Whether [`Self::tile_frame`] gives tiles as they are stored.
+    /// Whether [`Self::chunk_frame`] gives tiles as they are stored.
     pub fn has_plain_frames(&self) -> bool {
         self.plain_frames
-    }
-
-    /// The stored bytes of the tile of `band` (1-based) at `key`, undecoded — one zstd frame of
-    /// the tile's cells, little-endian, row-major, when [`Self::has_plain_frames`] — or `None`
-    /// when the layer stores none there (all NoData).
-    pub fn tile_frame(&self, band: usize, key: SpatialKey) -> Result<Option<Bytes>> {
-        let b = self.band_key_index(band, key)?;
-        let md = &self.info.metadata;
-        let [row, col] = md.chunk_of(key);
-        let name = &self.info.bands[b];
-        block_on(self.store.get(&format!("{name}/{row}.{col}")))
-            .map_err(|e| e.context(format!("cannot read tile {key} of {name}")))
     }
 
     pub fn info(&self) -> &LayerInfo {
