@@ -418,7 +418,11 @@ pub fn write_keys(
     let chain = plan.chain(options)?;
     // Blocks decoded once for all the task's threads: windows with halos, or not aligned with
     // the sources' blocks, share them.
-    let blocks = BlockCache::new(BLOCK_CACHE_BYTES);
+    let blocks = BlockCache::new(BLOCK_CACHE_BYTES).reading(
+        plan.sources
+            .iter()
+            .map(|s| (!s.reproject).then_some(&s.info)),
+    );
     let writers = writer.writers();
     let (tx, rx) =
         std::sync::mpsc::sync_channel::<(usize, SpatialKey, Tile)>(writers * TILES_IN_FLIGHT);
@@ -433,7 +437,8 @@ pub fn write_keys(
         // Two rows of keys (of a strip) ahead.
         let ahead = 2 * order.iter().take_while(|k| k.row == order[0].row).count();
         let (order, next, done, halo) = (&order, &next, &done, chain.halo());
-        scope.spawn(move || readahead::follow(plan, halo, order, next, done, ahead));
+        let blocks = &blocks;
+        scope.spawn(move || readahead::follow(plan, halo, order, next, done, ahead, blocks));
         for _ in 0..writers {
             scope.spawn(|| {
                 loop {
@@ -482,7 +487,7 @@ pub fn write_keys(
             Ok(())
         };
         let computed: Vec<Result<()>> = rayon::broadcast(|_| {
-            let worker = Worker::open(plan, &blocks).inspect_err(|_| {
+            let worker = Worker::open(plan, blocks).inspect_err(|_| {
                 failed.store(true, Ordering::Relaxed);
             })?;
             loop {

@@ -8,7 +8,7 @@
 mod blocks;
 pub(crate) mod tiff;
 
-pub use blocks::{BlockCache, WindowCell};
+pub use blocks::{BlockCache, WindowCell, direct_source};
 pub use tiff::BlockIndex;
 
 use gdal::raster::GdalDataType;

@@ -106,12 +106,25 @@ impl Tiff {
     /// bytes are then copied once, by the disk), into `buf` (a buffer to reuse: large fresh
     /// memory costs as much as the copy saved); [`decode`](Self::decode) makes the blocks of
     /// them. A reading thread can stay ahead of the decoding ones.
-    pub fn read_row(&self, by: u64, direct: bool, mut buf: Vec<u8>) -> Result<RawRow> {
+    pub fn read_row(&self, by: u64, direct: bool, buf: Vec<u8>) -> Result<RawRow> {
+        self.read_blocks(by, 0..self.blocks().0, direct, buf)
+    }
+
+    /// [`read_row`](Self::read_row) for blocks `bxs` of block row `by` only: the part of a row
+    /// that a window of the raster reads.
+    pub fn read_blocks(
+        &self,
+        by: u64,
+        bxs: std::ops::Range<u64>,
+        direct: bool,
+        mut buf: Vec<u8>,
+    ) -> Result<RawRow> {
         let (across, down) = self.blocks();
-        if by >= down {
-            return Err(corrupt(format!("no block row {by}")));
+        if by >= down || bxs.start >= bxs.end || bxs.end > across {
+            return Err(corrupt(format!("no blocks {bxs:?} of block row {by}")));
         }
-        let blocks = (by * across) as usize..((by + 1) * across) as usize;
+        let blocks = (by * across + bxs.start) as usize..(by * across + bxs.end) as usize;
+        let first = bxs.start;
         let (offsets, counts) = (&self.offsets[blocks.clone()], &self.counts[blocks]);
         let stored = offsets.iter().zip(counts).filter(|(_, c)| **c > 0);
         let lo = stored.clone().map(|(o, _)| *o).min().unwrap_or(0);
@@ -146,7 +159,12 @@ impl Tiff {
                     c => (at + (o - start) as usize, c as usize),
                 })
                 .collect();
-            return Ok(RawRow { by, buf, spans });
+            return Ok(RawRow {
+                by,
+                first,
+                buf,
+                spans,
+            });
         }
         // Apart: block by block.
         buf.clear();
@@ -156,19 +174,25 @@ impl Tiff {
             buf.resize(from + c as usize, 0);
             if read_some(&self.file, o, &mut buf[from..])? != c as usize {
                 return Err(corrupt(format!(
-                    "block {i} of row {by} at {o} is cut off by the end of the file"
+                    "block {} of row {by} at {o} is cut off by the end of the file",
+                    first + i as u64
                 )));
             }
             spans.push((from, c as usize));
         }
-        Ok(RawRow { by, buf, spans })
+        Ok(RawRow {
+            by,
+            first,
+            buf,
+            spans,
+        })
     }
 
     /// Block `bx` of `raw`'s row, decoded: what [`block`](Self::block) reads.
     pub fn decode(&self, raw: &RawRow, bx: u64) -> Result<Block> {
-        let &(at, len) = raw
-            .spans
-            .get(bx as usize)
+        let &(at, len) = bx
+            .checked_sub(raw.first)
+            .and_then(|i| raw.spans.get(i as usize))
             .ok_or_else(|| corrupt(format!("no block ({bx}, {})", raw.by)))?;
         let stored = raw
             .buf
@@ -199,8 +223,11 @@ const ALIGN: u64 = DIRECT_ALIGN as u64;
 pub struct RawRow {
     /// The block row.
     pub by: u64,
+    /// The block column of the first block read.
+    first: u64,
     buf: Vec<u8>,
-    /// Each block's bytes in `buf`: start and length (0 for a sparse block).
+    /// Each block's bytes in `buf`, from block `first` on: start and length (0 for a sparse
+    /// block).
     spans: Vec<(usize, usize)>,
 }
 

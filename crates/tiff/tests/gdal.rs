@@ -50,15 +50,27 @@ fn read_all(path: &Path) -> Vec<f64> {
     let (across, down) = t.blocks();
     for by in 0..down {
         // A row's stored bytes read at once (past the page cache, then through it, into a
-        // buffer used before) decode to the blocks read one by one.
+        // buffer used before), and the row's blocks from the second on, decode to the blocks
+        // read one by one.
         let direct = t.read_row(by, true, vec![7; 100]).unwrap();
         let buffered = t.read_row(by, false, vec![9; 5000]).unwrap();
+        let part = (across > 1).then(|| t.read_blocks(by, 1..across, true, Vec::new()).unwrap());
         for bx in 0..across {
             let b = t.block(bx, by).unwrap();
-            for row in [&direct, &buffered] {
+            let rows = [
+                Some(&direct),
+                Some(&buffered),
+                part.as_ref().filter(|_| bx > 0),
+            ];
+            for row in rows.into_iter().flatten() {
                 let same = t.decode(row, bx).unwrap();
                 assert_eq!((same.width, same.rows), (b.width, b.rows));
                 assert!(same.bytes == b.bytes, "block ({bx}, {by})");
+            }
+            if let Some(part) = &part
+                && bx == 0
+            {
+                assert!(t.decode(part, 0).is_err(), "a block the part does not hold");
             }
             let mut cells = vec![0.0; b.width * b.rows];
             t.sample.to_f64(&b.bytes, t.nodata, &mut cells);

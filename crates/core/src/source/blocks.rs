@@ -5,6 +5,11 @@
 //!
 //! A window that is exactly one block (a layout aligned with the source's blocks, no halo) is
 //! read straight through, uncached.
+//!
+//! A plain local GeoTIFF (one band that [`tessera_tiff`] reads as GDAL does) is decoded without
+//! GDAL, as `tessera dem` decodes it, from stored bytes that a task's reading thread read ahead
+//! past the page cache ([`BlockCache::read_ahead`]): a city DSM's 9 GB are then copied once, by
+//! the disk, rather than into the page cache and out of it again.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,9 +17,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, s};
 
-use super::GdalSource;
+use tessera_tiff::{RawRow, Tiff};
+
+use super::{GdalSource, SourceInfo};
 use crate::error::Result;
-use crate::model::CellType;
+use crate::model::{CellType, DataType};
 
 /// Source index, band, block column, block row.
 type BlockKey = (usize, usize, u64, u64);
@@ -97,7 +104,14 @@ pub struct BlockCache {
     inner: Mutex<Lru>,
     /// Blocks decoded so far.
     decoded: AtomicU64,
+    /// By source index: the source read without GDAL, where it can be ([`direct_source`]).
+    direct: Vec<Option<Tiff>>,
+    /// Buffers of stored bytes whose blocks are all decoded, for the next reads ahead.
+    buffers: Mutex<Vec<Vec<u8>>>,
 }
+
+/// Buffers kept for reads ahead: as many as a task has block rows in flight.
+const KEPT_BUFFERS: usize = 4;
 
 /// A block being decoded or decoded: the first thread to want it decodes it, the others wait
 /// for it rather than decode it again (threads on neighbouring tiles want the same blocks at
@@ -110,6 +124,42 @@ struct Lru {
     blocks: HashMap<BlockKey, (Slot, usize, u64)>,
     bytes: usize,
     tick: u64,
+    /// The stored bytes of blocks read ahead and not decoded yet (a block's row shared by the
+    /// blocks read with it).
+    read: HashMap<BlockKey, Arc<RawRow>>,
+}
+
+/// The source `info` describes, opened to be read without GDAL, when that reads the same cells
+/// GDAL does: a local TIFF of one band that [`tessera_tiff`] reads, of the grid, cell type and
+/// blocks GDAL reports, with blocks small enough to cache. `None` for anything else (GDAL reads
+/// it).
+pub fn direct_source(info: &SourceInfo, capacity: usize) -> Option<Tiff> {
+    let path = info.url.strip_prefix("file://").unwrap_or(&info.url);
+    if info.band_count != 1 || !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return None;
+    }
+    let tiff = Tiff::open(std::path::Path::new(path)).ok()?;
+    use tessera_tiff::SampleType as S;
+    let same_type = matches!(
+        (tiff.sample, info.cell_type.data_type),
+        (S::U8, DataType::U8)
+            | (S::I16, DataType::I16)
+            | (S::U16, DataType::U16)
+            | (S::I32, DataType::I32)
+            | (S::F32, DataType::F32)
+            | (S::F64, DataType::F64)
+    );
+    let (bw, bh) = info.block_size;
+    let cell = if info.cell_type.data_type.exact_in_f32() {
+        4
+    } else {
+        8
+    };
+    (same_type
+        && (tiff.width, tiff.height) == (info.grid.cols, info.grid.rows)
+        && tiff.block == (bw as u64, bh as u64)
+        && bw * bh * cell <= capacity / 8)
+        .then_some(tiff)
 }
 
 impl BlockCache {
@@ -119,7 +169,121 @@ impl BlockCache {
             capacity,
             inner: Mutex::new(Lru::default()),
             decoded: AtomicU64::new(0),
+            direct: Vec::new(),
+            buffers: Mutex::new(Vec::new()),
         }
+    }
+
+    /// This cache, decoding without GDAL the `sources` (by source index; `None`: one read
+    /// through GDAL) that [`direct_source`] opens.
+    pub fn reading<'a>(
+        mut self,
+        sources: impl IntoIterator<Item = Option<&'a SourceInfo>>,
+    ) -> BlockCache {
+        self.direct = sources
+            .into_iter()
+            .map(|info| info.and_then(|info| direct_source(info, self.capacity)))
+            .collect();
+        self
+    }
+
+    /// Source number `index`, if it is read without GDAL.
+    pub fn direct(&self, index: usize) -> Option<&Tiff> {
+        self.direct.get(index).and_then(Option::as_ref)
+    }
+
+    /// Reads the stored bytes of blocks `bxs` of block row `by` of source number `index` (read
+    /// without GDAL) in one read past the page cache, for the threads that will decode them;
+    /// blocks wanted already are left to the threads that want them. Returns how many blocks it
+    /// read; a failed read changes nothing but speed (the block's decoding reads it again, and
+    /// reports what is wrong).
+    pub fn read_ahead(&self, index: usize, by: u64, bxs: std::ops::Range<u64>) -> usize {
+        let Some(tiff) = self.direct(index) else {
+            return 0;
+        };
+        let buf = self
+            .buffers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default();
+        let Ok(row) = tiff.read_blocks(by, bxs.clone(), true, buf) else {
+            return 0;
+        };
+        let row = Arc::new(row);
+        let mut lru = self.lock();
+        for bx in bxs.clone() {
+            let key = (index, 1, bx, by);
+            if !lru.blocks.contains_key(&key) {
+                lru.read.insert(key, row.clone());
+            }
+        }
+        drop(lru);
+        self.recycle(row);
+        bxs.count()
+    }
+
+    /// Blocks read ahead and not decoded yet.
+    #[cfg(test)]
+    pub(crate) fn read_ahead_pending(&self) -> usize {
+        self.lock().read.len()
+    }
+
+    /// Keeps the buffer of `row` for the next read ahead, if this was its last holder.
+    fn recycle(&self, row: Arc<RawRow>) {
+        if let Ok(row) = Arc::try_unwrap(row) {
+            let mut kept = self.buffers.lock().unwrap_or_else(|p| p.into_inner());
+            if kept.len() < KEPT_BUFFERS {
+                kept.push(row.into_buffer());
+            }
+        }
+    }
+
+    /// Block (`bx`, `by`) of source `tiff`, cut to its `w` × `h` cells inside the raster, as
+    /// GDAL reads it: from its bytes read ahead, else from the file; `None` when it cannot be
+    /// decoded here (GDAL then reads it, and says what is wrong).
+    fn decode_direct(
+        &self,
+        tiff: &Tiff,
+        key: BlockKey,
+        (w, h): (usize, usize),
+        exact_in_f32: bool,
+    ) -> Option<Block> {
+        let (_, _, bx, by) = key;
+        let read = self.lock().read.remove(&key);
+        let block = match &read {
+            Some(row) => tiff.decode(row, bx),
+            None => tiff.block(bx, by),
+        };
+        if let Some(row) = read {
+            self.recycle(row);
+        }
+        let block = block.ok()?;
+        let size = tiff.sample.bytes();
+        if block.width < w || block.rows < h || block.bytes.len() < block.width * h * size {
+            return None;
+        }
+        fn cut<T: tessera_tiff::Cell>(
+            tiff: &Tiff,
+            block: &tessera_tiff::Block,
+            (w, h): (usize, usize),
+        ) -> Array2<T> {
+            let size = tiff.sample.bytes();
+            let mut cells = Array2::from_elem((h, w), T::NAN);
+            for (r, mut row) in cells.rows_mut().into_iter().enumerate() {
+                let from = &block.bytes[r * block.width * size..(r * block.width + w) * size];
+                if let Some(row) = row.as_slice_mut() {
+                    // NoData stays as it is stored: `copy_into` tests it, as for GDAL's blocks.
+                    tiff.sample.to_cells(from, None, row);
+                }
+            }
+            cells
+        }
+        Some(if exact_in_f32 {
+            Block::F32(cut(tiff, &block, (w, h)))
+        } else {
+            Block::F64(cut(tiff, &block, (w, h)))
+        })
     }
 
     /// How many blocks have been decoded (a block evicted and wanted again counts twice).
@@ -141,7 +305,7 @@ impl BlockCache {
         (col, row): (u64, u64),
         (cols, rows): (usize, usize),
     ) -> Result<Array2<f64>> {
-        if self.uncached(src, (col, row), (cols, rows)) {
+        if self.uncached(index, src, (col, row), (cols, rows)) {
             return src.read_window(band, col, row, cols, rows);
         }
         let mut out = Array2::from_elem((rows, cols), f64::NAN);
@@ -165,7 +329,7 @@ impl BlockCache {
         if rows == 0 || cols == 0 {
             return Ok(());
         }
-        if self.uncached(src, (col, row), (cols, rows)) {
+        if self.uncached(index, src, (col, row), (cols, rows)) {
             let cells = src.read_window::<T>(band, col, row, cols, rows)?;
             copy_cells(cells.view(), out, nodata, |v| v);
             return Ok(());
@@ -198,14 +362,19 @@ impl BlockCache {
         Ok(())
     }
 
-    /// Whether a window is read straight from the source: exactly one block (a layout aligned
-    /// with the source's blocks, no halo), or blocks too large to cache.
+    /// Whether a window is read straight from the source through GDAL: exactly one block (a
+    /// layout aligned with the source's blocks, no halo), or blocks too large to cache; never
+    /// for a source read without GDAL, whose blocks read ahead are taken by the cache.
     fn uncached(
         &self,
+        index: usize,
         src: &GdalSource,
         (col, row): (u64, u64),
         (cols, rows): (usize, usize),
     ) -> bool {
+        if self.direct(index).is_some() {
+            return false;
+        }
         let grid = src.info().grid;
         let (bw, bh) = src.info().block_size;
         let (bw, bh) = (bw.max(1) as u64, bh.max(1) as u64);
@@ -237,6 +406,11 @@ impl BlockCache {
         let exact_in_f32 = src.info().cell_type.data_type.exact_in_f32();
         let decode = || -> Result<Block> {
             self.decoded.fetch_add(1, Ordering::Relaxed);
+            if let Some(tiff) = self.direct(index).filter(|_| band == 1)
+                && let Some(block) = self.decode_direct(tiff, key, (w, h), exact_in_f32)
+            {
+                return Ok(block);
+            }
             Ok(if exact_in_f32 {
                 Block::F32(match src.read_block::<f32>(band, (bx, by), (w, h))? {
                     Some(cells) => cells,
@@ -346,6 +520,54 @@ mod tests {
             assert_eq!(got, want, "window {col},{row} {cols}x{rows}");
         }
         assert!(cache.lock().bytes <= cache.capacity);
+    }
+
+    #[test]
+    fn windows_of_a_source_read_without_gdal_equal_gdal_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dsm.tif");
+        write_test_dsm(&path, 700, 530);
+        let src = GdalSource::open(path.to_str().unwrap()).unwrap();
+        let info = src.info().clone();
+        // A small cache, so that blocks are evicted and read again.
+        let cache = BlockCache::new(3 * 256 * 256 * 8 * 8).reading([Some(&info)]);
+        assert!(cache.direct(0).is_some());
+        // Some blocks' bytes read ahead, one of them cut off at the raster's edge.
+        assert_eq!(cache.read_ahead(0, 1, 1..3), 2);
+        assert_eq!(cache.read_ahead(0, 2, 0..3), 3);
+        for (col, row, cols, rows) in [
+            (0, 0, 700, 530),
+            (100, 37, 456, 456),
+            (244, 300, 456, 230),
+            // One whole block: read through the cache too.
+            (256, 256, 256, 256),
+            (512, 512, 188, 18),
+        ] {
+            let want = src.read_window::<f64>(1, col, row, cols, rows).unwrap();
+            let got = cache
+                .read_window(0, &src, 1, (col, row), (cols, rows))
+                .unwrap();
+            assert_eq!(got, want, "window {col},{row} {cols}x{rows}");
+            let mut f32s = Array2::from_elem((rows, cols), f32::NAN);
+            cache
+                .read_window_into(0, &src, 1, (col, row), f32s.view_mut(), None)
+                .unwrap();
+            assert_eq!(f32s.mapv(f64::from), want);
+        }
+        assert_eq!(cache.read_ahead_pending(), 0);
+        assert!(cache.lock().bytes <= cache.capacity);
+        // What GDAL reads differently is left to GDAL: another band, a striped file whose
+        // strips are too large to cache, a file that is not there.
+        let mut other = info.clone();
+        other.band_count = 2;
+        assert!(direct_source(&other, 64 << 20).is_none());
+        assert!(direct_source(&info, 1 << 20).is_none());
+        other = info.clone();
+        other.url = dir.path().join("missing.tif").display().to_string();
+        assert!(direct_source(&other, 64 << 20).is_none());
+        other = info.clone();
+        other.cell_type.data_type = DataType::F64;
+        assert!(direct_source(&other, 64 << 20).is_none());
     }
 
     #[test]
