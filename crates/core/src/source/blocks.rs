@@ -33,6 +33,18 @@ type BlockKey = (usize, usize, u64, u64);
 enum Block {
     F32(Array2<f32>),
     F64(Array2<f64>),
+    /// A block decoded without GDAL, as it is stored: its cells are converted as they are
+    /// copied out, rather than in a pass of their own.
+    Stored(Stored),
+}
+
+/// A block as [`tessera_tiff`] decodes it, of which the first `dim` (rows, columns) are the
+/// raster's (TIFF stores whole tiles at the raster's edges).
+#[derive(Debug)]
+struct Stored {
+    block: tessera_tiff::Block,
+    sample: tessera_tiff::SampleType,
+    dim: (usize, usize),
 }
 
 impl Block {
@@ -40,6 +52,7 @@ impl Block {
         match self {
             Block::F32(a) => a.dim(),
             Block::F64(a) => a.dim(),
+            Block::Stored(b) => b.dim,
         }
     }
 
@@ -57,7 +70,74 @@ impl Block {
                 T::from_f64(f64::from(v))
             }),
             Block::F64(a) => copy_cells(a.slice(s![r0..r1, c0..c1]), out, nodata, T::from_f64),
+            Block::Stored(b) => b.copy_into((r0, r1), (c0, c1), out, nodata),
         }
+    }
+}
+
+impl Stored {
+    /// [`Block::copy_into`]: each cell's value, as GDAL reads it into f64, tested for NoData
+    /// and rounded to `T` once, as [`copy_cells`] makes them of GDAL's blocks.
+    fn copy_into<T: WindowCell>(
+        &self,
+        (r0, r1): (usize, usize),
+        (c0, c1): (usize, usize),
+        mut out: ArrayViewMut2<T>,
+        nodata: Option<CellType>,
+    ) {
+        use tessera_tiff::SampleType as S;
+        let size = self.sample.bytes();
+        let width = self.block.width;
+        for (r, mut o) in (r0..r1).zip(out.rows_mut()) {
+            let Some(from) = self
+                .block
+                .bytes
+                .get((r * width + c0) * size..(r * width + c1) * size)
+            else {
+                continue;
+            };
+            let row = |o: &mut [T]| match self.sample {
+                S::U8 => convert::<1, T>(from, o, nodata, |b| f64::from(b[0])),
+                S::I8 => convert::<1, T>(from, o, nodata, |b| f64::from(b[0] as i8)),
+                S::U16 => convert(from, o, nodata, |b| f64::from(u16::from_le_bytes(b))),
+                S::I16 => convert(from, o, nodata, |b| f64::from(i16::from_le_bytes(b))),
+                S::U32 => convert(from, o, nodata, |b| f64::from(u32::from_le_bytes(b))),
+                S::I32 => convert(from, o, nodata, |b| f64::from(i32::from_le_bytes(b))),
+                S::F32 => convert(from, o, nodata, |b| f64::from(f32::from_le_bytes(b))),
+                S::F64 => convert(from, o, nodata, f64::from_le_bytes),
+            };
+            match o.as_slice_mut() {
+                Some(o) => row(o),
+                None => {
+                    let mut cells = vec![T::NAN; c1 - c0];
+                    row(&mut cells);
+                    o.iter_mut().zip(cells).for_each(|(o, c)| *o = c);
+                }
+            }
+        }
+    }
+}
+
+/// `dst[i]` = the `i`th cell of `src` (little-endian, `N` bytes, `f` its value), NaN where
+/// `nodata` says it is NoData.
+fn convert<const N: usize, T: WindowCell>(
+    src: &[u8],
+    dst: &mut [T],
+    nodata: Option<CellType>,
+    f: impl Fn([u8; N]) -> f64,
+) {
+    let cells = src.chunks_exact(N).zip(dst.iter_mut());
+    let value = |s: &[u8]| f(s.try_into().unwrap_or([0; N]));
+    match nodata {
+        None => cells.for_each(|(s, d)| *d = T::from_f64(value(s))),
+        Some(ct) => cells.for_each(|(s, d)| {
+            let v = value(s);
+            *d = if ct.is_nodata(v) {
+                T::NAN
+            } else {
+                T::from_f64(v)
+            };
+        }),
     }
 }
 
@@ -239,16 +319,10 @@ impl BlockCache {
         }
     }
 
-    /// Block (`bx`, `by`) of source `tiff`, cut to its `w` × `h` cells inside the raster, as
-    /// GDAL reads it: from its bytes read ahead, else from the file; `None` when it cannot be
+    /// Block (`bx`, `by`) of source `tiff`, of which `w` × `h` cells are inside the raster,
+    /// decoded from its bytes read ahead, else read from the file; `None` when it cannot be
     /// decoded here (GDAL then reads it, and says what is wrong).
-    fn decode_direct(
-        &self,
-        tiff: &Tiff,
-        key: BlockKey,
-        (w, h): (usize, usize),
-        exact_in_f32: bool,
-    ) -> Option<Block> {
+    fn decode_direct(&self, tiff: &Tiff, key: BlockKey, (w, h): (usize, usize)) -> Option<Block> {
         let (_, _, bx, by) = key;
         let read = self.lock().read.remove(&key);
         let block = match &read {
@@ -263,27 +337,11 @@ impl BlockCache {
         if block.width < w || block.rows < h || block.bytes.len() < block.width * h * size {
             return None;
         }
-        fn cut<T: tessera_tiff::Cell>(
-            tiff: &Tiff,
-            block: &tessera_tiff::Block,
-            (w, h): (usize, usize),
-        ) -> Array2<T> {
-            let size = tiff.sample.bytes();
-            let mut cells = Array2::from_elem((h, w), T::NAN);
-            for (r, mut row) in cells.rows_mut().into_iter().enumerate() {
-                let from = &block.bytes[r * block.width * size..(r * block.width + w) * size];
-                if let Some(row) = row.as_slice_mut() {
-                    // NoData stays as it is stored: `copy_into` tests it, as for GDAL's blocks.
-                    tiff.sample.to_cells(from, None, row);
-                }
-            }
-            cells
-        }
-        Some(if exact_in_f32 {
-            Block::F32(cut(tiff, &block, (w, h)))
-        } else {
-            Block::F64(cut(tiff, &block, (w, h)))
-        })
+        Some(Block::Stored(Stored {
+            block,
+            sample: tiff.sample,
+            dim: (h, w),
+        }))
     }
 
     /// How many blocks have been decoded (a block evicted and wanted again counts twice).
@@ -407,7 +465,7 @@ impl BlockCache {
         let decode = || -> Result<Block> {
             self.decoded.fetch_add(1, Ordering::Relaxed);
             if let Some(tiff) = self.direct(index).filter(|_| band == 1)
-                && let Some(block) = self.decode_direct(tiff, key, (w, h), exact_in_f32)
+                && let Some(block) = self.decode_direct(tiff, key, (w, h))
             {
                 return Ok(block);
             }
@@ -568,6 +626,85 @@ mod tests {
         other = info.clone();
         other.cell_type.data_type = DataType::F64;
         assert!(direct_source(&other, 64 << 20).is_none());
+    }
+
+    /// A GeoTIFF of 16-bit integers with NoData, written by GDAL in tiles of 64 × 32.
+    fn i16_source(path: &std::path::Path) {
+        let driver = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
+        let mut opts = gdal::cpl::CslStringList::new();
+        for (k, v) in [
+            ("TILED", "YES"),
+            ("BLOCKXSIZE", "64"),
+            ("BLOCKYSIZE", "32"),
+            ("COMPRESS", "DEFLATE"),
+            ("PREDICTOR", "2"),
+        ] {
+            opts.set_name_value(k, v).unwrap();
+        }
+        let (cols, rows) = (150, 100);
+        let mut ds = driver
+            .create_with_band_type_with_options::<i16, _>(path, cols, rows, 1, &opts)
+            .unwrap();
+        ds.set_geo_transform(&[500000.0, 2.0, 0.0, 4000000.0, 0.0, -2.0])
+            .unwrap();
+        ds.set_spatial_ref(&gdal::spatial_ref::SpatialRef::from_epsg(32633).unwrap())
+            .unwrap();
+        let mut band = ds.rasterband(1).unwrap();
+        band.set_no_data_value(Some(-9999.0)).unwrap();
+        let cells: Vec<i16> = (0..cols * rows)
+            .map(|i| match i % 13 {
+                0 => -9999,
+                _ => ((i * 7919) % 3000) as i16 - 1500,
+            })
+            .collect();
+        band.write(
+            (0, 0),
+            (cols, rows),
+            &mut gdal::raster::Buffer::new((cols, rows), cells),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn cells_read_without_gdal_are_gdals_with_nodata_as_nan_in_f32_and_f64() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("i16.tif");
+        i16_source(&path);
+        let src = GdalSource::open(path.to_str().unwrap()).unwrap();
+        let info = src.info().clone();
+        assert_eq!(info.cell_type.nodata, Some(-9999.0));
+        let gdal = BlockCache::new(64 << 20);
+        let direct = BlockCache::new(64 << 20).reading([Some(&info)]);
+        assert!(direct.direct(0).is_some());
+        assert_eq!(direct.read_ahead(0, 1, 0..3), 3);
+        let bits = |a: &Array2<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let bits64 = |a: &Array2<f64>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let nodata = Some(info.cell_type);
+        for (col, row, cols, rows) in [(0, 0, 150, 100), (10, 20, 130, 50), (100, 60, 50, 40)] {
+            let (mut a, mut b) = (
+                Array2::from_elem((rows, cols), 0f32),
+                Array2::from_elem((rows, cols), 0f32),
+            );
+            let at = (col, row);
+            gdal.read_window_into(0, &src, 1, at, a.view_mut(), nodata)
+                .unwrap();
+            direct
+                .read_window_into(0, &src, 1, at, b.view_mut(), nodata)
+                .unwrap();
+            assert_eq!(bits(&a), bits(&b), "f32 window {col},{row}");
+            assert!(b.iter().any(|v| v.is_nan()), "NoData is NaN");
+            let (mut a, mut b) = (
+                Array2::from_elem((rows, cols), 0f64),
+                Array2::from_elem((rows, cols), 0f64),
+            );
+            gdal.read_window_into(0, &src, 1, at, a.view_mut(), nodata)
+                .unwrap();
+            direct
+                .read_window_into(0, &src, 1, at, b.view_mut(), nodata)
+                .unwrap();
+            assert_eq!(bits64(&a), bits64(&b), "f64 window {col},{row}");
+        }
+        assert_eq!(direct.read_ahead_pending(), 0);
     }
 
     #[test]
