@@ -363,7 +363,7 @@ impl BlockCache {
         (col, row): (u64, u64),
         (cols, rows): (usize, usize),
     ) -> Result<Array2<f64>> {
-        if self.uncached(index, src, (col, row), (cols, rows)) {
+        if self.uncached(src, (col, row), (cols, rows)) && self.direct(index).is_none() {
             return src.read_window(band, col, row, cols, rows);
         }
         let mut out = Array2::from_elem((rows, cols), f64::NAN);
@@ -387,7 +387,17 @@ impl BlockCache {
         if rows == 0 || cols == 0 {
             return Ok(());
         }
-        if self.uncached(index, src, (col, row), (cols, rows)) {
+        if self.uncached(src, (col, row), (cols, rows)) {
+            // One block of a source read without GDAL: decoded here, and not kept.
+            if let Some(tiff) = self.direct(index).filter(|_| band == 1) {
+                let (bw, bh) = src.info().block_size;
+                let key = (index, band, col / bw.max(1) as u64, row / bh.max(1) as u64);
+                if let Some(block) = self.decode_direct(tiff, key, (cols, rows)) {
+                    self.decoded.fetch_add(1, Ordering::Relaxed);
+                    block.copy_into((0, rows), (0, cols), out, nodata);
+                    return Ok(());
+                }
+            }
             let cells = src.read_window::<T>(band, col, row, cols, rows)?;
             copy_cells(cells.view(), out, nodata, |v| v);
             return Ok(());
@@ -420,19 +430,14 @@ impl BlockCache {
         Ok(())
     }
 
-    /// Whether a window is read straight from the source through GDAL: exactly one block (a
-    /// layout aligned with the source's blocks, no halo), or blocks too large to cache; never
-    /// for a source read without GDAL, whose blocks read ahead are taken by the cache.
+    /// Whether a window is read straight from the source, not kept in the cache: exactly one
+    /// block (a layout aligned with the source's blocks, no halo), or blocks too large to cache.
     fn uncached(
         &self,
-        index: usize,
         src: &GdalSource,
         (col, row): (u64, u64),
         (cols, rows): (usize, usize),
     ) -> bool {
-        if self.direct(index).is_some() {
-            return false;
-        }
         let grid = src.info().grid;
         let (bw, bh) = src.info().block_size;
         let (bw, bh) = (bw.max(1) as u64, bh.max(1) as u64);
@@ -597,7 +602,7 @@ mod tests {
             (0, 0, 700, 530),
             (100, 37, 456, 456),
             (244, 300, 456, 230),
-            // One whole block: read through the cache too.
+            // One whole block.
             (256, 256, 256, 256),
             (512, 512, 188, 18),
         ] {
@@ -614,6 +619,19 @@ mod tests {
         }
         assert_eq!(cache.read_ahead_pending(), 0);
         assert!(cache.lock().bytes <= cache.capacity);
+        // A window that is one block (read ahead, or not) is decoded and not kept: a layout
+        // aligned with the source's blocks, without a halo, wants each block once.
+        let fresh = BlockCache::new(64 << 20).reading([Some(&info)]);
+        assert_eq!(fresh.read_ahead(0, 1, 1..2), 1);
+        for (col, row, cols, rows) in [(256, 256, 256, 256), (512, 512, 188, 18)] {
+            let want = src.read_window::<f64>(1, col, row, cols, rows).unwrap();
+            let got = fresh
+                .read_window(0, &src, 1, (col, row), (cols, rows))
+                .unwrap();
+            assert_eq!(got, want, "block at {col},{row}");
+        }
+        assert_eq!((fresh.decoded(), fresh.read_ahead_pending()), (2, 0));
+        assert!(fresh.lock().blocks.is_empty());
         // What GDAL reads differently is left to GDAL: another band, a striped file whose
         // strips are too large to cache, a file that is not there.
         let mut other = info.clone();
