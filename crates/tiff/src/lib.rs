@@ -105,32 +105,35 @@ impl SampleType {
     /// [`to_f64`](Self::to_f64) into f64 or f32 cells: the f64 value (NoData tested on it)
     /// rounded once.
     pub fn to_cells<T: Cell>(self, src: &[u8], nodata: Option<f64>, dst: &mut [T]) {
-        fn conv<const N: usize, T: Cell>(
+        match nodata {
+            None => self.map_cells(src, dst, T::from_f64),
+            Some(nd) => self.map_cells(src, dst, |v| {
+                T::from_f64(if v == nd { f64::NAN } else { v })
+            }),
+        }
+    }
+
+    /// `dst[i]` = `f`(the value of cell `i` of `src`, little-endian cells of this type, as f64).
+    pub fn map_cells<T>(self, src: &[u8], dst: &mut [T], f: impl Fn(f64) -> T) {
+        fn conv<const N: usize, T>(
             src: &[u8],
             dst: &mut [T],
-            nodata: Option<f64>,
-            f: impl Fn([u8; N]) -> f64,
+            value: impl Fn([u8; N]) -> f64,
+            f: impl Fn(f64) -> T,
         ) {
-            let cells = src.chunks_exact(N).zip(dst.iter_mut());
-            match nodata {
-                None => cells.for_each(|(s, d)| {
-                    *d = T::from_f64(f(s.try_into().unwrap_or([0; N])));
-                }),
-                Some(nd) => cells.for_each(|(s, d)| {
-                    let v = f(s.try_into().unwrap_or([0; N]));
-                    *d = T::from_f64(if v == nd { f64::NAN } else { v });
-                }),
+            for (s, d) in src.chunks_exact(N).zip(dst.iter_mut()) {
+                *d = f(value(s.try_into().unwrap_or([0; N])));
             }
         }
         match self {
-            SampleType::U8 => conv::<1, T>(src, dst, nodata, |b| b[0] as f64),
-            SampleType::I8 => conv::<1, T>(src, dst, nodata, |b| b[0] as i8 as f64),
-            SampleType::U16 => conv(src, dst, nodata, |b| u16::from_le_bytes(b) as f64),
-            SampleType::I16 => conv(src, dst, nodata, |b| i16::from_le_bytes(b) as f64),
-            SampleType::U32 => conv(src, dst, nodata, |b| u32::from_le_bytes(b) as f64),
-            SampleType::I32 => conv(src, dst, nodata, |b| i32::from_le_bytes(b) as f64),
-            SampleType::F32 => conv(src, dst, nodata, |b| f32::from_le_bytes(b) as f64),
-            SampleType::F64 => conv(src, dst, nodata, f64::from_le_bytes),
+            SampleType::U8 => conv::<1, T>(src, dst, |b| b[0] as f64, f),
+            SampleType::I8 => conv::<1, T>(src, dst, |b| b[0] as i8 as f64, f),
+            SampleType::U16 => conv(src, dst, |b| u16::from_le_bytes(b) as f64, f),
+            SampleType::I16 => conv(src, dst, |b| i16::from_le_bytes(b) as f64, f),
+            SampleType::U32 => conv(src, dst, |b| u32::from_le_bytes(b) as f64, f),
+            SampleType::I32 => conv(src, dst, |b| i32::from_le_bytes(b) as f64, f),
+            SampleType::F32 => conv(src, dst, |b| f32::from_le_bytes(b) as f64, f),
+            SampleType::F64 => conv(src, dst, f64::from_le_bytes, f),
         }
     }
 }

@@ -85,7 +85,6 @@ impl Stored {
         mut out: ArrayViewMut2<T>,
         nodata: Option<CellType>,
     ) {
-        use tessera_tiff::SampleType as S;
         let size = self.sample.bytes();
         let width = self.block.width;
         for (r, mut o) in (r0..r1).zip(out.rows_mut()) {
@@ -96,15 +95,13 @@ impl Stored {
             else {
                 continue;
             };
-            let row = |o: &mut [T]| match self.sample {
-                S::U8 => convert::<1, T>(from, o, nodata, |b| f64::from(b[0])),
-                S::I8 => convert::<1, T>(from, o, nodata, |b| f64::from(b[0] as i8)),
-                S::U16 => convert(from, o, nodata, |b| f64::from(u16::from_le_bytes(b))),
-                S::I16 => convert(from, o, nodata, |b| f64::from(i16::from_le_bytes(b))),
-                S::U32 => convert(from, o, nodata, |b| f64::from(u32::from_le_bytes(b))),
-                S::I32 => convert(from, o, nodata, |b| f64::from(i32::from_le_bytes(b))),
-                S::F32 => convert(from, o, nodata, |b| f64::from(f32::from_le_bytes(b))),
-                S::F64 => convert(from, o, nodata, f64::from_le_bytes),
+            // Each cell's value as GDAL reads it into f64, tested for NoData, rounded once.
+            let row = |o: &mut [T]| match nodata {
+                None => self.sample.map_cells(from, o, T::from_f64),
+                Some(ct) => self.sample.map_cells(from, o, |v| match ct.is_nodata(v) {
+                    true => T::NAN,
+                    false => T::from_f64(v),
+                }),
             };
             match o.as_slice_mut() {
                 Some(o) => row(o),
@@ -115,29 +112,6 @@ impl Stored {
                 }
             }
         }
-    }
-}
-
-/// `dst[i]` = the `i`th cell of `src` (little-endian, `N` bytes, `f` its value), NaN where
-/// `nodata` says it is NoData.
-fn convert<const N: usize, T: WindowCell>(
-    src: &[u8],
-    dst: &mut [T],
-    nodata: Option<CellType>,
-    f: impl Fn([u8; N]) -> f64,
-) {
-    let cells = src.chunks_exact(N).zip(dst.iter_mut());
-    let value = |s: &[u8]| f(s.try_into().unwrap_or([0; N]));
-    match nodata {
-        None => cells.for_each(|(s, d)| *d = T::from_f64(value(s))),
-        Some(ct) => cells.for_each(|(s, d)| {
-            let v = value(s);
-            *d = if ct.is_nodata(v) {
-                T::NAN
-            } else {
-                T::from_f64(v)
-            };
-        }),
     }
 }
 
@@ -569,6 +543,13 @@ mod tests {
         let src = GdalSource::open(path.to_str().unwrap()).unwrap();
         // A small cache, so that blocks are evicted and read again.
         let cache = BlockCache::new(3 * 256 * 256 * 8 * 8);
+        windows_equal_gdal(&cache, &src);
+        assert!(cache.lock().bytes <= cache.capacity);
+    }
+
+    /// Windows of the 700 × 530 test DSM `src` read through `cache`, in f64 and in f32, are
+    /// GDAL's: whole, straddling blocks, cut off at the edges, one block.
+    fn windows_equal_gdal(cache: &BlockCache, src: &GdalSource) {
         for (col, row, cols, rows) in [
             (0, 0, 700, 530),
             (100, 37, 456, 456),
@@ -578,11 +559,15 @@ mod tests {
         ] {
             let want = src.read_window::<f64>(1, col, row, cols, rows).unwrap();
             let got = cache
-                .read_window(0, &src, 1, (col, row), (cols, rows))
+                .read_window(0, src, 1, (col, row), (cols, rows))
                 .unwrap();
             assert_eq!(got, want, "window {col},{row} {cols}x{rows}");
+            let mut f32s = Array2::from_elem((rows, cols), f32::NAN);
+            cache
+                .read_window_into(0, src, 1, (col, row), f32s.view_mut(), None)
+                .unwrap();
+            assert_eq!(f32s.mapv(f64::from), want, "f32 window {col},{row}");
         }
-        assert!(cache.lock().bytes <= cache.capacity);
     }
 
     #[test]
@@ -598,25 +583,7 @@ mod tests {
         // Some blocks' bytes read ahead, one of them cut off at the raster's edge.
         assert_eq!(cache.read_ahead(0, 1, 1..3), 2);
         assert_eq!(cache.read_ahead(0, 2, 0..3), 3);
-        for (col, row, cols, rows) in [
-            (0, 0, 700, 530),
-            (100, 37, 456, 456),
-            (244, 300, 456, 230),
-            // One whole block.
-            (256, 256, 256, 256),
-            (512, 512, 188, 18),
-        ] {
-            let want = src.read_window::<f64>(1, col, row, cols, rows).unwrap();
-            let got = cache
-                .read_window(0, &src, 1, (col, row), (cols, rows))
-                .unwrap();
-            assert_eq!(got, want, "window {col},{row} {cols}x{rows}");
-            let mut f32s = Array2::from_elem((rows, cols), f32::NAN);
-            cache
-                .read_window_into(0, &src, 1, (col, row), f32s.view_mut(), None)
-                .unwrap();
-            assert_eq!(f32s.mapv(f64::from), want);
-        }
+        windows_equal_gdal(&cache, &src);
         assert_eq!(cache.read_ahead_pending(), 0);
         assert!(cache.lock().bytes <= cache.capacity);
         // A window that is one block (read ahead, or not) is decoded and not kept: a layout
