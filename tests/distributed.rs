@@ -490,6 +490,28 @@ fn a_restarted_coordinator_resumes_a_cube_job_without_redoing_finished_tasks() {
     assert!(got == want, "the resumed products equal the embedded run");
 }
 
+/// A coordinator storing in `dir`/store, and `workers` worker processes, each started by
+/// `start` (the coordinator's URL, its log `dir`/worker{i}.log): the processes (stopped when
+/// dropped), the URL, the store and the workers' logs.
+fn local_cluster(
+    dir: &Path,
+    workers: usize,
+    start: impl Fn(&str, &Path) -> std::process::Child,
+) -> (Procs, String, std::path::PathBuf, Vec<std::path::PathBuf>) {
+    let store = dir.join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let mut procs = Procs::default();
+    let (coord, url) = start_coordinator(store.to_str().unwrap(), 0, &[]);
+    procs.0.push(coord);
+    let logs: Vec<_> = (0..workers)
+        .map(|i| dir.join(format!("worker{i}.log")))
+        .collect();
+    for log in &logs {
+        procs.0.push(start(&url, log));
+    }
+    (procs, url, store, logs)
+}
+
 #[test]
 fn workers_leasing_many_tasks_report_them_together_and_write_what_one_process_writes() {
     let tmp = temp_dir();
@@ -527,33 +549,16 @@ fn workers_leasing_many_tasks_report_them_together_and_write_what_one_process_wr
         reference.to_str().unwrap(),
     ]);
     tessera_ok(&args);
-    let store = tmp.path().join("store");
-    std::fs::create_dir_all(&store).unwrap();
-    let mut procs = Procs::default();
-    let (coord, url) = start_coordinator(store.to_str().unwrap(), 0, &[]);
-    procs.0.push(coord);
-    let logs: Vec<_> = (0..2)
-        .map(|i| tmp.path().join(format!("worker{i}.log")))
-        .collect();
-    for log in &logs {
-        procs.0.push(
-            std::process::Command::new(tessera_tests::tessera_bin())
-                .args([
-                    "worker",
-                    "--coordinator",
-                    &url,
-                    "--threads",
-                    "1",
-                    "--lease",
-                    "16",
-                ])
-                .env("TESSERA_LOG", "debug")
-                .stdout(std::process::Stdio::null())
-                .stderr(std::fs::File::create(log).unwrap())
-                .spawn()
-                .unwrap(),
-        );
-    }
+    let (_procs, url, store, logs) = local_cluster(tmp.path(), 2, |url, log| {
+        std::process::Command::new(tessera_tests::tessera_bin())
+            .args(["worker", "--coordinator", url, "--threads", "1"])
+            .args(["--lease", "16"])
+            .env("TESSERA_LOG", "debug")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap()
+    });
     let job = write_job(
         tmp.path(),
         &[&glob],
@@ -595,15 +600,8 @@ fn submit_export_follows_the_job_into_the_geotiff_that_layer_export_writes() {
     let tmp = temp_dir();
     let dem = tmp.path().join("dem.tif");
     tessera_tests::synth_dsm(&dem, 1000, 900);
-    let store = tmp.path().join("store");
-    std::fs::create_dir_all(&store).unwrap();
-    let mut procs = Procs::default();
-    let (coord, url) = start_coordinator(store.to_str().unwrap(), 0, &[]);
-    procs.0.push(coord);
-    for i in 0..2 {
-        let log = tmp.path().join(format!("worker{i}.log"));
-        procs.0.push(start_worker(&url, &log, &[]));
-    }
+    let (_procs, url, store, _) =
+        local_cluster(tmp.path(), 2, |url, log| start_worker(url, log, &[]));
     let tif = tmp.path().join("slope.tif");
     // A new layer, written in place; then the same job replacing it, written beside it (staged)
     // until its commit: the export follows either.
