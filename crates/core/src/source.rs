@@ -675,32 +675,17 @@ mod tests {
 
     #[test]
     fn a_block_read_whole_or_at_the_edge_is_the_window_of_its_cells() {
-        use gdal::raster::Buffer;
         // 150 × 100 bytes in 64 × 64 tiles: the last column and row of tiles are partial.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bytes.tif");
-        let mut opts = gdal::cpl::CslStringList::new();
-        for (k, v) in [
+        let options = [
             ("TILED", "YES"),
             ("BLOCKXSIZE", "64"),
             ("BLOCKYSIZE", "64"),
             ("COMPRESS", "DEFLATE"),
-        ] {
-            opts.set_name_value(k, v).unwrap();
-        }
-        let mut ds = geotiff_driver()
-            .unwrap()
-            .create_with_band_type_with_options::<u8, _>(&path, 150, 100, 1, &opts)
-            .unwrap();
-        ds.set_geo_transform(&[500_000.0, 1.0, 0.0, 6_400_000.0, 0.0, -1.0])
-            .unwrap();
+        ];
         let cells: Vec<u8> = (0..150 * 100).map(|i| ((i * 37) % 251) as u8).collect();
-        let mut buf = Buffer::new((150, 100), cells);
-        ds.rasterband(1)
-            .unwrap()
-            .write((0, 0), (150, 100), &mut buf)
-            .unwrap();
-        drop(ds);
+        crate::synth::write_test_tiff(&path, (150, 100), &options, None, cells);
         let src = GdalSource::open(path.to_str().unwrap()).unwrap();
         assert_eq!(src.info().block_size, (64, 64));
         for (bx, by) in [(0, 0), (1, 0), (2, 0), (0, 1), (2, 1)] {

@@ -111,6 +111,35 @@ pub(crate) fn write_test_dsm(path: &Path, cols: u64, rows: u64) {
     .unwrap_or_else(|e| panic!("cannot write the test DSM {}: {e}", path.display()));
 }
 
+/// Writes `cells` (row-major, `cols` × `rows`) with GDAL to a GeoTIFF at `path` made with
+/// creation `options`, with 1 m cells at (500,000, 6,400,000) of EPSG:32633 and `nodata`: a test
+/// input of a given type and layout.
+#[cfg(test)]
+pub(crate) fn write_test_tiff<T: gdal::raster::GdalType + Copy>(
+    path: &Path,
+    (cols, rows): (usize, usize),
+    options: &[(&str, &str)],
+    nodata: Option<f64>,
+    cells: Vec<T>,
+) {
+    let mut opts = CslStringList::new();
+    for (k, v) in options {
+        opts.set_name_value(k, v).unwrap();
+    }
+    let mut ds = crate::source::geotiff_driver()
+        .unwrap()
+        .create_with_band_type_with_options::<T, _>(path, cols, rows, 1, &opts)
+        .unwrap();
+    ds.set_geo_transform(&[500_000.0, 1.0, 0.0, 6_400_000.0, 0.0, -1.0])
+        .unwrap();
+    ds.set_spatial_ref(&gdal::spatial_ref::SpatialRef::from_epsg(32633).unwrap())
+        .unwrap();
+    let mut band = ds.rasterband(1).unwrap();
+    band.set_no_data_value(nodata).unwrap();
+    band.write((0, 0), (cols, rows), &mut Buffer::new((cols, rows), cells))
+        .unwrap();
+}
+
 impl SynthDsm {
     pub fn grid(&self) -> GridExtent {
         GridExtent::from_origin(

@@ -615,39 +615,21 @@ mod tests {
 
     /// A GeoTIFF of 16-bit integers with NoData, written by GDAL in tiles of 64 × 32.
     fn i16_source(path: &std::path::Path) {
-        let driver = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
-        let mut opts = gdal::cpl::CslStringList::new();
-        for (k, v) in [
-            ("TILED", "YES"),
-            ("BLOCKXSIZE", "64"),
-            ("BLOCKYSIZE", "32"),
-            ("COMPRESS", "DEFLATE"),
-            ("PREDICTOR", "2"),
-        ] {
-            opts.set_name_value(k, v).unwrap();
-        }
         let (cols, rows) = (150, 100);
-        let mut ds = driver
-            .create_with_band_type_with_options::<i16, _>(path, cols, rows, 1, &opts)
-            .unwrap();
-        ds.set_geo_transform(&[500000.0, 2.0, 0.0, 4000000.0, 0.0, -2.0])
-            .unwrap();
-        ds.set_spatial_ref(&gdal::spatial_ref::SpatialRef::from_epsg(32633).unwrap())
-            .unwrap();
-        let mut band = ds.rasterband(1).unwrap();
-        band.set_no_data_value(Some(-9999.0)).unwrap();
         let cells: Vec<i16> = (0..cols * rows)
             .map(|i| match i % 13 {
                 0 => -9999,
                 _ => ((i * 7919) % 3000) as i16 - 1500,
             })
             .collect();
-        band.write(
-            (0, 0),
-            (cols, rows),
-            &mut gdal::raster::Buffer::new((cols, rows), cells),
-        )
-        .unwrap();
+        let options = [
+            ("TILED", "YES"),
+            ("BLOCKXSIZE", "64"),
+            ("BLOCKYSIZE", "32"),
+            ("COMPRESS", "DEFLATE"),
+            ("PREDICTOR", "2"),
+        ];
+        crate::synth::write_test_tiff(path, (cols, rows), &options, Some(-9999.0), cells);
     }
 
     #[test]
