@@ -251,6 +251,17 @@ fn submit(job: &Path, url: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Submits a job to the coordinator at `url`, followed to its end by `follow` (`--watch`, or
+/// `--export PATH`), and checks that it succeeded; what `submit` said on stderr.
+fn submit_to_success(job: &Path, url: &str, follow: &[&str]) -> String {
+    let mut args = vec!["submit", job.to_str().unwrap(), "--coordinator", url];
+    args.extend(follow);
+    let out = tessera_ok(&args);
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(said.contains("Succeeded"), "{said}");
+    said
+}
+
 /// The finished tasks journalled in a stage's directory: its `<index>.json` files. A put cut
 /// short by SIGKILL can leave the store's staging file (`<index>.json#<n>`) beside them; it is
 /// not a finished task (the journal reads `.json` files only).
@@ -565,15 +576,7 @@ fn workers_leasing_many_tasks_report_them_together_and_write_what_one_process_wr
         "dem",
         "layout: floating:32\ntasks: {target_mb: 1}\n",
     );
-    let out = tessera_ok(&[
-        "submit",
-        job.to_str().unwrap(),
-        "--coordinator",
-        &url,
-        "--watch",
-    ]);
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(said.contains("Succeeded"), "{said}");
+    let said = submit_to_success(&job, &url, &["--watch"]);
     let tasks = tessera_tests::task_count(&said);
     // Every task ran once; some reports went together; the layer is the single-process
     // ingest's, byte for byte.
@@ -614,16 +617,7 @@ fn submit_export_follows_the_job_into_the_geotiff_that_layer_export_writes() {
                 "  overwrite: {overwrite}\nlayout: floating:64\ntasks: {{target_mb: 1}}\noperations:\n  - slope\n"
             ),
         );
-        let out = tessera_ok(&[
-            "submit",
-            job.to_str().unwrap(),
-            "--coordinator",
-            &url,
-            "--export",
-            tif.to_str().unwrap(),
-        ]);
-        let said = String::from_utf8_lossy(&out.stderr);
-        assert!(said.contains("Succeeded"), "{said}");
+        submit_to_success(&job, &url, &["--export", tif.to_str().unwrap()]);
         // Cell for cell (NaN for NaN) what `layer export` writes of the committed layer.
         let exported = tmp.path().join("exported.tif");
         tessera_ok(&[
